@@ -1,0 +1,1 @@
+"""Postroom's services, one package each."""

@@ -1,0 +1,85 @@
+"""The Redis schema: every key name Postroom uses is built here and nowhere else.
+
+Global keys (one slot each, only ever touched by single-key commands):
+    {ns}:domains                      set of local domains
+    {ns}:users                        set of account addresses
+    {ns}:aliases                      hash: source address (or "@domain" catch-all) -> JSON list of targets
+
+Per mailbox, all sharing the hash tag `{address}` so every Lua script is Redis Cluster safe (DESIGN invariant 9):
+    {ns}:{addr}:account               hash: password (argon2id PHC string), quota (bytes, 0 = none), created
+    {ns}:{addr}:index                 zset: uid -> arrival sequence (POP3 message order)
+    {ns}:{addr}:sizes                 hash: uid -> size in octets (CRLF, as RETR sends before dot-stuffing)
+    {ns}:{addr}:usage                 hash: messages, bytes (kept in step with index and sizes by the scripts)
+    {ns}:{addr}:seq                   counter giving arrival sequence numbers
+    {ns}:{addr}:msg:{uid}             string: the message, CRLF line ends
+    {ns}:{addr}:dedup:{queue_id}      string with a TTL: "this queue message was stored here" (idempotent delivery)
+    {ns}:{addr}:lock                  string with a TTL: POP3 maildrop lock, value = owner token
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def normalize_address(address: str) -> str:
+    """Mailbox identity: the address lower-cased (local parts are case-insensitive here, as in most MTAs)."""
+    return address.strip().lower()
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names for one namespace."""
+
+    namespace: str
+
+    @property
+    def domains(self) -> str:
+        return f"{self.namespace}:domains"
+
+    @property
+    def users(self) -> str:
+        return f"{self.namespace}:users"
+
+    @property
+    def aliases(self) -> str:
+        return f"{self.namespace}:aliases"
+
+    def mailbox(self, address: str) -> MailboxKeys:
+        return MailboxKeys(f"{self.namespace}:{{{normalize_address(address)}}}")
+
+
+@dataclass(frozen=True)
+class MailboxKeys:
+    """Key names of one mailbox; `prefix` already holds the hash tag."""
+
+    prefix: str
+
+    @property
+    def account(self) -> str:
+        return f"{self.prefix}:account"
+
+    @property
+    def index(self) -> str:
+        return f"{self.prefix}:index"
+
+    @property
+    def sizes(self) -> str:
+        return f"{self.prefix}:sizes"
+
+    @property
+    def usage(self) -> str:
+        return f"{self.prefix}:usage"
+
+    @property
+    def seq(self) -> str:
+        return f"{self.prefix}:seq"
+
+    @property
+    def lock(self) -> str:
+        return f"{self.prefix}:lock"
+
+    def message(self, uid: str) -> str:
+        return f"{self.prefix}:msg:{uid}"
+
+    def dedup(self, queue_id: str) -> str:
+        return f"{self.prefix}:dedup:{queue_id}"

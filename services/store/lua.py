@@ -1,0 +1,67 @@
+"""Lua scripts for every multi-key mailbox change, so each one is atomic (DESIGN invariants 4, 5 and 6)."""
+
+from __future__ import annotations
+
+# KEYS: dedup, account, usage, seq, index, sizes, body
+# ARGV: uid, body, dedup ttl (seconds)
+# Returns {status, detail}: 1 stored (detail = sequence), 0 duplicate, -1 over quota, -2 no such mailbox.
+STORE_MESSAGE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0, 0} end
+if redis.call('EXISTS', KEYS[2]) == 0 then return {-2, 0} end
+local size = string.len(ARGV[2])
+local quota = tonumber(redis.call('HGET', KEYS[2], 'quota') or '0') or 0
+local used = tonumber(redis.call('HGET', KEYS[3], 'bytes') or '0') or 0
+if quota > 0 and used + size > quota then return {-1, used} end
+local seq = redis.call('INCR', KEYS[4])
+redis.call('SET', KEYS[7], ARGV[2])
+redis.call('ZADD', KEYS[5], seq, ARGV[1])
+redis.call('HSET', KEYS[6], ARGV[1], size)
+redis.call('HINCRBY', KEYS[3], 'bytes', size)
+redis.call('HINCRBY', KEYS[3], 'messages', 1)
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[3]))
+return {1, seq}
+"""
+
+# KEYS: index, sizes. Returns a flat list uid1, size1, uid2, size2, ... in arrival order: a consistent snapshot.
+SNAPSHOT = """
+local uids = redis.call('ZRANGE', KEYS[1], 0, -1)
+local out = {}
+for i, uid in ipairs(uids) do
+  out[#out + 1] = uid
+  out[#out + 1] = redis.call('HGET', KEYS[2], uid) or '0'
+end
+return out
+"""
+
+# KEYS: lock, index, sizes, usage, body1..bodyN.  ARGV: token, uid1..uidN.
+# Deletes only while the caller still owns the lock. Returns the number removed, or -1 when the lock is lost.
+DELETE_MESSAGES = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local removed, bytes = 0, 0
+for i = 2, #ARGV do
+  local uid = ARGV[i]
+  if redis.call('ZREM', KEYS[2], uid) == 1 then
+    bytes = bytes + (tonumber(redis.call('HGET', KEYS[3], uid) or '0') or 0)
+    redis.call('HDEL', KEYS[3], uid)
+    redis.call('DEL', KEYS[i + 3])
+    removed = removed + 1
+  end
+end
+if removed > 0 then
+  redis.call('HINCRBY', KEYS[4], 'messages', -removed)
+  redis.call('HINCRBY', KEYS[4], 'bytes', -bytes)
+end
+return removed
+"""
+
+# KEYS: lock. ARGV: token, ttl ms. 1 when refreshed, 0 when the lock belongs to someone else or expired.
+REFRESH_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+# KEYS: lock. ARGV: token.
+RELEASE_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""

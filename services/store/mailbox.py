@@ -1,0 +1,105 @@
+"""Mailboxes: idempotent atomic delivery, consistent snapshots, reading, lock-guarded deletion, maildrop locks."""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from services.store import lua
+from services.store.keys import Keys
+
+# A queue message redelivered within this time is recognised and stored once; longer than any queue lifetime.
+DEFAULT_DEDUP_TTL = 8 * 86400
+
+
+class StoreOutcome(enum.Enum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+    OVER_QUOTA = "over_quota"
+    NO_MAILBOX = "no_mailbox"
+
+
+@dataclass(frozen=True)
+class MessageInfo:
+    uid: str
+    size: int
+
+
+def to_crlf(data: bytes) -> bytes:
+    """Every line end as CRLF: what we store is exactly what POP3 counts and sends."""
+    if b"\r" not in data:
+        return data.replace(b"\n", b"\r\n")
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Mailboxes:
+    """Operations on mailboxes; every multi-key change is one Lua script over keys of one hash slot."""
+
+    def __init__(self, redis: Any, keys: Keys, dedup_ttl: int = DEFAULT_DEDUP_TTL) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.dedup_ttl = dedup_ttl
+        self._store = redis.register_script(lua.STORE_MESSAGE)
+        self._snapshot = redis.register_script(lua.SNAPSHOT)
+        self._delete = redis.register_script(lua.DELETE_MESSAGES)
+        self._refresh = redis.register_script(lua.REFRESH_LOCK)
+        self._release = redis.register_script(lua.RELEASE_LOCK)
+
+    async def deliver(self, address: str, queue_id: str, message: bytes) -> StoreOutcome:
+        """Store `message` for `address` once per queue id; safe to repeat after a crash (DESIGN invariant 4)."""
+        box = self.keys.mailbox(address)
+        uid = queue_id
+        keys = [box.dedup(queue_id), box.account, box.usage, box.seq, box.index, box.sizes, box.message(uid)]
+        status, _ = await self._store(keys=keys, args=[uid, to_crlf(message), self.dedup_ttl])
+        return {
+            1: StoreOutcome.STORED,
+            0: StoreOutcome.DUPLICATE,
+            -1: StoreOutcome.OVER_QUOTA,
+            -2: StoreOutcome.NO_MAILBOX,
+        }[int(status)]
+
+    async def snapshot(self, address: str) -> list[MessageInfo]:
+        """The messages in arrival order with their sizes, read atomically."""
+        box = self.keys.mailbox(address)
+        flat = await self._snapshot(keys=[box.index, box.sizes])
+        return [MessageInfo(_text(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+    async def read(self, address: str, uid: str) -> bytes | None:
+        data = await self.redis.get(self.keys.mailbox(address).message(uid))
+        return None if data is None else bytes(data)
+
+    async def read_range(self, address: str, uid: str, start: int, end: int) -> bytes:
+        """Bytes start..end inclusive, for streaming a big message without holding it whole."""
+        return bytes(await self.redis.getrange(self.keys.mailbox(address).message(uid), start, end))
+
+    async def delete(self, address: str, token: str, uids: list[str]) -> int | None:
+        """Remove `uids` atomically if `token` still owns the lock; None when it does not (nothing removed)."""
+        box = self.keys.mailbox(address)
+        if not uids:
+            return 0 if await self.owns_lock(address, token) else None
+        keys = [box.lock, box.index, box.sizes, box.usage, *(box.message(uid) for uid in uids)]
+        removed = int(await self._delete(keys=keys, args=[token, *uids]))
+        return None if removed < 0 else removed
+
+    # -- maildrop lock (RFC 1939 §8: exclusive access per session) --------------------------------------------
+    async def acquire_lock(self, address: str, ttl_seconds: float) -> str | None:
+        token = secrets.token_hex(16)
+        ok = await self.redis.set(self.keys.mailbox(address).lock, token, nx=True, px=int(ttl_seconds * 1000))
+        return token if ok else None
+
+    async def refresh_lock(self, address: str, token: str, ttl_seconds: float) -> bool:
+        keys = [self.keys.mailbox(address).lock]
+        return bool(await self._refresh(keys=keys, args=[token, int(ttl_seconds * 1000)]))
+
+    async def release_lock(self, address: str, token: str) -> bool:
+        return bool(await self._release(keys=[self.keys.mailbox(address).lock], args=[token]))
+
+    async def owns_lock(self, address: str, token: str) -> bool:
+        value = await self.redis.get(self.keys.mailbox(address).lock)
+        return value is not None and _text(value) == token

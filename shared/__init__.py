@@ -1,0 +1,1 @@
+"""Code every Postroom service shares: settings, logging, envelope, AMQP topology, connections, health."""

@@ -1,0 +1,36 @@
+"""Process wiring shared by every `python -m services.<name>`: uvloop, signals, a clean one-line config error."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+from shared.errors import ConfigError
+
+
+def wait_for_stop_signal() -> asyncio.Event:
+    """An event set on SIGTERM or SIGINT, so `main` can drain and return instead of being killed mid-write."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def run_service(main: Callable[[], Awaitable[None]]) -> None:
+    """Run a service's async main under uvloop; a ConfigError ends the process with one line and status 2."""
+    try:
+        import uvloop
+
+        runner: Callable[[Awaitable[None]], None] = uvloop.run  # type: ignore[assignment]
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
+        runner = asyncio.run  # type: ignore[assignment]
+    try:
+        runner(main())
+    except ConfigError as exc:
+        print(f"postroom: configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,82 @@
+"""Settings base: every service reads its `POSTROOM_*` variables through a subclass of `CommonSettings`."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any, TypeVar
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.errors import ConfigError
+from shared.netaddr import HostPort, parse_host_port
+
+ENV_PREFIX = "POSTROOM_"
+
+SettingsT = TypeVar("SettingsT", bound="CommonSettings")
+
+
+def listen_address(value: Any) -> HostPort | None:
+    """Validator body for listen settings: `host:port`, `:port`, or empty to disable the listener."""
+    if value is None or isinstance(value, HostPort):
+        return value
+    text = str(value).strip()
+    if not text:
+        return None
+    return parse_host_port(text)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from `90`, `90s`, `5m`, `2h` or `5d`."""
+    text = text.strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        raise ValueError(f"bad duration {text!r} (use e.g. 30s, 5m, 2h, 5d)") from None
+    if seconds <= 0:
+        raise ValueError(f"duration {text!r} must be positive")
+    return seconds
+
+
+class CommonSettings(BaseSettings):
+    """What every service needs: where the broker and Redis are, its name, its metrics port, logging."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_cluster: bool = False
+    # Prefix of every Redis key and AMQP name, so several installations (or tests) share one broker and Redis.
+    namespace: str = Field(default="postroom", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    hostname: str = Field(default_factory=socket.getfqdn)
+    metrics_listen: HostPort | None = None
+    log_level: str = "info"
+    log_format: str = Field(default="console", pattern=r"^(console|json)$")
+
+    @field_validator("metrics_listen", mode="before")
+    @classmethod
+    def _metrics_listen(cls, value: Any) -> HostPort | None:
+        return listen_address(value)
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, value: str) -> str:
+        value = value.strip().rstrip(".")
+        if not value or any(c.isspace() or c in '<>[]\\"' for c in value):
+            raise ValueError("must be a host name")
+        return value
+
+
+def load_settings(cls: type[SettingsT], **overrides: Any) -> SettingsT:
+    """Build settings from the environment; a bad value raises ConfigError naming the variable."""
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"]) or "?"
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"{ENV_PREFIX}{field.upper()}: {message}")
+        raise ConfigError("; ".join(problems)) from None

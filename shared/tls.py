@@ -1,0 +1,49 @@
+"""TLS server contexts from `POSTROOM_TLS_CERT`/`KEY`, or a self-signed pair made at start when they are unset."""
+
+from __future__ import annotations
+
+import datetime
+import ssl
+import tempfile
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+
+def self_signed_pair(hostname: str, directory: Path) -> tuple[Path, Path]:
+    """Write a fresh self-signed certificate and key for `hostname` into `directory`."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname[:64])])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "postroom-selfsigned.crt", directory / "postroom-selfsigned.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+def server_context(cert: str | None, key: str | None, hostname: str) -> ssl.SSLContext:
+    """A server-side context with modern defaults (TLS 1.2+)."""
+    if not cert or not key:
+        cert_path, key_path = self_signed_pair(hostname, Path(tempfile.mkdtemp(prefix="postroom-tls-")))
+        cert, key = str(cert_path), str(key_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    return context

@@ -1,0 +1,104 @@
+"""Shared fixtures: a unique namespace per test (its own Redis keys and queue names), the store, service processes."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import aio_pika
+import pytest
+
+from services.store import Store
+from shared.topology import Topology
+from tests.helpers import AMQP_URL, REDIS_URL, ServiceProcess, free_port
+
+DEFAULT_TEST_DELAYS = [1, 2, 5, 60, 300, 900, 1800, 3600, 7200, 14400]
+
+
+@pytest.fixture
+def namespace() -> Iterator[str]:
+    """A namespace of this test alone; its Redis keys and AMQP queues are removed afterwards."""
+    name = f"t{uuid.uuid4().hex[:12]}"
+    yield name
+    _cleanup_redis(name)
+    _cleanup_amqp(name)
+
+
+def _cleanup_redis(name: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=f"{name}:*", count=1000))
+    for start in range(0, len(keys), 500):
+        client.delete(*keys[start : start + 500])
+    client.close()
+
+
+def _cleanup_amqp(name: str) -> None:
+    import asyncio
+
+    async def run() -> None:
+        topology = Topology(name)
+        try:
+            connection = await aio_pika.connect(AMQP_URL, timeout=5)
+        except Exception:
+            return
+        async with connection:
+            queues = [
+                topology.incoming,
+                topology.dead,
+                *(topology.delay_queue(s) for s in DEFAULT_TEST_DELAYS),
+            ]
+            for queue in queues:
+                channel = await connection.channel()
+                with contextlib.suppress(Exception):
+                    await channel.queue_delete(queue)
+            for exchange in (topology.exchange, topology.dead_exchange):
+                channel = await connection.channel()
+                with contextlib.suppress(Exception):
+                    await channel.exchange_delete(exchange)
+
+    asyncio.run(run())
+
+
+@pytest.fixture
+async def store(namespace: str) -> AsyncIterator[Store]:
+    handle = Store.connect(REDIS_URL, namespace)
+    yield handle
+    await handle.close()
+
+
+@pytest.fixture
+def base_env(namespace: str) -> dict[str, str]:
+    """Environment for service processes of this test: its namespace, loopback-only listeners."""
+    return {
+        "POSTROOM_NAMESPACE": namespace,
+        "POSTROOM_AMQP_URL": AMQP_URL,
+        "POSTROOM_REDIS_URL": REDIS_URL,
+        "POSTROOM_HOSTNAME": "mx.postroom.test",
+        "POSTROOM_SMTP_LISTEN": f"127.0.0.1:{free_port()}",
+        "POSTROOM_SUBMISSION_LISTEN": f"127.0.0.1:{free_port()}",
+        "POSTROOM_SMTPS_LISTEN": f"127.0.0.1:{free_port()}",
+        "POSTROOM_POP3_LISTEN": f"127.0.0.1:{free_port()}",
+        "POSTROOM_POP3S_LISTEN": f"127.0.0.1:{free_port()}",
+        "POSTROOM_ADMIN_LISTEN": f"127.0.0.1:{free_port()}",
+        "POSTROOM_ADMIN_TOKEN": "test-token",
+        "POSTROOM_LOG_LEVEL": "debug",
+    }
+
+
+@pytest.fixture
+def start_service(base_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
+    """Start `python -m services.<name>` with the test's environment (plus overrides); stopped at teardown."""
+    started: list[ServiceProcess] = []
+
+    def start(name: str, **overrides: str) -> ServiceProcess:
+        service = ServiceProcess(name, {**base_env, **overrides}, tmp_path)
+        started.append(service)
+        return service.start()
+
+    yield start
+    for service in reversed(started):
+        service.stop()
