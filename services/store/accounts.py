@@ -12,9 +12,20 @@ from services.store.addresses import AddressError, split_address, validate_addre
 from services.store.keys import Keys, normalize_address
 from services.store.passwords import hash_password, verify_password
 
+# Bounds the fan-out of one alias (and the size of its hash field).
+MAX_ALIAS_TARGETS = 1000
+
 
 class AccountError(ValueError):
     """A user error in an account operation (unknown domain, existing user, ...); the text is safe to show."""
+
+
+class NotFoundError(AccountError):
+    """The user, domain or alias named does not exist."""
+
+
+class ConflictError(AccountError):
+    """The change clashes with what exists (a user already there, a domain still in use)."""
 
 
 @dataclass(frozen=True)
@@ -49,11 +60,18 @@ class Accounts:
         return bool(await self.redis.sadd(self.keys.domains, domain))
 
     async def remove_domain(self, domain: str) -> bool:
-        domain = domain.strip().lower()
+        domain = domain.strip().rstrip(".").lower()
         users = [u for u in await self.list_users() if split_address(u)[1] == domain]
         if users:
-            raise AccountError(f"domain {domain} still has {len(users)} user(s); remove them first")
-        return bool(await self.redis.srem(self.keys.domains, domain))
+            raise ConflictError(f"domain {domain} still has {len(users)} user(s); remove them first")
+        removed = bool(await self.redis.srem(self.keys.domains, domain))
+        # Its aliases (catch-all included) would never be used again: remove them with it.
+        stale = [
+            a for a in await self.list_aliases() if (a[1:] if a.startswith("@") else a.rpartition("@")[2]) == domain
+        ]
+        if stale:
+            await self.redis.hdel(self.keys.aliases, *stale)
+        return removed
 
     async def list_domains(self) -> list[str]:
         return sorted(_text(d) for d in await self.redis.smembers(self.keys.domains))
@@ -75,7 +93,7 @@ class Accounts:
         created = time.time()
         fields = ["password", hash_password(password), "quota", str(quota), "created", repr(created)]
         if not await self._create(keys=[box.account], args=fields):
-            raise AccountError(f"user {address} already exists")
+            raise ConflictError(f"user {address} already exists")
         await self.redis.sadd(self.keys.users, address)
         return User(address, quota, created, 0, 0)
 
@@ -127,13 +145,13 @@ class Accounts:
         if not password:
             raise AccountError("the password must not be empty")
         if not await self._update_field(address, "password", hash_password(password)):
-            raise AccountError(f"no such user {normalize_address(address)}")
+            raise NotFoundError(f"no such user {normalize_address(address)}")
 
     async def set_quota(self, address: str, quota: int) -> None:
         if quota < 0:
             raise AccountError("the quota must be zero (none) or a positive number of bytes")
         if not await self._update_field(address, "quota", str(quota)):
-            raise AccountError(f"no such user {normalize_address(address)}")
+            raise NotFoundError(f"no such user {normalize_address(address)}")
 
     async def authenticate(self, address: str, password: str) -> bool:
         """True when the password is right; equal work for unknown users; rehashes when parameters changed."""
@@ -161,6 +179,8 @@ class Accounts:
             raise AccountError(f"{domain} is not a local domain")
         if not targets:
             raise AccountError("an alias needs at least one target")
+        if len(targets) > MAX_ALIAS_TARGETS:
+            raise AccountError(f"an alias has at most {MAX_ALIAS_TARGETS} targets")
         clean = [normalize_address(validate_address(t)) for t in targets]
         await self.redis.hset(self.keys.aliases, source, json.dumps(clean))
 

@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiormq
 from aiohttp import web
 
 from services.store import Store
-from services.store.accounts import AccountError
+from services.store.accounts import AccountError, ConflictError, NotFoundError
 from services.store.addresses import AddressError
 from services.store.api import routes
 from services.store.api.errors import ApiError
+from services.store.api.keys import QUEUE_KEY, STORE_KEY, TOKEN_KEY
+from services.store.metrics import API_REQUESTS
+from services.store.queue_ops import QueueError
 from shared.logging import get_logger
 from shared.netaddr import HostPort
 
 log = get_logger(__name__)
 
-STORE_KEY = web.AppKey("store", Store)
-TOKEN_KEY = web.AppKey("token", str)
-QUEUE_KEY = web.AppKey("queue", object)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -37,12 +37,21 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return await handler(request)
     except ApiError as exc:
         return error_response(exc.status, exc.message)
+    except NotFoundError as exc:
+        return error_response(404, str(exc))
+    except ConflictError as exc:
+        return error_response(409, str(exc))
     except (AccountError, AddressError) as exc:
         return error_response(400, str(exc))
+    except UnicodeError:
+        return error_response(400, "text must be valid UTF-8")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         return error_response(exc.status, exc.reason, headers={k: v for k, v in exc.headers.items() if k == "Allow"})
+    except QueueError as exc:
+        log.warning("admin api queue operation failed", path=request.path, error=str(exc))
+        return error_response(503, str(exc))
     except (ConnectionError, TimeoutError, OSError) as exc:
         log.warning("admin api backend unavailable", path=request.path, error=str(exc))
         return error_response(503, "a backend (Redis or RabbitMQ) is unavailable; try again")
@@ -52,8 +61,20 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
             log.warning("admin api redis unavailable", path=request.path, error=str(exc))
             return error_response(503, "Redis is unavailable; try again")
+        if isinstance(exc, aiormq.exceptions.AMQPError):
+            log.warning("admin api rabbitmq failure", path=request.path, error=repr(exc))
+            return error_response(503, "RabbitMQ failed the operation; try again")
         log.exception("admin api internal error", path=request.path)
         return error_response(500, "internal error")
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await handler(request)
+    # Bounded labels: the method only when it is one we serve, the numeric status.
+    method = request.method if request.method in ("GET", "POST", "PATCH", "DELETE") else "other"
+    API_REQUESTS.labels(method, str(response.status)).inc()
+    return response
 
 
 @web.middleware
@@ -73,7 +94,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 def create_app(store: Store, token: str | None, queue: Any = None) -> web.Application:
     # A bounded body size: the API takes small JSON documents only.
-    app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=64 * 1024)
+    app = web.Application(
+        middlewares=[metrics_middleware, errors_middleware, auth_middleware], client_max_size=64 * 1024
+    )
     app[STORE_KEY] = store
     app[TOKEN_KEY] = token or ""
     app[QUEUE_KEY] = queue
@@ -107,7 +130,3 @@ class AdminServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, default=str)

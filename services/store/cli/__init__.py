@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import Any
@@ -12,16 +13,22 @@ from services.store.accounts import AccountError
 from services.store.addresses import AddressError
 from services.store.cli.accounts import alias, domain, user
 from services.store.cli.common import UserError
+from services.store.cli.queue import queue
 from services.store.cli.run import run
+from services.store.cli.trace import trace
+from services.store.queue_ops import QueueError
 from shared.errors import ConfigError
 
 
 def _describe(exc: BaseException) -> str | None:
     """One line for the failures a user can act on; None for a bug."""
+    import aiormq
     import redis.exceptions
 
-    if isinstance(exc, AccountError | AddressError):
+    if isinstance(exc, AccountError | AddressError | QueueError):
         return str(exc)
+    if isinstance(exc, aiormq.exceptions.AMQPError):
+        return f"RabbitMQ: {exc!r}"
     if isinstance(exc, ConfigError):
         return f"configuration: {exc}"
     if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
@@ -38,6 +45,9 @@ class PostroomGroup(click.Group):
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
+        if not os.environ.get("POSTROOM_DEBUG"):
+            # Libraries (aiormq, redis) log their own connection failures; we report them as our one line.
+            logging.disable(logging.CRITICAL)
         try:
             result = super().main(*args, **kwargs)
         except click.exceptions.Abort:
@@ -66,6 +76,8 @@ cli.add_command(run)
 cli.add_command(domain)
 cli.add_command(user)
 cli.add_command(alias)
+cli.add_command(queue)
+cli.add_command(trace)
 
 
 def main() -> None:
