@@ -103,3 +103,44 @@ async def mailbox(store: Store, address: str) -> list[bytes]:
         assert data is not None
         messages.append(data)
     return messages
+
+
+@pytest.fixture
+def loopback_net() -> str:
+    """A /24 of 127/8 for this test's SMTP sinks (port 25 on each address), so tests never share a listener."""
+    import random
+
+    return f"127.25.{random.randrange(1, 250)}"
+
+
+@pytest.fixture
+def zone() -> Any:
+    from tests.delivery.dnsserver import Zone
+
+    return Zone()
+
+
+@pytest.fixture
+def dns_server(zone: Any) -> Any:
+    from tests.delivery.dnsserver import DNSServer
+
+    server = DNSServer(zone).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sinks() -> Any:
+    """Start SMTP sinks with `sinks(address, behaviour)`; all stopped at teardown."""
+    from tests.delivery.smtpsink import Sink
+
+    started: list[Sink] = []
+
+    def start(address: str, *args: Any, **kwargs: Any) -> Sink:
+        sink = Sink(address, *args, **kwargs).start()
+        started.append(sink)
+        return sink
+
+    yield start
+    for sink in started:
+        sink.stop()
