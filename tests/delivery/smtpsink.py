@@ -40,9 +40,9 @@ class SinkHandler:
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
         if address.lower() in self.behaviour.reject:
-            return "550 5.1.1 <%s>: Recipient address rejected: no such user" % address
+            return f"550 5.1.1 <{address}>: Recipient address rejected: no such user"
         if address.lower() in self.behaviour.defer:
-            return "450 4.2.1 <%s>: Recipient temporarily unavailable" % address
+            return f"450 4.2.1 <{address}>: Recipient temporarily unavailable"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
