@@ -121,7 +121,7 @@ def compose(
         "",
         *status,
     ]
-    head = "\r\n".join(parts).encode() + blocks.encode()
+    head = "\r\n".join(parts).encode() + b"\r\n" + blocks.encode()
     returned = (
         f"\r\n--{boundary}\r\nContent-Description: Undelivered Message Headers\r\n"
         "Content-Type: text/rfc822-headers\r\n\r\n"
