@@ -51,11 +51,13 @@ class DepthPoller:
                 # A passive declare of a missing queue closes the channel (404), so it gets a channel of its own.
                 self._channel = await self.connection.channel()
             try:
-                queue = await self._channel.declare_queue(name, passive=True)
+                # The raw AMQP method: aio-pika's declare_queue may answer from its cache without asking the broker.
+                underlay = await self._channel.get_underlay_channel()
+                result = await underlay.queue_declare(name, passive=True)
             except Exception as exc:
                 log.debug("queue depth unavailable", queue=name, error=str(exc))
                 continue
-            metrics.QUEUE_DEPTH.labels(label).set(queue.declaration_result.message_count or 0)
+            metrics.QUEUE_DEPTH.labels(label).set(result.message_count or 0)
 
     async def _run(self) -> None:
         while True:

@@ -58,8 +58,9 @@ class Broker:
     async def depth(self, name: str) -> int:
         channel = await self.connection.channel()
         try:
-            queue = await channel.declare_queue(name, passive=True)
-            return int(queue.declaration_result.message_count or 0)
+            underlay = await channel.get_underlay_channel()
+            result = await underlay.queue_declare(name, passive=True)
+            return int(result.message_count or 0)
         finally:
             await channel.close()
 
