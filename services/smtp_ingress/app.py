@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import warnings
 
 from services.smtp_ingress import metrics
 from services.smtp_ingress.auth import Authenticator
@@ -28,6 +29,8 @@ class IngressApp:
         self.settings = settings
         # aiosmtpd logs every command (and a deprecation warning per AUTH) on "mail.log"; our own logs suffice.
         logging.getLogger("mail.log").setLevel(logging.ERROR)
+        # On the implicit-TLS listener AUTH is allowed without STARTTLS because the whole session is TLS.
+        warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS", UserWarning, "aiosmtpd")
         metrics.initialise()
         self.store = Store.connect(settings.redis_url, settings.namespace, settings.redis_cluster)
         self.publisher = Publisher(settings.amqp_url, settings.namespace, settings.smtp_publish_timeout)

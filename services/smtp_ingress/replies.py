@@ -136,9 +136,12 @@ _ENHANCED = re.compile(r"^[245]\d\d[ -][245]\.\d{1,3}\.\d{1,3}( |$)")
 
 
 def translate(text: str, stage: str) -> str:
-    """Our reply for a text aiosmtpd produced; replies to HELO/EHLO and 3xx continuations pass unchanged."""
-    if stage == "helo" or text[:1] == "3":
+    """Our reply for a text aiosmtpd produced; the greeting, replies to HELO/EHLO (RFC 2034 §3) and 3xx
+    continuations pass unchanged."""
+    if stage in ("connect", "helo") or text[:1] == "3":
         return text
+    if text.startswith("553 5.1.3 Error: malformed address"):
+        return BAD_SENDER_SYNTAX if stage == "mail" else BAD_RECIPIENT_SYNTAX
     for prefix, reply in _BUILTIN:
         if text.startswith(prefix):
             return reply

@@ -155,6 +155,8 @@ class IngressSMTP(SMTP):
         if code >= 400:
             metrics.REJECTIONS.labels(self.stage, str(code)).inc()
         await super().push(text)
+        if self.stage == "connect":
+            self.stage = "other"  # the greeting is out; what follows answers commands
         if code >= 500:
             self.errors += 1
             if self.errors >= self.registry.max_errors:
@@ -173,7 +175,11 @@ class IngressSMTP(SMTP):
             if arg and has_control_characters(arg):
                 await self.push(replies.CONTROL_CHARACTERS)
                 return
-            await method(arg)
+            try:
+                await method(arg)
+            finally:
+                # Replies aiosmtpd sends before dispatching the next command belong to no command stage.
+                self.stage = "other"
 
         return run
 

@@ -19,7 +19,7 @@ from services.smtp_ingress.config import IngressSettings
 from services.store import Store
 from shared.netaddr import HostPort
 from shared.topology import Topology
-from tests.helpers import AMQP_URL, REDIS_URL, free_port, wait_until_sync
+from tests.helpers import AMQP_URL, REDIS_URL, wait_until_sync
 
 T = TypeVar("T")
 
@@ -76,9 +76,9 @@ def ingress_settings(namespace: str, **overrides: Any) -> IngressSettings:
         "amqp_url": AMQP_URL,
         "redis_url": REDIS_URL,
         "hostname": HOSTNAME,
-        "smtp_listen": HostPort("127.0.0.1", free_port()),
-        "submission_listen": HostPort("127.0.0.1", free_port()),
-        "smtps_listen": HostPort("127.0.0.1", free_port()),
+        "smtp_listen": HostPort("127.0.0.1", 0),
+        "submission_listen": HostPort("127.0.0.1", 0),
+        "smtps_listen": HostPort("127.0.0.1", 0),
         "metrics_listen": None,
         "smtp_auth_failure_delay": 0.01,
         "smtp_auth_failure_delay_max": 0.05,
