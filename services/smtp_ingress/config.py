@@ -47,6 +47,9 @@ class IngressSettings(CommonSettings):
     smtp_auth_failure_delay_max: Annotated[float, NoDecode] = 30.0
     smtp_publish_timeout: Annotated[float, NoDecode] = 15.0
     smtp_drain_timeout: Annotated[float, NoDecode] = 30.0
+    # Behind a load balancer speaking the PROXY protocol (v1 or v2), every connection must start with its header;
+    # the client address it carries is the one policy, caps and the Received: header use.
+    smtp_proxy_protocol: bool = False
 
     @field_validator("smtp_listen", "submission_listen", "smtps_listen", mode="before")
     @classmethod

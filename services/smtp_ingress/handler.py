@@ -11,7 +11,14 @@ from services.smtp_ingress import metrics, replies
 from services.smtp_ingress.auth import Authenticator
 from services.smtp_ingress.config import IngressSettings
 from services.smtp_ingress.message import ReceivedFacts, normalise_line_ends, received_header, submission_headers
-from services.smtp_ingress.policy import NULL_SENDER, check_address, has_control_characters, split_domain, valid_helo
+from services.smtp_ingress.policy import (
+    NULL_SENDER,
+    check_address,
+    client_ip,
+    has_control_characters,
+    split_domain,
+    valid_helo,
+)
 from services.smtp_ingress.publisher import Publisher
 from services.store import Store
 from services.store.keys import normalize_address
@@ -143,6 +150,9 @@ class IngressHandler:
         )
         extra = submission_headers(content, queue_id, self.settings.hostname) if auth_user else b""
         body = b"".join((received_header(facts), extra, content))
+        # Drop aiosmtpd's copies now rather than after the publish: a large message is held once, not twice.
+        envelope.original_content = envelope.content = None
+        del content
         mail_from = "" if envelope.mail_from == NULL_SENDER else str(envelope.mail_from)
         queued = Envelope(
             queue_id=queue_id,
@@ -192,6 +202,12 @@ class IngressHandler:
 
     async def auth_LOGIN(self, server: Any, args: list[str]) -> AuthResult:
         return await self.authenticator.login(server, server.client_ip, args)
+
+    # -- PROXY protocol (only called when POSTROOM_SMTP_PROXY_PROTOCOL is on) --------------------------------------
+    async def handle_PROXY(self, server: Any, session: Any, envelope: Any, proxy_data: Any) -> bool:
+        if proxy_data.src_addr is None:
+            return True  # PROXY UNKNOWN / LOCAL: the balancer's own health check; keep the socket's address
+        return bool(server.rebind_client(client_ip((str(proxy_data.src_addr),))))
 
     # -- small commands ---------------------------------------------------------------------------------------
     async def handle_NOOP(self, server: Any, session: Any, envelope: Any, arg: str | None) -> str:

@@ -23,8 +23,9 @@ _CIPHER = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 def normalise_line_ends(data: bytes) -> bytes:
     """Every CR, LF and CRLF becomes CRLF (a CRLF stays as it is)."""
-    if b"\r" not in data and b"\n" not in data:
-        return data
+    crlf = data.count(b"\r\n")
+    if data.count(b"\r") == crlf and data.count(b"\n") == crlf:
+        return data  # the usual case: no bare CR or LF, so no copy of a possibly large message
     return _BARE_LINE_END.sub(b"\r\n", data)
 
 

@@ -18,6 +18,8 @@ from shared.netaddr import HostPort
 
 log = get_logger(__name__)
 
+PROXY_HEADER_TIMEOUT = 10.0
+
 
 @dataclass(frozen=True)
 class ListenerSpec:
@@ -77,6 +79,7 @@ class IngressServer:
             enable_SMTPUTF8=True,
             decode_data=False,
             timeout=self.settings.smtp_command_timeout,
+            proxy_protocol_timeout=PROXY_HEADER_TIMEOUT if self.settings.smtp_proxy_protocol else None,
             loop=asyncio.get_running_loop(),
         )
 

@@ -72,6 +72,7 @@ class IngressSMTP(SMTP):
         self.errors = 0
         self.closing = False
         self._admitted: bool | None = None
+        self._counted = True  # holds a slot in the connection limiter
         self._session_timer: asyncio.TimerHandle | None = None
 
     # -- facts the handler reads ----------------------------------------------------------------------------
@@ -114,18 +115,40 @@ class IngressSMTP(SMTP):
             )
         super().connection_made(transport)
 
+    def rebind_client(self, ip: str) -> bool:
+        """Account the session to the client address a PROXY header revealed; False when its cap refuses it."""
+        limiter = self.registry.limiter
+        limiter.release(self.client_ip)
+        refusal = limiter.admit(ip)
+        self.client_ip = ip
+        self.trusted = is_trusted(ip, self.registry.trusted_networks)
+        if refusal is not None:
+            self._counted = False
+            self.close_with(refusal)
+            return False
+        return True
+
     def connection_lost(self, error: Exception | None) -> None:
         if not self._admitted:
             return
         self._admitted = False
         if self._session_timer is not None:
             self._session_timer.cancel()
-        self.registry.limiter.release(self.client_ip)
+        if self._counted:
+            self.registry.limiter.release(self.client_ip)
         self.registry.sessions.discard(self)
         metrics.ACTIVE_SESSIONS.labels(self.listener).dec()
         if not self.registry.sessions:
             self.registry.empty.set()
         super().connection_lost(error)
+
+    def data_received(self, data: bytes) -> None:
+        # RFC 5321 §4.5.3.2.6: the DATA timeout runs per TCP receive, so a large message on a slow link is not
+        # cut by a timer started at the DATA command; the whole-session timer still bounds every session.
+        if not self._admitted:
+            return  # a refused connection is closing; whatever it sends is ignored
+        self._reset_timeout()
+        super().data_received(data)
 
     def _timeout_cb(self) -> None:
         # RFC 5321 §4.5.3.2: say 421 before closing an idle session rather than just dropping it.
