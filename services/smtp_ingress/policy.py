@@ -100,4 +100,10 @@ def is_trusted(ip: str, networks: tuple[Network, ...]) -> bool:
 
 def valid_helo(name: str) -> bool:
     """An EHLO/HELO argument we are willing to write into a Received: header (RFC 5321 §4.1.4)."""
-    return not has_control_characters(name) and len(name) <= MAX_DOMAIN and valid_domain(name.replace("_", "-"))
+    # ASCII only: the header may sit in a message that is not SMTPUTF8.
+    return (
+        name.isascii()
+        and not has_control_characters(name)
+        and len(name) <= MAX_DOMAIN
+        and valid_domain(name.replace("_", "-"))
+    )

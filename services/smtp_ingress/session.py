@@ -184,7 +184,12 @@ class IngressSMTP(SMTP):
             self.errors += 1
             if self.errors >= self.registry.max_errors:
                 self.close_with(replies.TOO_MANY_ERRORS)
-        elif self.registry.draining and not self.in_transaction and code not in (220, 334, 354):
+        elif (
+            self.registry.draining
+            and not self.in_transaction
+            and code not in (220, 334, 354)
+            and text[3:4] != "-"  # not in the middle of a multi-line reply
+        ):
             self.close_with(replies.SHUTTING_DOWN)
 
     def _guard(self, name: str, method: Callable[[str | None], Awaitable[None]]) -> Callable[..., Awaitable[None]]:
@@ -198,6 +203,10 @@ class IngressSMTP(SMTP):
             if arg and has_control_characters(arg):
                 await self.push(replies.CONTROL_CHARACTERS)
                 return
+            if name == "AUTH" and arg:
+                # SASL mechanism names are matched case-insensitively by clients and servers alike.
+                mechanism, space, rest = arg.partition(" ")
+                arg = mechanism.upper() + space + rest
             try:
                 await method(arg)
             finally:

@@ -118,6 +118,9 @@ def test_auth_for_unknown_user_and_malformed_plain(ingress: RunningIngress) -> N
         unknown = base64.b64encode(f"\0nobody@local.test\0{PASSWORD}".encode()).decode()
         assert reply_text(*client.docmd("AUTH", f"PLAIN {unknown}")) == replies.AUTH_INVALID
         assert reply_text(*client.docmd("AUTH", "CRAM-MD5")) == replies.AUTH_UNKNOWN_MECHANISM
+        right = base64.b64encode(f"\0{ALICE}\0{PASSWORD}".encode()).decode()
+        assert reply_text(*client.docmd("AUTH", f"plain {right}")) == replies.AUTH_OK
+        assert reply_text(*client.docmd("AUTH", f"PLAIN {right}")) == replies.AUTH_ALREADY
 
 
 def test_pipelined_transaction_is_answered_in_order(ingress: RunningIngress, namespace: str) -> None:

@@ -120,7 +120,7 @@ def test_bad_settings_name_the_variable() -> None:
 
 def test_helo_names() -> None:
     assert valid_helo("mail.example.org") and valid_helo("MY_PC") and valid_helo("[192.0.2.1]")
-    assert not valid_helo("evil)(x") and not valid_helo("a b")
+    assert not valid_helo("evil)(x") and not valid_helo("a b") and not valid_helo("bücher.example")
 
 
 def test_plain_parsing() -> None:
