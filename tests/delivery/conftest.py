@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -13,7 +14,7 @@ from services.store import Store
 from shared.envelope import Envelope
 from shared.queue_id import new_queue_id
 from shared.topology import Topology
-from tests.helpers import AMQP_URL
+from tests.helpers import AMQP_URL, ServiceProcess
 
 TEST_SCHEDULE = "1s,2s"
 TEST_DELAYS = [1, 2]
@@ -95,6 +96,20 @@ async def local_users(store: Store) -> Callable[..., Any]:
             await store.accounts.add_user(address, "secret", quota=quota)
 
     return add
+
+
+def metric_lines(service: ServiceProcess) -> list[str]:
+    with urllib.request.urlopen(f"{service.metrics_url}/metrics", timeout=5) as response:
+        return [line for line in response.read().decode().splitlines() if line.startswith("postroom_delivery")]
+
+
+def metric(service: ServiceProcess, series: str) -> float:
+    """The value of one series, named exactly as /metrics prints it (labels in sorted order)."""
+    for line in metric_lines(service):
+        name, _, value = line.rpartition(" ")
+        if name == series:
+            return float(value)
+    raise AssertionError(f"no series {series}")
 
 
 async def mailbox(store: Store, address: str) -> list[bytes]:

@@ -3,31 +3,18 @@ dead letters, poison messages and metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import email
 import os
-import subprocess
 import sys
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from services.store import Store
-from tests.delivery.conftest import TEST_SCHEDULE, Broker, mailbox, make_message
+from tests.delivery.conftest import TEST_SCHEDULE, Broker, mailbox, make_message, metric, metric_lines
 from tests.delivery.smtpsink import Behaviour
 from tests.helpers import ROOT, ServiceProcess, wait_until
-
-
-def metric_lines(service: ServiceProcess) -> list[str]:
-    with urllib.request.urlopen(f"{service.metrics_url}/metrics", timeout=5) as response:
-        return [line for line in response.read().decode().splitlines() if line.startswith("postroom_delivery")]
-
-
-def metric(service: ServiceProcess, prefix: str) -> float:
-    for line in metric_lines(service):
-        if line.startswith(prefix + " ") or (line.startswith(prefix + "{") and line.split(" ")[0] == prefix):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"no series {prefix}")
 
 
 async def test_deferred_remote_recipient_is_retried_and_local_stored_once(
@@ -151,15 +138,24 @@ async def test_poison_message_reaches_the_delivery_limit_and_the_dead_queue(
     envelope = await broker.publish(["victim@example.test"])
     env = {**os.environ, **base_env, "POSTROOM_FAULT_CRASH_AFTER_STORE": "1", "POSTROOM_METRICS_LISTEN": ""}
     log = (tmp_path / "poison.log").open("ab")
+    queues = (broker.topology.incoming, broker.topology.dead)
+
+    async def settled() -> bool:
+        # After a crash the broker first returns the message to `incoming` (or dead-letters it): wait for either.
+        return sum([await broker.depth(q) for q in queues]) == 1
+
     for _ in range(15):
+        await wait_until(settled, what="message back in a queue")
         if await broker.depth(broker.topology.dead) == 1:
             break
-        proc = subprocess.Popen([sys.executable, "-m", "services.delivery"], env=env, cwd=ROOT, stdout=log, stderr=log)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.delivery", env=env, cwd=ROOT, stdout=log, stderr=log
+        )
         try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
+            await asyncio.wait_for(proc.wait(), 30)
+        except TimeoutError:
             proc.kill()
-            proc.wait()
+            await proc.wait()
             raise AssertionError("worker neither crashed nor finished") from None
     [dead] = await broker.get_all(broker.topology.dead)
     assert dead.message_id == envelope.queue_id
