@@ -247,3 +247,39 @@ async def test_redis_down_defers_everything(namespace: str) -> None:
     assert following.recipients == ("alice@example.test",)
     assert recorder.log[-1] == ("ack", None)
     await dead.close()
+
+
+async def test_delay_notice_once_when_the_warning_time_is_crossed(users: Store) -> None:
+    recorder = Recorder()
+    remote = FakeRemote(lambda r: outcome.temporary(r, "4.4.1", "connection refused", "smtp"))
+    consumer = make_consumer(users, recorder, remote, delay_warning_time="1s")
+    crossing = Envelope(
+        new_queue_id(), "sender@origin.test", ("bob@remote.test",), first_seen=time.time() - 1.5, attempt=1
+    )
+    await run(consumer, recorder, crossing)
+    assert [name for name, _ in recorder.log] == ["defer", "enqueue", "ack"]
+    [(notice_envelope, body)] = recorder.of("enqueue")
+    assert notice_envelope.mail_from == ""
+    report, parts = report_parts(body)
+    assert report["Subject"].startswith("Delayed Mail")
+    rcpt = parts[1].get_payload()[1]  # type: ignore[index]
+    assert (rcpt["Action"], rcpt["Status"]) == ("delayed", "4.4.1")
+
+    recorder.log.clear()
+    later = Envelope(new_queue_id(), "sender@origin.test", ("bob@remote.test",), first_seen=time.time() - 5, attempt=2)
+    await run(consumer, recorder, later)
+    assert [name for name, _ in recorder.log] == ["defer", "ack"]
+
+
+async def test_unexpected_error_requeues_and_traces_the_last_delivery(users: Store) -> None:
+    def explode(recipient: str) -> Outcome:
+        raise RuntimeError("bug")
+
+    recorder = Recorder()
+    consumer = make_consumer(users, recorder, FakeRemote(explode))
+    envelope = Envelope(new_queue_id(), "sender@origin.test", ("bob@remote.test",))
+    message = FakeMessage(recorder, envelope, make_message())
+    message.headers = {**envelope.to_headers(), "x-delivery-count": 10}
+    await consumer.handle(message)  # type: ignore[arg-type]
+    assert recorder.log == [("nack", True)]
+    assert [e["event"] for e in await users.trace.events(envelope.queue_id)] == ["dead-lettered"]

@@ -168,3 +168,26 @@ async def test_relay_host_with_auth(dns_server: Any, sinks: Any, loopback_net: s
     [got] = relay.received
     assert got.auth == "relayuser"
     assert dns_server.queries == []
+
+
+async def test_address_literal_needs_no_dns(dns_server: Any, sinks: Any, loopback_net: str) -> None:
+    sink = sinks(f"{loopback_net}.12")
+    domain = f"[{loopback_net}.12]"
+    [result] = await send(remote_for(dns_server), domain, f"u@{domain}")
+    assert result.status is Status.DELIVERED and len(sink.received) == 1
+    assert dns_server.queries == []
+
+
+async def test_utf8_address_to_a_server_without_smtputf8_bounces_5_6_7(
+    zone: Any, dns_server: Any, sinks: Any, loopback_net: str
+) -> None:
+    zone.add("remote.test", "A", f"{loopback_net}.13")
+    zone.add("utf8.test", "A", f"{loopback_net}.14")
+    sink = sinks(f"{loopback_net}.13", smtputf8=False)
+    capable = sinks(f"{loopback_net}.14")
+    [result] = await send(remote_for(dns_server), "remote.test", "jörg@remote.test")
+    assert (result.status, result.enhanced) == (Status.PERMANENT, "5.6.7")
+    assert sink.received == []
+    [result] = await send(remote_for(dns_server), "utf8.test", "jörg@utf8.test")
+    assert result.status is Status.DELIVERED
+    assert capable.received[0].rcpt_tos == ["jörg@utf8.test"]
