@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import email
 import urllib.request
 from collections.abc import AsyncIterator, Callable
+from email.message import Message
 from typing import Any
 
 import aio_pika
@@ -110,6 +112,28 @@ def metric(service: ServiceProcess, series: str) -> float:
         if name == series:
             return float(value)
     raise AssertionError(f"no series {series}")
+
+
+def report_parts(raw: bytes) -> tuple[Message, list[Message]]:
+    """A multipart/report and its parts."""
+    report = email.message_from_bytes(raw)
+    parts = report.get_payload()
+    assert isinstance(parts, list)
+    return report, [part for part in parts if isinstance(part, Message)]
+
+
+def dsn_fields(raw: bytes) -> list[Message]:
+    """The field groups of a report's message/delivery-status part: per-message first, then per recipient."""
+    _, parts = report_parts(raw)
+    groups = parts[1].get_payload()
+    assert isinstance(groups, list)
+    return [group for group in groups if isinstance(group, Message)]
+
+
+def text_of(part: Message) -> str:
+    payload = part.get_payload()
+    assert isinstance(payload, str)
+    return payload
 
 
 async def mailbox(store: Store, address: str) -> list[bytes]:

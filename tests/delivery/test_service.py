@@ -4,7 +4,6 @@ dead letters, poison messages and metrics."""
 from __future__ import annotations
 
 import asyncio
-import email
 import os
 import sys
 from collections.abc import Callable
@@ -12,7 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from services.store import Store
-from tests.delivery.conftest import TEST_SCHEDULE, Broker, mailbox, make_message, metric, metric_lines
+from tests.delivery.conftest import (
+    TEST_SCHEDULE,
+    Broker,
+    dsn_fields,
+    mailbox,
+    make_message,
+    metric,
+    metric_lines,
+    report_parts,
+)
 from tests.delivery.smtpsink import Behaviour
 from tests.helpers import ROOT, ServiceProcess, wait_until
 
@@ -74,9 +82,9 @@ async def test_rejected_remote_recipient_bounces_into_the_senders_mailbox(
 
     await wait_until(bounced, what="bounce in the sender's mailbox")
     [raw] = await mailbox(store, "sender@origin.test")
-    report = email.message_from_bytes(raw)
+    report, _ = report_parts(raw)
     assert report.get_content_type() == "multipart/report"
-    status = report.get_payload()[1].get_payload()  # type: ignore[index,union-attr]
+    status = dsn_fields(raw)
     assert status[1]["Status"] == "5.1.1" and status[1]["Remote-MTA"] == "dns; mx.remote.test"
     assert status[1]["Diagnostic-Code"].startswith("smtp; 550 5.1.1")
 
@@ -103,7 +111,7 @@ async def test_full_mailbox_is_retried_then_bounced(
 
     await wait_until(bounced, what="bounce after the queue lifetime")
     [raw] = await mailbox(store, "sender@origin.test")
-    rcpt = email.message_from_bytes(raw).get_payload()[1].get_payload()[1]  # type: ignore[index,union-attr]
+    rcpt = dsn_fields(raw)[1]
     assert rcpt["Status"] == "5.2.2" and rcpt["Final-Recipient"] == "rfc822; small@example.test"
     names = [e["event"] for e in await store.trace.events(envelope.queue_id)]
     assert names.count("deferred") >= 1 and names[-1] == "bounced"
