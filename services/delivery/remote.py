@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
@@ -121,16 +123,17 @@ class RemoteDelivery:
         self, hop: Hop, envelope: Envelope, body: bytes, targets: Sequence[Target], tls: bool
     ) -> list[Outcome]:
         s = self.settings
+        # The TCP connect gets its own short timeout (a dead host should not hold us for 5 minutes); the 220
+        # greeting then gets the RFC 5321 §4.5.3.2.1 five minutes.
+        sock = await _connect(hop.address, hop.port, s.smtp_connect_timeout)
         client = aiosmtplib.SMTP(
-            hostname=hop.address,
-            port=hop.port,
-            local_hostname=s.hostname,
-            timeout=s.smtp_command_timeout,
-            start_tls=False,
-            validate_certs=False,
+            sock=sock, local_hostname=s.hostname, timeout=s.smtp_command_timeout, start_tls=False, validate_certs=False
         )
-        # RFC 5321 §4.5.3.2: the initial 220 greeting gets the command timeout (5 minutes by default).
-        await client.connect(timeout=s.smtp_connect_timeout)
+        try:
+            await client.connect(timeout=s.smtp_greeting_timeout)
+        except BaseException:
+            sock.close()
+            raise
         try:
             await client.ehlo()
             if tls and client.supports_extension("starttls"):
@@ -199,6 +202,17 @@ class RemoteDelivery:
         enhanced = _enhanced(code, message)
         make = outcome.permanent if code >= 500 else outcome.temporary
         return _from(make(target.address, enhanced, reply, TRANSPORT, hop.host), target)
+
+
+async def _connect(address: str, port: int, timeout: float) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (address, port)), timeout)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _literal_route(domain: str) -> Route | None:
