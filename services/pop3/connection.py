@@ -76,20 +76,24 @@ class Connection(asyncio.Protocol):
 
     # -- reading -----------------------------------------------------------------------------------------------
     def _take_line(self) -> bytes | None:
-        """A complete line from the buffer, or None; scans at most `line_limit` bytes (no quadratic rescans)."""
-        end = self._buffer.find(b"\n", 0, self.line_limit)
-        if end >= 0:
-            line = bytes(self._buffer[: end + 1])
-            del self._buffer[: end + 1]
-            if self._discarding:
-                self._discarding = False
-                raise LineTooLong()
-            return line
-        if len(self._buffer) >= self.line_limit:
-            # Too long: drop what we have and keep dropping until the line end arrives.
+        """A complete line from the buffer, or None; an over-long line is dropped as it arrives, never kept."""
+        if not self._discarding:
+            end = self._buffer.find(b"\n", 0, self.line_limit)
+            if end >= 0:
+                line = bytes(self._buffer[: end + 1])
+                del self._buffer[: end + 1]
+                return line
+            if len(self._buffer) < self.line_limit:
+                return None
             self._discarding = True
+        # Discarding: everything up to the next line end goes, whatever its length (each byte is scanned once).
+        end = self._buffer.find(b"\n")
+        if end < 0:
             del self._buffer[:]
-        return None
+            return None
+        del self._buffer[: end + 1]
+        self._discarding = False
+        raise LineTooLong()
 
     def _maybe_resume(self) -> None:
         if self._reading_paused and len(self._buffer) <= self._high_water // 2 and self.transport is not None:
