@@ -86,12 +86,15 @@ async def start_pop3(namespace: str, store: Store) -> AsyncIterator[StartServer]
     servers: list[Pop3Server] = []
 
     async def start(
-        peer_of: PeerOf = default_peer_of, failures: FailureDelays | None = None, **overrides: Any
+        peer_of: PeerOf = default_peer_of,
+        failures: FailureDelays | None = None,
+        backend: Store | None = None,
+        **overrides: Any,
     ) -> Pop3Server:
         settings = settings_for(namespace, **overrides)
         ctx = ServerContext(
             settings=settings,
-            store=store,
+            store=backend or store,
             tls_context=tls_context(),
             failures=failures or FailureDelays(settings.pop3_auth_failure_delay, settings.pop3_auth_failure_delay_max),
         )
