@@ -33,6 +33,8 @@ class Connection(asyncio.Protocol):
         self._writing_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self.transport: asyncio.Transport | None = None
+        self._out: list[bytes] = []
+        self.queued = 0
         self.closed = False
 
     # -- asyncio.Protocol --------------------------------------------------------------------------------------
@@ -123,13 +125,22 @@ class Connection(asyncio.Protocol):
 
     # -- writing -----------------------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
+        """Queue output; it goes to the socket at the next `flush` or `drain` (one send for many replies)."""
         if self.closed or self.transport is None or self.transport.is_closing():
             raise ConnectionClosed()
-        self.transport.write(data)
+        self._out.append(data)
+        self.queued += len(data)
         metrics.SENT_BYTES.inc(len(data))
 
+    def flush(self) -> None:
+        if self._out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(self._out))
+        self._out.clear()
+        self.queued = 0
+
     async def drain(self) -> None:
-        """Wait while the socket's send buffer is over its high-water mark (a slow reader)."""
+        """Flush, then wait while the socket's send buffer is over its high-water mark (a slow reader)."""
+        self.flush()
         while self._writing_paused and not self.closed:
             self._drain_waiter = asyncio.get_running_loop().create_future()
             try:
@@ -163,6 +174,7 @@ class Connection(asyncio.Protocol):
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
+            self.flush()
             self.transport.close()
 
     def abort(self) -> None:

@@ -56,6 +56,8 @@ async def test_service_serves_and_reports(
     assert "postroom_pop3_messages_retrieved_total 1.0" in after
     assert "postroom_pop3_messages_deleted_total 1.0" in after
     assert 'postroom_pop3_sessions_closed_total{reason="quit"} 1.0' in after
+    sent = next(line for line in after.splitlines() if line.startswith("postroom_pop3_sent_bytes_total "))
+    assert float(sent.split()[1]) > len(body)
     assert service.stop() == 0
 
 

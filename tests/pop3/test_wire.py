@@ -43,7 +43,9 @@ async def test_whatever_is_stored_goes_out_as_crlf_and_stuffed(pop3: Pop3Server,
     # Bypass the store's normalisation, as an older writer or a restore from backup might.
     (uid,) = await deliver(store, message("placeholder"))
     raw = b"Subject: raw\n\n.hidden\r.\rend"
-    await store.redis.set(store.keys.mailbox(USER).message(uid), raw)
+    box = store.keys.mailbox(USER)
+    await store.redis.set(box.message(uid), raw)
+    await store.redis.hset(box.sizes, uid, len(raw))
     client = await Client.connect(pop3.ports["pop3"])
     await client.login()
     assert (await client.cmd("RETR 1")).startswith("+OK")
