@@ -65,7 +65,10 @@ class Session:
             # Shielded: the lock is released even when the session is being cancelled (shutdown).
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(maildrop.close())
-        self.conn.close()
+        if self.close_reason in ("autologout", "error"):
+            self.conn.abort()  # a peer that stopped reading must not keep the socket open with queued data
+        else:
+            self.conn.close()
         metrics.SESSIONS_ACTIVE.dec()
         metrics.SESSIONS_CLOSED.labels(self.close_reason).inc()
         self.state.log.debug("pop3 session end", reason=self.close_reason)
