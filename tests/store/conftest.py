@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -74,6 +74,25 @@ class AdminThread:
         if self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(20)
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def store_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Where the store of this test lives: the shared single Redis, or the session's private Redis Cluster."""
+    if request.param == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        return {"POSTROOM_REDIS_URL": cluster.url, "POSTROOM_REDIS_CLUSTER": "true"}
+    return {"POSTROOM_REDIS_URL": REDIS_URL, "POSTROOM_REDIS_CLUSTER": "false"}
+
+
+@pytest.fixture
+async def store(namespace: str, store_env: dict[str, str]) -> AsyncIterator[Store]:
+    """The store fixture of tests/conftest.py, run once against a single Redis and once against a Redis Cluster."""
+    handle = Store.connect(
+        store_env["POSTROOM_REDIS_URL"], namespace, cluster=store_env["POSTROOM_REDIS_CLUSTER"] == "true"
+    )
+    yield handle
+    await handle.close()
 
 
 @pytest.fixture
