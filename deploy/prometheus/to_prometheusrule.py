@@ -28,7 +28,8 @@ def prometheus_rule(alerts: dict[str, Any]) -> dict[str, Any]:
 
 def render() -> str:
     alerts = yaml.safe_load(ALERTS.read_text())
-    return HEADER + yaml.safe_dump(prometheus_rule(alerts), sort_keys=False, width=120)
+    body: str = yaml.safe_dump(prometheus_rule(alerts), sort_keys=False, width=120)
+    return HEADER + body
 
 
 def main() -> int:
