@@ -40,9 +40,13 @@ def exported_by_source(source: str) -> set[str]:
         func = node.func
         kind = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
         first = node.args[0]
-        if kind in COUNTERS | GAUGES | HISTOGRAMS | SUMMARIES and isinstance(first, ast.Constant):
-            if isinstance(first.value, str) and first.value.startswith("postroom_"):
-                samples |= samples_of(kind, first.value)
+        if (
+            kind in COUNTERS | GAUGES | HISTOGRAMS | SUMMARIES
+            and isinstance(first, ast.Constant)
+            and isinstance(first.value, str)
+            and first.value.startswith("postroom_")
+        ):
+            samples |= samples_of(kind, first.value)
     return samples
 
 

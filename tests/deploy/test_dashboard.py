@@ -37,7 +37,7 @@ def test_panels_have_unique_ids_fit_the_grid_and_use_the_datasource_variable() -
     assert [v["name"] for v in dashboard["templating"]["list"]] == ["datasource"]
     for panel in dashboard["panels"]:
         grid = panel["gridPos"]
-        assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24, panel["title"]
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24, panel["title"]
         if panel["type"] != "row":
             assert panel["targets"], panel["title"]
             assert panel["datasource"]["uid"] == "${datasource}"

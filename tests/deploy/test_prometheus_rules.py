@@ -57,7 +57,9 @@ def test_every_dashboard_query_parses(tmp_path: Path) -> None:
         "groups": [
             {
                 "name": "dashboard",
-                "rules": [{"record": f"dashboard:query_{i}", "expr": q.runnable()} for i, q in enumerate(dashboard_queries())],
+                "rules": [
+                    {"record": f"dashboard:query_{i}", "expr": q.runnable()} for i, q in enumerate(dashboard_queries())
+                ],
             }
         ]
     }
