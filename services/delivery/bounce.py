@@ -6,7 +6,7 @@ import hashlib
 import re
 import time
 from datetime import UTC, datetime
-from email.utils import format_datetime, formatdate
+from email.utils import format_datetime
 
 from services.delivery.outcome import Outcome
 from shared.envelope import Envelope
@@ -37,6 +37,11 @@ def _clean(text: str) -> str:
     return _UNSAFE.sub(" ", text).strip()
 
 
+def _date(timestamp: float) -> str:
+    """An RFC 5322 date in UTC with a +0000 zone."""
+    return format_datetime(datetime.fromtimestamp(timestamp, UTC))
+
+
 def _address_field(address: str) -> str:
     # RFC 6533: UTF-8 addresses use the utf-8 address type.
     return f"rfc822; {address}" if address.isascii() else f"utf-8; {address}"
@@ -59,7 +64,7 @@ def _recipient_block(found: Outcome, action: str, now: float) -> str:
     if found.remote_mta:
         lines.append(f"Remote-MTA: dns; {_clean(found.remote_mta)}")
     lines.append(f"Diagnostic-Code: {_diagnostic(found)}")
-    lines.append(f"Last-Attempt-Date: {formatdate(now)}")
+    lines.append(f"Last-Attempt-Date: {_date(now)}")
     return "\r\n".join(lines) + "\r\n"
 
 
@@ -75,13 +80,13 @@ def compose(
     now = time.time() if now is None else now
     queue_id = report_queue_id(envelope, "bounce" if action == "failed" else action)
     boundary = f"{queue_id}/{hostname}"
-    arrival = format_datetime(datetime.fromtimestamp(envelope.first_seen, UTC))
+    arrival = _date(envelope.first_seen)
     if action == "failed":
         subject = "Undelivered Mail Returned to Sender"
-        intro = "your message could not be delivered to one or more recipients. It has been returned to you."
+        intro = "your message could not be delivered\r\nto one or more recipients. It has been returned to you."
     else:
         subject = "Delayed Mail (still being retried)"
-        intro = "your message could not be delivered yet. It is still being retried; you need not resend it."
+        intro = "your message could not be delivered yet.\r\nIt is still being retried; you need not resend it."
     human = [
         f"This is the mail system at host {hostname}.",
         "",
@@ -101,7 +106,7 @@ def compose(
         f"From: Mail Delivery System <MAILER-DAEMON@{hostname}>",
         f"To: <{envelope.mail_from}>",
         f"Subject: {subject}",
-        f"Date: {formatdate(now)}",
+        f"Date: {_date(now)}",
         f"Message-ID: <{queue_id}@{hostname}>",
         "Auto-Submitted: auto-replied",  # RFC 3834: no automatic answer to this one
         "MIME-Version: 1.0",

@@ -42,7 +42,9 @@ class DeliverySettings(CommonSettings):
     relay_password: SecretStr | None = None
 
     # RFC 5321 §4.5.3.2 minimum timeouts: greeting 5 min, MAIL/RCPT 5 min, DATA termination 10 min.
+    # The TCP connect itself is not covered by the RFC; 30 s as in Postfix's smtp_connect_timeout.
     smtp_connect_timeout: float = 30.0
+    smtp_greeting_timeout: float = 300.0
     smtp_command_timeout: float = 300.0
     smtp_data_timeout: float = 600.0
 
@@ -65,6 +67,7 @@ class DeliverySettings(CommonSettings):
         "max_queue_lifetime",
         "dns_timeout",
         "smtp_connect_timeout",
+        "smtp_greeting_timeout",
         "smtp_command_timeout",
         "smtp_data_timeout",
         "queue_poll_interval",

@@ -25,7 +25,8 @@ from services.delivery.routing import Router, Target
 from services.store import Store
 from shared.envelope import Envelope
 from shared.logging import get_logger
-from shared.topology import Topology
+from shared.queue_id import is_queue_id
+from shared.topology import DELIVERY_LIMIT, Topology
 
 log = get_logger(__name__)
 
@@ -117,6 +118,9 @@ class Consumer:
             # Not ours: no retry makes it deliverable. Rejecting without requeue dead-letters it (the queue's DLX).
             log.error("not a postroom message; dead-lettering", message_id=message.message_id, error=str(exc))
             metrics.DEAD_LETTERS.labels("malformed").inc()
+            queue_id = str(message.message_id or "")
+            if is_queue_id(queue_id):
+                await self._trace(queue_id, "dead-lettered", reason=f"malformed envelope: {exc}")
             metrics.MESSAGES.labels("dead_lettered").inc()
             await message.reject(requeue=False)
             return
@@ -126,6 +130,10 @@ class Consumer:
             # A bug or an outage we did not foresee. Requeue: the quorum queue counts deliveries, and a message
             # that fails every time reaches x-delivery-limit and is dead-lettered instead of looping for ever.
             log.exception("delivery failed unexpectedly; requeued", queue_id=envelope.queue_id)
+            if _delivery_count(message) >= DELIVERY_LIMIT:
+                # This was its last delivery: the broker dead-letters it when we hand it back.
+                metrics.DEAD_LETTERS.labels("delivery_limit").inc()
+                await self._trace(envelope.queue_id, "dead-lettered", reason="delivery limit reached")
             metrics.MESSAGES.labels("requeued").inc()
             await message.nack(requeue=True)
             return
@@ -150,6 +158,8 @@ class Consumer:
             deferred = []
         if deferred:
             await self._defer(envelope, body, deferred)
+            if self._delay_notice_due(envelope, now):
+                await self._notify_delay(envelope, body, deferred, now)
         if failed:
             await self._bounce(envelope, body, failed, now)
         metrics.MESSAGES.labels("deferred" if deferred else "done").inc()
@@ -221,6 +231,22 @@ class Consumer:
             "deferred", queue_id=envelope.queue_id, recipients=len(recipients), delay=delay, attempt=following.attempt
         )
 
+    def _delay_notice_due(self, envelope: Envelope, now: float) -> bool:
+        """True on the attempt during which the message's age crosses POSTROOM_DELAY_WARNING_TIME, so the sender
+        hears once, without state carried in the envelope (the previous attempt was at least one delay ago)."""
+        warn = self.settings.delay_warning_time
+        if warn is None or not envelope.mail_from:
+            return False
+        age = now - envelope.first_seen
+        previous = age - retry.delay_for(self.settings.retry_schedule, envelope.attempt) if envelope.attempt else -1.0
+        return previous < warn <= age
+
+    async def _notify_delay(self, envelope: Envelope, body: bytes, deferred: list[Outcome], now: float) -> None:
+        notice, notice_envelope = bounce.compose(envelope, body, deferred, self.settings.hostname, now, "delayed")
+        await self.publisher.enqueue(notice, notice_envelope)
+        metrics.DELAY_NOTICES.inc()
+        log.info("delay notice sent", queue_id=envelope.queue_id, report=notice_envelope.queue_id)
+
     async def _bounce(self, envelope: Envelope, body: bytes, failed: list[Outcome], now: float) -> None:
         for _ in failed:
             metrics.DELAY.labels("bounced").observe(max(0.0, now - envelope.first_seen))
@@ -244,6 +270,12 @@ class Consumer:
             await self.store.trace.record(queue_id, event, SERVICE, **fields)
         except Exception as exc:
             log.warning("trace failed", queue_id=queue_id, trace_event=event, error=str(exc))
+
+
+def _delivery_count(message: AbstractIncomingMessage) -> int:
+    """How often the quorum queue handed this message out before (its `x-delivery-count` header)."""
+    value = (message.headers or {}).get("x-delivery-count")
+    return value if isinstance(value, int) else 0
 
 
 def _give_up(deferred: Outcome, envelope: Envelope) -> Outcome:

@@ -58,3 +58,4 @@ def init_series(queue_labels: list[str]) -> None:
             DNS_LOOKUPS.labels(rtype, result)
     DNS_LOOKUPS.labels("MX", "null_mx")
     DEAD_LETTERS.labels("malformed")
+    DEAD_LETTERS.labels("delivery_limit")

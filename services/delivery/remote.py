@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
@@ -10,7 +12,7 @@ import aiosmtplib
 
 from services.delivery import outcome, transport_map
 from services.delivery.config import DeliverySettings
-from services.delivery.mx import MailResolver
+from services.delivery.mx import MailResolver, is_ip_literal
 from services.delivery.outcome import Outcome
 from services.delivery.routing import Target
 from services.delivery.transport_map import SMTP_PORT, Route
@@ -58,7 +60,7 @@ class RemoteDelivery:
     async def __call__(self, envelope: Envelope, body: bytes, domain: str, targets: Sequence[Target]) -> list[Outcome]:
         route = transport_map.lookup(self.settings.transport_map, domain)
         relay = route is None and self.settings.relay_host is not None
-        route = route or self.settings.relay_host
+        route = route or self.settings.relay_host or _literal_route(domain)
         last_error: PostroomError = TemporaryError("no mail host answered", enhanced="4.4.1")
         tried = 0
         try:
@@ -121,16 +123,17 @@ class RemoteDelivery:
         self, hop: Hop, envelope: Envelope, body: bytes, targets: Sequence[Target], tls: bool
     ) -> list[Outcome]:
         s = self.settings
+        # The TCP connect gets its own short timeout (a dead host should not hold us for 5 minutes); the 220
+        # greeting then gets the RFC 5321 §4.5.3.2.1 five minutes.
+        sock = await _connect(hop.address, hop.port, s.smtp_connect_timeout)
         client = aiosmtplib.SMTP(
-            hostname=hop.address,
-            port=hop.port,
-            local_hostname=s.hostname,
-            timeout=s.smtp_command_timeout,
-            start_tls=False,
-            validate_certs=False,
+            sock=sock, local_hostname=s.hostname, timeout=s.smtp_command_timeout, start_tls=False, validate_certs=False
         )
-        # RFC 5321 §4.5.3.2: the initial 220 greeting gets the command timeout (5 minutes by default).
-        await client.connect(timeout=s.smtp_connect_timeout)
+        try:
+            await client.connect(timeout=s.smtp_greeting_timeout)
+        except BaseException:
+            sock.close()
+            raise
         try:
             await client.ehlo()
             if tls and client.supports_extension("starttls"):
@@ -148,13 +151,19 @@ class RemoteDelivery:
     async def _send(
         self, client: aiosmtplib.SMTP, hop: Hop, envelope: Envelope, body: bytes, targets: Sequence[Target]
     ) -> list[Outcome]:
-        utf8 = "SMTPUTF8" in (p.upper() for p in envelope.esmtp)
+        addresses = [envelope.mail_from, *(t.address for t in targets)]
+        utf8 = not all(a.isascii() for a in addresses)
+        if utf8 and not client.supports_extension("smtputf8"):
+            # RFC 6531 §3.4: a UTF-8 address cannot be sent to a server without SMTPUTF8; no downgrade exists.
+            text = f"{hop.host} does not support SMTPUTF8, needed for this message"
+            return [_from(outcome.permanent(t.address, "5.6.7", text, TRANSPORT, hop.host), t) for t in targets]
+        params = {p.upper() for p in envelope.esmtp}
         options = []
         if client.supports_extension("size"):
             options.append(f"SIZE={len(body)}")
-        if client.supports_extension("8bitmime") and any(p.upper() == "BODY=8BITMIME" for p in envelope.esmtp):
+        if client.supports_extension("8bitmime") and (not body.isascii() or "BODY=8BITMIME" in params):
             options.append("BODY=8BITMIME")
-        if utf8 and client.supports_extension("smtputf8"):
+        if client.supports_extension("smtputf8") and (utf8 or "SMTPUTF8" in params):
             options.append("SMTPUTF8")
         encoding = "utf-8" if utf8 else "ascii"
         try:
@@ -193,6 +202,26 @@ class RemoteDelivery:
         enhanced = _enhanced(code, message)
         make = outcome.permanent if code >= 500 else outcome.temporary
         return _from(make(target.address, enhanced, reply, TRANSPORT, hop.host), target)
+
+
+async def _connect(address: str, port: int, timeout: float) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (address, port)), timeout)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _literal_route(domain: str) -> Route | None:
+    """`user@[192.0.2.1]` (RFC 5321 §4.1.3 address literal): deliver to that address, no DNS."""
+    if domain.startswith("[") and domain.endswith("]"):
+        literal = domain[1:-1].removeprefix("IPv6:").removeprefix("ipv6:")
+        if is_ip_literal(literal):
+            return Route(literal, SMTP_PORT, mx=False)
+    return None
 
 
 def _enhanced(code: int, message: str) -> str:

@@ -32,6 +32,12 @@ class Plan:
     failed: list[Outcome] = field(default_factory=list)
 
 
+def _plausible(address: str) -> bool:
+    """local@domain without spaces or control characters; the ingress checked more, this guards the DNS path."""
+    local, at, domain = address.rpartition("@")
+    return bool(at and local and domain) and address.isprintable() and not any(c.isspace() for c in address)
+
+
 class _TooDeep(Exception):
     pass
 
@@ -47,6 +53,9 @@ class Router:
         plan = Plan()
         seen: set[str] = set()
         for original in recipients:
+            if not _plausible(original):
+                plan.failed.append(outcome.permanent(original, "5.1.3", "bad destination mailbox address syntax"))
+                continue
             try:
                 finals = await self._expand(normalize_address(original), ())
             except _TooDeep:

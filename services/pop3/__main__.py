@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from services.pop3.config import Pop3Settings
 from services.pop3.server import Pop3Server
 from services.pop3.state import ServerContext
 from services.pop3.throttle import FailureDelays
 from services.store import Store
+from shared.connections import connect_redis
 from shared.health import HealthServer
 from shared.logging import configure_logging, get_logger
 from shared.service import run_service, wait_for_stop_signal
@@ -20,7 +24,7 @@ async def main() -> None:
     settings = load_settings(Pop3Settings)
     configure_logging(settings.log_level, settings.log_format, service="pop3")
     log = get_logger("services.pop3")
-    store = Store.connect(settings.redis_url, settings.namespace, settings.redis_cluster)
+    store = Store(_redis(settings), settings.namespace)
     ctx = ServerContext(
         settings=settings,
         store=store,
@@ -42,6 +46,20 @@ async def main() -> None:
     if health is not None:
         await health.stop()
     await store.close()
+
+
+def _redis(settings: Pop3Settings) -> Any:
+    """Like shared.connect_redis, but a pool that waits for a free connection instead of failing.
+
+    redis-py's default pool raises MaxConnectionsError at 100 commands in flight; hundreds of POP3 sessions reading
+    at once must queue for a moment, not get `-ERR [SYS/TEMP]`.
+    """
+    if settings.redis_cluster:
+        return connect_redis(settings.redis_url, cluster=True)
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=settings.pop3_redis_connections, timeout=10, health_check_interval=30
+    )
+    return Redis(connection_pool=pool)
 
 
 def _serving(server: Pop3Server) -> Callable[[], Awaitable[bool]]:

@@ -39,6 +39,7 @@ class Pop3Settings(CommonSettings):
     pop3_auth_failure_delay_max: float = 15.0
     pop3_chunk_size: int = Field(default=65536, ge=1024, le=16 << 20)
     pop3_shutdown_grace: float = 10.0
+    pop3_redis_connections: int = Field(default=200, ge=1, le=10000)
 
     @field_validator("pop3_listen", "pop3s_listen", mode="before")
     @classmethod

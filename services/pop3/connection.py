@@ -33,6 +33,8 @@ class Connection(asyncio.Protocol):
         self._writing_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self.transport: asyncio.Transport | None = None
+        self._out: list[bytes] = []
+        self.queued = 0
         self.closed = False
 
     # -- asyncio.Protocol --------------------------------------------------------------------------------------
@@ -76,20 +78,24 @@ class Connection(asyncio.Protocol):
 
     # -- reading -----------------------------------------------------------------------------------------------
     def _take_line(self) -> bytes | None:
-        """A complete line from the buffer, or None; scans at most `line_limit` bytes (no quadratic rescans)."""
-        end = self._buffer.find(b"\n", 0, self.line_limit)
-        if end >= 0:
-            line = bytes(self._buffer[: end + 1])
-            del self._buffer[: end + 1]
-            if self._discarding:
-                self._discarding = False
-                raise LineTooLong()
-            return line
-        if len(self._buffer) >= self.line_limit:
-            # Too long: drop what we have and keep dropping until the line end arrives.
+        """A complete line from the buffer, or None; an over-long line is dropped as it arrives, never kept."""
+        if not self._discarding:
+            end = self._buffer.find(b"\n", 0, self.line_limit)
+            if end >= 0:
+                line = bytes(self._buffer[: end + 1])
+                del self._buffer[: end + 1]
+                return line
+            if len(self._buffer) < self.line_limit:
+                return None
             self._discarding = True
+        # Discarding: everything up to the next line end goes, whatever its length (each byte is scanned once).
+        end = self._buffer.find(b"\n")
+        if end < 0:
             del self._buffer[:]
-        return None
+            return None
+        del self._buffer[: end + 1]
+        self._discarding = False
+        raise LineTooLong()
 
     def _maybe_resume(self) -> None:
         if self._reading_paused and len(self._buffer) <= self._high_water // 2 and self.transport is not None:
@@ -119,13 +125,22 @@ class Connection(asyncio.Protocol):
 
     # -- writing -----------------------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
+        """Queue output; it goes to the socket at the next `flush` or `drain` (one send for many replies)."""
         if self.closed or self.transport is None or self.transport.is_closing():
             raise ConnectionClosed()
-        self.transport.write(data)
+        self._out.append(data)
+        self.queued += len(data)
         metrics.SENT_BYTES.inc(len(data))
 
+    def flush(self) -> None:
+        if self._out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(self._out))
+        self._out.clear()
+        self.queued = 0
+
     async def drain(self) -> None:
-        """Wait while the socket's send buffer is over its high-water mark (a slow reader)."""
+        """Flush, then wait while the socket's send buffer is over its high-water mark (a slow reader)."""
+        self.flush()
         while self._writing_paused and not self.closed:
             self._drain_waiter = asyncio.get_running_loop().create_future()
             try:
@@ -159,6 +174,7 @@ class Connection(asyncio.Protocol):
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
+            self.flush()
             self.transport.close()
 
     def abort(self) -> None:

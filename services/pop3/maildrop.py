@@ -76,18 +76,21 @@ class Maildrop:
         first = await mailboxes.read_range(self.address, info.uid, 0, chunk_size - 1)
         if not first:
             raise MessageGone(info.uid)
-        return self._rest(info.uid, first, chunk_size)
+        return self._rest(info, first, chunk_size)
 
-    async def _rest(self, uid: str, first: bytes, chunk_size: int) -> AsyncIterator[bytes]:
+    async def _rest(self, info: MessageInfo, first: bytes, chunk_size: int) -> AsyncIterator[bytes]:
         chunk, offset = first, 0
         while True:
             yield chunk
             offset += len(chunk)
             if len(chunk) < chunk_size:
-                return
-            chunk = await self.store.mailboxes.read_range(self.address, uid, offset, offset + chunk_size - 1)
+                break
+            chunk = await self.store.mailboxes.read_range(self.address, info.uid, offset, offset + chunk_size - 1)
             if not chunk:
-                return
+                break
+        if offset < info.size:
+            # Removed while we were sending it (the account was deleted): the transfer must fail, not look complete.
+            raise MessageGone(info.uid)
 
     # -- update and lock ---------------------------------------------------------------------------------------
     async def commit(self) -> int | None:

@@ -22,7 +22,6 @@ ERR_LINE_TOO_LONG = Reply(False, "Line too long")
 ERR_WRONG_STATE = Reply(False, "Command not valid in this state")
 ERR_TOO_MANY_BAD_COMMANDS = Reply(False, "Too many bad commands; closing the connection", Action.CLOSE)
 ERR_TEMPORARY = Reply(False, "[SYS/TEMP] Temporary server failure, try again later")
-ERR_SHUTTING_DOWN = Reply(False, "[SYS/TEMP] Server shutting down", Action.CLOSE)
 
 
 def err_syntax(text: str) -> Reply:
@@ -42,7 +41,6 @@ ERR_PLAINTEXT_DISALLOWED = Reply(
 )
 ERR_IN_USE = Reply(False, "[IN-USE] Maildrop is locked by another session")
 ERR_APOP_DISABLED = Reply(False, "APOP is not supported; use USER/PASS or AUTH over TLS")
-ERR_UTF8_AFTER_AUTH = Reply(False, "UTF8 is only valid before authentication")
 ERR_ALREADY_TLS = Reply(False, "Already using TLS")
 ERR_STLS_UNAVAILABLE = Reply(False, "STLS is not available")
 

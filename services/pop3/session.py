@@ -16,6 +16,9 @@ from shared.logging import get_logger
 
 log = get_logger(__name__)
 
+# Replies to pipelined commands are gathered up to this size before a send (RFC 2449 §6.6 PIPELINING).
+FLUSH_AT = 65536
+
 
 class AbortSession(Exception):
     """End the session now without a reply (the state on the wire no longer allows one)."""
@@ -62,7 +65,10 @@ class Session:
             # Shielded: the lock is released even when the session is being cancelled (shutdown).
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(maildrop.close())
-        self.conn.close()
+        if self.close_reason in ("autologout", "error"):
+            self.conn.abort()  # a peer that stopped reading must not keep the socket open with queued data
+        else:
+            self.conn.close()
         metrics.SESSIONS_ACTIVE.dec()
         metrics.SESSIONS_CLOSED.labels(self.close_reason).inc()
         self.state.log.debug("pop3 session end", reason=self.close_reason)
@@ -78,22 +84,25 @@ class Session:
             try:
                 line = await self._read()
             except LineTooLong:
-                if await self._deliver(self._bad(replies.ERR_LINE_TOO_LONG), "INVALID") is Action.CLOSE:
-                    return
-                continue
+                action = await self._deliver(self._bad(replies.ERR_LINE_TOO_LONG), "INVALID")
             except TimeoutError:
                 # RFC 1939 §3: on autologout close without a response and without entering UPDATE.
                 self.close_reason = "autologout"
                 self.state.log.info("pop3 autologout")
                 return
-            if line is None:
-                return
-            self.busy = True
-            try:
-                outcome, verb = await self._execute(line)
-                action = await self._deliver(outcome, verb)
-            finally:
-                self.busy = False
+            else:
+                if line is None:
+                    return
+                self.busy = True
+                try:
+                    outcome, verb = await self._execute(line)
+                    action = await self._deliver(outcome, verb)
+                finally:
+                    self.busy = False
+            # Replies wait while more pipelined commands are already here; otherwise they go out now.
+            if action is not Action.NONE or not self.conn.has_buffered_line():
+                async with asyncio.timeout(self.settings.pop3_autologout):
+                    await self.conn.drain()
             if action is Action.CLOSE:
                 return
             if self.stopping:
@@ -126,10 +135,12 @@ class Session:
         return reply
 
     # -- writing -----------------------------------------------------------------------------------------------
-    async def _send(self, data: bytes) -> None:
+    async def _send(self, data: bytes, flush: bool = True) -> None:
+        """Queue `data`; send now when asked or when enough is queued (pipelined replies share one send)."""
         self.conn.write(data)
-        async with asyncio.timeout(self.settings.pop3_autologout):
-            await self.conn.drain()
+        if flush or self.conn.queued >= FLUSH_AT:
+            async with asyncio.timeout(self.settings.pop3_autologout):
+                await self.conn.drain()
 
     async def _deliver(self, outcome: Outcome, verb: str) -> Action:
         """Write one outcome (following SASL continuations to the final reply) and return what to do next."""
@@ -139,7 +150,7 @@ class Session:
             await self._stream(outcome)
             head = outcome.head
         else:
-            await self._send(outcome.encode())
+            await self._send(outcome.encode(), flush=False)
             head = outcome.head if isinstance(outcome, MultiLine) else outcome
         metrics.COMMANDS.labels(verb, "ok" if head.ok else "err").inc()
         if head is replies.ERR_TOO_MANY_AUTH_FAILURES:
@@ -170,7 +181,7 @@ class Session:
         try:
             async for chunk in chunks:
                 pending += encoder.feed(chunk)
-                await self._send(pending)
+                await self._send(pending, flush=False)
                 pending = b""
                 if encoder.done:
                     break
@@ -183,7 +194,7 @@ class Session:
         finally:
             with contextlib.suppress(Exception):
                 await chunks.aclose()  # type: ignore[attr-defined]
-        await self._send(pending + encoder.finish())
+        await self._send(pending + encoder.finish(), flush=False)
         if stream.on_complete is not None:
             stream.on_complete()
 

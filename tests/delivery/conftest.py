@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import email
+import urllib.request
 from collections.abc import AsyncIterator, Callable
+from email.message import Message
 from typing import Any
 
 import aio_pika
@@ -13,7 +16,7 @@ from services.store import Store
 from shared.envelope import Envelope
 from shared.queue_id import new_queue_id
 from shared.topology import Topology
-from tests.helpers import AMQP_URL
+from tests.helpers import AMQP_URL, ServiceProcess
 
 TEST_SCHEDULE = "1s,2s"
 TEST_DELAYS = [1, 2]
@@ -95,6 +98,42 @@ async def local_users(store: Store) -> Callable[..., Any]:
             await store.accounts.add_user(address, "secret", quota=quota)
 
     return add
+
+
+def metric_lines(service: ServiceProcess) -> list[str]:
+    with urllib.request.urlopen(f"{service.metrics_url}/metrics", timeout=5) as response:
+        return [line for line in response.read().decode().splitlines() if line.startswith("postroom_delivery")]
+
+
+def metric(service: ServiceProcess, series: str) -> float:
+    """The value of one series, named exactly as /metrics prints it (labels in sorted order)."""
+    for line in metric_lines(service):
+        name, _, value = line.rpartition(" ")
+        if name == series:
+            return float(value)
+    raise AssertionError(f"no series {series}")
+
+
+def report_parts(raw: bytes) -> tuple[Message, list[Message]]:
+    """A multipart/report and its parts."""
+    report = email.message_from_bytes(raw)
+    parts = report.get_payload()
+    assert isinstance(parts, list)
+    return report, [part for part in parts if isinstance(part, Message)]
+
+
+def dsn_fields(raw: bytes) -> list[Message]:
+    """The field groups of a report's message/delivery-status part: per-message first, then per recipient."""
+    _, parts = report_parts(raw)
+    groups = parts[1].get_payload()
+    assert isinstance(groups, list)
+    return [group for group in groups if isinstance(group, Message)]
+
+
+def text_of(part: Message) -> str:
+    payload = part.get_payload()
+    assert isinstance(payload, str)
+    return payload
 
 
 async def mailbox(store: Store, address: str) -> list[bytes]:

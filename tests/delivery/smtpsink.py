@@ -83,9 +83,10 @@ class Sink:
         port: int = 25,
         tls_dir: Path | None = None,
         auth: bool = False,
+        smtputf8: bool = True,
     ) -> None:
         self.handler = SinkHandler(behaviour or Behaviour())
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"enable_SMTPUTF8": smtputf8}
         if tls_dir is not None:
             cert, key = self_signed_pair("sink.test", tls_dir)
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

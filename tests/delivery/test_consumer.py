@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import email
 import time
 from collections.abc import Sequence
-from email.message import Message
 from typing import Any
 
 import pytest
@@ -19,7 +17,7 @@ from services.store import Store
 from shared.envelope import Envelope
 from shared.queue_id import is_queue_id, new_queue_id
 from shared.settings import load_settings
-from tests.delivery.conftest import mailbox, make_message
+from tests.delivery.conftest import dsn_fields, mailbox, make_message, report_parts, text_of
 from tests.helpers import free_port
 
 
@@ -87,11 +85,6 @@ async def run(consumer: Consumer, recorder: Recorder, envelope: Envelope, body: 
     await consumer.handle(FakeMessage(recorder, envelope, body or make_message()))  # type: ignore[arg-type]
 
 
-def report_parts(body: bytes) -> tuple[Message, list[Message]]:
-    report = email.message_from_bytes(body)
-    return report, list(report.get_payload())  # type: ignore[arg-type]
-
-
 @pytest.fixture
 async def users(store: Store) -> Store:
     for domain in ("example.test", "origin.test"):
@@ -143,7 +136,7 @@ async def test_permanent_failure_bounces_rfc3464_to_the_sender(users: Store) -> 
     assert report["To"] == "<sender@origin.test>"
     assert report["Auto-Submitted"] == "auto-replied"
     assert [p.get_content_type() for p in parts] == ["text/plain", "message/delivery-status", "text/rfc822-headers"]
-    per_message, *per_recipient = parts[1].get_payload()  # type: ignore[misc]
+    per_message, *per_recipient = dsn_fields(body)
     assert per_message["Reporting-MTA"] == "dns; mx.postroom.test"
     assert per_message["Arrival-Date"]
     [rcpt] = per_recipient
@@ -151,8 +144,8 @@ async def test_permanent_failure_bounces_rfc3464_to_the_sender(users: Store) -> 
     assert (rcpt["Action"], rcpt["Status"]) == ("failed", "5.1.1")
     assert rcpt["Remote-MTA"] == "dns; mx.remote.test"
     assert rcpt["Diagnostic-Code"] == "smtp; 550 5.1.1 no such user"
-    assert "Subject: bounce-me" in parts[2].get_payload()
-    assert "Hello there" not in parts[2].get_payload()
+    assert "Subject: bounce-me" in text_of(parts[2])
+    assert "Hello there" not in text_of(parts[2])
 
 
 async def test_redelivered_original_bounces_into_the_same_queue_id(users: Store) -> None:
@@ -181,8 +174,7 @@ async def test_past_queue_lifetime_bounces_instead_of_retrying(users: Store) -> 
     )
     await run(consumer, recorder, envelope)
     assert [name for name, _ in recorder.log] == ["enqueue", "ack"]
-    _, parts = report_parts(recorder.of("enqueue")[0][1])
-    [rcpt] = parts[1].get_payload()[1:]  # type: ignore[index]
+    [rcpt] = dsn_fields(recorder.of("enqueue")[0][1])[1:]
     assert rcpt["Status"] == "5.4.1"
     assert "gave up after 5 attempts" in rcpt["Diagnostic-Code"]
 
@@ -193,8 +185,7 @@ async def test_mail_loop_bounces_5_4_6_without_delivering(users: Store) -> None:
     looped = b"".join(b"Received: from hop%d by relay\r\n" % i for i in range(51)) + make_message()
     await run(consumer, recorder, Envelope(new_queue_id(), "sender@origin.test", ("alice@example.test",)), looped)
     [(_, body)] = recorder.of("enqueue")
-    _, parts = report_parts(body)
-    assert parts[1].get_payload()[1]["Status"] == "5.4.6"  # type: ignore[index]
+    assert dsn_fields(body)[1]["Status"] == "5.4.6"
     assert await mailbox(users, "alice@example.test") == []
 
 
@@ -234,8 +225,7 @@ async def test_unknown_local_user_bounces_5_1_1(users: Store) -> None:
     recorder = Recorder()
     consumer = make_consumer(users, recorder, FakeRemote(None))
     await run(consumer, recorder, Envelope(new_queue_id(), "sender@origin.test", ("nobody@example.test",)))
-    _, parts = report_parts(recorder.of("enqueue")[0][1])
-    assert parts[1].get_payload()[1]["Status"] == "5.1.1"  # type: ignore[index]
+    assert dsn_fields(recorder.of("enqueue")[0][1])[1]["Status"] == "5.1.1"
 
 
 async def test_redis_down_defers_everything(namespace: str) -> None:
@@ -247,3 +237,39 @@ async def test_redis_down_defers_everything(namespace: str) -> None:
     assert following.recipients == ("alice@example.test",)
     assert recorder.log[-1] == ("ack", None)
     await dead.close()
+
+
+async def test_delay_notice_once_when_the_warning_time_is_crossed(users: Store) -> None:
+    recorder = Recorder()
+    remote = FakeRemote(lambda r: outcome.temporary(r, "4.4.1", "connection refused", "smtp"))
+    consumer = make_consumer(users, recorder, remote, delay_warning_time="1s")
+    crossing = Envelope(
+        new_queue_id(), "sender@origin.test", ("bob@remote.test",), first_seen=time.time() - 1.5, attempt=1
+    )
+    await run(consumer, recorder, crossing)
+    assert [name for name, _ in recorder.log] == ["defer", "enqueue", "ack"]
+    [(notice_envelope, body)] = recorder.of("enqueue")
+    assert notice_envelope.mail_from == ""
+    report, _ = report_parts(body)
+    assert report["Subject"].startswith("Delayed Mail")
+    rcpt = dsn_fields(body)[1]
+    assert (rcpt["Action"], rcpt["Status"]) == ("delayed", "4.4.1")
+
+    recorder.log.clear()
+    later = Envelope(new_queue_id(), "sender@origin.test", ("bob@remote.test",), first_seen=time.time() - 5, attempt=2)
+    await run(consumer, recorder, later)
+    assert [name for name, _ in recorder.log] == ["defer", "ack"]
+
+
+async def test_unexpected_error_requeues_and_traces_the_last_delivery(users: Store) -> None:
+    def explode(recipient: str) -> Outcome:
+        raise RuntimeError("bug")
+
+    recorder = Recorder()
+    consumer = make_consumer(users, recorder, FakeRemote(explode))
+    envelope = Envelope(new_queue_id(), "sender@origin.test", ("bob@remote.test",))
+    message = FakeMessage(recorder, envelope, make_message())
+    message.headers = {**envelope.to_headers(), "x-delivery-count": 10}
+    await consumer.handle(message)  # type: ignore[arg-type]
+    assert recorder.log == [("nack", True)]
+    assert [e["event"] for e in await users.trace.events(envelope.queue_id)] == ["dead-lettered"]

@@ -23,6 +23,7 @@ def remote_for(dns_server: Any, **overrides: Any) -> RemoteDelivery:
         dns_nameservers=dns_server.nameserver,
         dns_timeout="1s",
         smtp_connect_timeout="3s",
+        smtp_greeting_timeout="1s",
         smtp_command_timeout="10s",
         hostname="mx.postroom.test",
         **overrides,
@@ -168,3 +169,47 @@ async def test_relay_host_with_auth(dns_server: Any, sinks: Any, loopback_net: s
     [got] = relay.received
     assert got.auth == "relayuser"
     assert dns_server.queries == []
+
+
+async def test_address_literal_needs_no_dns(dns_server: Any, sinks: Any, loopback_net: str) -> None:
+    sink = sinks(f"{loopback_net}.12")
+    domain = f"[{loopback_net}.12]"
+    [result] = await send(remote_for(dns_server), domain, f"u@{domain}")
+    assert result.status is Status.DELIVERED and len(sink.received) == 1
+    assert dns_server.queries == []
+
+
+async def test_utf8_address_to_a_server_without_smtputf8_bounces_5_6_7(
+    zone: Any, dns_server: Any, sinks: Any, loopback_net: str
+) -> None:
+    zone.add("remote.test", "A", f"{loopback_net}.13")
+    zone.add("utf8.test", "A", f"{loopback_net}.14")
+    sink = sinks(f"{loopback_net}.13", smtputf8=False)
+    capable = sinks(f"{loopback_net}.14")
+    [result] = await send(remote_for(dns_server), "remote.test", "jörg@remote.test")
+    assert (result.status, result.enhanced) == (Status.PERMANENT, "5.6.7")
+    assert sink.received == []
+    [result] = await send(remote_for(dns_server), "utf8.test", "jörg@utf8.test")
+    assert result.status is Status.DELIVERED
+    assert capable.received[0].rcpt_tos == ["jörg@utf8.test"]
+
+
+async def test_silent_mx_times_out_and_the_next_one_is_tried(
+    zone: Any, dns_server: Any, sinks: Any, loopback_net: str
+) -> None:
+    """MX 10 accepts the connection but never greets: after the greeting timeout MX 20 gets the message."""
+    import socket
+
+    silent = socket.socket()
+    silent.bind((f"{loopback_net}.15", 25))
+    silent.listen()
+    try:
+        zone.add("remote.test", "MX", "10 mx1.remote.test.", "20 mx2.remote.test.")
+        zone.add("mx1.remote.test", "A", f"{loopback_net}.15")
+        zone.add("mx2.remote.test", "A", f"{loopback_net}.16")
+        sink = sinks(f"{loopback_net}.16")
+        [result] = await send(remote_for(dns_server), "remote.test", "user@remote.test")
+        assert result.status is Status.DELIVERED and result.remote_mta == "mx2.remote.test"
+        assert len(sink.received) == 1
+    finally:
+        silent.close()

@@ -57,3 +57,9 @@ async def test_alias_loops_end(accounts: Store) -> None:
     plan = await Router(accounts.accounts, 10).plan(("x@example.test", "alice@example.test"))
     assert [f.enhanced for f in plan.failed] == ["5.4.6"]
     assert [t.address for t in plan.local] == ["alice@example.test", "bob@example.test"]
+
+
+async def test_malformed_recipient_fails_5_1_3(accounts: Store) -> None:
+    plan = await Router(accounts.accounts, 10).plan(("no-at-sign", "a b@example.test", "bob@example.test"))
+    assert [(f.recipient, f.enhanced) for f in plan.failed] == [("no-at-sign", "5.1.3"), ("a b@example.test", "5.1.3")]
+    assert [t.address for t in plan.local] == ["bob@example.test"]

@@ -61,6 +61,18 @@ def settings_for(namespace: str, **overrides: Any) -> Pop3Settings:
 StartServer = Callable[..., Awaitable[Pop3Server]]
 
 
+@pytest.fixture(autouse=True)
+def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process tests hash with light argon2id parameters (the real ones cost ~0.2 s per login on CI)."""
+    from argon2 import PasswordHasher
+
+    from services.store import passwords
+
+    hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    monkeypatch.setattr(passwords, "_hasher", hasher)
+    monkeypatch.setattr(passwords, "_DUMMY_HASH", hasher.hash("postroom-timing-equaliser"))
+
+
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
     """The in-process tests run on uvloop, as the service does (its transports differ from asyncio's)."""
     import uvloop
@@ -74,12 +86,15 @@ async def start_pop3(namespace: str, store: Store) -> AsyncIterator[StartServer]
     servers: list[Pop3Server] = []
 
     async def start(
-        peer_of: PeerOf = default_peer_of, failures: FailureDelays | None = None, **overrides: Any
+        peer_of: PeerOf = default_peer_of,
+        failures: FailureDelays | None = None,
+        backend: Store | None = None,
+        **overrides: Any,
     ) -> Pop3Server:
         settings = settings_for(namespace, **overrides)
         ctx = ServerContext(
             settings=settings,
-            store=store,
+            store=backend or store,
             tls_context=tls_context(),
             failures=failures or FailureDelays(settings.pop3_auth_failure_delay, settings.pop3_auth_failure_delay_max),
         )
@@ -129,7 +144,9 @@ class Client:
 
     @classmethod
     async def connect(cls, port: int, tls: bool = False) -> Client:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_tls() if tls else None)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=client_tls() if tls else None, limit=64 << 20
+        )
         client = cls(reader, writer)
         greeting = await client.line()
         assert greeting.startswith("+OK"), greeting

@@ -56,6 +56,8 @@ async def test_service_serves_and_reports(
     assert "postroom_pop3_messages_retrieved_total 1.0" in after
     assert "postroom_pop3_messages_deleted_total 1.0" in after
     assert 'postroom_pop3_sessions_closed_total{reason="quit"} 1.0' in after
+    sent = next(line for line in after.splitlines() if line.startswith("postroom_pop3_sent_bytes_total "))
+    assert float(sent.split()[1]) > len(body)
     assert service.stop() == 0
 
 
@@ -91,3 +93,19 @@ def test_bad_setting_names_the_variable(base_env: dict[str, str], tmp_path: obje
     )
     assert result.returncode == 2
     assert b"POSTROOM_POP3_LOCK_TTL" in result.stderr
+
+
+async def test_sigterm_closes_sessions_without_deleting(
+    start_service: Callable[..., ServiceProcess], base_env: dict[str, str], account: str, store: Store
+) -> None:
+    from tests.pop3.conftest import Client
+
+    service = start_service("pop3", **FAST)
+    await deliver(store, message("survives shutdown"))
+    client = await Client.connect(_port(base_env, "POSTROOM_POP3_LISTEN"))
+    assert (await client.login()).startswith("+OK")
+    assert (await client.cmd("DELE 1")).startswith("+OK")
+    assert await asyncio.to_thread(service.stop) == 0
+    assert await client.closed()
+    assert len(await store.mailboxes.snapshot(USER)) == 1
+    assert not await store.redis.exists(store.keys.mailbox(USER).lock)  # released, not left to expire

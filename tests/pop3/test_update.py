@@ -50,7 +50,8 @@ async def test_second_session_gets_in_use(pop3: Pop3Server, account: str, store:
     assert await second.login() == "-ERR " + replies.ERR_IN_USE.text
     # Still in AUTHORIZATION: once the first session quits, the second can log in on the same connection.
     assert (await first.cmd("QUIT")).startswith("+OK")
-    await wait_until(_lock_free(store), timeout=5, what="lock released at QUIT")
+    # Released before the QUIT reply: no wait needed.
+    assert not await _lock_held(store)
     assert (await second.login()).startswith("+OK Maildrop has 1 message")
     await second.close()
     await first.close()
@@ -168,4 +169,39 @@ async def test_password_wrong_then_right(pop3: Pop3Server, account: str, store: 
     assert await client.login(password="wrong") == "-ERR " + replies.ERR_AUTH_FAILED.text
     assert await client.login(user="nobody@pop.test") == "-ERR " + replies.ERR_AUTH_FAILED.text
     assert (await client.login(password=PASSWORD)).startswith("+OK")
+    await client.close()
+
+
+async def test_redis_down_gives_sys_temp(start_pop3: StartServer, namespace: str) -> None:
+    """RFC 3206 [SYS/TEMP] when the store is unreachable; the session survives and the server stays up."""
+    from tests.helpers import free_port
+
+    down = Store.connect(f"redis://127.0.0.1:{free_port()}/0", namespace)
+    try:
+        server = await start_pop3(backend=down)
+        client = await Client.connect(server.ports["pop3"])
+        assert await client.login() == "-ERR " + replies.ERR_TEMPORARY.text
+        assert await client.cmd(f"AUTH PLAIN {_plain()}") == "-ERR " + replies.ERR_TEMPORARY.text
+        _, capa = await client.multiline("CAPA")
+        assert "UIDL" in capa
+        await client.close()
+    finally:
+        await down.close()
+
+
+def _plain() -> str:
+    import base64
+
+    return base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()).decode()
+
+
+async def test_uids_are_printable_and_short(pop3: Pop3Server, account: str, store: Store) -> None:
+    await deliver(store, *(message(str(i)) for i in range(5)))
+    client = await Client.connect(pop3.ports["pop3"])
+    await client.login()
+    _, lines = await client.multiline("UIDL")
+    uids = [line.split(" ", 1)[1] for line in lines]
+    assert len(set(uids)) == 5
+    # RFC 1939 §7: 1 to 70 characters in the range 0x21 to 0x7E.
+    assert all(1 <= len(uid) <= 70 and all(0x21 <= ord(ch) <= 0x7E for ch in uid) for uid in uids)
     await client.close()

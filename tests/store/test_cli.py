@@ -17,13 +17,13 @@ from tests.helpers import ROOT
 
 
 @pytest.fixture
-def postroom(namespace: str):  # type: ignore[no-untyped-def]
+def postroom(namespace: str, store_env: dict[str, str]):  # type: ignore[no-untyped-def]
     runner = CliRunner()
 
     def invoke(*args: str, input: str | None = None, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
         # In a thread of its own: the CLI runs its own event loop (asyncio.run), the async tests already have one.
         with ThreadPoolExecutor(1) as pool:
-            environ = {"POSTROOM_NAMESPACE": namespace, **(env or {})}
+            environ = {"POSTROOM_NAMESPACE": namespace, **store_env, **(env or {})}
             return pool.submit(runner.invoke, cli, list(args), input=input, env=environ).result()
 
     return invoke

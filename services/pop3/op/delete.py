@@ -29,11 +29,15 @@ async def quit_(session: SessionState, command: Quit) -> Outcome:
     if session.state is State.AUTHORIZATION or maildrop is None:
         return replies.OK_SIGNOFF  # RFC 1939 §4: QUIT before login ends the session, no UPDATE state
     session.state = State.UPDATE
+    session.maildrop = None
     try:
         removed = await maildrop.commit()
     except Exception as exc:
         session.log.warning("pop3 update failed", error=str(exc))
         return replies.ERR_UPDATE_FAILED
+    finally:
+        # Released before the reply goes out, so a client that reconnects at once never meets its own lock.
+        await maildrop.close()
     if removed is None:
         session.log.warning("pop3 update refused: lock lost", deleted=len(maildrop.deleted))
         return replies.ERR_LOCK_LOST

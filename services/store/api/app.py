@@ -89,6 +89,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     # Compared in constant time so the token cannot be guessed byte by byte from response times.
     if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
         return error_response(401, "missing or wrong bearer token", challenge)
+    routes.check_query(request)
     return await handler(request)
 
 

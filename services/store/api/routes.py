@@ -204,6 +204,23 @@ async def trace(request: web.Request) -> web.Response:
     return web.json_response({"queue_id": queue_id, "events": events})
 
 
+# The query parameters each route takes; any other is a 400, so a typo is not silently ignored.
+QUERY_PARAMETERS: dict[str, frozenset[str]] = {"/api/v1/queue": frozenset({"limit"})}
+
+
+def check_query(request: web.Request) -> None:
+    resource = request.match_info.route.resource
+    if resource is None:  # no route matched: the handler answers 404 or 405, whatever the query
+        return
+    allowed = QUERY_PARAMETERS.get(resource.canonical, frozenset())
+    unknown = sorted(set(request.query) - allowed)
+    if unknown:
+        raise ApiError(400, f"unknown query parameter {unknown[0]!r}")
+    repeated = [name for name in allowed if len(request.query.getall(name, [])) > 1]
+    if repeated:
+        raise ApiError(400, f"query parameter {repeated[0]!r} given more than once")
+
+
 def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/api/v1/openapi.json", openapi)

@@ -34,7 +34,7 @@ def _describe(exc: BaseException) -> str | None:
     if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
         return f"cannot reach Redis (POSTROOM_REDIS_URL): {exc}"
     if isinstance(exc, redis.exceptions.RedisClusterException):
-        return f"Redis Cluster (POSTROOM_REDIS_URL): {exc}"
+        return f"cannot reach Redis Cluster (POSTROOM_REDIS_URL): {exc}"
     if isinstance(exc, ConnectionError | TimeoutError | OSError):
         return f"connection failed: {exc}"
     return None
