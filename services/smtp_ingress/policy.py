@@ -1,10 +1,4 @@
-"""Address and relay policy: syntax and length checks on envelope addresses, trusted networks (RFC 5321 §4.5.3.1).
-
-Which domain an address belongs to is decided by the text after its last `@` and nothing else: a source route
-(`<@a,@b:user@c>`) is parsed and ignored by aiosmtpd as RFC 5321 Appendix C allows, `%` and `!` are ordinary
-local-part characters that never select another host, a quoted local part holding `@` is refused, and an address
-with several unquoted `@` does not parse. None of them is a way to relay.
-"""
+"""Address and relay policy: syntax and length checks on envelope addresses, trusted networks (RFC 5321 §4.5.3.1)."""
 
 from __future__ import annotations
 
@@ -14,6 +8,10 @@ import re
 from services.smtp_ingress import replies
 from services.smtp_ingress.config import Network
 
+# Which domain an address belongs to is decided by the text after its last `@` and nothing else: a source
+# route (`<@a,@b:user@c>`) is parsed and ignored by aiosmtpd as RFC 5321 Appendix C allows, `%` and `!` are
+# ordinary local-part characters that never select another host, a quoted local part holding `@` is refused,
+# and an address with several unquoted `@` does not parse. None of them is a way to relay.
 NULL_SENDER = "<>"
 # RFC 5321 §4.5.3.1.1-3 (octets): local part 64, domain 255, path 256 including the angle brackets.
 MAX_LOCAL_PART = 64
