@@ -14,21 +14,25 @@ from services.smtp_ingress import replies
 from services.smtp_ingress.handler import IngressHandler
 from shared.envelope import Envelope
 from tests.helpers import wait_until_sync
-from tests.smtp_ingress.conftest import RunningIngress, ingress_settings, queue_depth, read_queue
+from tests.smtp_ingress.conftest import RunningIngress, ingress_settings, read_queue
 from tests.smtp_ingress.rawsmtp import RawSMTP
 from tests.smtp_ingress.test_hardening import open_transaction
 
 
-def test_disconnect_right_after_the_final_dot_still_queues_once(ingress: RunningIngress, namespace: str) -> None:
-    raw = RawSMTP(ingress.port("smtp"))
-    open_transaction(raw)
-    raw.send(b"Subject: gone\r\n\r\nbody\r\n.\r\n")
-    # Reset the connection at once (SO_LINGER 0 -> RST) without waiting for the reply.
-    raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    raw.close()
-    wait_until_sync(lambda: queue_depth(namespace) == 1, 10, what="message queued")
-    [message] = read_queue(namespace)
-    assert message.body.endswith(b"\r\nbody\r\n")
+def test_disconnect_at_the_final_dot_leaves_no_partial_message(ingress: RunningIngress, namespace: str) -> None:
+    """The client never saw a 250, so either outcome is allowed; a half-published message is not."""
+    for _ in range(5):
+        raw = RawSMTP(ingress.port("smtp"))
+        open_transaction(raw)
+        raw.send(b"Subject: gone\r\n\r\nbody\r\n.\r\n")
+        # Reset the connection at once (SO_LINGER 0 -> RST) without waiting for the reply.
+        raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        raw.close()
+    registry, handler = ingress.app.server.registry, ingress.app.handler
+    wait_until_sync(lambda: not registry.sessions and not handler.inflight, 10, what="sessions and publishes done")
+    messages = read_queue(namespace, count=5, timeout=1)
+    assert len(messages) <= 5
+    assert all(message.body.endswith(b"\r\n\r\nbody\r\n") for message in messages)
 
 
 class SlowPublisher:
