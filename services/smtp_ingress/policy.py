@@ -22,9 +22,12 @@ _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _ADDRESS_LITERAL = re.compile(r"^\[(IPv6:[0-9A-Fa-f:.]+|[0-9.]+)\]$")
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+
+
 def has_control_characters(text: str) -> bool:
     """C0 controls, DEL, and undecodable bytes (surrogate escapes) have no place in a command or address."""
-    return any(ord(c) < 0x20 or ord(c) == 0x7F or 0xD800 <= ord(c) <= 0xDFFF for c in text)
+    return _CONTROL.search(text) is not None
 
 
 def valid_domain(domain: str) -> bool:
