@@ -176,3 +176,20 @@ def test_unroutable_message_is_returned_and_answered_451(ingress: RunningIngress
     code, reply = _data_reply(ingress.port("smtp"))
     assert f"{code} {reply.decode()}" == replies.TEMPORARY_FAILURE
     assert REGISTRY.get_sample_value("postroom_smtp_publish_failures_total", {"reason": "returned"}) == before + 1
+
+
+def test_stalled_broker_is_a_451_after_the_publish_timeout(
+    make_ingress: Callable[..., RunningIngress], accounts: None, namespace: str
+) -> None:
+    proxy = TcpProxy("127.0.0.1", int(AMQP_URL.rsplit(":", 1)[1].split("/")[0])).start()
+    proxy.enable()
+    try:
+        ingress = make_ingress(amqp_url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/", smtp_publish_timeout=0.5)
+        before = REGISTRY.get_sample_value("postroom_smtp_publish_failures_total", {"reason": "timeout"}) or 0
+        proxy.stall()
+        code, reply = _data_reply(ingress.port("smtp"))
+        assert f"{code} {reply.decode()}" == replies.TEMPORARY_FAILURE
+        assert REGISTRY.get_sample_value("postroom_smtp_publish_failures_total", {"reason": "timeout"}) == before + 1
+        proxy.resume()
+    finally:
+        proxy.stop()
