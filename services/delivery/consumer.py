@@ -135,9 +135,9 @@ class Consumer:
                 metrics.DEAD_LETTERS.labels("delivery_limit").inc()
                 await self._trace(envelope.queue_id, "dead-lettered", reason="delivery limit reached")
             metrics.MESSAGES.labels("requeued").inc()
-            await message.nack(requeue=True)
+            await _settle(message.nack(requeue=True), envelope)
             return
-        await message.ack()
+        await _settle(message.ack(), envelope)
 
     async def process(self, envelope: Envelope, body: bytes, redelivered: bool = False) -> None:
         """Deliver every recipient, then make each failed one durable as a retry or a bounce before returning."""
@@ -270,6 +270,14 @@ class Consumer:
             await self.store.trace.record(queue_id, event, SERVICE, **fields)
         except Exception as exc:
             log.warning("trace failed", queue_id=queue_id, trace_event=event, error=str(exc))
+
+
+async def _settle(settling: Awaitable[Any], envelope: Envelope) -> None:
+    """Ack or nack; if the channel is gone the broker redelivers, and the dedup keys make that harmless."""
+    try:
+        await settling
+    except Exception as exc:
+        log.warning("ack/nack failed; the message will be redelivered", queue_id=envelope.queue_id, error=str(exc))
 
 
 def _delivery_count(message: AbstractIncomingMessage) -> int:
