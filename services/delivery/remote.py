@@ -27,6 +27,10 @@ TRANSPORT = "smtp"
 _HOP_FAILURES = (aiosmtplib.SMTPException, OSError, TimeoutError, ssl.SSLError)
 
 
+class _TLSFailed(Exception):
+    """The STARTTLS handshake or the EHLO after it failed."""
+
+
 @dataclass(frozen=True)
 class Hop:
     host: str
@@ -102,7 +106,8 @@ class RemoteDelivery:
         """One SMTP transaction. A list is a decision for every target; an error means: try the next hop."""
         try:
             return await self._transaction(hop, envelope, body, targets, tls=True)
-        except ssl.SSLError as exc:
+        except _TLSFailed as exc:
+            # Opportunistic TLS (RFC 7435): a failed handshake is no reason not to deliver; try again in plaintext.
             log.info("STARTTLS failed; retrying in plaintext", host=hop.host, address=hop.address, error=str(exc))
         except _HOP_FAILURES as exc:
             return self._hop_error(hop, exc)
@@ -137,8 +142,11 @@ class RemoteDelivery:
         try:
             await client.ehlo()
             if tls and client.supports_extension("starttls"):
-                await client.starttls(tls_context=self.tls_context, server_hostname=hop.host)
-                await client.ehlo()
+                try:
+                    await client.starttls(tls_context=self.tls_context, server_hostname=hop.host)
+                    await client.ehlo()
+                except _HOP_FAILURES as exc:
+                    raise _TLSFailed(str(exc) or type(exc).__name__) from exc
             if hop.relay and s.relay_username and s.relay_password is not None:
                 await client.login(s.relay_username, s.relay_password.get_secret_value())
             return await self._send(client, hop, envelope, body, targets)
