@@ -148,7 +148,7 @@ class Consumer:
             recipients=len(envelope.recipients),
             redelivered=redelivered,
         )
-        outcomes = await self.deliver(envelope, body)
+        outcomes = _restore_originals(await self.deliver(envelope, body), envelope)
         await self._account(envelope, outcomes)
         now = time.time()
         deferred = [o for o in outcomes if o.status is Status.TEMPORARY]
@@ -270,6 +270,17 @@ class Consumer:
             await self.store.trace.record(queue_id, event, SERVICE, **fields)
         except Exception as exc:
             log.warning("trace failed", queue_id=queue_id, trace_event=event, error=str(exc))
+
+
+def _restore_originals(outcomes: list[Outcome], envelope: Envelope) -> list[Outcome]:
+    """A retry carries expanded addresses; give each outcome back the envelope recipient it first came from,
+    so the final report's Original-Recipient still names the alias the sender used."""
+    carried = dict(envelope.last_errors)
+    restored = []
+    for found in outcomes:
+        original = Outcome.carried_original(carried[found.recipient]) if found.recipient in carried else ""
+        restored.append(replace(found, original=original) if original else found)
+    return restored
 
 
 async def _settle(settling: Awaitable[Any], envelope: Envelope) -> None:

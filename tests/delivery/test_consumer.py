@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -67,7 +68,7 @@ class FakeRemote:
 
     async def __call__(self, envelope: Envelope, body: bytes, domain: str, targets: Sequence[Target]) -> list[Outcome]:
         self.calls.append([t.address for t in targets])
-        return [self.answer(t.address) for t in targets]
+        return [replace(self.answer(t.address), original=t.original) for t in targets]
 
 
 def make_consumer(store: Store, recorder: Recorder, remote: Any, **overrides: Any) -> Consumer:
@@ -273,3 +274,19 @@ async def test_unexpected_error_requeues_and_traces_the_last_delivery(users: Sto
     await consumer.handle(message)  # type: ignore[arg-type]
     assert recorder.log == [("nack", True)]
     assert [e["event"] for e in await users.trace.events(envelope.queue_id)] == ["dead-lettered"]
+
+
+async def test_original_recipient_survives_retries(users: Store) -> None:
+    await users.accounts.add_alias("list@example.test", ["bob@remote.test"])
+    recorder = Recorder()
+    remote = FakeRemote(lambda r: outcome.temporary(r, "4.4.1", "refused", "smtp"))
+    consumer = make_consumer(users, recorder, remote, max_queue_lifetime="60s")
+    envelope = Envelope(new_queue_id(), "sender@origin.test", ("list@example.test",), first_seen=time.time() - 30)
+    await run(consumer, recorder, envelope)
+    [(following, _)] = recorder.of("defer")
+    assert following.recipients == ("bob@remote.test",)
+    expired = replace(following, first_seen=time.time() - 61)
+    await run(consumer, recorder, expired)
+    [rcpt] = dsn_fields(recorder.of("enqueue")[0][1])[1:]
+    assert rcpt["Original-Recipient"] == "rfc822; list@example.test"
+    assert rcpt["Final-Recipient"] == "rfc822; bob@remote.test"
