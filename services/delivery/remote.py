@@ -12,12 +12,12 @@ import aiosmtplib
 
 from services.delivery import outcome, transport_map
 from services.delivery.config import DeliverySettings
-from services.delivery.mx import MailResolver, is_ip_literal
+from services.delivery.mx import MailHost, MailResolver, is_ip_literal
 from services.delivery.outcome import Outcome
 from services.delivery.routing import Target
 from services.delivery.transport_map import SMTP_PORT, Route
 from shared.envelope import Envelope
-from shared.errors import PostroomError, TemporaryError
+from shared.errors import PermanentError, PostroomError, TemporaryError
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -85,18 +85,21 @@ class RemoteDelivery:
         """Each address of each host in order: `[host]` routes skip MX lookup (Postfix transport semantics)."""
         port = route.port if route else SMTP_PORT
         if route is not None and not route.mx:
-            hosts = [route.host]
+            hosts = [MailHost(route.host, 0)]
         else:
-            hosts = [h.name for h in await self.resolver.mail_hosts(route.host if route else domain)]
+            hosts = await self.resolver.mail_hosts(route.host if route else domain)
         lookup_error: PostroomError | None = None
         for host in hosts:
             try:
-                addresses = await self.resolver.addresses(host)
+                addresses = await self.resolver.addresses(host.name)
             except PostroomError as exc:
                 lookup_error = exc  # this host's DNS is broken; the next MX may still work
                 continue
+            if addresses is None and host.implicit:
+                # RFC 5321 §5.1: no MX and no address records: the domain has no mail host at all.
+                raise PermanentError(f"domain {domain} has no MX and no address records", enhanced="5.1.2")
             for address in addresses or []:
-                yield Hop(host, address, port, relay)
+                yield Hop(host.name, address, port, relay)
         if lookup_error is not None:
             raise lookup_error
 

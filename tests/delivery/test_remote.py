@@ -264,3 +264,15 @@ async def test_failed_starttls_falls_back_to_plaintext(zone: Any, dns_server: An
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_domain_without_mx_or_address_bounces(zone: Any, dns_server: Any) -> None:
+    zone.add("empty.test", "TXT", '"v=spf1 -all"')
+    [result] = await send(remote_for(dns_server), "empty.test", "user@empty.test")
+    assert (result.status, result.enhanced) == (Status.PERMANENT, "5.1.2")
+
+
+async def test_mx_host_without_address_is_retried(zone: Any, dns_server: Any) -> None:
+    zone.add("dangling.test", "MX", "10 nowhere.dangling.test.")
+    [result] = await send(remote_for(dns_server), "dangling.test", "user@dangling.test")
+    assert (result.status, result.enhanced) == (Status.TEMPORARY, "4.4.4")
