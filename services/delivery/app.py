@@ -32,7 +32,13 @@ class DeliveryApp:
         self.settings = settings
         self.labels = queue_labels(Topology(settings.namespace), settings.retry_schedule)
         self.health = HealthServer(settings.metrics_listen) if settings.metrics_listen else None
-        self.store = Store.connect(settings.redis_url, settings.namespace, settings.redis_cluster)
+        self.store = Store.connect(
+            settings.redis_url,
+            settings.namespace,
+            settings.redis_cluster,
+            socket_connect_timeout=min(5.0, settings.redis_timeout),
+            socket_timeout=settings.redis_timeout,
+        )
         self.connection: AbstractRobustConnection | None = None
         self.publisher: Publisher | None = None
         self.consumer: Consumer | None = None

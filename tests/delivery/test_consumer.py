@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -290,3 +291,20 @@ async def test_original_recipient_survives_retries(users: Store) -> None:
     [rcpt] = dsn_fields(recorder.of("enqueue")[0][1])[1:]
     assert rcpt["Original-Recipient"] == "rfc822; list@example.test"
     assert rcpt["Final-Recipient"] == "rfc822; bob@remote.test"
+
+
+async def test_hanging_redis_defers_after_the_timeout(namespace: str) -> None:
+    """A Redis that accepts connections and never answers: the call times out and the recipient is deferred."""
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    hanging = Store.connect(f"redis://127.0.0.1:{port}/0", namespace, socket_timeout=0.5, socket_connect_timeout=0.5)
+    recorder = Recorder()
+    consumer = make_consumer(hanging, recorder, FakeRemote(None))
+    try:
+        await run(consumer, recorder, Envelope(new_queue_id(), "sender@origin.test", ("alice@example.test",)))
+        [(following, _)] = recorder.of("defer")
+        assert following.recipients == ("alice@example.test",)
+        assert recorder.log[-1] == ("ack", None)
+    finally:
+        server.close()
+        await hanging.close()
