@@ -11,8 +11,10 @@ from services.pop3 import metrics, replies
 from services.pop3.connection import Connection
 from services.pop3.session import Session
 from services.pop3.state import ServerContext
+from shared.errors import ConfigError
 from shared.logging import get_logger
 from shared.netaddr import HostPort
+from shared.settings import ENV_PREFIX
 
 log = get_logger(__name__)
 
@@ -52,14 +54,21 @@ class Pop3Server:
         for listener in self.listeners:
             if listener.implicit_tls and self.ctx.tls_context is None:
                 raise RuntimeError("the pop3s listener needs a TLS context")
-            server = await loop.create_server(
-                lambda listener=listener: self._protocol(listener),
-                listener.address.host,
-                listener.address.port,
-                ssl=self.ctx.tls_context if listener.implicit_tls else None,
-                ssl_handshake_timeout=self.ctx.settings.pop3_tls_handshake_timeout if listener.implicit_tls else None,
-                reuse_address=True,
-            )
+            try:
+                server = await loop.create_server(
+                    lambda listener=listener: self._protocol(listener),
+                    listener.address.host,
+                    listener.address.port,
+                    ssl=self.ctx.tls_context if listener.implicit_tls else None,
+                    ssl_handshake_timeout=(
+                        self.ctx.settings.pop3_tls_handshake_timeout if listener.implicit_tls else None
+                    ),
+                    reuse_address=True,
+                )
+            except OSError as exc:
+                await self.stop(grace=0)
+                variable = f"{ENV_PREFIX}{listener.name.upper()}_LISTEN"
+                raise ConfigError(f"{variable}: cannot listen on {listener.address}: {exc.strerror or exc}") from None
             self._servers.append(server)
             self.ports[listener.name] = server.sockets[0].getsockname()[1]
             log.info("pop3 listening", listener=listener.name, address=str(listener.address))

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import poplib
+import socket
 import subprocess
 import sys
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from services.store import Store
 from tests.helpers import ROOT, ServiceProcess, free_port, http_status, wait_until_sync
@@ -86,13 +89,28 @@ def test_not_ready_without_redis(base_env: dict[str, str], tmp_path: Path) -> No
         service.stop()
 
 
-def test_bad_setting_names_the_variable(base_env: dict[str, str]) -> None:
-    env = {**os.environ, **base_env, "POSTROOM_POP3_LOCK_TTL": "soon"}
-    result = subprocess.run(
-        [sys.executable, "-m", "services.pop3"], env=env, cwd=ROOT, capture_output=True, timeout=30, check=False
-    )
-    assert result.returncode == 2
-    assert b"POSTROOM_POP3_LOCK_TTL" in result.stderr
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("POSTROOM_POP3_LOCK_TTL", "soon"),
+        ("POSTROOM_POP3_LISTEN", "127.0.0.1:{busy}"),
+        ("POSTROOM_TLS_CERT", "/nonexistent/cert.pem"),
+    ],
+)
+def test_bad_setting_names_the_variable(base_env: dict[str, str], variable: str, value: str) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        env = {**os.environ, **base_env, "POSTROOM_TLS_KEY": "/nonexistent/key.pem"}
+        env[variable] = value.format(busy=busy.getsockname()[1])
+        if variable != "POSTROOM_TLS_CERT":
+            env.pop("POSTROOM_TLS_KEY")
+        result = subprocess.run(
+            [sys.executable, "-m", "services.pop3"], env=env, cwd=ROOT, capture_output=True, timeout=30, check=False
+        )
+    assert result.returncode == 2, result.stderr
+    assert variable.encode() in result.stderr
+    assert b"Traceback" not in result.stderr
 
 
 async def test_sigterm_closes_sessions_without_deleting(
