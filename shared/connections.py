@@ -15,8 +15,11 @@ async def connect_amqp(url: str, name: str) -> AbstractRobustConnection:
     return await aio_pika.connect_robust(url, client_properties={"connection_name": name}, timeout=10)
 
 
-def connect_redis(url: str, cluster: bool = False) -> Any:
-    """A Redis client (plain or cluster); bytes in, bytes out, so message bodies stay untouched."""
+def connect_redis(url: str, cluster: bool = False, **options: Any) -> Any:
+    """A Redis client (plain or cluster); bytes in, bytes out, so message bodies stay untouched.
+
+    `options` are passed to redis-py as they are (e.g. `socket_connect_timeout`).
+    """
     if cluster:
-        return RedisCluster.from_url(url, decode_responses=False)
-    return Redis.from_url(url, decode_responses=False, health_check_interval=30)
+        return RedisCluster.from_url(url, decode_responses=False, **options)
+    return Redis.from_url(url, **{"decode_responses": False, "health_check_interval": 30, **options})
