@@ -6,8 +6,6 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
-
 from services.pop3.config import Pop3Settings
 from services.pop3.server import Pop3Server
 from services.pop3.state import ServerContext
@@ -58,17 +56,8 @@ def _tls(settings: Pop3Settings) -> ssl.SSLContext:
 
 
 def _redis(settings: Pop3Settings) -> Any:
-    """Like shared.connect_redis, but a pool that waits for a free connection instead of failing.
-
-    redis-py's default pool raises MaxConnectionsError at 100 commands in flight; hundreds of POP3 sessions reading
-    at once must queue for a moment, not get `-ERR [SYS/TEMP]`.
-    """
-    if settings.redis_cluster:
-        return connect_redis(settings.redis_url, cluster=True)
-    pool = BlockingConnectionPool.from_url(
-        settings.redis_url, max_connections=settings.pop3_redis_connections, timeout=10, health_check_interval=30
-    )
-    return Redis(connection_pool=pool)
+    """Hundreds of POP3 sessions reading at once queue for a pooled connection rather than fail."""
+    return connect_redis(settings.redis_url, settings.redis_cluster, max_connections=settings.pop3_redis_connections)
 
 
 def _serving(server: Pop3Server) -> Callable[[], Awaitable[bool]]:
