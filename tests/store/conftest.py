@@ -23,7 +23,15 @@ TEST_DELAYS = [60, 300]
 class AdminThread:
     """The admin application on a free loopback port, run by an event loop in a background thread."""
 
-    def __init__(self, namespace: str, token: str | None = TOKEN, redis_url: str = REDIS_URL, amqp_url: str = AMQP_URL):
+    def __init__(
+        self,
+        namespace: str,
+        token: str | None = TOKEN,
+        redis_url: str = REDIS_URL,
+        amqp_url: str = AMQP_URL,
+        cluster: bool = False,
+    ) -> None:
+        self.cluster = cluster
         self.namespace = namespace
         self.token = token
         self.redis_url = redis_url
@@ -47,7 +55,7 @@ class AdminThread:
 
     async def _main(self) -> None:
         try:
-            store = Store.connect(self.redis_url, self.namespace, socket_connect_timeout=2)
+            store = Store.connect(self.redis_url, self.namespace, self.cluster, socket_connect_timeout=2)
             queue = QueueOps(self.amqp_url, self.namespace, TEST_DELAYS)
             server = AdminServer(create_app(store, self.token, queue), HostPort("127.0.0.1", 0))
             await server.start()
