@@ -85,3 +85,18 @@ async def test_api_trace(store: Store, store_env: dict[str, str], admin_factory:
     assert body["queue_id"] == queue_id
     assert [e["event"] for e in body["events"]] == ["accepted", "queued", "attempt", "deferred", "relayed"]
     assert get(f"/api/v1/trace/{new_queue_id()}").status_code == 404
+
+
+def test_retention_setting_applies_to_every_service(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    from services.store import retention_from_environment
+    from shared.errors import ConfigError
+
+    monkeypatch.delenv("POSTROOM_TRACE_RETENTION", raising=False)
+    assert retention_from_environment() == 7 * 86400
+    monkeypatch.setenv("POSTROOM_TRACE_RETENTION", "36h")
+    assert retention_from_environment() == 36 * 3600
+    monkeypatch.setenv("POSTROOM_TRACE_RETENTION", "soon")
+    with pytest.raises(ConfigError, match="POSTROOM_TRACE_RETENTION"):
+        retention_from_environment()

@@ -76,8 +76,16 @@ class Supervisor:
         self._signal_all(sig)
         asyncio.get_running_loop().call_later(self.grace, self._signal_all, signal.SIGKILL)
 
+    def _environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if len(self.modules) > 1 and env.pop("POSTROOM_METRICS_LISTEN", None) is not None:
+            # One address for several services cannot work: each keeps its own default port (9101-9104).
+            _say("ignoring POSTROOM_METRICS_LISTEN: every service uses its own default metrics port")
+        return env
+
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        env = self._environment()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop, sig)
         width = max(len(name) for name in self.modules)
@@ -92,7 +100,7 @@ class Supervisor:
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.STDOUT,
-                    env=dict(os.environ),
+                    env=env,
                     limit=1 << 20,
                     # Own process group: a terminal's Ctrl-C reaches only us, and we pass it on exactly once.
                     process_group=0,
