@@ -1,0 +1,40 @@
+# Two commands do everything on a fresh machine: `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+# System programs the tests drive: command=Debian package.
+TEST_TOOLS := fetchmail=fetchmail promtool=prometheus swaks=swaks
+
+.PHONY: run test venv services test-tools lint typecheck unit clean
+
+$(VENV)/.installed: pyproject.toml
+	@bash scripts/ensure-services.sh python
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(VENV)/.installed
+
+services:
+	@bash scripts/ensure-services.sh
+
+test-tools:
+	@bash scripts/ensure-services.sh tools $(TEST_TOOLS)
+
+run: venv services
+	@bash scripts/run-demo.sh
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+test: venv services test-tools lint typecheck
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .run

@@ -1,0 +1,1 @@
+"""Benchmarks of the whole Postroom stack (not part of the test suite)."""

@@ -1,0 +1,299 @@
+"""Drive the whole stack and report throughput, latency, CPU per message and peak memory per service.
+
+.venv/bin/python -m bench.run smtp --messages 5000 --sessions 20 --size 1024
+.venv/bin/python -m bench.run pop3 --sessions 20 --messages 200 --size 10240
+.venv/bin/python -m bench.run idle --connections 1000
+.venv/bin/python -m bench.run big --size-mib 25
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import shutil
+import smtplib
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bench.stack import Stack, rss_bytes
+from services.store import Store
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+RESULTS = Path(__file__).resolve().parent / "results"
+DOMAIN = "bench.test"
+
+
+def mib(value: float) -> str:
+    return f"{value / 2**20:.1f} MiB"
+
+
+async def prepare_users(namespace: str, users: list[str]) -> None:
+    store = Store.connect(REDIS_URL, namespace)
+    await store.accounts.add_domain(DOMAIN)
+    for user in users:
+        await store.accounts.add_user(user, "bench-password")
+    await store.close()
+
+
+async def count_messages(namespace: str, user: str) -> int:
+    store = Store.connect(REDIS_URL, namespace)
+    try:
+        return len(await store.mailboxes.snapshot(user))
+    finally:
+        await store.close()
+
+
+def cleanup(namespace: str) -> None:
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=f"{namespace}:*", count=5000))
+    for start in range(0, len(keys), 1000):
+        client.delete(*keys[start : start + 1000])
+    subprocess.run(
+        [sys.executable, "-c", f"from tests.conftest import _cleanup_amqp; _cleanup_amqp({namespace!r})"],
+        cwd=Path(__file__).resolve().parent.parent,
+        check=False,
+    )
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def latencies(namespace: str, user: str) -> list[float]:
+    """accept → mailbox latency per message, from the trace events 'queued' and 'stored'."""
+    store = Store.connect(REDIS_URL, namespace)
+    try:
+        out = []
+        for info in await store.mailboxes.snapshot(user):
+            events = await store.trace.events(info.uid)
+            accepted = next((e["time"] for e in events if e["event"] in ("queued", "accepted")), None)
+            stored = next((e["time"] for e in events if e["event"] == "stored"), None)
+            if accepted is not None and stored is not None:
+                out.append(stored - accepted)
+        return out
+    finally:
+        await store.close()
+
+
+def run_smtp(args: argparse.Namespace) -> dict[str, Any]:
+    if not shutil.which("smtp-source"):
+        sys.exit("smtp-source is missing: apt-get install --no-install-recommends postfix (it is not started)")
+    namespace = f"bench-{uuid.uuid4().hex[:8]}"
+    user = f"sink@{DOMAIN}"
+    stack = Stack(namespace, RESULTS / namespace, extra_env=args.env)
+    try:
+        asyncio.run(prepare_users(namespace, [user]))
+        stack.start()
+        cpu_before = stack.cpu()
+        started = time.monotonic()
+        command = ["smtp-source", "-s", str(args.sessions), "-l", str(args.size), "-m", str(args.messages)]
+        command += ["-f", "load@remote.test", "-t", user, f"127.0.0.1:{stack.port('POSTROOM_SMTP_LISTEN')}"]
+        subprocess.run(command, check=True, timeout=args.timeout)
+        accepted_at = time.monotonic()
+        deadline = accepted_at + args.timeout
+        while asyncio.run(count_messages(namespace, user)) < args.messages:
+            if time.monotonic() > deadline:
+                raise RuntimeError("not every message reached the mailbox in time")
+            time.sleep(0.05)
+        stored_at = time.monotonic()
+        cpu_after = stack.cpu()
+        lat = asyncio.run(latencies(namespace, user))
+        return {
+            "scenario": "smtp",
+            "messages": args.messages,
+            "sessions": args.sessions,
+            "size": args.size,
+            "accept_msg_per_s": round(args.messages / (accepted_at - started), 1),
+            "end_to_end_msg_per_s": round(args.messages / (stored_at - started), 1),
+            "latency_p50_ms": round(percentile(lat, 0.5) * 1000, 1) if lat else None,
+            "latency_p99_ms": round(percentile(lat, 0.99) * 1000, 1) if lat else None,
+            "cpu_ms_per_msg": {
+                name: round((cpu_after[name] - cpu_before[name]) * 1000 / args.messages, 3) for name in cpu_after
+            },
+            "peak_rss": {name: mib(v) for name, v in stack.peak_rss().items()},
+        }
+    finally:
+        stack.stop()
+        cleanup(namespace)
+
+
+async def pop3_download(port: int, user: str, count: int, batch: int) -> int:
+    """Log in, pipeline RETR 1..count in batches, return the bytes read; keep mode (no DELE)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**20)
+    await reader.readline()
+    writer.write(f"USER {user}\r\nPASS bench-password\r\n".encode())
+    await writer.drain()
+    for _ in range(2):
+        line = await reader.readline()
+        if not line.startswith(b"+OK"):
+            raise RuntimeError(f"login failed: {line!r}")
+    total = 0
+    for first in range(1, count + 1, batch):
+        numbers = range(first, min(count, first + batch - 1) + 1)
+        writer.write(b"".join(f"RETR {n}\r\n".encode() for n in numbers))
+        await writer.drain()
+        for _ in numbers:
+            status = await reader.readline()
+            if not status.startswith(b"+OK"):
+                raise RuntimeError(f"RETR failed: {status!r}")
+            while (line := await reader.readline()) != b".\r\n":
+                total += len(line)
+    writer.write(b"QUIT\r\n")
+    await writer.drain()
+    await reader.readline()
+    writer.close()
+    return total
+
+
+def run_pop3(args: argparse.Namespace) -> dict[str, Any]:
+    namespace = f"bench-{uuid.uuid4().hex[:8]}"
+    users = [f"reader{i}@{DOMAIN}" for i in range(args.sessions)]
+    stack = Stack(namespace, RESULTS / namespace, extra_env=args.env)
+    body = (b"Subject: bench\r\n\r\n" + (b"x" * 76 + b"\r\n") * (args.size // 78))[: args.size]
+
+    async def fill() -> None:
+        await prepare_users(namespace, users)
+        store = Store.connect(REDIS_URL, namespace)
+        for user in users:
+            for n in range(args.messages):
+                await store.mailboxes.deliver(user, f"Q{n:08d}", body)
+        await store.close()
+
+    async def download() -> float:
+        port = stack.port("POSTROOM_POP3_LISTEN")
+        started = time.monotonic()
+        await asyncio.gather(*(pop3_download(port, user, args.messages, args.batch) for user in users))
+        return time.monotonic() - started
+
+    try:
+        asyncio.run(fill())
+        stack.start(only=("pop3",))
+        cpu_before = stack.cpu()
+        elapsed = asyncio.run(download())
+        cpu_after = stack.cpu()
+        total = args.messages * args.sessions
+        return {
+            "scenario": "pop3",
+            "sessions": args.sessions,
+            "messages": total,
+            "size": args.size,
+            "msg_per_s": round(total / elapsed, 1),
+            "cpu_ms_per_msg": round((cpu_after["pop3"] - cpu_before["pop3"]) * 1000 / total, 3),
+            "peak_rss": mib(stack.peak_rss()["pop3"]),
+        }
+    finally:
+        stack.stop()
+        cleanup(namespace)
+
+
+def run_idle(args: argparse.Namespace) -> dict[str, Any]:
+    namespace = f"bench-{uuid.uuid4().hex[:8]}"
+    stack = Stack(namespace, RESULTS / namespace, extra_env=args.env)
+
+    async def hold() -> int:
+        port = stack.port("POSTROOM_SMTP_LISTEN")
+        conns = []
+        for _ in range(args.connections):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            greeting = await reader.readline()
+            if not greeting.startswith(b"220"):
+                raise RuntimeError(f"no greeting: {greeting!r}")
+            conns.append(writer)
+        rss = rss_bytes(stack.procs["smtp_ingress"].pid)
+        for writer in conns:
+            writer.close()
+        return rss
+
+    try:
+        stack.start(only=("smtp_ingress",))
+        baseline = rss_bytes(stack.procs["smtp_ingress"].pid)
+        rss = asyncio.run(hold())
+        return {
+            "scenario": "idle",
+            "connections": args.connections,
+            "rss_before": mib(baseline),
+            "rss_holding": mib(rss),
+        }
+    finally:
+        stack.stop()
+        cleanup(namespace)
+
+
+def run_big(args: argparse.Namespace) -> dict[str, Any]:
+    import poplib
+
+    namespace = f"bench-{uuid.uuid4().hex[:8]}"
+    user = f"big@{DOMAIN}"
+    size = args.size_mib * 2**20
+    env = {"POSTROOM_MAX_MESSAGE_SIZE": str(size + 2**20), **args.env}
+    stack = Stack(namespace, RESULTS / namespace, extra_env=env)
+    line = b"y" * 998 + b"\r\n"
+    message = b"Subject: big\r\n\r\n" + line * (size // len(line))
+    try:
+        asyncio.run(prepare_users(namespace, [user]))
+        stack.start()
+        with smtplib.SMTP("127.0.0.1", stack.port("POSTROOM_SMTP_LISTEN"), timeout=300) as smtp:
+            smtp.sendmail("load@remote.test", [user], message)
+        deadline = time.monotonic() + args.timeout
+        while asyncio.run(count_messages(namespace, user)) < 1:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the big message did not arrive")
+            time.sleep(0.1)
+        pop = poplib.POP3("127.0.0.1", stack.port("POSTROOM_POP3_LISTEN"), timeout=300)
+        pop.user(user)
+        pop.pass_("bench-password")
+        _, _lines, octets = pop.retr(1)
+        pop.quit()
+        return {
+            "scenario": "big",
+            "message_bytes": len(message),
+            "retrieved_octets": octets,
+            "peak_rss": {name: mib(v) for name, v in stack.peak_rss().items()},
+            "peak_rss_over_message": {name: round(v / len(message), 2) for name, v in stack.peak_rss().items()},
+        }
+    finally:
+        stack.stop()
+        cleanup(namespace)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", action="append", default=[], help="extra VAR=value for the services")
+    parser.add_argument("--timeout", type=float, default=600)
+    sub = parser.add_subparsers(dest="scenario", required=True)
+    smtp = sub.add_parser("smtp", help="smtp-source → mailbox")
+    smtp.add_argument("--messages", type=int, default=5000)
+    smtp.add_argument("--sessions", type=int, default=20)
+    smtp.add_argument("--size", type=int, default=1024)
+    pop3 = sub.add_parser("pop3", help="pipelined POP3 download")
+    pop3.add_argument("--sessions", type=int, default=20)
+    pop3.add_argument("--messages", type=int, default=250, help="per session")
+    pop3.add_argument("--size", type=int, default=10240)
+    pop3.add_argument("--batch", type=int, default=50, help="RETR commands pipelined at once")
+    idle = sub.add_parser("idle", help="ingress memory holding idle connections")
+    idle.add_argument("--connections", type=int, default=1000)
+    big = sub.add_parser("big", help="one big message through the whole path")
+    big.add_argument("--size-mib", type=int, default=25)
+    args = parser.parse_args()
+    args.env = dict(item.split("=", 1) for item in args.env)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+    runner = {"smtp": run_smtp, "pop3": run_pop3, "idle": run_idle, "big": run_big}[args.scenario]
+    result = runner(args)
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    (RESULTS / f"{args.scenario}-{stamp}.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

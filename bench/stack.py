@@ -1,0 +1,114 @@
+"""Start the four services as real processes for a benchmark and read their CPU time and peak memory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICES = ("smtp_ingress", "delivery", "pop3", "store")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """The process's high-water resident set size (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+@dataclass
+class Stack:
+    """The services of one benchmark run, in their own namespace, on free loopback ports."""
+
+    namespace: str
+    log_dir: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    metrics_ports: dict[str, int] = field(default_factory=dict)
+
+    def port(self, variable: str) -> int:
+        return int(self.env[variable].rsplit(":", 1)[1])
+
+    def start(self, only: tuple[str, ...] = SERVICES) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.env = {
+            **os.environ,
+            "POSTROOM_NAMESPACE": self.namespace,
+            "POSTROOM_HOSTNAME": "bench.postroom.test",
+            "POSTROOM_LOG_LEVEL": "warning",
+            "POSTROOM_SMTP_LISTEN": f"127.0.0.1:{free_port()}",
+            "POSTROOM_SUBMISSION_LISTEN": "",
+            "POSTROOM_SMTPS_LISTEN": "",
+            "POSTROOM_POP3_LISTEN": f"127.0.0.1:{free_port()}",
+            "POSTROOM_POP3S_LISTEN": "",
+            "POSTROOM_ADMIN_LISTEN": f"127.0.0.1:{free_port()}",
+            "POSTROOM_ADMIN_TOKEN": "bench",
+            **self.extra_env,
+        }
+        for name in only:
+            port = free_port()
+            self.metrics_ports[name] = port
+            env = {**self.env, "POSTROOM_METRICS_LISTEN": f"127.0.0.1:{port}"}
+            log = (self.log_dir / f"{name}.log").open("ab")
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}"], env=env, cwd=ROOT, stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + 60
+        for name in only:
+            while not self._ready(name):
+                if self.procs[name].poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} did not become ready; see {self.log_dir / (name + '.log')}")
+                time.sleep(0.1)
+
+    def _ready(self, name: str) -> bool:
+        try:
+            url = f"http://127.0.0.1:{self.metrics_ports[name]}/readyz"
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def cpu(self) -> dict[str, float]:
+        return {name: cpu_seconds(proc.pid) for name, proc in self.procs.items()}
+
+    def peak_rss(self) -> dict[str, int]:
+        return {name: peak_rss_bytes(proc.pid) for name, proc in self.procs.items()}
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()

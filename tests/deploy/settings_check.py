@@ -1,0 +1,51 @@
+"""Feed a deployment's environment to a service's real settings class: a bad or misspelt value fails the test."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import os
+from collections.abc import Iterator
+
+from shared.settings import CommonSettings, load_settings
+
+
+@contextlib.contextmanager
+def environment(env: dict[str, str]) -> Iterator[None]:
+    """Exactly `env` as the POSTROOM_* variables for the duration (others removed, all restored after)."""
+    saved = {key: value for key, value in os.environ.items() if key.startswith("POSTROOM_")}
+    for key in saved:
+        del os.environ[key]
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key in env:
+            os.environ.pop(key, None)
+        os.environ.update(saved)
+
+
+def settings_class(package: str) -> type[CommonSettings] | None:
+    """The CommonSettings subclass in services/<package>/config.py, or None while that module does not exist."""
+    try:
+        module = importlib.import_module(f"services.{package}.config")
+    except ModuleNotFoundError:
+        return None
+    classes = [
+        cls
+        for cls in vars(module).values()
+        if inspect.isclass(cls) and issubclass(cls, CommonSettings) and cls.__module__ == module.__name__
+    ]
+    assert len(classes) == 1, f"services.{package}.config should define one settings class, found {classes}"
+    return classes[0]
+
+
+def check_service_env(package: str, env: dict[str, str]) -> bool:
+    """True when checked (raises ConfigError on a bad value); False when the service is not in this checkout."""
+    cls = settings_class(package)
+    if cls is None:
+        return False
+    with environment({k: v for k, v in env.items() if k.startswith("POSTROOM_")}):
+        load_settings(cls)
+    return True

@@ -1,0 +1,90 @@
+"""The Grafana dashboard and its provisioning: well-formed, generated from make_dashboard.py, on real metrics."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from types import ModuleType
+
+import pytest
+import yaml
+
+from tests.deploy.exported import exported_by_package, service_package
+from tests.deploy.queries import DASHBOARD, ROOT, all_queries, dashboard_queries, metric_names
+
+GRAFANA = ROOT / "deploy" / "grafana"
+
+
+def load_module(name: str, path: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is being built
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dashboard_json_is_what_the_generator_writes() -> None:
+    generator = load_module("make_dashboard", "deploy/grafana/make_dashboard.py")
+    assert DASHBOARD.read_text() == generator.render(), "run: python deploy/grafana/make_dashboard.py"
+
+
+def test_panels_have_unique_ids_fit_the_grid_and_use_the_datasource_variable() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    assert [v["name"] for v in dashboard["templating"]["list"]] == ["datasource"]
+    for panel in dashboard["panels"]:
+        grid = panel["gridPos"]
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24, panel["title"]
+        if panel["type"] != "row":
+            assert panel["targets"], panel["title"]
+            assert panel["datasource"]["uid"] == "${datasource}"
+
+
+def test_dashboard_covers_the_issue_topics() -> None:
+    titles = " | ".join(panel["title"] for panel in json.loads(DASHBOARD.read_text())["panels"])
+    for topic in (
+        "Messages accepted",
+        "Rejections",
+        "Queue depth",
+        "Delivery outcomes",
+        "Accept → delivery latency",
+        "POP3 sessions",
+        "Authentication failures",
+        "Stored bytes",
+    ):
+        assert topic in titles
+
+
+def test_provisioning_points_grafana_at_the_dashboard_and_prometheus() -> None:
+    datasource = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    assert datasource["datasources"][0]["type"] == "prometheus"
+    assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
+    provider = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "postroom.yml").read_text())
+    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards/postroom"
+
+
+def test_queries_only_read_postroom_metrics_with_a_service_prefix() -> None:
+    names = metric_names()
+    assert names, "no postroom_ metric found in the queries"
+    assert all(service_package(name) is not None for name in names), names
+    assert len(dashboard_queries()) > 40
+
+
+def test_every_metric_the_queries_read_is_exported_by_its_service() -> None:
+    """Read from the services' source: a renamed metric fails here before any dashboard goes blank."""
+    missing: dict[str, list[str]] = {}
+    checked = 0
+    for name in sorted(metric_names(all_queries())):
+        package = service_package(name)
+        assert package is not None
+        if not (package / "metrics.py").exists():
+            continue
+        checked += 1
+        if name not in exported_by_package(package):
+            missing.setdefault(package.name, []).append(name)
+    assert missing == {}
+    if checked == 0:
+        pytest.skip("no services/<name>/metrics.py in this checkout yet")

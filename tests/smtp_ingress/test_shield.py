@@ -1,0 +1,106 @@
+"""A client that disconnects at the final dot cannot leave a half-published message (DESIGN invariant 1)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from typing import Any
+
+from aiosmtpd.smtp import Envelope as SMTPEnvelope
+from aiosmtpd.smtp import Session
+
+from services.smtp_ingress import replies
+from services.smtp_ingress.handler import IngressHandler
+from shared.envelope import Envelope
+from tests.helpers import wait_until_sync
+from tests.smtp_ingress.conftest import RunningIngress, ingress_settings, queue_depth, read_queue
+from tests.smtp_ingress.rawsmtp import RawSMTP
+from tests.smtp_ingress.test_hardening import open_transaction
+
+
+def test_disconnect_right_after_the_final_dot_still_queues_once(ingress: RunningIngress, namespace: str) -> None:
+    raw = RawSMTP(ingress.port("smtp"))
+    open_transaction(raw)
+    raw.send(b"Subject: gone\r\n\r\nbody\r\n.\r\n")
+    # Reset the connection at once (SO_LINGER 0 -> RST) without waiting for the reply.
+    raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    raw.close()
+    wait_until_sync(lambda: queue_depth(namespace) == 1, 10, what="message queued")
+    [message] = read_queue(namespace)
+    assert message.body.endswith(b"\r\nbody\r\n")
+
+
+class SlowPublisher:
+    """Holds every publish until the test releases it, as a slow broker confirm would."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.published: list[Envelope] = []
+
+    async def publish(self, body: bytes, envelope: Envelope) -> None:
+        await self.release.wait()
+        self.published.append(envelope)
+
+
+class FakeTrace:
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    async def record(self, queue_id: str, event: str, service: str, **fields: Any) -> None:
+        self.events.append(event)
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.trace = FakeTrace()
+
+
+class FakeServer:
+    client_ip = "192.0.2.1"
+    listener = "smtp"
+
+    def tls_facts(self) -> None:
+        return None
+
+
+async def test_cancelled_data_hook_lets_the_publish_finish(namespace: str) -> None:
+    publisher = SlowPublisher()
+    store = FakeStore()
+    handler = IngressHandler(ingress_settings(namespace), store, publisher, None)  # type: ignore[arg-type]
+    session = Session(asyncio.get_running_loop())
+    session.host_name = "client.example.org"
+    envelope = SMTPEnvelope()
+    envelope.mail_from = "sender@remote.example"
+    envelope.rcpt_tos = ["alice@local.test"]
+    envelope.original_content = b"Subject: x\r\n\r\nbody\r\n"
+
+    hook = asyncio.create_task(handler.handle_DATA(FakeServer(), session, envelope))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    hook.cancel()  # what aiosmtpd does when the client's connection is lost
+    await asyncio.gather(hook, return_exceptions=True)
+    assert hook.cancelled() and handler.inflight  # the publish is still running
+
+    publisher.release.set()
+    await asyncio.wait(list(handler.inflight), timeout=5)
+    if handler.background:
+        await asyncio.wait(list(handler.background), timeout=5)
+    assert [e.recipients for e in publisher.published] == [("alice@local.test",)]
+    assert store.trace.events == ["accepted", "queued"]
+
+
+async def test_data_hook_answers_451_when_the_publish_fails(namespace: str) -> None:
+    class FailingPublisher:
+        async def publish(self, body: bytes, envelope: Envelope) -> None:
+            from shared.errors import TemporaryError
+
+            raise TemporaryError("publish failed", reason="nack: test")
+
+    handler = IngressHandler(ingress_settings(namespace), FakeStore(), FailingPublisher(), None)  # type: ignore[arg-type]
+    session = Session(asyncio.get_running_loop())
+    envelope = SMTPEnvelope()
+    envelope.mail_from = "<>"
+    envelope.rcpt_tos = ["alice@local.test"]
+    envelope.original_content = b"Subject: x\r\n\r\nbody\r\n"
+    assert await handler.handle_DATA(FakeServer(), session, envelope) == replies.TEMPORARY_FAILURE
