@@ -180,14 +180,19 @@ class QueueOps:
                 chosen = [everything or (requeue is not None and i.queue_id in requeue) for i in infos]
                 # Published in order, confirms awaited together; acks only after every confirm of the batch:
                 # a crash in between duplicates, never loses (DESIGN invariant 3).
-                await asyncio.gather(
-                    *(
-                        channel.default_exchange.publish(
-                            _copy(m, clean=c), self.topology.incoming if c else self.topology.dead, mandatory=True
+                try:
+                    await asyncio.gather(
+                        *(
+                            channel.default_exchange.publish(
+                                _copy(m, clean=c), self.topology.incoming if c else self.topology.dead, mandatory=True
+                            )
+                            for m, c in zip(batch, chosen, strict=True)
                         )
-                        for m, c in zip(batch, chosen, strict=True)
                     )
-                )
+                except aiormq.exceptions.DeliveryError as exc:
+                    # Returned or nacked (e.g. `incoming` missing): the originals stay unacked and go back to the
+                    # dead queue when the channel closes. Copies already confirmed are duplicates, not losses.
+                    raise QueueError(f"RabbitMQ refused to take the messages ({exc!r}); they stay dead") from None
                 for message in batch:
                     await message.ack()
                 moved += sum(chosen)

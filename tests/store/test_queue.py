@@ -13,7 +13,7 @@ from aio_pika.abc import AbstractChannel
 from click.testing import CliRunner
 
 from services.store.cli import cli
-from services.store.queue_ops import QueueOps
+from services.store.queue_ops import QueueError, QueueOps
 from shared.envelope import Envelope
 from shared.queue_id import new_queue_id
 from shared.topology import Topology
@@ -164,3 +164,13 @@ async def test_api_queue(channel: AbstractChannel, namespace: str, admin: AdminT
     assert get("/api/v1/queue/dead/requeue", "POST", json={"queue_ids": ["x"]}).status_code == 400
     assert get("/api/v1/queue/dead/requeue", "POST", json={}).status_code == 400
     assert get("/api/v1/queue/dead", "DELETE").json() == {"purged": 2}
+
+
+async def test_failed_requeue_loses_nothing(channel: AbstractChannel, namespace: str, ops: QueueOps) -> None:
+    """With `incoming` gone the mandatory publish comes back: the operation fails and every dead letter stays."""
+    ids = await kill_letters(channel, namespace, 3)
+    await channel.queue_delete(Topology(namespace).incoming)
+    with pytest.raises(QueueError, match="stay dead"):
+        await ops.requeue(None)
+    letters = await ops.dead_letters()
+    assert [d.queue_id for d in letters] == ids
