@@ -97,18 +97,6 @@ def test_one_child_dies_the_others_are_stopped(runs: list[Run], tmp_path: Path) 
     assert f"steady | fake got signal {int(signal.SIGTERM)}" in run.out
 
 
-def test_runs_the_real_store_service(runs: list[Run], base_env: dict[str, str], tmp_path: Path) -> None:
-    metrics = free_port()
-    run = Run(["--only", "store"], {**base_env, "POSTROOM_METRICS_LISTEN": f"127.0.0.1:{metrics}"})
-    runs.append(run)
-    wait_until_sync(
-        lambda: http_status(f"http://127.0.0.1:{metrics}/readyz") == 200, what=f"store ready: {run.out} {run.err}"
-    )
-    run.proc.send_signal(signal.SIGINT)
-    assert run.wait() == 0, run.out + run.err
-    assert any(line.startswith("store | ") and "store stopping" in line for line in run.out)
-
-
 def test_bad_option_is_one_line() -> None:
     done = subprocess.run([*ENTRY, "--only", "nothing"], cwd=ROOT, capture_output=True, timeout=30)
     assert done.returncode == 1
