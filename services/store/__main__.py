@@ -46,7 +46,12 @@ async def main() -> None:
     if health is not None:
         health.add_check("redis", store.ping)
         if admin is not None:
-            health.add_check("admin_api", lambda: asyncio.sleep(0, admin.listening))
+            server = admin
+
+            async def admin_listening() -> bool:
+                return server.listening
+
+            health.add_check("admin_api", admin_listening)
         await health.start()
     if admin is not None:
         await admin.start()
