@@ -141,8 +141,7 @@ async def test_cli_queue_commands(channel: AbstractChannel, namespace: str) -> N
     assert moved.exit_code == 0 and json.loads(moved.stdout) == {"requeued": 1}
     missing = postroom("queue", "dead", "requeue", ids[0])
     assert missing.exit_code == 1 and "not in the dead-letter queue" in missing.stderr
-    assert postroom("queue", "dead", "purge", input="n\n").exit_code == 1
-    assert json.loads(postroom("queue", "dead", "purge", "--yes", "--json").stdout) == {"purged": 1}
+    assert json.loads(postroom("queue", "dead", "purge", "--json").stdout) == {"purged": 1}  # no terminal: no prompt
     assert "no dead letters" in postroom("queue", "dead", "list").stdout
 
 
