@@ -49,6 +49,9 @@ class DeliverySettings(CommonSettings):
     smtp_data_timeout: float = 600.0
 
     queue_poll_interval: float = 10.0
+    # A Redis that hangs (rather than refusing) must not hold messages for ever: the call fails, the recipient is
+    # deferred, and the dedup key makes the retry safe if the store did happen.
+    redis_timeout: float = 30.0
 
     # Fault injection for tests only: die with SIGKILL after storing, before the ack. Inert unless set.
     fault_crash_after_store: bool = False
@@ -71,6 +74,7 @@ class DeliverySettings(CommonSettings):
         "smtp_command_timeout",
         "smtp_data_timeout",
         "queue_poll_interval",
+        "redis_timeout",
         mode="before",
     )
     @classmethod

@@ -135,9 +135,9 @@ class Consumer:
                 metrics.DEAD_LETTERS.labels("delivery_limit").inc()
                 await self._trace(envelope.queue_id, "dead-lettered", reason="delivery limit reached")
             metrics.MESSAGES.labels("requeued").inc()
-            await message.nack(requeue=True)
+            await _settle(message.nack(requeue=True), envelope)
             return
-        await message.ack()
+        await _settle(message.ack(), envelope)
 
     async def process(self, envelope: Envelope, body: bytes, redelivered: bool = False) -> None:
         """Deliver every recipient, then make each failed one durable as a retry or a bounce before returning."""
@@ -148,7 +148,7 @@ class Consumer:
             recipients=len(envelope.recipients),
             redelivered=redelivered,
         )
-        outcomes = await self.deliver(envelope, body)
+        outcomes = _restore_originals(await self.deliver(envelope, body), envelope)
         await self._account(envelope, outcomes)
         now = time.time()
         deferred = [o for o in outcomes if o.status is Status.TEMPORARY]
@@ -270,6 +270,25 @@ class Consumer:
             await self.store.trace.record(queue_id, event, SERVICE, **fields)
         except Exception as exc:
             log.warning("trace failed", queue_id=queue_id, trace_event=event, error=str(exc))
+
+
+def _restore_originals(outcomes: list[Outcome], envelope: Envelope) -> list[Outcome]:
+    """A retry carries expanded addresses; give each outcome back the envelope recipient it first came from,
+    so the final report's Original-Recipient still names the alias the sender used."""
+    carried = dict(envelope.last_errors)
+    restored = []
+    for found in outcomes:
+        original = Outcome.carried_original(carried[found.recipient]) if found.recipient in carried else ""
+        restored.append(replace(found, original=original) if original else found)
+    return restored
+
+
+async def _settle(settling: Awaitable[Any], envelope: Envelope) -> None:
+    """Ack or nack; if the channel is gone the broker redelivers, and the dedup keys make that harmless."""
+    try:
+        await settling
+    except Exception as exc:
+        log.warning("ack/nack failed; the message will be redelivered", queue_id=envelope.queue_id, error=str(exc))
 
 
 def _delivery_count(message: AbstractIncomingMessage) -> int:

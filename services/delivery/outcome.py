@@ -45,21 +45,13 @@ class Outcome:
             }
         )
 
-    @classmethod
-    def from_carried(cls, recipient: str, text: str, status: Status) -> Outcome:
+    @staticmethod
+    def carried_original(text: str) -> str:
+        """The envelope recipient a carried failure was expanded from ("" when unknown)."""
         try:
-            data = json.loads(text)
-            return cls(
-                recipient,
-                status,
-                str(data["enhanced"]),
-                str(data["diagnostic"]),
-                str(data["transport"]),
-                str(data.get("remote_mta", "")),
-                str(data.get("original", "")),
-            )
-        except (ValueError, KeyError, TypeError):
-            return cls(recipient, status, "4.0.0", text)
+            return str(json.loads(text).get("original", ""))
+        except (ValueError, AttributeError):
+            return ""
 
 
 def delivered(recipient: str, diagnostic: str, transport: str = "local", remote_mta: str = "") -> Outcome:

@@ -12,12 +12,12 @@ import aiosmtplib
 
 from services.delivery import outcome, transport_map
 from services.delivery.config import DeliverySettings
-from services.delivery.mx import MailResolver, is_ip_literal
+from services.delivery.mx import MailHost, MailResolver, is_ip_literal
 from services.delivery.outcome import Outcome
 from services.delivery.routing import Target
 from services.delivery.transport_map import SMTP_PORT, Route
 from shared.envelope import Envelope
-from shared.errors import PostroomError, TemporaryError
+from shared.errors import PermanentError, PostroomError, TemporaryError
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -25,6 +25,10 @@ log = get_logger(__name__)
 TRANSPORT = "smtp"
 # A hop answered in a way that says "try the next one" (connection, greeting, EHLO, 4xx to MAIL).
 _HOP_FAILURES = (aiosmtplib.SMTPException, OSError, TimeoutError, ssl.SSLError)
+
+
+class _TLSFailed(Exception):
+    """The STARTTLS handshake or the EHLO after it failed."""
 
 
 @dataclass(frozen=True)
@@ -81,18 +85,21 @@ class RemoteDelivery:
         """Each address of each host in order: `[host]` routes skip MX lookup (Postfix transport semantics)."""
         port = route.port if route else SMTP_PORT
         if route is not None and not route.mx:
-            hosts = [route.host]
+            hosts = [MailHost(route.host, 0)]
         else:
-            hosts = [h.name for h in await self.resolver.mail_hosts(route.host if route else domain)]
+            hosts = await self.resolver.mail_hosts(route.host if route else domain)
         lookup_error: PostroomError | None = None
         for host in hosts:
             try:
-                addresses = await self.resolver.addresses(host)
+                addresses = await self.resolver.addresses(host.name)
             except PostroomError as exc:
                 lookup_error = exc  # this host's DNS is broken; the next MX may still work
                 continue
+            if addresses is None and host.implicit:
+                # RFC 5321 §5.1: no MX and no address records: the domain has no mail host at all.
+                raise PermanentError(f"domain {domain} has no MX and no address records", enhanced="5.1.2")
             for address in addresses or []:
-                yield Hop(host, address, port, relay)
+                yield Hop(host.name, address, port, relay)
         if lookup_error is not None:
             raise lookup_error
 
@@ -102,7 +109,8 @@ class RemoteDelivery:
         """One SMTP transaction. A list is a decision for every target; an error means: try the next hop."""
         try:
             return await self._transaction(hop, envelope, body, targets, tls=True)
-        except ssl.SSLError as exc:
+        except _TLSFailed as exc:
+            # Opportunistic TLS (RFC 7435): a failed handshake is no reason not to deliver; try again in plaintext.
             log.info("STARTTLS failed; retrying in plaintext", host=hop.host, address=hop.address, error=str(exc))
         except _HOP_FAILURES as exc:
             return self._hop_error(hop, exc)
@@ -137,8 +145,11 @@ class RemoteDelivery:
         try:
             await client.ehlo()
             if tls and client.supports_extension("starttls"):
-                await client.starttls(tls_context=self.tls_context, server_hostname=hop.host)
-                await client.ehlo()
+                try:
+                    await client.starttls(tls_context=self.tls_context, server_hostname=hop.host)
+                    await client.ehlo()
+                except _HOP_FAILURES as exc:
+                    raise _TLSFailed(str(exc) or type(exc).__name__) from exc
             if hop.relay and s.relay_username and s.relay_password is not None:
                 await client.login(s.relay_username, s.relay_password.get_secret_value())
             return await self._send(client, hop, envelope, body, targets)

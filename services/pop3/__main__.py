@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
-
-from redis.asyncio import BlockingConnectionPool, Redis
 
 from services.pop3.config import Pop3Settings
 from services.pop3.server import Pop3Server
@@ -13,10 +12,11 @@ from services.pop3.state import ServerContext
 from services.pop3.throttle import FailureDelays
 from services.store import Store
 from shared.connections import connect_redis
+from shared.errors import ConfigError
 from shared.health import HealthServer
 from shared.logging import configure_logging, get_logger
 from shared.service import run_service, wait_for_stop_signal
-from shared.settings import load_settings
+from shared.settings import ENV_PREFIX, load_settings
 from shared.tls import server_context
 
 
@@ -28,7 +28,7 @@ async def main() -> None:
     ctx = ServerContext(
         settings=settings,
         store=store,
-        tls_context=server_context(settings.tls_cert, settings.tls_key, settings.hostname),
+        tls_context=_tls(settings),
         failures=FailureDelays(settings.pop3_auth_failure_delay, settings.pop3_auth_failure_delay_max),
     )
     server = Pop3Server(ctx)
@@ -48,18 +48,16 @@ async def main() -> None:
     await store.close()
 
 
-def _redis(settings: Pop3Settings) -> Any:
-    """Like shared.connect_redis, but a pool that waits for a free connection instead of failing.
+def _tls(settings: Pop3Settings) -> ssl.SSLContext:
+    try:
+        return server_context(settings.tls_cert, settings.tls_key, settings.hostname)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise ConfigError(f"{ENV_PREFIX}TLS_CERT/{ENV_PREFIX}TLS_KEY: cannot load the certificate: {exc}") from None
 
-    redis-py's default pool raises MaxConnectionsError at 100 commands in flight; hundreds of POP3 sessions reading
-    at once must queue for a moment, not get `-ERR [SYS/TEMP]`.
-    """
-    if settings.redis_cluster:
-        return connect_redis(settings.redis_url, cluster=True)
-    pool = BlockingConnectionPool.from_url(
-        settings.redis_url, max_connections=settings.pop3_redis_connections, timeout=10, health_check_interval=30
-    )
-    return Redis(connection_pool=pool)
+
+def _redis(settings: Pop3Settings) -> Any:
+    """Hundreds of POP3 sessions reading at once queue for a pooled connection rather than fail."""
+    return connect_redis(settings.redis_url, settings.redis_cluster, max_connections=settings.pop3_redis_connections)
 
 
 def _serving(server: Pop3Server) -> Callable[[], Awaitable[bool]]:

@@ -40,6 +40,8 @@ class Pop3Settings(CommonSettings):
     pop3_chunk_size: int = Field(default=65536, ge=1024, le=16 << 20)
     pop3_shutdown_grace: float = 10.0
     pop3_redis_connections: int = Field(default=200, ge=1, le=10000)
+    pop3_max_connections: int = Field(default=5000, ge=1)
+    pop3_max_connections_per_ip: int = Field(default=50, ge=1)
 
     @field_validator("pop3_listen", "pop3s_listen", mode="before")
     @classmethod

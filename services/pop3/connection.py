@@ -53,7 +53,9 @@ class Connection(asyncio.Protocol):
     def eof_received(self) -> bool:
         self._eof = True
         self._wake_reader()
-        return False
+        # Keep the write side open after a client's half-close (`printf 'STAT\r\nQUIT\r\n' | nc`): the replies
+        # to what it sent are still owed. TLS cannot half-close, so there the transport closes as usual.
+        return self.transport is not None and self.transport.get_extra_info("ssl_object") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True

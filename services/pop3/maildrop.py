@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 from services.store import MessageInfo, Store
 from shared.logging import get_logger
@@ -129,6 +128,3 @@ class Maildrop:
 
     def __repr__(self) -> str:
         return f"Maildrop({self.address!r}, {len(self.messages)} messages, {len(self.deleted)} deleted)"
-
-    def describe(self) -> dict[str, Any]:
-        return {"address": self.address, "messages": len(self.messages), "deleted": len(self.deleted)}

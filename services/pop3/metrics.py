@@ -13,6 +13,9 @@ CLOSE_REASONS = ("quit", "disconnect", "autologout", "bad_commands", "auth_failu
 
 SESSIONS_ACTIVE = Gauge("postroom_pop3_sessions_active", "POP3 sessions currently open")
 CONNECTIONS = Counter("postroom_pop3_connections_total", "POP3 connections accepted", ["listener"])
+CONNECTIONS_REFUSED = Counter(
+    "postroom_pop3_connections_refused_total", "POP3 connections refused by the global or per-IP cap"
+)
 SESSIONS_CLOSED = Counter("postroom_pop3_sessions_closed_total", "POP3 sessions ended, by reason", ["reason"])
 COMMANDS = Counter("postroom_pop3_commands_total", "POP3 commands answered", ["command", "result"])
 AUTH_FAILURES = Counter("postroom_pop3_auth_failures_total", "Failed POP3 logins", ["mechanism"])

@@ -21,6 +21,7 @@ OK_SIGNOFF = Reply(True, "Postroom POP3 server signing off", Action.CLOSE)
 ERR_LINE_TOO_LONG = Reply(False, "Line too long")
 ERR_WRONG_STATE = Reply(False, "Command not valid in this state")
 ERR_TOO_MANY_BAD_COMMANDS = Reply(False, "Too many bad commands; closing the connection", Action.CLOSE)
+ERR_TOO_MANY_CONNECTIONS = Reply(False, "[SYS/TEMP] Too many connections; try again later", Action.CLOSE)
 ERR_TEMPORARY = Reply(False, "[SYS/TEMP] Temporary server failure, try again later")
 
 

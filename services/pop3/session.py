@@ -153,6 +153,8 @@ class Session:
             await self._send(outcome.encode(), flush=False)
             head = outcome.head if isinstance(outcome, MultiLine) else outcome
         metrics.COMMANDS.labels(verb, "ok" if head.ok else "err").inc()
+        # The verb and the reply only: arguments may hold a password.
+        self.state.log.debug("pop3 command", command=verb, ok=head.ok, reply=head.text)
         if head is replies.ERR_TOO_MANY_AUTH_FAILURES:
             self.close_reason = "auth_failures"
         elif verb == "QUIT":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aiosmtpd.smtp import AuthResult
+from aiosmtpd.smtp import AuthResult, TLSSetupException
 
 from services.smtp_ingress import metrics, replies
 from services.smtp_ingress.auth import Authenticator
@@ -224,5 +224,10 @@ class IngressHandler:
         return replies.VRFY_CANNOT
 
     async def handle_exception(self, error: Exception) -> str:
-        log.error("session error", error=f"{type(error).__name__}: {error}", exc_info=error)
+        if isinstance(error, TLSSetupException):
+            # A client that fails the STARTTLS handshake is common on the Internet, not a fault of ours.
+            cause = error.__cause__
+            log.info("tls handshake failed", error=f"{type(cause).__name__}: {cause}")
+        else:
+            log.error("session error", error=f"{type(error).__name__}: {error}", exc_info=error)
         return replies.TEMPORARY_FAILURE

@@ -1,10 +1,4 @@
-"""Address and relay policy: syntax and length checks on envelope addresses, trusted networks (RFC 5321 §4.5.3.1).
-
-Which domain an address belongs to is decided by the text after its last `@` and nothing else: a source route
-(`<@a,@b:user@c>`) is parsed and ignored by aiosmtpd as RFC 5321 Appendix C allows, `%` and `!` are ordinary
-local-part characters that never select another host, a quoted local part holding `@` is refused, and an address
-with several unquoted `@` does not parse. None of them is a way to relay.
-"""
+"""Address and relay policy: syntax and length checks on envelope addresses, trusted networks (RFC 5321 §4.5.3.1)."""
 
 from __future__ import annotations
 
@@ -14,6 +8,10 @@ import re
 from services.smtp_ingress import replies
 from services.smtp_ingress.config import Network
 
+# Which domain an address belongs to is decided by the text after its last `@` and nothing else: a source
+# route (`<@a,@b:user@c>`) is parsed and ignored by aiosmtpd as RFC 5321 Appendix C allows, `%` and `!` are
+# ordinary local-part characters that never select another host, a quoted local part holding `@` is refused,
+# and an address with several unquoted `@` does not parse. None of them is a way to relay.
 NULL_SENDER = "<>"
 # RFC 5321 §4.5.3.1.1-3 (octets): local part 64, domain 255, path 256 including the angle brackets.
 MAX_LOCAL_PART = 64
@@ -24,9 +22,12 @@ _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _ADDRESS_LITERAL = re.compile(r"^\[(IPv6:[0-9A-Fa-f:.]+|[0-9.]+)\]$")
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+
+
 def has_control_characters(text: str) -> bool:
     """C0 controls, DEL, and undecodable bytes (surrogate escapes) have no place in a command or address."""
-    return any(ord(c) < 0x20 or ord(c) == 0x7F or 0xD800 <= ord(c) <= 0xDFFF for c in text)
+    return _CONTROL.search(text) is not None
 
 
 def valid_domain(domain: str) -> bool:

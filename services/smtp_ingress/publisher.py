@@ -1,9 +1,4 @@
-"""Publishing accepted messages to RabbitMQ with confirms, and keeping a broker connection up by ourselves.
-
-The ingress starts and serves even while the broker is down: a supervisor task connects, declares the topology
-and re-connects with backoff after any loss. A publish without an open channel fails at once (451) instead of
-waiting for a reconnect, so a client is never held beyond the publish timeout (DESIGN invariant 1).
-"""
+"""Publishing accepted messages to RabbitMQ with confirms, over a broker connection the ingress keeps up itself."""
 
 from __future__ import annotations
 
@@ -24,6 +19,9 @@ from shared.topology import Topology
 
 log = get_logger(__name__)
 
+# The ingress starts and serves even while the broker is down: a supervisor task connects, declares the
+# topology and re-connects with backoff after any loss. A publish without an open channel fails at once (451)
+# instead of waiting for a reconnect, so a client is never held beyond the publish timeout (invariant 1).
 RECONNECT_MIN = 0.2
 RECONNECT_MAX = 5.0
 

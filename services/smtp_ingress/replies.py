@@ -1,8 +1,4 @@
-"""Every SMTP reply the ingress sends, as named constants with enhanced status codes (RFC 2034, RFC 3463).
-
-aiosmtpd answers some protocol errors itself with texts that lack an enhanced code or echo client input;
-`translate` maps those to our constants, so every reply on the wire comes from this module.
-"""
+"""Every SMTP reply the ingress sends, as named constants with enhanced status codes (RFC 2034, RFC 3463)."""
 
 from __future__ import annotations
 
@@ -85,6 +81,8 @@ def queued(queue_id: str) -> str:
     return QUEUED.format(queue_id=queue_id)
 
 
+# aiosmtpd answers some protocol errors itself, with texts that lack an enhanced code or echo client input;
+# `translate` maps those to our constants, so every reply on the wire comes from this module.
 # aiosmtpd's own reply texts (1.4.6) -> ours. Matched on the start of the text; the first match wins.
 _BUILTIN: tuple[tuple[str, str], ...] = (
     ("500 Error: bad syntax", BAD_SYNTAX),

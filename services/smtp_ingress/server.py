@@ -13,6 +13,7 @@ from services.smtp_ingress.handler import IngressHandler
 from services.smtp_ingress.limits import ConnectionLimiter
 from services.smtp_ingress.policy import is_trusted
 from services.smtp_ingress.session import IngressSMTP, SessionRegistry
+from shared.errors import ConfigError
 from shared.logging import get_logger
 from shared.netaddr import HostPort
 
@@ -86,14 +87,19 @@ class IngressServer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         for spec in listener_specs(self.settings):
-            server = await loop.create_server(
-                lambda spec=spec: self._protocol(spec),
-                spec.address.host,
-                spec.address.port,
-                ssl=self.tls if spec.implicit_tls else None,
-                reuse_address=True,
-                backlog=512,
-            )
+            try:
+                server = await loop.create_server(
+                    lambda spec=spec: self._protocol(spec),
+                    spec.address.host,
+                    spec.address.port,
+                    ssl=self.tls if spec.implicit_tls else None,
+                    reuse_address=True,
+                    backlog=512,
+                )
+            except OSError as exc:
+                await self.close()
+                variable = f"POSTROOM_{spec.name.upper()}_LISTEN"
+                raise ConfigError(f"{variable}: cannot listen on {spec.address}: {exc.strerror or exc}") from None
             self.servers[spec.name] = server
             log.info("listening", listener=spec.name, address=str(spec.address))
 

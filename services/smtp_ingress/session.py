@@ -1,10 +1,4 @@
-"""The aiosmtpd protocol object of one connection, extended only where aiosmtpd has no hook for it.
-
-Extensions: admission against the connection caps, a whole-session timer, a 421 before an idle-timeout close,
-and one `push` through which every reply passes — it rewrites aiosmtpd's own texts into our constants, counts
-rejections, closes the session after too many errors, and says goodbye during a graceful shutdown.
-All mail policy stays in the handler's hooks.
-"""
+"""The aiosmtpd protocol object of one connection, extended only where aiosmtpd has no hook for it."""
 
 from __future__ import annotations
 
@@ -54,6 +48,10 @@ class SessionRegistry:
             self.empty.set()
 
 
+# Extensions: admission against the connection caps, a whole-session timer, a 421 before an idle-timeout
+# close, and one `push` through which every reply passes; it rewrites aiosmtpd's own texts into our
+# constants, counts rejections, closes the session after too many errors, and says goodbye during a graceful
+# shutdown. All mail policy stays in the handler's hooks.
 class IngressSMTP(SMTP):
     """aiosmtpd's SMTP protocol with admission, error limits and reply translation."""
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -67,7 +69,7 @@ class FakeRemote:
 
     async def __call__(self, envelope: Envelope, body: bytes, domain: str, targets: Sequence[Target]) -> list[Outcome]:
         self.calls.append([t.address for t in targets])
-        return [self.answer(t.address) for t in targets]
+        return [replace(self.answer(t.address), original=t.original) for t in targets]
 
 
 def make_consumer(store: Store, recorder: Recorder, remote: Any, **overrides: Any) -> Consumer:
@@ -273,3 +275,36 @@ async def test_unexpected_error_requeues_and_traces_the_last_delivery(users: Sto
     await consumer.handle(message)  # type: ignore[arg-type]
     assert recorder.log == [("nack", True)]
     assert [e["event"] for e in await users.trace.events(envelope.queue_id)] == ["dead-lettered"]
+
+
+async def test_original_recipient_survives_retries(users: Store) -> None:
+    await users.accounts.add_alias("list@example.test", ["bob@remote.test"])
+    recorder = Recorder()
+    remote = FakeRemote(lambda r: outcome.temporary(r, "4.4.1", "refused", "smtp"))
+    consumer = make_consumer(users, recorder, remote, max_queue_lifetime="60s")
+    envelope = Envelope(new_queue_id(), "sender@origin.test", ("list@example.test",), first_seen=time.time() - 30)
+    await run(consumer, recorder, envelope)
+    [(following, _)] = recorder.of("defer")
+    assert following.recipients == ("bob@remote.test",)
+    expired = replace(following, first_seen=time.time() - 61)
+    await run(consumer, recorder, expired)
+    [rcpt] = dsn_fields(recorder.of("enqueue")[0][1])[1:]
+    assert rcpt["Original-Recipient"] == "rfc822; list@example.test"
+    assert rcpt["Final-Recipient"] == "rfc822; bob@remote.test"
+
+
+async def test_hanging_redis_defers_after_the_timeout(namespace: str) -> None:
+    """A Redis that accepts connections and never answers: the call times out and the recipient is deferred."""
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    hanging = Store.connect(f"redis://127.0.0.1:{port}/0", namespace, socket_timeout=0.5, socket_connect_timeout=0.5)
+    recorder = Recorder()
+    consumer = make_consumer(hanging, recorder, FakeRemote(None))
+    try:
+        await run(consumer, recorder, Envelope(new_queue_id(), "sender@origin.test", ("alice@example.test",)))
+        [(following, _)] = recorder.of("defer")
+        assert following.recipients == ("alice@example.test",)
+        assert recorder.log[-1] == ("ack", None)
+    finally:
+        server.close()
+        await hanging.close()

@@ -18,7 +18,7 @@ from services.store import Store
 from shared.envelope import Envelope
 from shared.queue_id import new_queue_id
 from tests.delivery.conftest import Broker, make_message, metric
-from tests.helpers import ServiceProcess, free_port, wait_until, wait_until_sync
+from tests.helpers import ServiceProcess, free_port, http_status, wait_until, wait_until_sync
 
 USERS = [f"user{i}@example.test" for i in range(5)]
 MESSAGES = 250
@@ -173,7 +173,17 @@ async def test_redis_killed_and_restarted_loses_and_doubles_nothing(
     own_redis.kill()
     expected = await publishing
     total = sum(len(ids) for ids in expected.values())
+
+    async def unready() -> bool:
+        return http_status(f"{worker.metrics_url}/readyz") == 503
+
+    await wait_until(unready, what="/readyz 503 while Redis is down")
     own_redis.start()
+
+    async def ready() -> bool:
+        return http_status(f"{worker.metrics_url}/readyz") == 200
+
+    await wait_until(ready, what="/readyz 200 after Redis is back")
 
     async def all_stored() -> bool:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -213,3 +214,65 @@ async def test_silent_mx_times_out_and_the_next_one_is_tried(
         assert len(sink.received) == 1
     finally:
         silent.close()
+
+
+class BrokenTLSServer:
+    """Advertises STARTTLS, answers 220 to it and then sends junk instead of a TLS handshake; accepts plaintext."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.delivered: list[bytes] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        writer.write(b"220 broken.test ESMTP\r\n")
+        try:
+            while line := await reader.readline():
+                command = line.strip().upper()
+                if command.startswith(b"EHLO"):
+                    writer.write(b"250-broken.test\r\n250 STARTTLS\r\n")
+                elif command == b"STARTTLS":
+                    writer.write(b"220 go ahead\r\nthis is not TLS at all\r\n" * 4)
+                    await writer.drain()
+                    break
+                elif command == b"DATA":
+                    writer.write(b"354 go on\r\n")
+                    await writer.drain()
+                    data = b""
+                    while (chunk := await reader.readline()) != b".\r\n":
+                        data += chunk
+                    self.delivered.append(data)
+                    writer.write(b"250 2.0.0 ok\r\n")
+                elif command == b"QUIT":
+                    writer.write(b"221 bye\r\n")
+                    break
+                else:
+                    writer.write(b"250 2.0.0 ok\r\n")
+                await writer.drain()
+        finally:
+            writer.close()
+
+
+async def test_failed_starttls_falls_back_to_plaintext(zone: Any, dns_server: Any, loopback_net: str) -> None:
+    fake = BrokenTLSServer()
+    server = await asyncio.start_server(fake.handle, f"{loopback_net}.17", 25)
+    try:
+        zone.add("broken.test", "A", f"{loopback_net}.17")
+        [result] = await send(remote_for(dns_server), "broken.test", "u@broken.test")
+        assert result.status is Status.DELIVERED, result
+        assert fake.connections == 2 and len(fake.delivered) == 1
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_domain_without_mx_or_address_bounces(zone: Any, dns_server: Any) -> None:
+    zone.add("empty.test", "TXT", '"v=spf1 -all"')
+    [result] = await send(remote_for(dns_server), "empty.test", "user@empty.test")
+    assert (result.status, result.enhanced) == (Status.PERMANENT, "5.1.2")
+
+
+async def test_mx_host_without_address_is_retried(zone: Any, dns_server: Any) -> None:
+    zone.add("dangling.test", "MX", "10 nowhere.dangling.test.")
+    [result] = await send(remote_for(dns_server), "dangling.test", "user@dangling.test")
+    assert (result.status, result.enhanced) == (Status.TEMPORARY, "4.4.4")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from services.pop3 import metrics, replies
 from services.pop3.server import Pop3Server
 from tests.helpers import wait_until
@@ -65,3 +67,26 @@ async def test_bare_lf_and_lowercase_commands(pop3: Pop3Server, account: str) ->
     assert (await client.line()).startswith("+OK")
     await client.raw_multiline()
     await client.close()
+
+
+async def test_connection_caps(start_pop3: StartServer) -> None:
+    server = await start_pop3(pop3_max_connections_per_ip=3)
+    clients = [await Client.connect(server.ports["pop3"]) for _ in range(3)]
+    before = metrics.CONNECTIONS_REFUSED._value.get()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.ports["pop3"])
+    assert await reader.readline() == replies.ERR_TOO_MANY_CONNECTIONS.encode()
+    assert await reader.read(1) == b""
+    writer.close()
+    assert metrics.CONNECTIONS_REFUSED._value.get() == before + 1
+    await clients[0].cmd("QUIT")
+    await clients[0].closed()
+
+    async def admitted() -> bool:
+        probe = await asyncio.open_connection("127.0.0.1", server.ports["pop3"])
+        greeting = await probe[0].readline()
+        probe[1].close()
+        return greeting.startswith(b"+OK")
+
+    await wait_until(admitted, timeout=5, what="a slot freed by QUIT")
+    for client in clients[1:]:
+        await client.close()

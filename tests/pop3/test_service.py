@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import poplib
+import socket
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
+
+import pytest
 
 from services.store import Store
-from tests.helpers import ServiceProcess, free_port, http_status, wait_until_sync
+from tests.helpers import ROOT, ServiceProcess, free_port, http_status, wait_until_sync
 from tests.pop3.conftest import PASSWORD, USER, deliver, message
 
 FAST = {"POSTROOM_POP3_AUTH_FAILURE_DELAY": "0", "POSTROOM_POP3_LOCK_TTL": "5s"}
@@ -61,38 +68,49 @@ async def test_service_serves_and_reports(
     assert service.stop() == 0
 
 
-def test_not_ready_without_redis(base_env: dict[str, str], tmp_path: object) -> None:
+def _spawn(service: ServiceProcess) -> None:
+    """Start the process without waiting for /readyz (ServiceProcess.start would wait for a 200)."""
+    log = service.log_path.open("ab")
+    service.proc = subprocess.Popen(
+        [sys.executable, "-m", "services.pop3"], env=service.env, cwd=ROOT, stdout=log, stderr=log
+    )
+
+
+def test_not_ready_without_redis(base_env: dict[str, str], tmp_path: Path) -> None:
     """/readyz is 503 while Redis is unreachable; the process stays up and answers /healthz."""
     env = {**base_env, "POSTROOM_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
-    service = ServiceProcess("pop3", env, tmp_path)  # type: ignore[arg-type]
+    service = ServiceProcess("pop3", env, tmp_path)
     try:
-        import subprocess
-        import sys
-
-        from tests.helpers import ROOT
-
-        log = service.log_path.open("ab")
-        service.proc = subprocess.Popen(
-            [sys.executable, "-m", "services.pop3"], env=service.env, cwd=ROOT, stdout=log, stderr=log
-        )
+        _spawn(service)
         wait_until_sync(lambda: http_status(f"{service.metrics_url}/healthz") == 200, 30, "healthz")
         assert http_status(f"{service.metrics_url}/readyz") == 503
+        assert service.alive()
     finally:
         service.stop()
 
 
-def test_bad_setting_names_the_variable(base_env: dict[str, str], tmp_path: object) -> None:
-    import subprocess
-    import sys
-
-    from tests.helpers import ROOT
-
-    env = {**__import__("os").environ, **base_env, "POSTROOM_POP3_LOCK_TTL": "soon"}
-    result = subprocess.run(
-        [sys.executable, "-m", "services.pop3"], env=env, cwd=ROOT, capture_output=True, timeout=30, check=False
-    )
-    assert result.returncode == 2
-    assert b"POSTROOM_POP3_LOCK_TTL" in result.stderr
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("POSTROOM_POP3_LOCK_TTL", "soon"),
+        ("POSTROOM_POP3_LISTEN", "127.0.0.1:{busy}"),
+        ("POSTROOM_TLS_CERT", "/nonexistent/cert.pem"),
+    ],
+)
+def test_bad_setting_names_the_variable(base_env: dict[str, str], variable: str, value: str) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        env = {**os.environ, **base_env, "POSTROOM_TLS_KEY": "/nonexistent/key.pem"}
+        env[variable] = value.format(busy=busy.getsockname()[1])
+        if variable != "POSTROOM_TLS_CERT":
+            env.pop("POSTROOM_TLS_KEY")
+        result = subprocess.run(
+            [sys.executable, "-m", "services.pop3"], env=env, cwd=ROOT, capture_output=True, timeout=30, check=False
+        )
+    assert result.returncode == 2, result.stderr
+    assert variable.encode() in result.stderr
+    assert b"Traceback" not in result.stderr
 
 
 async def test_sigterm_closes_sessions_without_deleting(

@@ -205,3 +205,17 @@ async def test_uids_are_printable_and_short(pop3: Pop3Server, account: str, stor
     # RFC 1939 §7: 1 to 70 characters in the range 0x21 to 0x7E.
     assert all(1 <= len(uid) <= 70 and all(0x21 <= ord(ch) <= 0x7E for ch in uid) for uid in uids)
     await client.close()
+
+
+async def test_disconnect_in_the_middle_of_retr(start_pop3: StartServer, account: str, store: Store) -> None:
+    server = await start_pop3(pop3_chunk_size=4096)
+    big = message("big", "z" * 5_000_000 + "\r\n")
+    await deliver(store, big, message("small"))
+    client = await Client.connect(server.ports["pop3"])
+    assert (await client.login()).startswith("+OK")
+    assert (await client.cmd("DELE 2")).startswith("+OK")
+    assert (await client.cmd("RETR 1")).startswith("+OK")
+    assert len(await client.reader.read(10_000)) > 0
+    client.writer.transport.abort()  # a reset, not a clean close
+    await wait_until(_lock_free(store), timeout=10, what="lock released after reset mid-RETR")
+    assert len(await store.mailboxes.snapshot(USER)) == 2

@@ -128,3 +128,21 @@ async def test_pipelining_flood_is_bounded(pop3: Pop3Server, account: str, store
         assert await client.line() == "+OK"
     await writer_task
     assert await client.cmd("QUIT") == "+OK " + replies.ok_update(0).text
+
+
+async def test_half_closed_client_gets_every_reply(pop3: Pop3Server, account: str, store: Store) -> None:
+    from tests.pop3.conftest import PASSWORD
+
+    body = message("half-close")
+    await deliver(store, body)
+    client = await Client.connect(pop3.ports["pop3"])
+    await client.send(f"USER {USER}\r\nPASS {PASSWORD}\r\nRETR 1\r\nDELE 1\r\nQUIT\r\n")
+    client.writer.write_eof()
+    assert (await client.line()).startswith("+OK")
+    assert (await client.line()).startswith("+OK Maildrop")
+    assert (await client.line()).startswith("+OK")
+    assert unstuff(await client.raw_multiline()) == body
+    assert (await client.line()).startswith("+OK Message 1 deleted")
+    assert await client.line() == "+OK " + replies.ok_update(0).text
+    assert await client.closed()
+    assert await store.mailboxes.snapshot(USER) == []

@@ -16,6 +16,9 @@ class TcpProxy:
         self.target = (target_host, target_port)
         self.port = free_port()
         self.enabled = False
+        # Cleared: bytes are held and connections stay open, as with a stalled broker. Lives on the proxy's loop.
+        self.flowing = asyncio.Event()
+        self.flowing.set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -46,12 +49,19 @@ class TcpProxy:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(Exception):
                 while data := await src.read(65536):
+                    await self.flowing.wait()
                     dst.write(data)
                     await dst.drain()
             dst.close()
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         self._writers.difference_update((writer, up_writer))
+
+    def stall(self) -> None:
+        self._loop.call_soon_threadsafe(self.flowing.clear)
+
+    def resume(self) -> None:
+        self._loop.call_soon_threadsafe(self.flowing.set)
 
     def enable(self) -> None:
         self.enabled = True

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import base64
+import os
 import smtplib
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+from cryptography import x509
 from prometheus_client import REGISTRY
 
 from services.smtp_ingress import replies
 from shared.envelope import Envelope
+from shared.tls import self_signed_pair
+from tests.helpers import ROOT
 from tests.smtp_ingress.conftest import (
     ALICE,
     BOB,
@@ -158,3 +167,33 @@ def test_starttls_discards_pipelined_plaintext(ingress: RunningIngress) -> None:
         assert raw.command("EHLO client.example.org").startswith("250-mx.postroom.test")
         assert raw.command("RCPT TO:<alice@local.test>") == replies.NEED_MAIL
         assert raw.command("QUIT") == replies.BYE
+
+
+def test_configured_certificate_is_served(
+    make_ingress: Callable[..., RunningIngress], accounts: None, tmp_path: Path
+) -> None:
+    cert, key = self_signed_pair("custom.postroom.test", tmp_path)
+    ingress = make_ingress(tls_cert=str(cert), tls_key=str(key))
+    sock = socket.create_connection(("127.0.0.1", ingress.port("smtps")), timeout=10)
+    with client_tls().wrap_socket(sock) as tls:
+        served = tls.getpeercert(binary_form=True)
+    assert served is not None
+    assert x509.load_der_x509_certificate(served) == x509.load_pem_x509_certificate(cert.read_bytes())
+
+
+def test_bad_configuration_stops_the_process_naming_the_variable(base_env: dict[str, str], tmp_path: Path) -> None:
+    cert, _ = self_signed_pair("custom.postroom.test", tmp_path)
+    for overrides, variable in (
+        ({"POSTROOM_SMTP_LISTEN": "not-an-address"}, "POSTROOM_SMTP_LISTEN"),
+        ({"POSTROOM_TLS_CERT": str(cert)}, "POSTROOM_TLS_KEY"),
+        ({"POSTROOM_SMTP_LISTEN": "192.0.2.1:2525"}, "POSTROOM_SMTP_LISTEN"),  # not an address of this host
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "services.smtp_ingress"],
+            env={**os.environ, **base_env, "POSTROOM_METRICS_LISTEN": "", **overrides},
+            cwd=ROOT,
+            capture_output=True,
+            timeout=30,
+        )
+        assert result.returncode == 2, result.stderr
+        assert variable in result.stderr.decode() and b"Traceback" not in result.stderr

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import smtplib
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
+
+import aio_pika
+from prometheus_client import REGISTRY
 
 from services.smtp_ingress import replies
 from shared.envelope import Envelope
 from shared.queue_id import is_queue_id
-from tests.helpers import AMQP_URL, ServiceProcess, http_status, wait_until_sync
+from shared.topology import Topology
+from tests.helpers import AMQP_URL, ROOT, ServiceProcess, http_status, wait_until_sync
 from tests.smtp_ingress.conftest import (
     ALICE,
     BOB,
@@ -140,11 +147,6 @@ def test_service_process_starts_without_broker_and_recovers(
 
 
 def _start_without_readiness(service: ServiceProcess) -> None:
-    import subprocess
-    import sys
-
-    from tests.helpers import ROOT
-
     log = service.log_path.open("ab")
     service.proc = subprocess.Popen(
         [sys.executable, "-m", "services.smtp_ingress"], env=service.env, cwd=ROOT, stdout=log, stderr=log
@@ -158,3 +160,36 @@ def test_service_process_happy_path(
     code, reply = _data_reply(int(base_env["POSTROOM_SMTP_LISTEN"].rsplit(":", 1)[1]))
     assert code == 250
     assert [m.message_id for m in read_queue(namespace)] == [queued_id(reply)]
+
+
+def test_unroutable_message_is_returned_and_answered_451(ingress: RunningIngress, namespace: str) -> None:
+    """Published `mandatory`: with the work queue gone the broker returns the message, and we say 451, not 250."""
+
+    async def delete_incoming() -> None:
+        connection = await aio_pika.connect(AMQP_URL, timeout=5)
+        async with connection:
+            channel = await connection.channel()
+            await channel.queue_delete(Topology(namespace).incoming)
+
+    asyncio.run(delete_incoming())
+    before = REGISTRY.get_sample_value("postroom_smtp_publish_failures_total", {"reason": "returned"}) or 0
+    code, reply = _data_reply(ingress.port("smtp"))
+    assert f"{code} {reply.decode()}" == replies.TEMPORARY_FAILURE
+    assert REGISTRY.get_sample_value("postroom_smtp_publish_failures_total", {"reason": "returned"}) == before + 1
+
+
+def test_stalled_broker_is_a_451_after_the_publish_timeout(
+    make_ingress: Callable[..., RunningIngress], accounts: None, namespace: str
+) -> None:
+    proxy = TcpProxy("127.0.0.1", int(AMQP_URL.rsplit(":", 1)[1].split("/")[0])).start()
+    proxy.enable()
+    try:
+        ingress = make_ingress(amqp_url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/", smtp_publish_timeout=0.5)
+        before = REGISTRY.get_sample_value("postroom_smtp_publish_failures_total", {"reason": "timeout"}) or 0
+        proxy.stall()
+        code, reply = _data_reply(ingress.port("smtp"))
+        assert f"{code} {reply.decode()}" == replies.TEMPORARY_FAILURE
+        assert REGISTRY.get_sample_value("postroom_smtp_publish_failures_total", {"reason": "timeout"}) == before + 1
+        proxy.resume()
+    finally:
+        proxy.stop()

@@ -40,22 +40,23 @@ def rcpt_reply(ingress: RunningIngress, address: str, sender: str = "sender@remo
         return raw.command(f"RCPT TO:{address}")
 
 
-@pytest.mark.parametrize(
-    ("address", "expected"),
-    [
-        ("<someone@remote.example>", replies.RELAY_DENIED),
-        ("<@local.test:someone@remote.example>", replies.RELAY_DENIED),  # source route ignored, still remote
-        ("<someone%remote.example@local.test>", replies.NO_SUCH_USER),  # % is only a local-part character
-        ("<remote.example!someone@local.test>", replies.NO_SUCH_USER),
-        ('<"someone@remote.example"@local.test>', replies.QUOTED_LOCAL_PART),
-        ("<someone@remote.example@local.test>", replies.BAD_RECIPIENT_SYNTAX),
-        ("someone@remote.example@local.test", replies.BAD_RECIPIENT_SYNTAX),
-        ("<someone@[192.0.2.1]>", replies.RELAY_DENIED),
-        ("<@remote.example:alice@local.test>", replies.RECIPIENT_OK),  # the route is ignored: local delivery
-    ],
-)
-def test_no_relay_tricks_for_strangers(untrusted: RunningIngress, address: str, expected: str) -> None:
-    assert rcpt_reply(untrusted, address) == expected
+RELAY_TRICKS = [
+    ("<someone@remote.example>", replies.RELAY_DENIED),
+    ("<@local.test:someone@remote.example>", replies.RELAY_DENIED),  # source route ignored, still remote
+    ("<someone%remote.example@local.test>", replies.NO_SUCH_USER),  # % is only a local-part character
+    ("<remote.example!someone@local.test>", replies.NO_SUCH_USER),
+    ('<"someone@remote.example"@local.test>', replies.QUOTED_LOCAL_PART),
+    ("<someone@remote.example@local.test>", replies.BAD_RECIPIENT_SYNTAX),
+    ("someone@remote.example@local.test", replies.BAD_RECIPIENT_SYNTAX),
+    ("<someone@[192.0.2.1]>", replies.RELAY_DENIED),
+    ("<@remote.example:alice@local.test>", replies.RECIPIENT_OK),  # the route is ignored: local delivery
+]
+
+
+def test_no_relay_tricks_for_strangers(untrusted: RunningIngress) -> None:
+    # One ingress for all cases (a session each): starting one per case would triple this file's run time.
+    results = {address: rcpt_reply(untrusted, address) for address, _ in RELAY_TRICKS}
+    assert results == dict(RELAY_TRICKS)
 
 
 def test_source_routed_local_recipient_is_queued_without_route(untrusted: RunningIngress, namespace: str) -> None:

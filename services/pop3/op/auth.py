@@ -128,6 +128,8 @@ async def login(session: SessionState, name: str, password: str, mechanism: str)
     ctx.failures.record_success(name)
     maildrop = await Maildrop.open(ctx.store, name, ctx.settings.pop3_lock_ttl)
     if maildrop is None:
+        if not await ctx.store.accounts.user_exists(name):
+            return replies.ERR_AUTH_FAILED  # removed between the password check and the lock
         metrics.LOCK_CONFLICTS.inc()
         session.log.info("pop3 maildrop in use", user=name)
         return replies.ERR_IN_USE
