@@ -84,9 +84,12 @@ def read_password_stdin() -> str:
 
 
 def human_bytes(value: int) -> str:
+    """1536 -> "1.5 KiB"; binary units up to TiB."""
+    if value < 1024:
+        return f"{value} B"
     size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
         size /= 1024
-    return str(value)  # pragma: no cover - loop always returns
+        if size < 1024 or unit == "TiB":
+            break
+    return f"{size:.1f} {unit}"
