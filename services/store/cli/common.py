@@ -23,7 +23,8 @@ class UserError(click.ClickException):
     exit_code = 1
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"postroom: error: {self.format_message()}", err=True)
+        # One line whatever the underlying library put in its message.
+        click.echo(f"postroom: error: {' '.join(self.format_message().split())}", err=True)
 
 
 def settings() -> StoreSettings:
