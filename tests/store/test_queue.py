@@ -173,3 +173,14 @@ async def test_failed_requeue_loses_nothing(channel: AbstractChannel, namespace:
         await ops.requeue(None)
     letters = await ops.dead_letters()
     assert [d.queue_id for d in letters] == ids
+
+
+def test_cli_rabbitmq_unreachable_is_one_line(namespace: str) -> None:
+    from tests.helpers import free_port
+
+    env = {"POSTROOM_NAMESPACE": namespace, "POSTROOM_AMQP_URL": f"amqp://guest:guest@127.0.0.1:{free_port()}/"}
+    for args in (["queue", "status"], ["queue", "dead", "list"], ["queue", "dead", "requeue", "--all"]):
+        result = CliRunner().invoke(cli, args, env=env)
+        assert result.exit_code == 1, result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("postroom: error: cannot reach RabbitMQ"), result.stderr
