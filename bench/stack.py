@@ -53,6 +53,7 @@ class Stack:
     extra_env: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    profilers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     metrics_ports: dict[str, int] = field(default_factory=dict)
 
     def port(self, variable: str) -> int:
@@ -97,6 +98,25 @@ class Stack:
         except OSError:
             return False
 
+    def profile(self, name: str, out: Path, rate: int = 100) -> None:
+        """Sample a service with py-spy until `stop()`; writes collapsed stacks (`-f raw`) to `out`."""
+        py_spy = Path(sys.executable).parent / "py-spy"
+        command = [str(py_spy), "record", "-r", str(rate), "-f", "raw", "-o", str(out), "--pid"]
+        command += [str(self.procs[name].pid), "--nonblocking"]
+        log = (self.log_dir / f"py-spy-{name}.log").open("ab")
+        self.profilers.append(subprocess.Popen(command, stdout=log, stderr=log))
+
+    def stop_profiling(self) -> None:
+        """py-spy writes its file when interrupted."""
+        for profiler in self.profilers:
+            profiler.send_signal(signal.SIGINT)
+        for profiler in self.profilers:
+            try:
+                profiler.wait(60)
+            except subprocess.TimeoutExpired:
+                profiler.kill()
+        self.profilers.clear()
+
     def cpu(self) -> dict[str, float]:
         return {name: cpu_seconds(proc.pid) for name, proc in self.procs.items()}
 
@@ -104,6 +124,7 @@ class Stack:
         return {name: peak_rss_bytes(proc.pid) for name, proc in self.procs.items()}
 
     def stop(self) -> None:
+        self.stop_profiling()
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
