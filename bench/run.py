@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from bench.stack import Stack, rss_bytes
+from bench.stack import Stack, tree_rss_bytes
 from services.store import Store
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -64,9 +64,9 @@ def cleanup(namespace: str) -> None:
     )
 
 
-def metric_total(stack: Stack, service: str, name: str) -> float:
+def metric_total(stack: Stack, service: str, name: str, port_offset: int = 0) -> float:
     """Sum of every series of one counter on a service's /metrics page."""
-    url = f"http://127.0.0.1:{stack.metrics_ports[service]}/metrics"
+    url = f"http://127.0.0.1:{stack.metrics_ports[service] + port_offset}/metrics"
     with urllib.request.urlopen(url, timeout=5) as response:
         text = response.read().decode()
     total = 0.0
@@ -98,17 +98,24 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+def queue_id_time(queue_id: str) -> float:
+    """The creation time a queue id carries (its first 10 characters: milliseconds, Crockford base32)."""
+    millis = 0
+    for char in queue_id[:10]:
+        millis = millis * 32 + "0123456789ABCDEFGHJKMNPQRSTVWXYZ".index(char)
+    return millis / 1000
+
+
 async def latencies(namespace: str, user: str) -> list[float]:
-    """accept → mailbox latency per message, from the trace events 'queued' and 'stored'."""
+    """End of DATA → in the mailbox, per message: the queue id is made at the final dot, 'stored' is traced."""
     store = Store.connect(REDIS_URL, namespace)
     try:
         out = []
         for info in await store.mailboxes.snapshot(user):
             events = await store.trace.events(info.uid)
-            accepted = next((e["time"] for e in events if e["event"] in ("queued", "accepted")), None)
             stored = next((e["time"] for e in events if e["event"] == "stored"), None)
-            if accepted is not None and stored is not None:
-                out.append(stored - accepted)
+            if stored is not None:
+                out.append(stored - queue_id_time(info.uid))
         return out
     finally:
         await store.close()
@@ -141,7 +148,12 @@ def run_smtp(args: argparse.Namespace) -> dict[str, Any]:
         stack.stop_profiling()
         # Nothing lost, nothing duplicated: every message smtp-source sent was answered 250 (counted by the
         # ingress), and the mailbox holds exactly that many distinct queue ids, also a moment later.
-        accepted = metric_total(stack, "smtp_ingress", "postroom_smtp_messages_accepted_total")
+        # With POSTROOM_SMTP_WORKERS=N, worker i serves its own /metrics on the metrics port + i.
+        workers = int(args.env.get("POSTROOM_SMTP_WORKERS", "1"))
+        accepted = sum(
+            metric_total(stack, "smtp_ingress", "postroom_smtp_messages_accepted_total", offset)
+            for offset in range(workers)
+        )
         time.sleep(1)
         uids = asyncio.run(mailbox_uids(namespace, user))
         check = {
@@ -226,7 +238,7 @@ def run_pop3(args: argparse.Namespace) -> dict[str, Any]:
     try:
         asyncio.run(fill())
         stack.start(only=("pop3",))
-        rss_idle = rss_bytes(stack.procs["pop3"].pid)
+        rss_idle = tree_rss_bytes(stack.procs["pop3"].pid)
         start_profiling(stack, args, namespace)
         load_before = load_average()
         cpu_before = stack.cpu()
@@ -268,14 +280,14 @@ def run_idle(args: argparse.Namespace) -> dict[str, Any]:
             if not greeting.startswith(b"220"):
                 raise RuntimeError(f"no greeting: {greeting!r}")
             conns.append(writer)
-        rss = rss_bytes(stack.procs["smtp_ingress"].pid)
+        rss = tree_rss_bytes(stack.procs["smtp_ingress"].pid)
         for writer in conns:
             writer.close()
         return rss
 
     try:
         stack.start(only=("smtp_ingress",))
-        baseline = rss_bytes(stack.procs["smtp_ingress"].pid)
+        baseline = tree_rss_bytes(stack.procs["smtp_ingress"].pid)
         rss = asyncio.run(hold())
         return {
             "scenario": "idle",
@@ -304,7 +316,7 @@ def run_big(args: argparse.Namespace) -> dict[str, Any]:
         asyncio.run(prepare_users(namespace, [user]))
         stack.start()
         start_profiling(stack, args, namespace)
-        before = {name: rss_bytes(proc.pid) for name, proc in stack.procs.items()}
+        before = {name: tree_rss_bytes(proc.pid) for name, proc in stack.procs.items()}
         with smtplib.SMTP("127.0.0.1", stack.port("POSTROOM_SMTP_LISTEN"), timeout=300) as smtp:
             smtp.sendmail("load@remote.test", [user], message)
         deadline = time.monotonic() + args.timeout

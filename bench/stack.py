@@ -29,6 +29,50 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def process_tree(pid: int) -> list[int]:
+    """A process and all its descendants (an ingress with POSTROOM_SMTP_WORKERS > 1 is a parent and N workers)."""
+    pids, index = [pid], 0
+    while index < len(pids):
+        for task in Path(f"/proc/{pids[index]}/task").glob("*/children"):
+            try:
+                pids += [int(child) for child in task.read_text().split()]
+            except OSError:
+                continue
+        index += 1
+    return pids
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    total = 0.0
+    for member in process_tree(pid):
+        try:
+            total += cpu_seconds(member)
+        except OSError:
+            continue
+    return total
+
+
+def tree_peak_rss_bytes(pid: int) -> int:
+    """Sum of the peaks of every process in the tree (an upper bound of the tree's own peak)."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            total += peak_rss_bytes(member)
+        except OSError:
+            continue
+    return total
+
+
+def tree_rss_bytes(pid: int) -> int:
+    total = 0
+    for member in process_tree(pid):
+        try:
+            total += rss_bytes(member)
+        except OSError:
+            continue
+    return total
+
+
 def peak_rss_bytes(pid: int) -> int:
     """The process's high-water resident set size (VmHWM)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -91,10 +135,16 @@ class Stack:
                 time.sleep(0.1)
 
     def _ready(self, name: str) -> bool:
+        # Every ingress worker (POSTROOM_SMTP_WORKERS, /readyz on the metrics port + i) must be ready, or the
+        # first connections the kernel hands a worker still connecting to the broker are answered 451.
+        workers = int(self.env.get("POSTROOM_SMTP_WORKERS", "1")) if name == "smtp_ingress" else 1
         try:
-            url = f"http://127.0.0.1:{self.metrics_ports[name]}/readyz"
-            with urllib.request.urlopen(url, timeout=1) as response:
-                return bool(response.status == 200)
+            for offset in range(workers):
+                url = f"http://127.0.0.1:{self.metrics_ports[name] + offset}/readyz"
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    if response.status != 200:
+                        return False
+            return True
         except OSError:
             return False
 
@@ -102,7 +152,7 @@ class Stack:
         """Sample a service with py-spy until `stop()`; writes collapsed stacks (`-f raw`) to `out`."""
         py_spy = Path(sys.executable).parent / "py-spy"
         command = [str(py_spy), "record", "-r", str(rate), "-f", "raw", "-o", str(out), "--pid"]
-        command += [str(self.procs[name].pid), "--nonblocking"]
+        command += [str(self.procs[name].pid), "--nonblocking", "--subprocesses"]
         log = (self.log_dir / f"py-spy-{name}.log").open("ab")
         self.profilers.append(subprocess.Popen(command, stdout=log, stderr=log))
 
@@ -118,10 +168,10 @@ class Stack:
         self.profilers.clear()
 
     def cpu(self) -> dict[str, float]:
-        return {name: cpu_seconds(proc.pid) for name, proc in self.procs.items()}
+        return {name: tree_cpu_seconds(proc.pid) for name, proc in self.procs.items()}
 
     def peak_rss(self) -> dict[str, int]:
-        return {name: peak_rss_bytes(proc.pid) for name, proc in self.procs.items()}
+        return {name: tree_peak_rss_bytes(proc.pid) for name, proc in self.procs.items()}
 
     def stop(self) -> None:
         self.stop_profiling()

@@ -102,6 +102,8 @@ class IngressServer:
                     spec.address.port,
                     ssl=self.tls if spec.implicit_tls else None,
                     reuse_address=True,
+                    # Several worker processes listen on the same port; the kernel balances accepts across them.
+                    reuse_port=self.settings.smtp_workers > 1,
                     backlog=512,
                 )
             except OSError as exc:
