@@ -60,7 +60,7 @@ class IngressSMTP(SMTP):
 
     def __init__(self, handler: Any, *, registry: SessionRegistry, listener: str, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
-        self._smtp_verbs = tuple(self._smtp_methods)
+        self._smtp_verbs = frozenset(self._smtp_methods)
         self.registry = registry
         self.listener = listener
         self._init_session()
@@ -94,9 +94,7 @@ class IngressSMTP(SMTP):
         """The state of one connection, on a new session or a clone."""
         # aiosmtpd keeps these limits in a class-level dict shared by all sessions; give each session its own.
         self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
-        self._smtp_methods = _CommandTable(
-            {name: self._guard(name, getattr(self, "smtp_" + name)) for name in self._smtp_verbs}, self
-        )
+        self._smtp_methods = _CommandTable(self._smtp_verbs, self)
         self.stage = "connect"
         self.client_ip = ""
         self.trusted = False
@@ -262,16 +260,29 @@ class IngressSMTP(SMTP):
 
 
 class _CommandTable(dict[str, Any]):
-    """aiosmtpd's verb -> method table; a verb holding control characters gets 501 instead of 'unrecognized'."""
+    """aiosmtpd's verb -> method table; a verb holding control characters gets 501 instead of 'unrecognized'.
 
-    def __init__(self, methods: dict[str, Any], session: IngressSMTP) -> None:
-        super().__init__(methods)
+    A verb's guarded method is made on its first use in the session, not for all ~20 verbs at every connection.
+    """
+
+    def __init__(self, verbs: frozenset[str], session: IngressSMTP) -> None:
+        super().__init__()
+        self.verbs = verbs
         self.session = session
 
     def get(self, key: str, default: Any = None) -> Any:
         if has_control_characters(key):
             return self._reject_control
-        return super().get(key, default)
+        method = super().get(key)
+        if method is None:
+            if key not in self.verbs:
+                return default
+            method = self[key] = self.session._guard(key, getattr(self.session, "smtp_" + key))
+        return method
+
+    def items(self) -> Any:
+        """Every verb (aiosmtpd's HELP lists them)."""
+        return {verb: self.get(verb) for verb in self.verbs}.items()
 
     async def _reject_control(self, arg: str | None) -> None:
         self.session.stage = "other"

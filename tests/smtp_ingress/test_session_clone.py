@@ -34,7 +34,12 @@ async def test_clone_has_fresh_connection_state_and_bound_methods() -> None:
         assert getattr(clone, name) is not getattr(other, name)
     assert clone._handle_hooks is template._handle_hooks
     assert clone._smtp_methods.session is clone
-    assert set(clone._smtp_methods) == set(template._smtp_methods)
+    verbs = set(dict(clone._smtp_methods.items()))
+    assert verbs == set(template._smtp_methods.verbs)
+    assert {"EHLO", "MAIL", "RCPT", "DATA", "QUIT"} <= verbs
+    # A verb's guarded method is made once per session.
+    assert clone._smtp_methods.get("MAIL") is clone._smtp_methods.get("MAIL")
+    assert clone._smtp_methods.get("NOSUCH") is None
     # aiosmtpd's built-in LOGIN is bound to the clone; the handler's PLAIN is the handler's.
     assert clone._auth_methods["LOGIN"].method.__self__ is clone
     assert clone._auth_methods["PLAIN"].method.__self__ is template.event_handler
