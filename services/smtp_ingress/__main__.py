@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 
+from services.smtp_ingress.app import IngressApp
 from services.smtp_ingress.config import IngressSettings
 from services.smtp_ingress.workers import supervise, worker_index
 from shared.errors import ConfigError
@@ -14,9 +15,6 @@ from shared.settings import load_settings
 
 
 async def main(index: int) -> None:
-    # Imported here so that the supervisor of several workers does not load (and hold) the whole ingress.
-    from services.smtp_ingress.app import IngressApp
-
     settings = load_settings(IngressSettings)
     if index and settings.metrics_listen is not None and settings.metrics_listen.port:
         # Worker i's own /metrics: counters are per process, so each worker is scraped on its own port.
