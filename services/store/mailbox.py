@@ -31,6 +31,9 @@ def to_crlf(data: bytes) -> bytes:
     """Every line end as CRLF: what we store is exactly what POP3 counts and sends."""
     if b"\r" not in data:
         return data.replace(b"\n", b"\r\n")
+    crlf = data.count(b"\r\n")
+    if crlf == data.count(b"\n") == data.count(b"\r"):
+        return data  # already clean (what the ingress queues): counting copies nothing, a 25 MiB body stays one copy
     return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
 
