@@ -41,11 +41,15 @@ def settings_class(package: str) -> type[CommonSettings] | None:
     return classes[0]
 
 
-def check_service_env(package: str, env: dict[str, str]) -> bool:
-    """True when checked (raises ConfigError on a bad value); False when the service is not in this checkout."""
+def service_settings(package: str, env: dict[str, str]) -> CommonSettings | None:
+    """The service's settings from `env` (ConfigError on a bad value); None when the service is not in this checkout."""
     cls = settings_class(package)
     if cls is None:
-        return False
+        return None
     with environment({k: v for k, v in env.items() if k.startswith("POSTROOM_")}):
-        load_settings(cls)
-    return True
+        return load_settings(cls)
+
+
+def check_service_env(package: str, env: dict[str, str]) -> bool:
+    """True when checked (raises ConfigError on a bad value); False when the service is not in this checkout."""
+    return service_settings(package, env) is not None

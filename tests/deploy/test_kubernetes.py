@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.deploy.queries import ALERTS, ROOT
-from tests.deploy.settings_check import check_service_env
+from tests.deploy.settings_check import check_service_env, service_settings
 from tests.deploy.tools import require, run
 
 KUSTOMIZE = ROOT / "deploy" / "kubernetes"
@@ -244,15 +244,30 @@ def test_prometheus_rule_is_generated_from_alerts_yml() -> None:
     )
 
 
-def test_dev_environment_is_accepted_by_every_service() -> None:
-    docs = render("dev")
+def container_env(docs: tuple[Manifest, ...], deployment: str) -> dict[str, str]:
+    """What the container sees: the ConfigMap, the Secret and its own env entries (later ones win, as in Kubernetes)."""
     (configmap,) = of_kind(docs, "ConfigMap").values()
     secret = of_kind(docs, "Secret")["postroom-secrets"]["stringData"]
-    checked = []
-    for name, deployment in of_kind(docs, "Deployment").items():
-        container = deployment["spec"]["template"]["spec"]["containers"][0]
-        env = {**configmap["data"], **secret, **{e["name"]: e["value"] for e in container["env"]}}
-        if check_service_env(SERVICES[name], env):
-            checked.append(name)
+    container = of_kind(docs, "Deployment")[deployment]["spec"]["template"]["spec"]["containers"][0]
+    return {**configmap["data"], **secret, **{e["name"]: e["value"] for e in container["env"] if "value" in e}}
+
+
+def test_dev_environment_is_accepted_by_every_service() -> None:
+    docs = render("dev")
+    checked = [name for name in SERVICES if check_service_env(SERVICES[name], container_env(docs, name))]
     if not checked:
         pytest.skip("no services/<name>/config.py in this checkout yet")
+
+
+def test_the_proxy_protocol_component_turns_the_setting_on_in_the_services() -> None:
+    """Every settings field named *proxy_protocol* is true with the component: the ConfigMap names what they read."""
+    docs = render("dev", ("proxy-protocol",))
+    fields: dict[str, list[str]] = {}
+    for name in ("smtp-ingress", "pop3"):
+        settings = service_settings(SERVICES[name], container_env(docs, name))
+        if settings is not None:
+            fields[name] = [field for field in type(settings).model_fields if "proxy_protocol" in field]
+            assert all(getattr(settings, field) is True for field in fields[name]), (name, fields[name])
+    if "smtp-ingress" not in fields:
+        pytest.skip("no services/smtp_ingress/config.py in this checkout yet")
+    assert fields["smtp-ingress"], "the SMTP ingress reads no *PROXY_PROTOCOL setting"
