@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.deploy.queries import ALERTS, ROOT
-from tests.deploy.settings_check import check_service_env, service_settings
+from tests.deploy.settings_check import check_service_env, service_settings, unknown_variables
 from tests.deploy.tools import require, run
 
 KUSTOMIZE = ROOT / "deploy" / "kubernetes"
@@ -271,3 +271,10 @@ def test_the_proxy_protocol_component_turns_the_setting_on_in_the_services() -> 
     if "smtp-ingress" not in fields:
         pytest.skip("no services/smtp_ingress/config.py in this checkout yet")
     assert fields["smtp-ingress"], "the SMTP ingress reads no *PROXY_PROTOCOL setting"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_postroom_variable_in_the_manifests_is_read_by_a_service(overlay: str) -> None:
+    docs = render(overlay, COMPONENTS)
+    variables = set().union(*(container_env(docs, name) for name in SERVICES))
+    assert unknown_variables(variables) == set()
