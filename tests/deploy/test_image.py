@@ -158,3 +158,9 @@ def test_healthcheck_exit_status_follows_healthz(status: int, healthy: bool, mon
 def test_healthcheck_fails_when_nothing_listens(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POSTROOM_METRICS_LISTEN", f"127.0.0.1:{free_port()}")
     assert healthcheck().main() == 1
+
+
+def test_working_directory_is_not_writable_by_the_service() -> None:
+    """`python -m` imports from the working directory first: a writable one would let a planted module shadow ours."""
+    (workdir,) = instructions("WORKDIR")
+    assert workdir.value[0] == "/opt/postroom"
