@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -31,6 +32,12 @@ def run_service(main: Callable[[], Awaitable[None]]) -> None:
         runner(main())
     except ConfigError as exc:
         print(f"postroom: configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:
+        # A port taken or not allowed is an operator's problem with a clear fix: one line, not a traceback.
+        if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            raise
+        print(f"postroom: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         pass

@@ -8,7 +8,7 @@ from services.store.accounts import AccountError, Accounts, User
 from services.store.addresses import AddressError
 from services.store.keys import Keys
 from services.store.mailbox import Mailboxes, MessageInfo, StoreOutcome
-from services.store.trace import Trace
+from services.store.trace import DEFAULT_RETENTION, Trace
 from shared.connections import connect_redis
 
 __all__ = [
@@ -27,16 +27,25 @@ __all__ = [
 class Store:
     """One handle on everything kept in Redis for a namespace."""
 
-    def __init__(self, redis: Any, namespace: str) -> None:
+    def __init__(self, redis: Any, namespace: str, trace_retention: int = DEFAULT_RETENTION) -> None:
         self.redis = redis
+        self.namespace = namespace
         self.keys = Keys(namespace)
         self.accounts = Accounts(redis, self.keys)
         self.mailboxes = Mailboxes(redis, self.keys)
-        self.trace = Trace(redis, namespace)
+        self.trace = Trace(redis, namespace, trace_retention)
 
     @classmethod
-    def connect(cls, url: str, namespace: str, cluster: bool = False) -> Store:
-        return cls(connect_redis(url, cluster), namespace)
+    def connect(
+        cls,
+        url: str,
+        namespace: str,
+        cluster: bool = False,
+        trace_retention: int = DEFAULT_RETENTION,
+        **redis_options: Any,
+    ) -> Store:
+        """A store on a new client; `redis_options` go to redis-py (e.g. socket timeouts for the CLI)."""
+        return cls(connect_redis(url, cluster, **redis_options), namespace, trace_retention)
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())

@@ -7,13 +7,25 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from services.store import lua
 from services.store.addresses import AddressError, split_address, validate_address, validate_domain
 from services.store.keys import Keys, normalize_address
 from services.store.passwords import hash_password, verify_password
 
+# Bounds the fan-out of one alias (and the size of its hash field).
+MAX_ALIAS_TARGETS = 1000
+
 
 class AccountError(ValueError):
     """A user error in an account operation (unknown domain, existing user, ...); the text is safe to show."""
+
+
+class NotFoundError(AccountError):
+    """The user, domain or alias named does not exist."""
+
+
+class ConflictError(AccountError):
+    """The change clashes with what exists (a user already there, a domain still in use)."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,12 @@ class Accounts:
     def __init__(self, redis: Any, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
+        self._create = redis.register_script(lua.CREATE_ACCOUNT)
+        self._update = redis.register_script(lua.UPDATE_ACCOUNT)
+        self._close = redis.register_script(lua.CLOSE_MAILBOX)
+
+    async def _update_field(self, address: str, field: str, value: str, expected: str = "") -> int:
+        return int(await self._update(keys=[self.keys.mailbox(address).account], args=[field, value, expected]))
 
     # -- domains ---------------------------------------------------------------------------------------------
     async def add_domain(self, domain: str) -> bool:
@@ -42,11 +60,18 @@ class Accounts:
         return bool(await self.redis.sadd(self.keys.domains, domain))
 
     async def remove_domain(self, domain: str) -> bool:
-        domain = domain.strip().lower()
+        domain = domain.strip().rstrip(".").lower()
         users = [u for u in await self.list_users() if split_address(u)[1] == domain]
         if users:
-            raise AccountError(f"domain {domain} still has {len(users)} user(s); remove them first")
-        return bool(await self.redis.srem(self.keys.domains, domain))
+            raise ConflictError(f"domain {domain} still has {len(users)} user(s); remove them first")
+        removed = bool(await self.redis.srem(self.keys.domains, domain))
+        # Its aliases (catch-all included) would never be used again: remove them with it.
+        stale = [
+            a for a in await self.list_aliases() if (a[1:] if a.startswith("@") else a.rpartition("@")[2]) == domain
+        ]
+        if stale:
+            await self.redis.hdel(self.keys.aliases, *stale)
+        return removed
 
     async def list_domains(self) -> list[str]:
         return sorted(_text(d) for d in await self.redis.smembers(self.keys.domains))
@@ -66,12 +91,33 @@ class Accounts:
             raise AccountError("the quota must be zero (none) or a positive number of bytes")
         box = self.keys.mailbox(address)
         created = time.time()
-        fields = {"password": hash_password(password), "quota": str(quota), "created": repr(created)}
-        if not await self.redis.hsetnx(box.account, "created", fields["created"]):
-            raise AccountError(f"user {address} already exists")
-        await self.redis.hset(box.account, mapping=fields)
+        fields = ["password", hash_password(password), "quota", str(quota), "created", repr(created)]
+        if not await self._create(keys=[box.account], args=fields):
+            raise ConflictError(f"user {address} already exists")
         await self.redis.sadd(self.keys.users, address)
         return User(address, quota, created, 0, 0)
+
+    async def remove_user(self, address: str) -> bool:
+        """Remove an account and its whole mailbox; safe against concurrent deliveries and open POP3 sessions.
+
+        First the account and the maildrop lock go in one script: from then on no delivery stores (the store script
+        needs the account), no session can delete or refresh its lock, and none can take a new one. Then the now
+        unchanging mailbox keys are deleted, and last the address leaves the users set. Repeating it after a crash
+        finishes the job. True when there was anything to remove.
+        """
+        address = normalize_address(address)
+        box = self.keys.mailbox(address)
+        existed = bool(await self._close(keys=[box.account, box.lock]))
+        uids = [_text(u) for u in await self.redis.zrange(box.index, 0, -1)]
+        mailbox_keys = [box.index, box.sizes, box.usage, box.seq, box.lock, *(box.message(u) for u in uids)]
+        for start in range(0, len(mailbox_keys), 500):
+            # One slot (the mailbox hash tag), so a multi-key DEL is fine on a Redis Cluster too.
+            await self.redis.delete(*mailbox_keys[start : start + 500])
+        listed = bool(await self.redis.srem(self.keys.users, address))
+        if await self.user_exists(address):
+            # Re-added by someone else meanwhile: keep it listed rather than leave an invisible account.
+            await self.redis.sadd(self.keys.users, address)
+        return existed or listed
 
     async def get_user(self, address: str) -> User | None:
         box = self.keys.mailbox(address)
@@ -98,16 +144,14 @@ class Accounts:
     async def set_password(self, address: str, password: str) -> None:
         if not password:
             raise AccountError("the password must not be empty")
-        if not await self.user_exists(address):
-            raise AccountError(f"no such user {normalize_address(address)}")
-        await self.redis.hset(self.keys.mailbox(address).account, "password", hash_password(password))
+        if not await self._update_field(address, "password", hash_password(password)):
+            raise NotFoundError(f"no such user {normalize_address(address)}")
 
     async def set_quota(self, address: str, quota: int) -> None:
         if quota < 0:
             raise AccountError("the quota must be zero (none) or a positive number of bytes")
-        if not await self.user_exists(address):
-            raise AccountError(f"no such user {normalize_address(address)}")
-        await self.redis.hset(self.keys.mailbox(address).account, "quota", str(quota))
+        if not await self._update_field(address, "quota", str(quota)):
+            raise NotFoundError(f"no such user {normalize_address(address)}")
 
     async def authenticate(self, address: str, password: str) -> bool:
         """True when the password is right; equal work for unknown users; rehashes when parameters changed."""
@@ -118,8 +162,9 @@ class Accounts:
             return False
         stored = await self.redis.hget(box.account, "password")
         valid, needs_rehash = await verify_password(_text(stored) if stored else None, password)
-        if valid and needs_rehash:
-            await self.redis.hset(box.account, "password", hash_password(password))
+        if valid and needs_rehash and stored is not None:
+            # Compare-and-set: a password changed (or an account removed) meanwhile stays as it is.
+            await self._update(keys=[box.account], args=["password", hash_password(password), _text(stored)])
         return valid
 
     # -- aliases ---------------------------------------------------------------------------------------------
@@ -134,6 +179,8 @@ class Accounts:
             raise AccountError(f"{domain} is not a local domain")
         if not targets:
             raise AccountError("an alias needs at least one target")
+        if len(targets) > MAX_ALIAS_TARGETS:
+            raise AccountError(f"an alias has at most {MAX_ALIAS_TARGETS} targets")
         clean = [normalize_address(validate_address(t)) for t in targets]
         await self.redis.hset(self.keys.aliases, source, json.dumps(clean))
 

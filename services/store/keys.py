@@ -4,6 +4,10 @@ Global keys (one slot each, only ever touched by single-key commands):
     {ns}:domains                      set of local domains
     {ns}:users                        set of account addresses
     {ns}:aliases                      hash: source address (or "@domain" catch-all) -> JSON list of targets
+    {ns}:stats:trace-events           counter: trace events ever written (the store's metric reads it)
+
+Per message trace, hash-tagged by queue id (single-key commands only; pipelined, never in a script):
+    {ns}:trace:{queue_id}             list of JSON events, capped at trace.MAX_EVENTS, expiring after the retention
 
 Per mailbox, all sharing the hash tag `{address}` so every Lua script is Redis Cluster safe (DESIGN invariant 9):
     {ns}:{addr}:account               hash: password (argon2id PHC string), quota (bytes, 0 = none), created
@@ -43,6 +47,13 @@ class Keys:
     @property
     def aliases(self) -> str:
         return f"{self.namespace}:aliases"
+
+    @property
+    def trace_events(self) -> str:
+        return f"{self.namespace}:stats:trace-events"
+
+    def trace(self, queue_id: str) -> str:
+        return f"{self.namespace}:trace:{{{queue_id}}}"
 
     def mailbox(self, address: str) -> MailboxKeys:
         return MailboxKeys(f"{self.namespace}:{{{normalize_address(address)}}}")

@@ -65,3 +65,39 @@ RELEASE_LOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+# KEYS: account. ARGV: field1, value1, field2, value2, ...
+# Creates the account only when it does not exist yet. 1 created, 0 already there.
+CREATE_ACCOUNT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
+# KEYS: account. ARGV: field, value, expected ('' = any).
+# Sets a field of an existing account only: a concurrent removal must not be undone by a late HSET recreating
+# the hash, and a rehash after login must not overwrite a password changed meanwhile. 1 set, 0 no account,
+# -1 the field no longer holds `expected`.
+UPDATE_ACCOUNT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[3] ~= '' and redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[3] then return -1 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+# KEYS: account, lock. Closes a mailbox: without its account no delivery stores (STORE_MESSAGE checks it), and
+# without its lock an open POP3 session can neither refresh nor delete (its owner-token checks fail).
+# Returns 1 when the account existed.
+CLOSE_MAILBOX = """
+local existed = redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[2])
+return existed
+"""
+
+# KEYS: lock, account. ARGV: token, ttl ms. 1 when taken; 0 when held by another session or the account is gone
+# (so a session that logged in just before its user was removed cannot lock, and then delete from, a dead mailbox).
+ACQUIRE_LOCK = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"""

@@ -50,6 +50,7 @@ class Mailboxes:
         self._delete = redis.register_script(lua.DELETE_MESSAGES)
         self._refresh = redis.register_script(lua.REFRESH_LOCK)
         self._release = redis.register_script(lua.RELEASE_LOCK)
+        self._acquire = redis.register_script(lua.ACQUIRE_LOCK)
 
     async def deliver(self, address: str, queue_id: str, message: bytes) -> StoreOutcome:
         """Store `message` for `address` once per queue id; safe to repeat after a crash (DESIGN invariant 4)."""
@@ -89,9 +90,11 @@ class Mailboxes:
 
     # -- maildrop lock (RFC 1939 §8: exclusive access per session) --------------------------------------------
     async def acquire_lock(self, address: str, ttl_seconds: float) -> str | None:
+        """A new owner token, or None when another session holds the lock (or the account no longer exists)."""
         token = secrets.token_hex(16)
-        ok = await self.redis.set(self.keys.mailbox(address).lock, token, nx=True, px=int(ttl_seconds * 1000))
-        return token if ok else None
+        box = self.keys.mailbox(address)
+        ok = await self._acquire(keys=[box.lock, box.account], args=[token, int(ttl_seconds * 1000)])
+        return token if int(ok) else None
 
     async def refresh_lock(self, address: str, token: str, ttl_seconds: float) -> bool:
         keys = [self.keys.mailbox(address).lock]

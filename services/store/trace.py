@@ -6,6 +6,8 @@ import json
 import time
 from typing import Any
 
+from services.store.keys import Keys
+
 # An event list never grows past this, whatever a looping message does; the oldest events are kept.
 MAX_EVENTS = 200
 DEFAULT_RETENTION = 7 * 86400
@@ -18,9 +20,10 @@ class Trace:
         self.redis = redis
         self.namespace = namespace
         self.retention = retention
+        self.keys = Keys(namespace)
 
     def key(self, queue_id: str) -> str:
-        return f"{self.namespace}:trace:{{{queue_id}}}"
+        return self.keys.trace(queue_id)
 
     async def record(self, queue_id: str, event: str, service: str, **fields: Any) -> None:
         """Append one event; failures to trace never fail the mail path, so callers may ignore exceptions."""
@@ -30,6 +33,8 @@ class Trace:
             pipe.rpush(key, json.dumps(entry, default=str))
             pipe.ltrim(key, 0, MAX_EVENTS - 1)
             pipe.expire(key, self.retention)
+            # Another slot: fine in a non-transactional pipeline, which redis-py's cluster client splits per node.
+            pipe.incr(self.keys.trace_events)
             await pipe.execute()
 
     async def events(self, queue_id: str) -> list[dict[str, Any]]:

@@ -1,0 +1,1 @@
+"""The delivery service: queue consumer, alias expansion, local and remote delivery, retries and bounces."""

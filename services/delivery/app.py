@@ -1,0 +1,97 @@
+"""The delivery service assembled: health server, Redis store, broker connection, publisher, consumer, poller."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aio_pika.abc import AbstractRobustConnection
+
+from services.delivery import metrics
+from services.delivery.config import DeliverySettings
+from services.delivery.consumer import Consumer
+from services.delivery.depth import DepthPoller, queue_labels
+from services.delivery.mx import MailResolver
+from services.delivery.publisher import Publisher
+from services.delivery.remote import RemoteDelivery
+from services.store import Store
+from shared.connections import connect_amqp
+from shared.health import HealthServer
+from shared.logging import get_logger
+from shared.topology import Topology
+
+log = get_logger(__name__)
+
+MAX_CONNECT_BACKOFF = 30.0
+
+
+class DeliveryApp:
+    """Starts the parts in order and stops them in reverse; a broker that is down at start is waited for."""
+
+    def __init__(self, settings: DeliverySettings) -> None:
+        self.settings = settings
+        self.labels = queue_labels(Topology(settings.namespace), settings.retry_schedule)
+        self.health = HealthServer(settings.metrics_listen) if settings.metrics_listen else None
+        self.store = Store.connect(
+            settings.redis_url,
+            settings.namespace,
+            settings.redis_cluster,
+            socket_connect_timeout=min(5.0, settings.redis_timeout),
+            socket_timeout=settings.redis_timeout,
+        )
+        self.connection: AbstractRobustConnection | None = None
+        self.publisher: Publisher | None = None
+        self.consumer: Consumer | None = None
+        self.poller: DepthPoller | None = None
+
+    async def start(self, stop: asyncio.Event) -> bool:
+        """False when `stop` was set before the broker could be reached."""
+        metrics.init_series(list(self.labels))
+        if self.health is not None:
+            self.health.add_check("consumer", self._consuming)
+            self.health.add_check("redis", self.store.ping)
+            await self.health.start()
+        self.connection = await self._connect(stop)
+        if self.connection is None:
+            return False
+        topology = Topology(self.settings.namespace)
+        self.publisher = Publisher(self.connection, topology, self.settings.retry_schedule)
+        await self.publisher.start()
+        resolver = MailResolver(self.settings.dns_nameservers, self.settings.dns_timeout)
+        remote = RemoteDelivery(self.settings, resolver)
+        self.consumer = Consumer(self.settings, self.store, self.connection, self.publisher, remote)
+        await self.consumer.start()
+        self.poller = DepthPoller(self.connection, self.labels, self.settings.queue_poll_interval)
+        self.poller.start()
+        log.info("delivery ready", namespace=self.settings.namespace)
+        return True
+
+    async def stop(self) -> None:
+        """Stop consuming, finish the messages in hand, then close everything."""
+        log.info("stopping: draining messages in hand")
+        if self.consumer is not None:
+            await self.consumer.stop()
+        if self.poller is not None:
+            await self.poller.stop()
+        if self.publisher is not None:
+            await self.publisher.close()
+        if self.connection is not None:
+            await self.connection.close()
+        await self.store.close()
+        if self.health is not None:
+            await self.health.stop()
+
+    async def _consuming(self) -> bool:
+        return self.consumer is not None and self.consumer.running
+
+    async def _connect(self, stop: asyncio.Event) -> AbstractRobustConnection | None:
+        delay = 1.0
+        while not stop.is_set():
+            try:
+                return await connect_amqp(self.settings.amqp_url, "postroom-delivery")
+            except Exception as exc:
+                log.warning("broker unreachable; retrying", error=str(exc), retry_in=delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, MAX_CONNECT_BACKOFF)
+        return None

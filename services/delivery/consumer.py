@@ -1,0 +1,305 @@
+"""The queue consumer: deliver each recipient, then decide in one place to ack, defer, bounce or dead-letter.
+
+Invariant 3 of DESIGN.md: a message is acked only after every recipient's outcome is durable — stored in Redis,
+relayed with a 2xx, or carried by a retry or bounce message that the broker has confirmed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+
+from services.delivery import bounce, metrics, outcome, retry
+from services.delivery.config import DeliverySettings
+from services.delivery.local import STORE_UNAVAILABLE, deliver_local
+from services.delivery.outcome import Outcome, Status
+from services.delivery.publisher import Publisher
+from services.delivery.routing import Router, Target
+from services.store import Store
+from shared.envelope import Envelope
+from shared.logging import get_logger
+from shared.queue_id import is_queue_id
+from shared.topology import DELIVERY_LIMIT, Topology
+
+log = get_logger(__name__)
+
+RemoteDeliver = Callable[[Envelope, bytes, str, Sequence[Target]], Awaitable[list[Outcome]]]
+SERVICE = "delivery"
+
+
+def count_received(message: bytes) -> int:
+    """Received: fields in the header section; each relay adds one, so too many means a loop (RFC 5321 §6.3)."""
+    end = message.find(b"\r\n\r\n")
+    header = message if end < 0 else message[: end + 2]
+    return sum(1 for line in header.split(b"\r\n") if line[:9].lower() == b"received:")
+
+
+class Consumer:
+    """Consumes `incoming` with manual acks, a prefetch window and a bound on messages worked on at once."""
+
+    def __init__(
+        self,
+        settings: DeliverySettings,
+        store: Store,
+        connection: AbstractRobustConnection,
+        publisher: Publisher,
+        remote: RemoteDeliver,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.connection = connection
+        self.publisher = publisher
+        self.remote = remote
+        self.topology = Topology(settings.namespace)
+        self.router = Router(store.accounts, settings.alias_depth_limit)
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._queue: AbstractQueue | None = None
+        self._tag: str | None = None
+        self._channel: Any = None
+
+    @property
+    def running(self) -> bool:
+        return self._tag is not None and self._channel is not None and not self._channel.is_closed
+
+    async def start(self) -> None:
+        self._channel = await self.connection.channel()
+        await self._channel.set_qos(prefetch_count=self.settings.prefetch)
+        self._queue = await self._channel.get_queue(self.topology.incoming, ensure=True)
+        self._tag = await self._queue.consume(self._on_message, no_ack=False)
+        metrics.CONSUMER_UP.set(1)
+        log.info(
+            "consuming",
+            queue=self.topology.incoming,
+            prefetch=self.settings.prefetch,
+            concurrency=self.settings.concurrency,
+        )
+
+    async def stop(self, drain_timeout: float = 30.0) -> None:
+        """Stop taking messages, let those in hand finish; anything unfinished goes back to the queue unacked."""
+        metrics.CONSUMER_UP.set(0)
+        if self._queue is not None and self._tag is not None:
+            try:
+                await self._queue.cancel(self._tag)
+            except Exception as exc:
+                log.warning("cancel failed", error=str(exc))
+        self._tag = None
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=drain_timeout)
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            async with self._slots:
+                metrics.IN_FLIGHT.inc()
+                try:
+                    await self.handle(message)
+                finally:
+                    metrics.IN_FLIGHT.dec()
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def handle(self, message: AbstractIncomingMessage) -> None:
+        try:
+            envelope = Envelope.from_headers(dict(message.headers or {}))
+        except (ValueError, TypeError) as exc:
+            # Not ours: no retry makes it deliverable. Rejecting without requeue dead-letters it (the queue's DLX).
+            log.error("not a postroom message; dead-lettering", message_id=message.message_id, error=str(exc))
+            metrics.DEAD_LETTERS.labels("malformed").inc()
+            queue_id = str(message.message_id or "")
+            if is_queue_id(queue_id):
+                await self._trace(queue_id, "dead-lettered", reason=f"malformed envelope: {exc}")
+            metrics.MESSAGES.labels("dead_lettered").inc()
+            await message.reject(requeue=False)
+            return
+        try:
+            await self.process(envelope, bytes(message.body), redelivered=bool(message.redelivered))
+        except Exception:
+            # A bug or an outage we did not foresee. Requeue: the quorum queue counts deliveries, and a message
+            # that fails every time reaches x-delivery-limit and is dead-lettered instead of looping for ever.
+            log.exception("delivery failed unexpectedly; requeued", queue_id=envelope.queue_id)
+            if _delivery_count(message) >= DELIVERY_LIMIT:
+                # This was its last delivery: the broker dead-letters it when we hand it back.
+                metrics.DEAD_LETTERS.labels("delivery_limit").inc()
+                await self._trace(envelope.queue_id, "dead-lettered", reason="delivery limit reached")
+            metrics.MESSAGES.labels("requeued").inc()
+            await _settle(message.nack(requeue=True), envelope)
+            return
+        await _settle(message.ack(), envelope)
+
+    async def process(self, envelope: Envelope, body: bytes, redelivered: bool = False) -> None:
+        """Deliver every recipient, then make each failed one durable as a retry or a bounce before returning."""
+        log.info(
+            "delivering",
+            queue_id=envelope.queue_id,
+            attempt=envelope.attempt,
+            recipients=len(envelope.recipients),
+            redelivered=redelivered,
+        )
+        outcomes = _restore_originals(await self.deliver(envelope, body), envelope)
+        await self._account(envelope, outcomes)
+        now = time.time()
+        deferred = [o for o in outcomes if o.status is Status.TEMPORARY]
+        failed = [o for o in outcomes if o.status is Status.PERMANENT]
+        if deferred and retry.expired(envelope.first_seen, now, self.settings.max_queue_lifetime):
+            failed += [_give_up(o, envelope) for o in deferred]
+            deferred = []
+        if deferred:
+            await self._defer(envelope, body, deferred)
+            if self._delay_notice_due(envelope, now):
+                await self._notify_delay(envelope, body, deferred, now)
+        if failed:
+            await self._bounce(envelope, body, failed, now)
+        metrics.MESSAGES.labels("deferred" if deferred else "done").inc()
+
+    async def deliver(self, envelope: Envelope, body: bytes) -> list[Outcome]:
+        """An outcome for every final recipient (after alias expansion); never raises for an outage it knows."""
+        received = count_received(body)
+        if received > self.settings.max_received_headers:
+            text = f"mail loop: {received} Received headers"
+            return [outcome.permanent(r, "5.4.6", text) for r in envelope.recipients]
+        try:
+            plan = await self.router.plan(envelope.recipients)
+        except STORE_UNAVAILABLE as exc:
+            text = f"alias lookup unavailable: {type(exc).__name__}"
+            return [outcome.temporary(r, "4.3.0", text) for r in envelope.recipients]
+        results = list(plan.failed)
+        if plan.local:
+            results += await asyncio.gather(
+                *(deliver_local(self.store.mailboxes, t, envelope.queue_id, body) for t in plan.local)
+            )
+            if self.settings.fault_crash_after_store:
+                # Test hook (POSTROOM_FAULT_CRASH_AFTER_STORE): die after the store and before the ack.
+                os.kill(os.getpid(), signal.SIGKILL)
+        if plan.remote:
+            for group in await asyncio.gather(
+                *(self.remote(envelope, body, domain, targets) for domain, targets in plan.remote.items())
+            ):
+                results += group
+        return results
+
+    async def _account(self, envelope: Envelope, outcomes: list[Outcome]) -> None:
+        age = max(0.0, time.time() - envelope.first_seen)
+        for found in outcomes:
+            result = {Status.DELIVERED: "delivered", Status.TEMPORARY: "deferred", Status.PERMANENT: "bounced"}
+            metrics.ATTEMPTS.labels(found.transport, result[found.status], found.status_class).inc()
+            if found.status is Status.DELIVERED:
+                metrics.DELAY.labels("delivered").observe(age)
+            await self._trace(
+                envelope.queue_id,
+                "attempt",
+                recipient=found.recipient,
+                transport=found.transport,
+                host=found.remote_mta,
+                reply=f"{found.enhanced} {found.diagnostic}",
+            )
+            if found.status is Status.DELIVERED:
+                event = "stored" if found.transport == "local" else "relayed"
+                await self._trace(envelope.queue_id, event, recipient=found.recipient, host=found.remote_mta)
+            log.info(
+                "attempt",
+                queue_id=envelope.queue_id,
+                recipient=found.recipient,
+                transport=found.transport,
+                status=found.status.value,
+                enhanced=found.enhanced,
+                diagnostic=found.diagnostic,
+                host=found.remote_mta,
+            )
+
+    async def _defer(self, envelope: Envelope, body: bytes, deferred: list[Outcome]) -> None:
+        recipients = tuple(o.recipient for o in deferred)
+        following = envelope.retry(recipients, {o.recipient: o.carried() for o in deferred})
+        delay = retry.delay_for(self.settings.retry_schedule, following.attempt)
+        await self.publisher.defer(body, following, delay)
+        await self._trace(
+            envelope.queue_id, "deferred", recipients=list(recipients), delay=delay, attempt=following.attempt
+        )
+        log.info(
+            "deferred", queue_id=envelope.queue_id, recipients=len(recipients), delay=delay, attempt=following.attempt
+        )
+
+    def _delay_notice_due(self, envelope: Envelope, now: float) -> bool:
+        """True on the attempt during which the message's age crosses POSTROOM_DELAY_WARNING_TIME, so the sender
+        hears once, without state carried in the envelope (the previous attempt was at least one delay ago)."""
+        warn = self.settings.delay_warning_time
+        if warn is None or not envelope.mail_from:
+            return False
+        age = now - envelope.first_seen
+        previous = age - retry.delay_for(self.settings.retry_schedule, envelope.attempt) if envelope.attempt else -1.0
+        return previous < warn <= age
+
+    async def _notify_delay(self, envelope: Envelope, body: bytes, deferred: list[Outcome], now: float) -> None:
+        notice, notice_envelope = bounce.compose(envelope, body, deferred, self.settings.hostname, now, "delayed")
+        await self.publisher.enqueue(notice, notice_envelope)
+        metrics.DELAY_NOTICES.inc()
+        log.info("delay notice sent", queue_id=envelope.queue_id, report=notice_envelope.queue_id)
+
+    async def _bounce(self, envelope: Envelope, body: bytes, failed: list[Outcome], now: float) -> None:
+        for _ in failed:
+            metrics.DELAY.labels("bounced").observe(max(0.0, now - envelope.first_seen))
+        recipients = [o.recipient for o in failed]
+        if not envelope.mail_from:
+            # RFC 5321 §4.5.5 / RFC 3464: never answer a null-sender message with another one (no bounce loops).
+            metrics.BOUNCES_SUPPRESSED.inc()
+            await self._trace(envelope.queue_id, "bounced", recipients=recipients, report=None)
+            log.warning(
+                "failed null-sender message; no bounce sent", queue_id=envelope.queue_id, recipients=len(recipients)
+            )
+            return
+        report, report_envelope = bounce.compose(envelope, body, failed, self.settings.hostname, now)
+        await self.publisher.enqueue(report, report_envelope)
+        metrics.BOUNCES.inc()
+        await self._trace(envelope.queue_id, "bounced", recipients=recipients, report=report_envelope.queue_id)
+        log.info("bounced", queue_id=envelope.queue_id, recipients=len(recipients), report=report_envelope.queue_id)
+
+    async def _trace(self, queue_id: str, event: str, **fields: Any) -> None:
+        try:
+            await self.store.trace.record(queue_id, event, SERVICE, **fields)
+        except Exception as exc:
+            log.warning("trace failed", queue_id=queue_id, trace_event=event, error=str(exc))
+
+
+def _restore_originals(outcomes: list[Outcome], envelope: Envelope) -> list[Outcome]:
+    """A retry carries expanded addresses; give each outcome back the envelope recipient it first came from,
+    so the final report's Original-Recipient still names the alias the sender used."""
+    carried = dict(envelope.last_errors)
+    restored = []
+    for found in outcomes:
+        original = Outcome.carried_original(carried[found.recipient]) if found.recipient in carried else ""
+        restored.append(replace(found, original=original) if original else found)
+    return restored
+
+
+async def _settle(settling: Awaitable[Any], envelope: Envelope) -> None:
+    """Ack or nack; if the channel is gone the broker redelivers, and the dedup keys make that harmless."""
+    try:
+        await settling
+    except Exception as exc:
+        log.warning("ack/nack failed; the message will be redelivered", queue_id=envelope.queue_id, error=str(exc))
+
+
+def _delivery_count(message: AbstractIncomingMessage) -> int:
+    """How often the quorum queue handed this message out before (its `x-delivery-count` header)."""
+    value = (message.headers or {}).get("x-delivery-count")
+    return value if isinstance(value, int) else 0
+
+
+def _give_up(deferred: Outcome, envelope: Envelope) -> Outcome:
+    """A temporary failure past the queue lifetime becomes permanent (same detail, class 5)."""
+    enhanced = "5" + deferred.enhanced[1:]
+    age_hours = (time.time() - envelope.first_seen) / 3600
+    text = f"{deferred.diagnostic} (gave up after {envelope.attempt + 1} attempts in {age_hours:.1f}h)"
+    return replace(deferred, status=Status.PERMANENT, enhanced=enhanced, diagnostic=text)

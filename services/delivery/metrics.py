@@ -1,0 +1,61 @@
+"""Prometheus metrics of the delivery service (bounded labels only: never an address or a queue id)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+ATTEMPTS = Counter(
+    "postroom_delivery_attempts_total",
+    "Delivery attempts per final recipient, by transport (local, smtp), outcome and status class (2, 4, 5).",
+    ["transport", "outcome", "status_class"],
+)
+DELAY = Histogram(
+    "postroom_delivery_delay_seconds",
+    "Time from acceptance by the ingress to the final outcome of a recipient (delivered or bounced).",
+    ["outcome"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 86400, 5 * 86400),
+)
+QUEUE_DEPTH = Gauge(
+    "postroom_delivery_queue_depth_messages",
+    "Messages ready in each queue (incoming, delay.<seconds>s, dead), polled with a passive declare.",
+    ["queue"],
+)
+MESSAGES = Counter(
+    "postroom_delivery_messages_total",
+    "Queue messages handled, by result (done, deferred, requeued, dead_lettered).",
+    ["result"],
+)
+IN_FLIGHT = Gauge("postroom_delivery_in_flight_messages", "Queue messages being worked on now.")
+DNS_LOOKUPS = Counter(
+    "postroom_delivery_dns_lookups_total",
+    "DNS lookups for mail routing, by record type and result (ok, nxdomain, nodata, null_mx, servfail, timeout).",
+    ["rtype", "result"],
+)
+BOUNCES = Counter("postroom_delivery_bounces_total", "Bounce messages (RFC 3464 reports) published.")
+DELAY_NOTICES = Counter("postroom_delivery_delay_notices_total", "Delay notices (Action: delayed) published.")
+BOUNCES_SUPPRESSED = Counter(
+    "postroom_delivery_bounces_suppressed_total", "Failed null-sender messages, never bounced (no bounce loops)."
+)
+DEAD_LETTERS = Counter(
+    "postroom_delivery_dead_letters_total", "Messages this worker rejected to the dead queue, by reason.", ["reason"]
+)
+CONSUMER_UP = Gauge("postroom_delivery_consumer_up", "1 while the queue consumer is running.")
+
+
+def init_series(queue_labels: list[str]) -> None:
+    """Create every labelled series at zero, so dashboards and alerts never see a missing series."""
+    for transport in ("local", "smtp"):
+        for result, status_class in (("delivered", "2"), ("deferred", "4"), ("bounced", "5")):
+            ATTEMPTS.labels(transport, result, status_class)
+    for result in ("delivered", "bounced"):
+        DELAY.labels(result)
+    for name in queue_labels:
+        QUEUE_DEPTH.labels(name).set(0)
+    for result in ("done", "deferred", "requeued", "dead_lettered"):
+        MESSAGES.labels(result)
+    for rtype in ("MX", "A", "AAAA"):
+        for result in ("ok", "nxdomain", "nodata", "servfail", "timeout"):
+            DNS_LOOKUPS.labels(rtype, result)
+    DNS_LOOKUPS.labels("MX", "null_mx")
+    DEAD_LETTERS.labels("malformed")
+    DEAD_LETTERS.labels("delivery_limit")

@@ -1,0 +1,248 @@
+"""Remote delivery over SMTP with aiosmtplib: next hops in order, opportunistic STARTTLS, per-recipient results."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, replace
+
+import aiosmtplib
+
+from services.delivery import outcome, transport_map
+from services.delivery.config import DeliverySettings
+from services.delivery.mx import MailHost, MailResolver, is_ip_literal
+from services.delivery.outcome import Outcome
+from services.delivery.routing import Target
+from services.delivery.transport_map import SMTP_PORT, Route
+from shared.envelope import Envelope
+from shared.errors import PermanentError, PostroomError, TemporaryError
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+TRANSPORT = "smtp"
+# A hop answered in a way that says "try the next one" (connection, greeting, EHLO, 4xx to MAIL).
+_HOP_FAILURES = (aiosmtplib.SMTPException, OSError, TimeoutError, ssl.SSLError)
+
+
+class _TLSFailed(Exception):
+    """The STARTTLS handshake or the EHLO after it failed."""
+
+
+@dataclass(frozen=True)
+class Hop:
+    host: str
+    address: str
+    port: int
+    relay: bool = False  # the relay host: authenticate when credentials are configured
+
+
+def opportunistic_tls_context() -> ssl.SSLContext:
+    """STARTTLS without certificate checks, as MTAs do for opportunistic TLS (RFC 7435): encryption against
+    passive listeners; a failed check would only make us fall back to plaintext anyway."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _reply(code: int, message: str) -> str:
+    return f"{code} {' '.join(message.split())}"
+
+
+class RemoteDelivery:
+    """Delivers one message to the recipients of one domain; returns an outcome per recipient, never raises
+    for a remote or DNS failure."""
+
+    def __init__(self, settings: DeliverySettings, resolver: MailResolver) -> None:
+        self.settings = settings
+        self.resolver = resolver
+        self.tls_context = opportunistic_tls_context()
+
+    async def __call__(self, envelope: Envelope, body: bytes, domain: str, targets: Sequence[Target]) -> list[Outcome]:
+        route = transport_map.lookup(self.settings.transport_map, domain)
+        relay = route is None and self.settings.relay_host is not None
+        route = route or self.settings.relay_host or _literal_route(domain)
+        last_error: PostroomError = TemporaryError("no mail host answered", enhanced="4.4.1")
+        tried = 0
+        try:
+            async for hop in self._hops(domain, route, relay):
+                tried += 1
+                results = await self._session(hop, envelope, body, targets)
+                if isinstance(results, list):
+                    return results
+                last_error = results
+        except PostroomError as exc:
+            last_error = exc
+        if tried == 0 and last_error.enhanced == "4.4.1":
+            last_error = TemporaryError(f"no address found for the mail hosts of {domain}", enhanced="4.4.4")
+        make = outcome.temporary if last_error.temporary else outcome.permanent
+        return [_from(make(t.address, last_error.enhanced, last_error.message, TRANSPORT), t) for t in targets]
+
+    async def _hops(self, domain: str, route: Route | None, relay: bool) -> AsyncIterator[Hop]:
+        """Each address of each host in order: `[host]` routes skip MX lookup (Postfix transport semantics)."""
+        port = route.port if route else SMTP_PORT
+        if route is not None and not route.mx:
+            hosts = [MailHost(route.host, 0)]
+        else:
+            hosts = await self.resolver.mail_hosts(route.host if route else domain)
+        lookup_error: PostroomError | None = None
+        for host in hosts:
+            try:
+                addresses = await self.resolver.addresses(host.name)
+            except PostroomError as exc:
+                lookup_error = exc  # this host's DNS is broken; the next MX may still work
+                continue
+            if addresses is None and host.implicit:
+                # RFC 5321 §5.1: no MX and no address records: the domain has no mail host at all.
+                raise PermanentError(f"domain {domain} has no MX and no address records", enhanced="5.1.2")
+            for address in addresses or []:
+                yield Hop(host.name, address, port, relay)
+        if lookup_error is not None:
+            raise lookup_error
+
+    async def _session(
+        self, hop: Hop, envelope: Envelope, body: bytes, targets: Sequence[Target]
+    ) -> list[Outcome] | PostroomError:
+        """One SMTP transaction. A list is a decision for every target; an error means: try the next hop."""
+        try:
+            return await self._transaction(hop, envelope, body, targets, tls=True)
+        except _TLSFailed as exc:
+            # Opportunistic TLS (RFC 7435): a failed handshake is no reason not to deliver; try again in plaintext.
+            log.info("STARTTLS failed; retrying in plaintext", host=hop.host, address=hop.address, error=str(exc))
+        except _HOP_FAILURES as exc:
+            return self._hop_error(hop, exc)
+        try:
+            return await self._transaction(hop, envelope, body, targets, tls=False)
+        except _HOP_FAILURES as exc:
+            return self._hop_error(hop, exc)
+
+    def _hop_error(self, hop: Hop, exc: BaseException) -> PostroomError:
+        if isinstance(exc, aiosmtplib.SMTPResponseException):
+            text = f"{hop.host}[{hop.address}] said: {_reply(exc.code, exc.message)}"
+        else:
+            text = f"connect to {hop.host}[{hop.address}]:{hop.port}: {type(exc).__name__} {exc}".strip()
+        log.info("hop failed", host=hop.host, address=hop.address, error=text)
+        return TemporaryError(text, enhanced="4.4.1")
+
+    async def _transaction(
+        self, hop: Hop, envelope: Envelope, body: bytes, targets: Sequence[Target], tls: bool
+    ) -> list[Outcome]:
+        s = self.settings
+        # The TCP connect gets its own short timeout (a dead host should not hold us for 5 minutes); the 220
+        # greeting then gets the RFC 5321 §4.5.3.2.1 five minutes.
+        sock = await _connect(hop.address, hop.port, s.smtp_connect_timeout)
+        client = aiosmtplib.SMTP(
+            sock=sock, local_hostname=s.hostname, timeout=s.smtp_command_timeout, start_tls=False, validate_certs=False
+        )
+        try:
+            await client.connect(timeout=s.smtp_greeting_timeout)
+        except BaseException:
+            sock.close()
+            raise
+        try:
+            await client.ehlo()
+            if tls and client.supports_extension("starttls"):
+                try:
+                    await client.starttls(tls_context=self.tls_context, server_hostname=hop.host)
+                    await client.ehlo()
+                except _HOP_FAILURES as exc:
+                    raise _TLSFailed(str(exc) or type(exc).__name__) from exc
+            if hop.relay and s.relay_username and s.relay_password is not None:
+                await client.login(s.relay_username, s.relay_password.get_secret_value())
+            return await self._send(client, hop, envelope, body, targets)
+        finally:
+            try:
+                await client.quit(timeout=10)
+            except Exception:
+                client.close()
+
+    async def _send(
+        self, client: aiosmtplib.SMTP, hop: Hop, envelope: Envelope, body: bytes, targets: Sequence[Target]
+    ) -> list[Outcome]:
+        addresses = [envelope.mail_from, *(t.address for t in targets)]
+        utf8 = not all(a.isascii() for a in addresses)
+        if utf8 and not client.supports_extension("smtputf8"):
+            # RFC 6531 §3.4: a UTF-8 address cannot be sent to a server without SMTPUTF8; no downgrade exists.
+            text = f"{hop.host} does not support SMTPUTF8, needed for this message"
+            return [_from(outcome.permanent(t.address, "5.6.7", text, TRANSPORT, hop.host), t) for t in targets]
+        params = {p.upper() for p in envelope.esmtp}
+        options = []
+        if client.supports_extension("size"):
+            options.append(f"SIZE={len(body)}")
+        if client.supports_extension("8bitmime") and (not body.isascii() or "BODY=8BITMIME" in params):
+            options.append("BODY=8BITMIME")
+        if client.supports_extension("smtputf8") and (utf8 or "SMTPUTF8" in params):
+            options.append("SMTPUTF8")
+        encoding = "utf-8" if utf8 else "ascii"
+        try:
+            await client.mail(envelope.mail_from, options=options, encoding=encoding)
+        except aiosmtplib.SMTPSenderRefused as exc:
+            if exc.code >= 500:
+                return [self._refused(t, hop, exc.code, exc.message) for t in targets]
+            raise
+        results: list[Outcome] = []
+        accepted: list[Target] = []
+        for target in targets:
+            try:
+                await client.rcpt(target.address, encoding=encoding)
+                accepted.append(target)
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                results.append(self._refused(target, hop, exc.code, exc.message))
+        if not accepted:
+            return results
+        try:
+            # aiosmtplib turns every line end into CRLF and dot-stuffs lines starting with "." (RFC 5321 §4.5.2).
+            # RFC 5321 §4.5.3.2.6: up to 10 minutes for the reply to the final dot.
+            response = await client.data(body, timeout=self.settings.smtp_data_timeout)
+        except aiosmtplib.SMTPDataError as exc:
+            return results + [self._refused(t, hop, exc.code, exc.message) for t in accepted]
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
+            # The message may or may not have arrived; retrying risks a duplicate, never a loss (RFC 5321 §6.1).
+            text = f"{hop.host}[{hop.address}]: lost connection during DATA: {type(exc).__name__}"
+            return results + [
+                _from(outcome.temporary(t.address, "4.4.2", text, TRANSPORT, hop.host), t) for t in accepted
+            ]
+        reply = _reply(response.code, response.message)
+        return results + [_from(outcome.delivered(t.address, reply, TRANSPORT, hop.host), t) for t in accepted]
+
+    def _refused(self, target: Target, hop: Hop, code: int, message: str) -> Outcome:
+        reply = _reply(code, message)
+        enhanced = _enhanced(code, message)
+        make = outcome.permanent if code >= 500 else outcome.temporary
+        return _from(make(target.address, enhanced, reply, TRANSPORT, hop.host), target)
+
+
+async def _connect(address: str, port: int, timeout: float) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (address, port)), timeout)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _literal_route(domain: str) -> Route | None:
+    """`user@[192.0.2.1]` (RFC 5321 §4.1.3 address literal): deliver to that address, no DNS."""
+    if domain.startswith("[") and domain.endswith("]"):
+        literal = domain[1:-1].removeprefix("IPv6:").removeprefix("ipv6:")
+        if is_ip_literal(literal):
+            return Route(literal, SMTP_PORT, mx=False)
+    return None
+
+
+def _enhanced(code: int, message: str) -> str:
+    """The RFC 3463 code in the reply when it carries one of the right class, else a generic one."""
+    first = message.split(maxsplit=1)[0] if message.split() else ""
+    parts = first.split(".")
+    if len(parts) == 3 and all(p.isdigit() for p in parts) and first[0] == str(code)[0]:
+        return first
+    return f"{str(code)[0]}.0.0"
+
+
+def _from(found: Outcome, target: Target) -> Outcome:
+    return replace(found, original=target.original)

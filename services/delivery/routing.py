@@ -1,0 +1,101 @@
+"""Alias and catch-all expansion with a depth limit, and the split of final recipients into local and remote."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from services.delivery import outcome
+from services.delivery.outcome import Outcome
+from services.store import Accounts
+from services.store.keys import normalize_address
+
+
+@dataclass(frozen=True)
+class Target:
+    """A final recipient and the envelope recipient it came from."""
+
+    address: str
+    original: str
+    local: bool
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2]
+
+
+@dataclass
+class Plan:
+    """Where each recipient of a message goes: local mailboxes, remote domains, or nowhere (with the reason)."""
+
+    local: list[Target] = field(default_factory=list)
+    remote: dict[str, list[Target]] = field(default_factory=dict)
+    failed: list[Outcome] = field(default_factory=list)
+
+
+def _plausible(address: str) -> bool:
+    """local@domain without spaces or control characters; the ingress checked more, this guards the DNS path."""
+    local, at, domain = address.rpartition("@")
+    return bool(at and local and domain) and address.isprintable() and not any(c.isspace() for c in address)
+
+
+class _TooDeep(Exception):
+    pass
+
+
+class Router:
+    """Expands recipients through the store's aliases; a loop or a chain deeper than the limit ends the branch."""
+
+    def __init__(self, accounts: Accounts, depth_limit: int) -> None:
+        self.accounts = accounts
+        self.depth_limit = depth_limit
+
+    async def plan(self, recipients: tuple[str, ...]) -> Plan:
+        plan = Plan()
+        seen: set[str] = set()
+        for original in recipients:
+            if not _plausible(original):
+                plan.failed.append(outcome.permanent(original, "5.1.3", "bad destination mailbox address syntax"))
+                continue
+            try:
+                finals = await self._expand(normalize_address(original), ())
+            except _TooDeep:
+                plan.failed.append(
+                    outcome.permanent(original, "5.4.6", "alias expansion deeper than the limit (mail loop?)")
+                )
+                continue
+            if not finals:
+                plan.failed.append(outcome.permanent(original, "5.4.6", "alias expands to no recipient (loop)"))
+                continue
+            for address, local in finals:
+                # Two envelope recipients expanding to one mailbox get one copy (RFC 5321 §3.7.2 leaves it to us).
+                if address in seen:
+                    continue
+                seen.add(address)
+                target = Target(address, original, local)
+                if local:
+                    plan.local.append(target)
+                else:
+                    plan.remote.setdefault(target.domain, []).append(target)
+        return plan
+
+    async def _expand(self, address: str, path: tuple[str, ...]) -> list[tuple[str, bool]]:
+        domain = address.rpartition("@")[2]
+        if not await self.accounts.is_local_domain(domain):
+            return [(address, False)]
+        if len(path) >= self.depth_limit:
+            raise _TooDeep
+        targets = await self.accounts.alias_targets(address)
+        if targets is None and not await self.accounts.user_exists(address):
+            targets = await self.accounts.alias_targets("@" + domain)  # catch-all, only for non-users
+        if targets is None:
+            # A user, or nobody: local delivery answers NO_MAILBOX (5.1.1) for the latter.
+            return [(address, True)]
+        finals: list[tuple[str, bool]] = []
+        for target in (normalize_address(t) for t in targets):
+            if target == address or target in path:
+                # An alias naming itself (or an ancestor) keeps a copy in that mailbox if one exists, as Postfix does.
+                if await self.accounts.user_exists(target):
+                    finals.append((target, True))
+                continue
+            finals.extend(await self._expand(target, (*path, address)))
+        return finals

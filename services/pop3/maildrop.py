@@ -1,0 +1,130 @@
+"""An open maildrop: the lock held by this session, the snapshot taken at login and the messages marked deleted."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from services.store import MessageInfo, Store
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class MessageGone(Exception):
+    """The snapshot lists a message whose body is no longer stored (e.g. the account was removed)."""
+
+
+class Maildrop:
+    """RFC 1939 §8 exclusive access plus the session's view: a snapshot that later deliveries do not change."""
+
+    def __init__(self, store: Store, address: str, token: str, messages: list[MessageInfo], lock_ttl: float) -> None:
+        self.store = store
+        self.address = address
+        self.token = token
+        self.messages = messages
+        self.lock_ttl = lock_ttl
+        self.deleted: set[int] = set()
+        self.lock_lost = False
+        self._refresher: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, store: Store, address: str, lock_ttl: float) -> Maildrop | None:
+        """Lock, then snapshot (so nothing can delete between the two); None when another session holds it."""
+        token = await store.mailboxes.acquire_lock(address, lock_ttl)
+        if token is None:
+            return None
+        try:
+            messages = await store.mailboxes.snapshot(address)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await store.mailboxes.release_lock(address, token)
+            raise
+        maildrop = cls(store, address, token, messages, lock_ttl)
+        maildrop._refresher = asyncio.create_task(maildrop._keep_lock(), name=f"pop3-lock-{address}")
+        return maildrop
+
+    # -- the session's view ------------------------------------------------------------------------------------
+    def get(self, msg: int) -> MessageInfo | None:
+        """Message number `msg` (1-based) unless it does not exist or is marked deleted."""
+        if not 1 <= msg <= len(self.messages) or msg in self.deleted:
+            return None
+        return self.messages[msg - 1]
+
+    def exists(self, msg: int) -> bool:
+        return 1 <= msg <= len(self.messages)
+
+    def visible(self) -> list[tuple[int, MessageInfo]]:
+        return [(n, info) for n, info in enumerate(self.messages, 1) if n not in self.deleted]
+
+    def stat(self) -> tuple[int, int]:
+        visible = self.visible()
+        return len(visible), sum(info.size for _, info in visible)
+
+    def mark_deleted(self, msg: int) -> None:
+        self.deleted.add(msg)
+
+    def reset(self) -> None:
+        self.deleted.clear()
+
+    # -- reading -----------------------------------------------------------------------------------------------
+    async def open_message(self, info: MessageInfo, chunk_size: int) -> AsyncIterator[bytes]:
+        """Read the first chunk now (so a missing body is known before `+OK`), the rest lazily."""
+        mailboxes = self.store.mailboxes
+        first = await mailboxes.read_range(self.address, info.uid, 0, chunk_size - 1)
+        if not first:
+            raise MessageGone(info.uid)
+        return self._rest(info, first, chunk_size)
+
+    async def _rest(self, info: MessageInfo, first: bytes, chunk_size: int) -> AsyncIterator[bytes]:
+        chunk, offset = first, 0
+        while True:
+            yield chunk
+            offset += len(chunk)
+            if len(chunk) < chunk_size:
+                break
+            chunk = await self.store.mailboxes.read_range(self.address, info.uid, offset, offset + chunk_size - 1)
+            if not chunk:
+                break
+        if offset < info.size:
+            # Removed while we were sending it (the account was deleted): the transfer must fail, not look complete.
+            raise MessageGone(info.uid)
+
+    # -- update and lock ---------------------------------------------------------------------------------------
+    async def commit(self) -> int | None:
+        """RFC 1939 §6: remove the messages marked deleted, atomically and only while we own the lock."""
+        uids = [self.messages[n - 1].uid for n in sorted(self.deleted)]
+        if not uids:
+            return 0
+        return await self.store.mailboxes.delete(self.address, self.token, uids)
+
+    async def _keep_lock(self) -> None:
+        # Refresh at a third of the TTL so one missed refresh (a Redis hiccup) does not lose the lock.
+        interval = max(self.lock_ttl / 3, 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                refreshed = await self.store.mailboxes.refresh_lock(self.address, self.token, self.lock_ttl)
+            except Exception as exc:
+                log.warning("pop3 lock refresh failed", address=self.address, error=str(exc))
+                continue
+            if not refreshed:
+                self.lock_lost = True
+                log.warning("pop3 maildrop lock lost", address=self.address)
+                return
+
+    async def close(self) -> None:
+        """Stop refreshing and release the lock now (RFC 1939 §8: the next session must not wait for a TTL)."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._refresher
+            self._refresher = None
+        try:
+            await self.store.mailboxes.release_lock(self.address, self.token)
+        except Exception as exc:  # the TTL frees it later; nothing was deleted either way
+            log.warning("pop3 lock release failed", address=self.address, error=str(exc))
+
+    def __repr__(self) -> str:
+        return f"Maildrop({self.address!r}, {len(self.messages)} messages, {len(self.deleted)} deleted)"

@@ -1,0 +1,42 @@
+"""Prometheus metrics of the POP3 service; label values are bounded (command keywords, fixed result names)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+from services.pop3.command import KNOWN_VERBS
+
+LISTENERS = ("pop3", "pop3s")
+RESULTS = ("ok", "err")
+MECHANISMS = ("user", "plain", "login")
+CLOSE_REASONS = ("quit", "disconnect", "autologout", "bad_commands", "auth_failures", "error", "shutdown")
+
+SESSIONS_ACTIVE = Gauge("postroom_pop3_sessions_active", "POP3 sessions currently open")
+CONNECTIONS = Counter("postroom_pop3_connections_total", "POP3 connections accepted", ["listener"])
+CONNECTIONS_REFUSED = Counter(
+    "postroom_pop3_connections_refused_total", "POP3 connections refused by the global or per-IP cap"
+)
+SESSIONS_CLOSED = Counter("postroom_pop3_sessions_closed_total", "POP3 sessions ended, by reason", ["reason"])
+COMMANDS = Counter("postroom_pop3_commands_total", "POP3 commands answered", ["command", "result"])
+AUTH_FAILURES = Counter("postroom_pop3_auth_failures_total", "Failed POP3 logins", ["mechanism"])
+LOCK_CONFLICTS = Counter("postroom_pop3_lock_conflicts_total", "Logins refused because the maildrop was locked")
+MESSAGES_RETRIEVED = Counter("postroom_pop3_messages_retrieved_total", "Messages sent in full by RETR")
+MESSAGES_DELETED = Counter("postroom_pop3_messages_deleted_total", "Messages removed in the UPDATE state")
+SENT_BYTES = Counter("postroom_pop3_sent_bytes_total", "Bytes written to POP3 clients")
+STLS_UPGRADES = Counter("postroom_pop3_stls_total", "Successful STLS upgrades")
+
+
+def _initialise() -> None:
+    """Create every labelled series at zero, so dashboards and alerts never see a missing series."""
+    for listener in LISTENERS:
+        CONNECTIONS.labels(listener)
+    for reason in CLOSE_REASONS:
+        SESSIONS_CLOSED.labels(reason)
+    for verb in (*sorted(KNOWN_VERBS), "UNKNOWN", "INVALID"):
+        for result in RESULTS:
+            COMMANDS.labels(verb, result)
+    for mechanism in MECHANISMS:
+        AUTH_FAILURES.labels(mechanism)
+
+
+_initialise()

@@ -1,0 +1,33 @@
+"""TRANSACTION-state retrieval: RETR and TOP (RFC 1939 §7), streamed from the store in chunks."""
+
+from __future__ import annotations
+
+from services.pop3 import metrics, replies
+from services.pop3.command import Retr, Top
+from services.pop3.maildrop import MessageGone
+from services.pop3.response import Outcome, Stream
+from services.pop3.state import SessionState
+
+
+async def retr(session: SessionState, command: Retr) -> Outcome:
+    assert session.maildrop is not None
+    info = session.maildrop.get(command.msg)
+    if info is None:
+        return replies.ERR_NO_SUCH_MESSAGE
+    try:
+        chunks = await session.maildrop.open_message(info, session.ctx.settings.pop3_chunk_size)
+    except MessageGone:
+        return replies.ERR_MESSAGE_GONE
+    return Stream(replies.ok_retr(info.size), chunks, on_complete=metrics.MESSAGES_RETRIEVED.inc)
+
+
+async def top(session: SessionState, command: Top) -> Outcome:
+    assert session.maildrop is not None
+    info = session.maildrop.get(command.msg)
+    if info is None:
+        return replies.ERR_NO_SUCH_MESSAGE
+    try:
+        chunks = await session.maildrop.open_message(info, session.ctx.settings.pop3_chunk_size)
+    except MessageGone:
+        return replies.ERR_MESSAGE_GONE
+    return Stream(replies.OK_TOP, chunks, top_lines=command.lines)

@@ -1,0 +1,176 @@
+"""Reply values and their wire form: status lines, multi-line bodies, and the streamed, dot-stuffed message body."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+CRLF = b"\r\n"
+TERMINATOR = b".\r\n"
+
+
+class Action(enum.Enum):
+    """What the session does after sending a reply."""
+
+    NONE = "none"
+    CLOSE = "close"
+    START_TLS = "start_tls"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A single-line `+OK` / `-ERR` reply; `text` may start with an RFC 2449 §8 response code like `[IN-USE]`."""
+
+    ok: bool
+    text: str
+    action: Action = Action.NONE
+
+    def encode(self) -> bytes:
+        status = b"+OK" if self.ok else b"-ERR"
+        return status + (b" " + self.text.encode() if self.text else b"") + CRLF
+
+    def then(self, action: Action) -> Reply:
+        return replace(self, action=action)
+
+
+@dataclass(frozen=True)
+class MultiLine:
+    """`+OK` followed by short lines (CAPA, LIST, UIDL) and the terminating dot line."""
+
+    head: Reply
+    lines: Sequence[str] = field(default_factory=tuple)
+
+    def encode(self) -> bytes:
+        body = b"".join(("." + line if line.startswith(".") else line).encode() + CRLF for line in self.lines)
+        return self.head.encode() + body + TERMINATOR
+
+
+@dataclass(frozen=True)
+class Stream:
+    """`+OK` followed by message bytes read in chunks; `top_lines` keeps the headers and that many body lines."""
+
+    head: Reply
+    chunks: AsyncIterator[bytes]
+    top_lines: int | None = None
+    on_complete: Callable[[], None] | None = None
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """A SASL continuation (RFC 5034 §4): send `+ prompt`, then hand the client's next line to `resume`."""
+
+    prompt: str
+    resume: Callable[[bytes], Awaitable[Outcome]]
+
+    def encode(self) -> bytes:
+        return b"+ " + self.prompt.encode() + CRLF
+
+
+Outcome = Reply | MultiLine | Stream | Challenge
+
+
+class LineEnds:
+    """Turns bare CR and bare LF into CRLF across chunk boundaries, so the wire only ever carries CRLF lines."""
+
+    def __init__(self) -> None:
+        self._pending_cr = False
+
+    def feed(self, data: bytes) -> bytes:
+        if self._pending_cr:
+            data = b"\r" + data
+            self._pending_cr = False
+        # A CR at the end may be the first half of a CRLF split across two chunks: decide on the next chunk.
+        if data.endswith(b"\r"):
+            data = data[:-1]
+            self._pending_cr = True
+        crlf = data.count(CRLF)
+        if data.count(b"\n") == crlf and data.count(b"\r") == crlf:
+            return data
+        return data.replace(CRLF, b"\n").replace(b"\r", b"\n").replace(b"\n", CRLF)
+
+    def finish(self) -> bytes:
+        pending, self._pending_cr = self._pending_cr, False
+        return CRLF if pending else b""
+
+
+class TopLimit:
+    """Passes CRLF text up to the blank line ending the headers plus `lines` body lines (RFC 1939 §7 TOP)."""
+
+    def __init__(self, lines: int) -> None:
+        self._remaining = lines
+        self._in_headers = True
+        self._line_start = True
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        if self.done:
+            return b""
+        position = 0
+        while True:
+            if not self._in_headers and self._remaining <= 0:
+                self.done = True
+                return data[:position]
+            end = data.find(CRLF, position)
+            if end < 0:
+                if position < len(data):
+                    self._line_start = False
+                return data
+            if self._in_headers and self._line_start and end == position:
+                self._in_headers = False
+            elif not self._in_headers:
+                self._remaining -= 1
+            position = end + 2
+            self._line_start = True
+
+
+class DotStuffer:
+    """RFC 1939 §3 byte-stuffing of CRLF text: a line starting with "." gets another "." in front."""
+
+    def __init__(self) -> None:
+        self._line_start = True
+
+    def feed(self, data: bytes) -> bytes:
+        if not data:
+            return data
+        if self._line_start and data.startswith(b"."):
+            data = b"." + data
+        if b"\n." in data:
+            data = data.replace(b"\n.", b"\n..")
+        self._line_start = data.endswith(b"\n")
+        return data
+
+    def finish(self) -> bytes:
+        """The end of the multi-line body: a CRLF if the message lacked a final one, then the dot line."""
+        return TERMINATOR if self._line_start else CRLF + TERMINATOR
+
+
+class BodyEncoder:
+    """Everything between `+OK` and the dot line of RETR/TOP: CRLF line ends, TOP cut, dot-stuffing."""
+
+    def __init__(self, top_lines: int | None = None) -> None:
+        self._ends = LineEnds()
+        self._top = TopLimit(top_lines) if top_lines is not None else None
+        self._stuffer = DotStuffer()
+
+    @property
+    def done(self) -> bool:
+        """True once TOP has everything it needs, so no further chunk has to be read."""
+        return self._top is not None and self._top.done
+
+    def _pass(self, data: bytes) -> bytes:
+        if self._top is not None:
+            data = self._top.feed(data)
+        return self._stuffer.feed(data)
+
+    def feed(self, chunk: bytes) -> bytes:
+        return self._pass(self._ends.feed(chunk))
+
+    def finish(self) -> bytes:
+        return self._pass(self._ends.finish()) + self._stuffer.finish()
+
+
+def encode_body(message: bytes, top_lines: int | None = None) -> bytes:
+    """The whole wire form of a message body held in memory (tests and small messages)."""
+    encoder = BodyEncoder(top_lines)
+    return encoder.feed(message) + encoder.finish()

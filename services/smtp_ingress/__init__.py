@@ -1,0 +1,1 @@
+"""The SMTP ingress: MX, submission and implicit-TLS listeners that queue accepted mail on RabbitMQ."""

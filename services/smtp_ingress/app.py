@@ -1,0 +1,94 @@
+"""Assembles the ingress (store, publisher, handler, listeners, health server) for `__main__` and the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import warnings
+
+from services.smtp_ingress import metrics
+from services.smtp_ingress.auth import Authenticator
+from services.smtp_ingress.config import IngressSettings
+from services.smtp_ingress.handler import IngressHandler
+from services.smtp_ingress.limits import AuthThrottle
+from services.smtp_ingress.publisher import Publisher
+from services.smtp_ingress.server import IngressServer
+from services.store import Store
+from shared.errors import ConfigError
+from shared.health import HealthServer
+from shared.logging import get_logger
+from shared.tls import server_context
+
+log = get_logger(__name__)
+
+
+def tls_context(settings: IngressSettings) -> ssl.SSLContext:
+    """The configured certificate, or a self-signed one when neither path is set; half a pair is an error."""
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise ConfigError("POSTROOM_TLS_CERT and POSTROOM_TLS_KEY must be set together")
+    try:
+        return server_context(settings.tls_cert, settings.tls_key, settings.hostname)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"POSTROOM_TLS_CERT/POSTROOM_TLS_KEY: cannot load the certificate and key: {exc}") from None
+
+
+class IngressApp:
+    """The running ingress: start, readiness, graceful stop."""
+
+    def __init__(self, settings: IngressSettings) -> None:
+        self.settings = settings
+        # aiosmtpd logs every command (and a deprecation warning per AUTH) on "mail.log"; our own logs suffice.
+        logging.getLogger("mail.log").setLevel(logging.ERROR)
+        # On the implicit-TLS listener AUTH is allowed without STARTTLS because the whole session is TLS.
+        warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS", UserWarning, "aiosmtpd")
+        metrics.initialise()
+        self.store = Store.connect(settings.redis_url, settings.namespace, settings.redis_cluster)
+        self.publisher = Publisher(settings.amqp_url, settings.namespace, settings.smtp_publish_timeout)
+        throttle = AuthThrottle(settings.smtp_auth_failure_delay, settings.smtp_auth_failure_delay_max)
+        self.handler = IngressHandler(settings, self.store, self.publisher, Authenticator(self.store, throttle))
+        tls = tls_context(settings)
+        self.server = IngressServer(settings, self.handler, tls)
+        self.health: HealthServer | None = None
+
+    async def start(self) -> None:
+        self.publisher.start()
+        await self.server.start()
+        if self.settings.metrics_listen is not None:
+            self.health = HealthServer(self.settings.metrics_listen)
+            self.health.add_check("amqp", self._broker_ready)
+            self.health.add_check("redis", self._redis_ready)
+            self.health.add_check("listeners", self._listeners_ready)
+            await self.health.start()
+
+    async def _broker_ready(self) -> bool:
+        return self.publisher.ready
+
+    async def _redis_ready(self) -> bool:
+        try:
+            return await asyncio.wait_for(self.store.ping(), 2)
+        except Exception:
+            return False
+
+    async def _listeners_ready(self) -> bool:
+        return self.server.listening and not self.server.registry.draining
+
+    async def ready(self) -> bool:
+        return await self._broker_ready() and await self._redis_ready() and await self._listeners_ready()
+
+    async def stop(self) -> None:
+        """Drain sessions, wait for publishes in flight, then close connections."""
+        await self.server.drain(self.settings.smtp_drain_timeout)
+        inflight = list(self.handler.inflight)
+        if inflight:
+            await asyncio.wait(inflight, timeout=self.settings.smtp_publish_timeout)
+        background = list(self.handler.background)
+        if background:
+            await asyncio.wait(background, timeout=5)
+        await self.publisher.stop()
+        if self.health is not None:
+            await self.health.stop()
+        with contextlib.suppress(Exception):
+            await self.store.close()
+        log.info("stopped")

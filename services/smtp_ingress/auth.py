@@ -1,0 +1,97 @@
+"""SMTP AUTH (RFC 4954) with SASL PLAIN (RFC 4616) and LOGIN, checked against the store off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+from base64 import b64decode
+from typing import Any
+
+from aiosmtpd.smtp import MISSING, AuthResult
+
+from services.smtp_ingress import metrics, replies
+from services.smtp_ingress.limits import AuthThrottle
+from services.store import Store
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+
+def decode_initial_response(text: str) -> bytes | None:
+    """RFC 4954 §4: `=` is an empty initial response; anything else must be strict base64."""
+    if text == "=":
+        return b""
+    try:
+        return b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        return None
+
+
+def parse_plain(blob: bytes) -> tuple[str, str] | None:
+    """`authzid NUL authcid NUL passwd`; an authzid other than the authcid (proxy auth) is not supported."""
+    parts = blob.split(b"\x00")
+    if len(parts) != 3:
+        return None
+    try:
+        authzid, login, password = (part.decode("utf-8") for part in parts)
+    except UnicodeDecodeError:
+        return None
+    if not login or (authzid and authzid.lower() != login.lower()):
+        return None
+    return login, password
+
+
+class Authenticator:
+    """Verifies credentials and slows down failures per client IP and per account."""
+
+    def __init__(self, store: Store, throttle: AuthThrottle) -> None:
+        self.store = store
+        self.throttle = throttle
+
+    async def check(self, ip: str, mechanism: str, login: str, password: str) -> AuthResult:
+        if await self.store.accounts.authenticate(login, password):
+            self.throttle.record_success(login)
+            log.info("auth ok", client=ip, mechanism=mechanism, user=login.lower())
+            return AuthResult(success=True, auth_data=login.strip().lower())
+        delay = self.throttle.delay(ip, login)
+        self.throttle.record_failure(ip, login)
+        metrics.AUTH_FAILURES.labels(mechanism).inc()
+        log.info("auth failed", client=ip, mechanism=mechanism, delay=delay)
+        await asyncio.sleep(delay)
+        return AuthResult(success=False, handled=False, message=replies.AUTH_INVALID)
+
+    async def plain(self, server: Any, ip: str, args: list[str]) -> AuthResult:
+        if len(args) > 1:
+            blob = decode_initial_response(args[1])
+            if blob is None:
+                return AuthResult(success=False, handled=False, message=replies.AUTH_BAD_BASE64)
+        else:
+            answer = await server.challenge_auth("")
+            if answer is MISSING:
+                return AuthResult(success=False, handled=True)
+            blob = answer
+        credentials = parse_plain(blob)
+        if credentials is None:
+            return AuthResult(success=False, handled=False, message=replies.AUTH_BAD_RESPONSE)
+        return await self.check(ip, "PLAIN", *credentials)
+
+    async def login(self, server: Any, ip: str, args: list[str]) -> AuthResult:
+        if len(args) > 1:
+            user_blob = decode_initial_response(args[1])
+            if user_blob is None:
+                return AuthResult(success=False, handled=False, message=replies.AUTH_BAD_BASE64)
+        else:
+            answer = await server.challenge_auth("Username:")
+            if answer is MISSING:
+                return AuthResult(success=False, handled=True)
+            user_blob = answer
+        password_blob = await server.challenge_auth("Password:")
+        if password_blob is MISSING:
+            return AuthResult(success=False, handled=True)
+        try:
+            login, password = user_blob.decode("utf-8"), password_blob.decode("utf-8")
+        except UnicodeDecodeError:
+            return AuthResult(success=False, handled=False, message=replies.AUTH_BAD_RESPONSE)
+        if not login:
+            return AuthResult(success=False, handled=False, message=replies.AUTH_BAD_RESPONSE)
+        return await self.check(ip, "LOGIN", login, password)

@@ -1,0 +1,233 @@
+"""aiosmtpd handler hooks: the mail policy of the ingress (who may send what to whom) and queueing at DATA."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiosmtpd.smtp import AuthResult, TLSSetupException
+
+from services.smtp_ingress import metrics, replies
+from services.smtp_ingress.auth import Authenticator
+from services.smtp_ingress.config import IngressSettings
+from services.smtp_ingress.message import ReceivedFacts, normalise_line_ends, received_header, submission_headers
+from services.smtp_ingress.policy import (
+    NULL_SENDER,
+    check_address,
+    client_ip,
+    has_control_characters,
+    split_domain,
+    valid_helo,
+)
+from services.smtp_ingress.publisher import Publisher
+from services.store import Store
+from services.store.keys import normalize_address
+from shared.envelope import Envelope
+from shared.errors import TemporaryError
+from shared.logging import get_logger
+from shared.queue_id import new_queue_id
+
+log = get_logger(__name__)
+
+# EHLO keywords we add to aiosmtpd's list (RFC 2920, RFC 2034); HELP is dropped.
+_EXTRA_EXTENSIONS = ("PIPELINING", "ENHANCEDSTATUSCODES")
+
+
+class IngressHandler:
+    """Hooks called by `IngressSMTP`; each returns the reply text (constants from `replies`)."""
+
+    def __init__(
+        self, settings: IngressSettings, store: Store, publisher: Publisher, authenticator: Authenticator
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.publisher = publisher
+        self.authenticator = authenticator
+        self.inflight: set[asyncio.Task[None]] = set()
+        self.background: set[asyncio.Task[None]] = set()
+
+    # -- greeting ---------------------------------------------------------------------------------------------
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        if has_control_characters(hostname) or len(hostname) > 255:
+            return [replies.HELO_BAD_NAME]
+        session.host_name = hostname
+        keywords = [line[4:] for line in responses[1:] if line[4:] != "HELP"]
+        keywords[1:1] = _EXTRA_EXTENSIONS
+        lines = [responses[0], *(f"250-{keyword}" for keyword in keywords)]
+        lines[-1] = "250 " + lines[-1][4:]
+        return lines
+
+    async def handle_HELO(self, server: Any, session: Any, envelope: Any, hostname: str) -> str:
+        if has_control_characters(hostname) or len(hostname) > 255:
+            return replies.HELO_BAD_NAME
+        session.host_name = hostname
+        return f"250 {self.settings.hostname}"
+
+    # -- envelope ---------------------------------------------------------------------------------------------
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        problem = check_address(address, sender=True, smtputf8="SMTPUTF8" in options)
+        if problem:
+            return problem
+        if session.authenticated and not await self._owns(str(session.auth_data), address):
+            log.info("sender not owned", client=server.client_ip, user=session.auth_data)
+            return replies.SENDER_NOT_OWNED
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return replies.SENDER_OK
+
+    async def _owns(self, user: str, address: str) -> bool:
+        """RFC 6409 §6.1: an authenticated user sends as itself or as an alias that points to it."""
+        if address == NULL_SENDER:
+            return False
+        candidate = normalize_address(address)
+        if candidate == user:
+            return True
+        targets = await self.store.accounts.alias_targets(candidate)
+        return targets is not None and user in (normalize_address(t) for t in targets)
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        if len(envelope.rcpt_tos) >= self.settings.max_recipients:
+            return replies.TOO_MANY_RECIPIENTS
+        problem = check_address(address, sender=False, smtputf8=bool(envelope.smtp_utf8))
+        if problem:
+            return problem
+        if await self.store.accounts.is_local_domain(split_domain(address)):
+            if not await self.store.accounts.recipient_exists(address):
+                return replies.NO_SUCH_USER
+        elif not (session.authenticated or server.trusted):
+            log.info("relay denied", client=server.client_ip, domain=split_domain(address))
+            return replies.RELAY_DENIED
+        if normalize_address(address) not in (normalize_address(r) for r in envelope.rcpt_tos):
+            envelope.rcpt_tos.append(address)
+            envelope.rcpt_options.extend(options)
+        return replies.RECIPIENT_OK
+
+    # -- message ----------------------------------------------------------------------------------------------
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        queue_id = new_queue_id()
+        try:
+            body, queued = self._prepare(server, session, envelope, queue_id)
+        except Exception:
+            log.exception("preparing message failed", queue_id=queue_id)
+            return replies.TEMPORARY_FAILURE
+        # Shielded: a client that disconnects at the final dot must not leave a half-published message.
+        task = asyncio.create_task(self._queue(body, queued, server, session))
+        self.inflight.add(task)
+        task.add_done_callback(self._finished)
+        try:
+            await asyncio.shield(task)
+        except TemporaryError as exc:
+            log.warning("message not queued", queue_id=queue_id, reason=exc.reason)
+            return replies.TEMPORARY_FAILURE
+        except Exception:
+            log.exception("queueing failed", queue_id=queue_id)
+            return replies.TEMPORARY_FAILURE
+        return replies.queued(queue_id)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self.inflight.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved here so a publish whose client left is not reported as unhandled
+
+    def _prepare(self, server: Any, session: Any, envelope: Any, queue_id: str) -> tuple[bytes, Envelope]:
+        content = normalise_line_ends(bytes(envelope.original_content or b""))
+        tls = server.tls_facts()
+        auth_user = str(session.auth_data) if session.authenticated else None
+        helo = session.host_name if session.host_name and valid_helo(session.host_name) else None
+        recipients = tuple(envelope.rcpt_tos)
+        facts = ReceivedFacts(
+            hostname=self.settings.hostname,
+            queue_id=queue_id,
+            client_ip=server.client_ip,
+            helo=helo,
+            esmtp=bool(session.extended_smtp),
+            tls_version=tls[0] if tls else None,
+            tls_cipher=tls[1] if tls else None,
+            auth_user=auth_user,
+            recipient=recipients[0] if len(recipients) == 1 else None,
+        )
+        extra = submission_headers(content, queue_id, self.settings.hostname) if auth_user else b""
+        body = b"".join((received_header(facts), extra, content))
+        # Drop aiosmtpd's copies now rather than after the publish: a large message is held once, not twice.
+        envelope.original_content = envelope.content = None
+        del content
+        mail_from = "" if envelope.mail_from == NULL_SENDER else str(envelope.mail_from)
+        queued = Envelope(
+            queue_id=queue_id,
+            mail_from=mail_from,
+            recipients=recipients,
+            client_address=server.client_ip,
+            auth_user=auth_user or "",
+            esmtp=tuple(envelope.mail_options),
+        )
+        return body, queued
+
+    async def _queue(self, body: bytes, envelope: Envelope, server: Any, session: Any) -> None:
+        await self.publisher.publish(body, envelope)
+        metrics.MESSAGES_ACCEPTED.labels(server.listener).inc()
+        metrics.MESSAGE_SIZE.observe(len(body))
+        tls = server.tls_facts()
+        log.info(
+            "queued",
+            queue_id=envelope.queue_id,
+            client=envelope.client_address,
+            size=len(body),
+            recipients=len(envelope.recipients),
+        )
+        accepted = {
+            "client": envelope.client_address,
+            "helo": session.host_name if session.host_name and valid_helo(session.host_name) else None,
+            "tls": tls[0] if tls else None,
+            "auth": envelope.auth_user or None,
+            "size": len(body),
+            "recipients": list(envelope.recipients),
+        }
+        # The trace is written after the reply's fate is sealed and never delays or fails it.
+        trace = asyncio.create_task(self._trace(envelope.queue_id, accepted))
+        self.background.add(trace)
+        trace.add_done_callback(self.background.discard)
+
+    async def _trace(self, queue_id: str, accepted: dict[str, Any]) -> None:
+        try:
+            await self.store.trace.record(queue_id, "accepted", "smtp", **accepted)
+            await self.store.trace.record(queue_id, "queued", "smtp")
+        except Exception as exc:
+            log.warning("trace failed", queue_id=queue_id, error=f"{type(exc).__name__}: {exc}")
+
+    # -- AUTH (aiosmtpd finds methods named auth_<MECHANISM> on the handler) ------------------------------------
+    async def auth_PLAIN(self, server: Any, args: list[str]) -> AuthResult:
+        return await self.authenticator.plain(server, server.client_ip, args)
+
+    async def auth_LOGIN(self, server: Any, args: list[str]) -> AuthResult:
+        return await self.authenticator.login(server, server.client_ip, args)
+
+    # -- PROXY protocol (only called when POSTROOM_SMTP_PROXY_PROTOCOL is on) --------------------------------------
+    async def handle_PROXY(self, server: Any, session: Any, envelope: Any, proxy_data: Any) -> bool:
+        if proxy_data.src_addr is None:
+            return True  # PROXY UNKNOWN / LOCAL: the balancer's own health check; keep the socket's address
+        return bool(server.rebind_client(client_ip((str(proxy_data.src_addr),))))
+
+    # -- small commands ---------------------------------------------------------------------------------------
+    async def handle_NOOP(self, server: Any, session: Any, envelope: Any, arg: str | None) -> str:
+        return replies.OK
+
+    async def handle_RSET(self, server: Any, session: Any, envelope: Any) -> str:
+        return replies.OK
+
+    async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:
+        return replies.BYE
+
+    async def handle_VRFY(self, server: Any, session: Any, envelope: Any, address: str) -> str:
+        # Never confirm or deny a mailbox (RFC 5321 §3.5.3 allows 252); VRFY must not become a user directory.
+        return replies.VRFY_CANNOT
+
+    async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, TLSSetupException):
+            # A client that fails the STARTTLS handshake is common on the Internet, not a fault of ours.
+            cause = error.__cause__
+            log.info("tls handshake failed", error=f"{type(cause).__name__}: {cause}")
+        else:
+            log.error("session error", error=f"{type(error).__name__}: {error}", exc_info=error)
+        return replies.TEMPORARY_FAILURE

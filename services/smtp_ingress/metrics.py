@@ -1,0 +1,56 @@
+"""Prometheus metrics of the SMTP ingress (`postroom_smtp_*`); every label value comes from a fixed set."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LISTENERS = ("smtp", "submission", "smtps")
+# Stages of an SMTP session, used as the `stage` label of rejections (never raw client text).
+STAGES = ("connect", "helo", "starttls", "auth", "mail", "rcpt", "data", "other")
+
+CONNECTIONS = Counter(
+    "postroom_smtp_connections_total",
+    "TCP connections by listener and admission result (accepted, limit, shutdown).",
+    ["listener", "result"],
+)
+ACTIVE_SESSIONS = Gauge("postroom_smtp_active_sessions", "SMTP sessions open now.", ["listener"])
+MESSAGES_ACCEPTED = Counter(
+    "postroom_smtp_messages_accepted_total", "Messages queued and answered with 250.", ["listener"]
+)
+REJECTIONS = Counter(
+    "postroom_smtp_rejections_total", "Replies with a 4xx or 5xx code, by session stage and code.", ["stage", "code"]
+)
+AUTH_FAILURES = Counter("postroom_smtp_auth_failures_total", "Failed AUTH attempts.", ["mechanism"])
+MESSAGE_SIZE = Histogram(
+    "postroom_smtp_message_size_bytes",
+    "Size of accepted messages as queued.",
+    buckets=(1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864),
+)
+PUBLISH_CONFIRM_SECONDS = Histogram(
+    "postroom_smtp_publish_confirm_seconds",
+    "Time from publishing a message to the broker's confirm.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+PUBLISH_FAILURES = Counter(
+    "postroom_smtp_publish_failures_total",
+    "Publishes answered 451: broker down, nack, return or timeout.",
+    ["reason"],
+)
+BROKER_CONNECTED = Gauge("postroom_smtp_broker_connected", "1 while the AMQP connection and channel are open.")
+
+PUBLISH_FAILURE_REASONS = ("unavailable", "nack", "returned", "timeout", "error")
+AUTH_MECHANISMS = ("PLAIN", "LOGIN")
+
+
+def initialise() -> None:
+    """Create every labelled series at zero so dashboards never see a missing series."""
+    for listener in LISTENERS:
+        ACTIVE_SESSIONS.labels(listener).set(0)
+        MESSAGES_ACCEPTED.labels(listener)
+        for result in ("accepted", "limit", "shutdown"):
+            CONNECTIONS.labels(listener, result)
+    for reason in PUBLISH_FAILURE_REASONS:
+        PUBLISH_FAILURES.labels(reason)
+    for mechanism in AUTH_MECHANISMS:
+        AUTH_FAILURES.labels(mechanism)
+    BROKER_CONNECTED.set(0)

@@ -1,0 +1,138 @@
+"""Publishing accepted messages to RabbitMQ with confirms, over a broker connection the ingress keeps up itself."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+from aio_pika.exceptions import DeliveryError, PublishError
+
+from services.smtp_ingress import metrics
+from shared.envelope import Envelope
+from shared.errors import TemporaryError
+from shared.logging import get_logger
+from shared.topology import Topology
+
+log = get_logger(__name__)
+
+# The ingress starts and serves even while the broker is down: a supervisor task connects, declares the
+# topology and re-connects with backoff after any loss. A publish without an open channel fails at once (451)
+# instead of waiting for a reconnect, so a client is never held beyond the publish timeout (invariant 1).
+RECONNECT_MIN = 0.2
+RECONNECT_MAX = 5.0
+
+
+class Publisher:
+    """One connection and one confirming channel; many publishes in flight on it, each awaiting its own confirm."""
+
+    def __init__(self, url: str, namespace: str, timeout: float) -> None:
+        self.url = url
+        self.topology = Topology(namespace)
+        self.timeout = timeout
+        self._connection: AbstractConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        channel, connection = self._channel, self._connection
+        return (
+            self._exchange is not None
+            and connection is not None
+            and not connection.is_closed
+            and channel is not None
+            and not channel.is_closed
+        )
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._supervise(), name="amqp-supervisor")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._disconnect()
+
+    async def _supervise(self) -> None:
+        delay = RECONNECT_MIN
+        while True:
+            try:
+                lost = await self._connect()
+                delay = RECONNECT_MIN
+                log.info("broker connected")
+                await lost
+                log.warning("broker connection lost; reconnecting")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("broker unavailable", error=f"{type(exc).__name__}: {exc}")
+            await self._disconnect()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX)
+
+    async def _connect(self) -> asyncio.Future[None]:
+        connection = await aio_pika.connect(
+            self.url, timeout=5, client_properties={"connection_name": "postroom-smtp-ingress"}
+        )
+        self._connection = connection
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        self._channel = channel
+        exchange = await self.topology.declare(channel)
+        lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def on_close(*_: Any) -> None:
+            self._exchange = None
+            metrics.BROKER_CONNECTED.set(0)
+            if not lost.done():
+                lost.set_result(None)
+
+        connection.close_callbacks.add(on_close)
+        channel.close_callbacks.add(on_close)
+        self._exchange = exchange
+        metrics.BROKER_CONNECTED.set(1)
+        return lost
+
+    async def _disconnect(self) -> None:
+        self._exchange = None
+        metrics.BROKER_CONNECTED.set(0)
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None and not connection.is_closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.close(), 5)
+
+    async def publish(self, body: bytes, envelope: Envelope) -> None:
+        """Return once the broker confirmed the message; raise TemporaryError on anything else."""
+        exchange = self._exchange
+        if exchange is None or not self.ready:
+            raise self._failure("unavailable", "no broker connection")
+        message = aio_pika.Message(
+            body,
+            headers=envelope.to_headers(),
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=envelope.queue_id,
+        )
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(
+                exchange.publish(message, routing_key=self.topology.incoming, mandatory=True), self.timeout
+            )
+        except TimeoutError:
+            raise self._failure("timeout", f"no confirm within {self.timeout}s") from None
+        except PublishError as exc:
+            raise self._failure("returned", f"returned by the broker: {exc}") from None
+        except DeliveryError as exc:
+            raise self._failure("nack", f"nacked by the broker: {exc}") from None
+        except Exception as exc:
+            raise self._failure("error", f"{type(exc).__name__}: {exc}") from None
+        metrics.PUBLISH_CONFIRM_SECONDS.observe(time.monotonic() - started)
+
+    @staticmethod
+    def _failure(reason: str, detail: str) -> TemporaryError:
+        metrics.PUBLISH_FAILURES.labels(reason).inc()
+        return TemporaryError("publish failed", enhanced="4.3.0", reason=f"{reason}: {detail}")

@@ -1,0 +1,231 @@
+"""The aiosmtpd protocol object of one connection, extended only where aiosmtpd has no hook for it."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from aiosmtpd.smtp import SMTP
+
+from services.smtp_ingress import metrics, replies
+from services.smtp_ingress.config import Network
+from services.smtp_ingress.limits import ConnectionLimiter
+from services.smtp_ingress.policy import client_ip, has_control_characters, is_trusted
+
+_STAGES = {
+    "HELO": "helo",
+    "EHLO": "helo",
+    "STARTTLS": "starttls",
+    "AUTH": "auth",
+    "MAIL": "mail",
+    "RCPT": "rcpt",
+    "DATA": "data",
+}
+
+
+@dataclass
+class SessionRegistry:
+    """State shared by every session of the process: caps, open sessions, the shutdown flag."""
+
+    limiter: ConnectionLimiter
+    trusted_networks: tuple[Network, ...]
+    max_errors: int
+    session_timeout: float
+    sessions: set[IngressSMTP] = field(default_factory=set)
+    draining: bool = False
+    empty: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def drain(self) -> None:
+        """Refuse new sessions with 421; close idle ones now, the others after their transaction."""
+        self.draining = True
+        for session in list(self.sessions):
+            if not session.in_transaction:
+                session.close_with(replies.SHUTTING_DOWN)
+        if not self.sessions:
+            self.empty.set()
+
+
+# Extensions: admission against the connection caps, a whole-session timer, a 421 before an idle-timeout
+# close, and one `push` through which every reply passes; it rewrites aiosmtpd's own texts into our
+# constants, counts rejections, closes the session after too many errors, and says goodbye during a graceful
+# shutdown. All mail policy stays in the handler's hooks.
+class IngressSMTP(SMTP):
+    """aiosmtpd's SMTP protocol with admission, error limits and reply translation."""
+
+    def __init__(self, handler: Any, *, registry: SessionRegistry, listener: str, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        # aiosmtpd keeps these limits in a class-level dict shared by all sessions; give each session its own.
+        self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
+        self._smtp_methods = _CommandTable(
+            {name: self._guard(name, method) for name, method in self._smtp_methods.items()}, self
+        )
+        self.registry = registry
+        self.listener = listener
+        self.stage = "connect"
+        self.client_ip = ""
+        self.trusted = False
+        self.errors = 0
+        self.closing = False
+        self._admitted: bool | None = None
+        self._counted = True  # holds a slot in the connection limiter
+        self._session_timer: asyncio.TimerHandle | None = None
+
+    # -- facts the handler reads ----------------------------------------------------------------------------
+    @property
+    def in_transaction(self) -> bool:
+        envelope = self.envelope
+        return envelope is not None and envelope.mail_from is not None
+
+    def tls_facts(self) -> tuple[str, str] | None:
+        """(protocol version, cipher) when the session is encrypted (STARTTLS or implicit TLS)."""
+        transport = self.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        if ssl_object is None:
+            return None
+        cipher = ssl_object.cipher()
+        return str(ssl_object.version() or "TLS"), str(cipher[0] if cipher else "")
+
+    # -- admission and teardown -----------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._admitted is None:
+            self.client_ip = client_ip(transport.get_extra_info("peername"))
+            self.trusted = is_trusted(self.client_ip, self.registry.trusted_networks)
+            refusal = replies.SHUTTING_DOWN if self.registry.draining else self.registry.limiter.admit(self.client_ip)
+            if refusal is not None:
+                self._admitted = False
+                result = "shutdown" if refusal == replies.SHUTTING_DOWN else "limit"
+                metrics.CONNECTIONS.labels(self.listener, result).inc()
+                metrics.REJECTIONS.labels("connect", "421").inc()
+                # uvloop transports are not asyncio.WriteTransport subclasses, hence the cast.
+                cast(asyncio.WriteTransport, transport).write(refusal.encode() + b"\r\n")
+                transport.close()
+                return
+            self._admitted = True
+            self.registry.sessions.add(self)
+            self.registry.empty.clear()
+            metrics.CONNECTIONS.labels(self.listener, "accepted").inc()
+            metrics.ACTIVE_SESSIONS.labels(self.listener).inc()
+            self._session_timer = asyncio.get_running_loop().call_later(
+                self.registry.session_timeout, self.close_with, replies.SESSION_TOO_LONG
+            )
+        super().connection_made(transport)
+
+    def rebind_client(self, ip: str) -> bool:
+        """Account the session to the client address a PROXY header revealed; False when its cap refuses it."""
+        limiter = self.registry.limiter
+        limiter.release(self.client_ip)
+        refusal = limiter.admit(ip)
+        self.client_ip = ip
+        self.trusted = is_trusted(ip, self.registry.trusted_networks)
+        if refusal is not None:
+            self._counted = False
+            self.close_with(refusal)
+            return False
+        return True
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if not self._admitted:
+            return
+        self._admitted = False
+        if self._session_timer is not None:
+            self._session_timer.cancel()
+        if self._counted:
+            self.registry.limiter.release(self.client_ip)
+        self.registry.sessions.discard(self)
+        metrics.ACTIVE_SESSIONS.labels(self.listener).dec()
+        if not self.registry.sessions:
+            self.registry.empty.set()
+        super().connection_lost(error)
+
+    def data_received(self, data: bytes) -> None:
+        # RFC 5321 §4.5.3.2.6: the DATA timeout runs per TCP receive, so a large message on a slow link is not
+        # cut by a timer started at the DATA command; the whole-session timer still bounds every session.
+        if not self._admitted:
+            return  # a refused connection is closing; whatever it sends is ignored
+        self._reset_timeout()
+        super().data_received(data)
+
+    def _timeout_cb(self) -> None:
+        # RFC 5321 §4.5.3.2: say 421 before closing an idle session rather than just dropping it.
+        self.close_with(replies.TIMEOUT)
+
+    def close_with(self, reply: str) -> None:
+        """Send a final 421 and close; nothing else is said or processed on this session afterwards."""
+        if self.closing:
+            return
+        self.closing = True
+        metrics.REJECTIONS.labels(self.stage, reply[:3]).inc()
+        transport = cast(asyncio.WriteTransport | None, self.transport)
+        if transport is not None and not transport.is_closing():
+            transport.write(reply.encode() + b"\r\n")
+            transport.close()
+
+    # -- replies --------------------------------------------------------------------------------------------
+    async def push(self, status: str | bytes) -> None:
+        if self.closing:
+            return
+        text = status if isinstance(status, str) else status.decode("utf-8", "replace")
+        text = replies.translate(text, self.stage)
+        code = replies.code_of(text)
+        if code == 421:
+            self.close_with(text)
+            return
+        if code >= 400:
+            metrics.REJECTIONS.labels(self.stage, str(code)).inc()
+        await super().push(text)
+        if self.stage == "connect":
+            self.stage = "other"  # the greeting is out; what follows answers commands
+        if code >= 500:
+            self.errors += 1
+            if self.errors >= self.registry.max_errors:
+                self.close_with(replies.TOO_MANY_ERRORS)
+        elif (
+            self.registry.draining
+            and not self.in_transaction
+            and code not in (220, 334, 354)
+            and text[3:4] != "-"  # not in the middle of a multi-line reply
+        ):
+            self.close_with(replies.SHUTTING_DOWN)
+
+    def _guard(self, name: str, method: Callable[[str | None], Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+        stage = _STAGES.get(name, "other")
+
+        async def run(arg: str | None) -> None:
+            if self.closing:
+                # The session said its 421; pipelined commands behind it must not take effect.
+                raise asyncio.CancelledError
+            self.stage = stage
+            if arg and has_control_characters(arg):
+                await self.push(replies.CONTROL_CHARACTERS)
+                return
+            if name == "AUTH" and arg:
+                # SASL mechanism names are matched case-insensitively by clients and servers alike.
+                mechanism, space, rest = arg.partition(" ")
+                arg = mechanism.upper() + space + rest
+            try:
+                await method(arg)
+            finally:
+                # Replies aiosmtpd sends before dispatching the next command belong to no command stage.
+                self.stage = "other"
+
+        return run
+
+
+class _CommandTable(dict[str, Any]):
+    """aiosmtpd's verb -> method table; a verb holding control characters gets 501 instead of 'unrecognized'."""
+
+    def __init__(self, methods: dict[str, Any], session: IngressSMTP) -> None:
+        super().__init__(methods)
+        self.session = session
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if has_control_characters(key):
+            return self._reject_control
+        return super().get(key, default)
+
+    async def _reject_control(self, arg: str | None) -> None:
+        self.session.stage = "other"
+        await self.session.push(replies.CONTROL_CHARACTERS)

@@ -1,0 +1,69 @@
+"""`python -m services.store`: the admin API and the store's metrics/health server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from services.store import Store
+from services.store.api import AdminServer, create_app
+from services.store.config import StoreSettings
+from services.store.metrics import STATS_REFRESH_FAILURES, StoreStatsCollector, register_stats_collector
+from services.store.queue_ops import QueueOps
+from services.store.stats import compute_stats
+from shared.health import HealthServer
+from shared.logging import configure_logging, get_logger
+from shared.service import run_service, wait_for_stop_signal
+from shared.settings import load_settings
+
+log = get_logger("services.store")
+
+
+async def refresh_stats(store: Store, collector: StoreStatsCollector, interval: float) -> None:
+    while True:
+        try:
+            collector.stats = await compute_stats(store.redis, store.keys)
+        except Exception as exc:
+            STATS_REFRESH_FAILURES.inc()
+            log.warning("store stats refresh failed", error=str(exc))
+        await asyncio.sleep(interval)
+
+
+async def main() -> None:
+    settings = load_settings(StoreSettings)
+    configure_logging(settings.log_level, settings.log_format, service="store")
+    stop = wait_for_stop_signal()
+    store = Store.connect(
+        settings.redis_url, settings.namespace, settings.redis_cluster, trace_retention=settings.trace_retention_seconds
+    )
+    queue = QueueOps(settings.amqp_url, settings.namespace, settings.retry_delays)
+    token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    if token is None:
+        log.warning("POSTROOM_ADMIN_TOKEN is not set: the admin API refuses every request")
+    admin = AdminServer(create_app(store, token, queue), settings.admin_listen) if settings.admin_listen else None
+    health = HealthServer(settings.metrics_listen) if settings.metrics_listen else None
+    collector = register_stats_collector()
+    if health is not None:
+        health.add_check("redis", store.ping)
+        if admin is not None:
+            health.add_check("admin_api", lambda: asyncio.sleep(0, admin.listening))
+        await health.start()
+    if admin is not None:
+        await admin.start()
+    log.info("store started", admin=str(settings.admin_listen), metrics=str(settings.metrics_listen))
+    refresher = asyncio.create_task(refresh_stats(store, collector, settings.stats_interval_seconds))
+    await stop.wait()
+    log.info("store stopping")
+    refresher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await refresher
+    if admin is not None:
+        await admin.stop()
+    if health is not None:
+        await health.stop()
+    await queue.close()
+    await store.close()
+
+
+if __name__ == "__main__":
+    run_service(main)

@@ -1,0 +1,320 @@
+"""The OpenAPI 3.0 document of the admin API, served at /api/v1/openapi.json (kept in step by the tests)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.store.api.models import MAX_PASSWORD, MAX_QUOTA, MAX_TEXT
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    out = {str(code): {"$ref": f"#/components/responses/E{code}"} for code in (400, 401, *codes, 503)}
+    out["default"] = {"$ref": "#/components/responses/Error"}
+    return out
+
+
+def _body(name: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+def _path_param(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT},
+    }
+
+
+_TEXT = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT}
+_QUOTA = {"type": "integer", "minimum": 0, "maximum": MAX_QUOTA, "description": "Bytes; 0 means no limit."}
+_PASSWORD = {"type": "string", "minLength": 1, "maxLength": MAX_PASSWORD}
+_QUEUE_ID = {"type": "string", "pattern": "^[0-9A-HJKMNP-TV-Z]{26}$"}
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"type": "string"}},
+    },
+    "DomainIn": {
+        "type": "object",
+        "required": ["domain"],
+        "additionalProperties": False,
+        "properties": {"domain": _TEXT},
+    },
+    "Domain": {"type": "object", "required": ["domain"], "properties": {"domain": {"type": "string"}}},
+    "Domains": {
+        "type": "object",
+        "required": ["domains"],
+        "properties": {"domains": {"type": "array", "items": {"type": "string"}}},
+    },
+    "UserIn": {
+        "type": "object",
+        "required": ["address", "password"],
+        "additionalProperties": False,
+        "properties": {"address": _TEXT, "password": _PASSWORD, "quota": _QUOTA},
+    },
+    "UserPatch": {
+        "type": "object",
+        "additionalProperties": False,
+        "minProperties": 1,
+        "description": "At least one of password and quota, not null both.",
+        "properties": {"password": {**_PASSWORD, "nullable": True}, "quota": {**_QUOTA, "nullable": True}},
+    },
+    "User": {
+        "type": "object",
+        "required": ["address", "quota", "created", "messages", "bytes"],
+        "properties": {
+            "address": {"type": "string"},
+            "quota": {"type": "integer"},
+            "created": {"type": "number", "description": "Unix time"},
+            "messages": {"type": "integer"},
+            "bytes": {"type": "integer"},
+        },
+    },
+    "Users": {
+        "type": "object",
+        "required": ["users"],
+        "properties": {"users": {"type": "array", "items": _ref("User")}},
+    },
+    "AliasIn": {
+        "type": "object",
+        "required": ["address", "targets"],
+        "additionalProperties": False,
+        "properties": {
+            "address": {**_TEXT, "description": "An address, or @domain for a catch-all."},
+            "targets": {"type": "array", "minItems": 1, "maxItems": 1000, "items": {"type": "string"}},
+        },
+    },
+    "Alias": {
+        "type": "object",
+        "required": ["address", "targets"],
+        "properties": {"address": {"type": "string"}, "targets": {"type": "array", "items": {"type": "string"}}},
+    },
+    "Aliases": {
+        "type": "object",
+        "required": ["aliases"],
+        "properties": {"aliases": {"type": "array", "items": _ref("Alias")}},
+    },
+    "QueueInfo": {
+        "type": "object",
+        "required": ["name", "kind", "exists", "messages", "consumers"],
+        "properties": {
+            "name": {"type": "string"},
+            "kind": {"type": "string", "enum": ["incoming", "delay", "dead"]},
+            "delay_seconds": {"type": "integer", "nullable": True},
+            "exists": {"type": "boolean"},
+            "messages": {"type": "integer", "description": "Messages ready for delivery"},
+            "consumers": {"type": "integer"},
+        },
+    },
+    "DeadLetter": {
+        "type": "object",
+        "required": ["queue_id", "mail_from", "recipients", "size", "reason"],
+        "properties": {
+            "queue_id": {"type": "string"},
+            "mail_from": {"type": "string"},
+            "recipients": {"type": "array", "items": {"type": "string"}},
+            "size": {"type": "integer"},
+            "first_seen": {"type": "number", "nullable": True},
+            "attempt": {"type": "integer"},
+            "reason": {"type": "string"},
+        },
+    },
+    "QueueStatus": {
+        "type": "object",
+        "required": ["queues", "dead_letters"],
+        "properties": {
+            "queues": {"type": "array", "items": _ref("QueueInfo")},
+            "dead_letters": {"type": "array", "items": _ref("DeadLetter")},
+        },
+    },
+    "RequeueIn": {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "Either queue_ids or all: true.",
+        "properties": {
+            "queue_ids": {"type": "array", "maxItems": 10000, "items": _QUEUE_ID},
+            "all": {"type": "boolean"},
+        },
+    },
+    "Requeued": {"type": "object", "required": ["requeued"], "properties": {"requeued": {"type": "integer"}}},
+    "Purged": {"type": "object", "required": ["purged"], "properties": {"purged": {"type": "integer"}}},
+    "TraceEvent": {
+        "type": "object",
+        "required": ["time", "event", "service"],
+        "additionalProperties": True,
+        "properties": {"time": {"type": "number"}, "event": {"type": "string"}, "service": {"type": "string"}},
+    },
+    "Trace": {
+        "type": "object",
+        "required": ["queue_id", "events"],
+        "properties": {"queue_id": {"type": "string"}, "events": {"type": "array", "items": _ref("TraceEvent")}},
+    },
+}
+
+_RESPONSES = {
+    "Error": _json(_ref("Error"), "An error"),
+    "E400": _json(_ref("Error"), "Bad input"),
+    "E401": _json(_ref("Error"), "Missing or wrong bearer token (or no token configured)"),
+    "E404": _json(_ref("Error"), "Not found"),
+    "E409": _json(_ref("Error"), "Conflicts with what exists"),
+    "E503": _json(_ref("Error"), "Redis or RabbitMQ unavailable"),
+}
+
+_ADDRESS = _path_param("address", "A user address (percent-encode '@' if your client needs to)")
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {
+        "title": "Postroom admin API",
+        "version": "1",
+        "description": "Accounts, queue and message traces. Every request needs `Authorization: Bearer <token>`.",
+    },
+    "security": [{"bearer": []}],
+    "paths": {
+        "/api/v1/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "summary": "This document",
+                "responses": {"200": _json({"type": "object"}, "The OpenAPI document"), **_errors()},
+            }
+        },
+        "/api/v1/domains": {
+            "get": {
+                "operationId": "listDomains",
+                "summary": "Local domains",
+                "responses": {"200": _json(_ref("Domains"), "The domains"), **_errors()},
+            },
+            "post": {
+                "operationId": "addDomain",
+                "summary": "Add a local domain",
+                "requestBody": _body("DomainIn"),
+                "responses": {"201": _json(_ref("Domain"), "Added"), **_errors(409)},
+            },
+        },
+        "/api/v1/domains/{domain}": {
+            "delete": {
+                "operationId": "removeDomain",
+                "summary": "Remove a domain without users (its aliases go with it)",
+                "parameters": [_path_param("domain", "The domain")],
+                "responses": {"204": {"description": "Removed"}, **_errors(404, 409)},
+            }
+        },
+        "/api/v1/users": {
+            "get": {
+                "operationId": "listUsers",
+                "summary": "Users with quota and usage",
+                "responses": {"200": _json(_ref("Users"), "The users"), **_errors()},
+            },
+            "post": {
+                "operationId": "addUser",
+                "summary": "Add a user in a local domain",
+                "requestBody": _body("UserIn"),
+                "responses": {"201": _json(_ref("User"), "Added"), **_errors(409)},
+            },
+        },
+        "/api/v1/users/{address}": {
+            "parameters": [_ADDRESS],
+            "get": {
+                "operationId": "getUser",
+                "summary": "One user",
+                "responses": {"200": _json(_ref("User"), "The user"), **_errors(404)},
+            },
+            "patch": {
+                "operationId": "updateUser",
+                "summary": "Change password and/or quota",
+                "requestBody": _body("UserPatch"),
+                "responses": {"200": _json(_ref("User"), "Changed"), **_errors(404)},
+            },
+            "delete": {
+                "operationId": "removeUser",
+                "summary": "Remove a user and its mailbox",
+                "responses": {"204": {"description": "Removed"}, **_errors(404)},
+            },
+        },
+        "/api/v1/aliases": {
+            "get": {
+                "operationId": "listAliases",
+                "summary": "Aliases and catch-alls",
+                "responses": {"200": _json(_ref("Aliases"), "The aliases"), **_errors()},
+            },
+            "post": {
+                "operationId": "addAlias",
+                "summary": "Add or replace an alias (targets may be remote)",
+                "requestBody": _body("AliasIn"),
+                "responses": {"201": _json(_ref("Alias"), "Added"), **_errors()},
+            },
+        },
+        "/api/v1/aliases/{address}": {
+            "delete": {
+                "operationId": "removeAlias",
+                "summary": "Remove an alias",
+                "parameters": [_path_param("address", "The alias address or @domain")],
+                "responses": {"204": {"description": "Removed"}, **_errors(404)},
+            }
+        },
+        "/api/v1/queue": {
+            "get": {
+                "operationId": "queueStatus",
+                "summary": "Depth and consumers of every queue, and the oldest dead letters",
+                "parameters": [
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "description": "How many dead letters to list (0: none)",
+                        "schema": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 100},
+                    }
+                ],
+                "responses": {"200": _json(_ref("QueueStatus"), "The queues"), **_errors(404)},
+            }
+        },
+        "/api/v1/queue/dead/requeue": {
+            "post": {
+                "operationId": "requeueDead",
+                "summary": "Move dead letters back to the work queue",
+                "requestBody": _body("RequeueIn"),
+                "responses": {"200": _json(_ref("Requeued"), "How many moved"), **_errors(404)},
+            }
+        },
+        "/api/v1/queue/dead": {
+            "delete": {
+                "operationId": "purgeDead",
+                "summary": "Delete every dead letter",
+                "responses": {"200": _json(_ref("Purged"), "How many deleted"), **_errors(404)},
+            }
+        },
+        "/api/v1/trace/{queue_id}": {
+            "get": {
+                "operationId": "getTrace",
+                "summary": "A message's life in order: accepted, queued, attempts, outcome",
+                "parameters": [
+                    {
+                        "name": "queue_id",
+                        "in": "path",
+                        "required": True,
+                        "description": "The queue id from the 250 reply or the Received: header",
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {"200": _json(_ref("Trace"), "The events"), **_errors(404)},
+            }
+        },
+    },
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": _SCHEMAS,
+        "responses": _RESPONSES,
+    },
+}

@@ -1,0 +1,92 @@
+"""What every `postroom` command shares: settings, one-line user errors, running store calls, tables and JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import click
+
+from services.store import Store
+from services.store.config import StoreSettings
+from shared.settings import load_settings
+
+T = TypeVar("T")
+
+
+class UserError(click.ClickException):
+    """A mistake of the person at the keyboard: one line on stderr, exit status 1, never a traceback."""
+
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"postroom: error: {self.format_message()}", err=True)
+
+
+def settings() -> StoreSettings:
+    return load_settings(StoreSettings)
+
+
+def run_with_store(action: Callable[[Store], Awaitable[T]]) -> T:
+    """Connect to Redis with the configured settings, run `action`, and always close the connection."""
+
+    async def body() -> T:
+        config = settings()
+        store = Store.connect(
+            config.redis_url,
+            config.namespace,
+            config.redis_cluster,
+            trace_retention=config.trace_retention_seconds,
+            socket_connect_timeout=5,
+            socket_timeout=10,
+        )
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(body())
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")
+
+
+def emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain left-aligned table with a header rule; readable in any terminal and in logs."""
+    cells = [[str(h) for h in headers], *[["" if c is None else str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def emit_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], empty: str) -> None:
+    if not rows:
+        click.echo(empty)
+        return
+    click.echo(render_table(headers, rows))
+
+
+def read_password_stdin() -> str:
+    """The first line of stdin without its line end (as `docker login --password-stdin` reads it)."""
+    line = sys.stdin.readline()
+    password = line.removesuffix("\n").removesuffix("\r")
+    if not password:
+        raise UserError("no password on standard input")
+    return password
+
+
+def human_bytes(value: int) -> str:
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(value)  # pragma: no cover - loop always returns

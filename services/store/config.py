@@ -1,0 +1,70 @@
+"""Settings of the store service, the admin API and the `postroom` CLI (`POSTROOM_*` variables)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import SecretStr, field_validator
+
+from shared.netaddr import HostPort
+from shared.settings import CommonSettings, listen_address, parse_duration
+
+DEFAULT_RETRY_SCHEDULE = "1m,5m,15m,30m,1h,2h,4h"
+
+
+def parse_schedule(text: str) -> list[int]:
+    """Whole seconds of each retry step of `POSTROOM_RETRY_SCHEDULE` (`1m,5m,1h`), as delivery names its queues."""
+    steps = [part for part in (p.strip() for p in text.split(",")) if part]
+    if not steps:
+        raise ValueError("needs at least one duration (e.g. 1m,5m,1h)")
+    return [max(1, round(parse_duration(step))) for step in steps]
+
+
+class StoreSettings(CommonSettings):
+    """The store's own settings on top of the common ones."""
+
+    metrics_listen: HostPort | None = HostPort("0.0.0.0", 9104)
+    admin_listen: HostPort | None = HostPort("0.0.0.0", 8080)
+    # No token means the API refuses every request (DESIGN: "API refuses all without one").
+    admin_token: SecretStr | None = None
+    # Kept as text and parsed by properties: pydantic-settings would otherwise try to read lists as JSON.
+    trace_retention: str = "7d"
+    retry_schedule: str = DEFAULT_RETRY_SCHEDULE
+    # How often the store's gauges (domains, mailboxes, messages, bytes) are recomputed from Redis.
+    stats_interval: str = "15s"
+
+    @field_validator("admin_listen", mode="before")
+    @classmethod
+    def _admin_listen(cls, value: Any) -> HostPort | None:
+        return listen_address(value)
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _admin_token(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("trace_retention", "stats_interval")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        parse_schedule(value)
+        return value
+
+    @property
+    def retry_delays(self) -> list[int]:
+        return parse_schedule(self.retry_schedule)
+
+    @property
+    def trace_retention_seconds(self) -> int:
+        return max(1, round(parse_duration(self.trace_retention)))
+
+    @property
+    def stats_interval_seconds(self) -> float:
+        return parse_duration(self.stats_interval)

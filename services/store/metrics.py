@@ -1,0 +1,45 @@
+"""Prometheus metrics of the store service: totals from Redis (refreshed periodically) and admin API requests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import REGISTRY, Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from services.store.stats import StoreStats
+
+API_REQUESTS = Counter(
+    "postroom_store_api_requests_total",
+    "Admin API requests by method and status code.",
+    ["method", "status"],
+)
+STATS_REFRESH_FAILURES = Counter(
+    "postroom_store_stats_refresh_failures_total",
+    "Failed recomputations of the store totals (Redis unreachable).",
+)
+
+
+class StoreStatsCollector(Collector):
+    """Reports the last computed StoreStats; all zero until the first refresh, so no series is ever missing."""
+
+    def __init__(self) -> None:
+        self.stats = StoreStats()
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        s = self.stats
+        yield GaugeMetricFamily("postroom_store_domains", "Local domains.", value=s.domains)
+        yield GaugeMetricFamily("postroom_store_mailboxes", "User mailboxes.", value=s.mailboxes)
+        yield GaugeMetricFamily("postroom_store_messages", "Messages stored in all mailboxes.", value=s.messages)
+        yield GaugeMetricFamily("postroom_store_stored_bytes", "Bytes stored in all mailboxes.", value=s.bytes)
+        # Counted in Redis by every service that records (Trace.record), so it survives restarts of any of them.
+        yield CounterMetricFamily(
+            "postroom_store_trace_events", "Trace events written by all services.", value=s.trace_events
+        )
+
+
+def register_stats_collector() -> StoreStatsCollector:
+    collector = StoreStatsCollector()
+    REGISTRY.register(collector)
+    return collector

@@ -1,0 +1,208 @@
+"""Queue operations over plain AMQP 0-9-1 (no management plugin): status, dead letters listed, requeued, purged.
+
+Depth and consumers come from passive queue declarations. Dead letters are read by cycling the dead queue: each
+message is taken with basic.get, copied to the tail of the same queue (or to `incoming` when requeued) on a channel
+with publisher confirms, and only then acked. Nothing is lost if we die half-way (at worst a message is there twice),
+and no message's delivery count grows with each look, as a get-then-nack-requeue would make it (RabbitMQ 4 quorum
+queues drop a message past their default delivery limit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+
+from shared.envelope import HEADER_PREFIX
+from shared.topology import Topology
+
+# A dead queue larger than this is cycled only this far in one call (bounded time per request).
+MAX_CYCLE = 10_000
+# Broker-set headers a requeued message must not carry back into the work queue.
+_BROKER_HEADERS = ("x-death", "x-delivery-count", "x-first-death-", "x-last-death-")
+
+
+class QueueError(Exception):
+    """RabbitMQ is unreachable or refused an operation; the text is safe to show."""
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    name: str
+    kind: str  # incoming, delay, dead
+    exists: bool
+    messages: int
+    consumers: int
+    delay_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    queue_id: str
+    mail_from: str
+    recipients: list[str]
+    size: int
+    first_seen: float | None
+    attempt: int
+    reason: str
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _dead_letter(message: AbstractIncomingMessage) -> DeadLetter:
+    headers = dict(message.headers or {})
+
+    def header(name: str, default: Any = "") -> Any:
+        return headers.get(f"{HEADER_PREFIX}{name}", default)
+
+    try:
+        first_seen: float | None = float(_text(header("first-seen")))
+    except ValueError:
+        first_seen = None
+    try:
+        attempt = int(_text(header("attempt", 0)))
+    except ValueError:
+        attempt = 0
+    return DeadLetter(
+        queue_id=_text(message.message_id or header("queue-id")),
+        mail_from=_text(header("mail-from")),
+        recipients=[_text(r) for r in header("rcpt-to", []) or []],
+        size=len(message.body),
+        first_seen=first_seen,
+        attempt=attempt,
+        reason=_text(headers.get("x-first-death-reason", "unknown")),
+    )
+
+
+def _copy(message: AbstractIncomingMessage, clean: bool) -> aio_pika.Message:
+    headers = dict(message.headers or {})
+    if clean:
+        headers = {k: v for k, v in headers.items() if not k.startswith(_BROKER_HEADERS)}
+    return aio_pika.Message(
+        message.body,
+        headers=headers,
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=message.message_id,
+        timestamp=message.timestamp,
+        type=message.type,
+        app_id=message.app_id,
+    )
+
+
+class QueueOps:
+    """Opens an AMQP connection on first use and keeps it; every operation uses channels of its own."""
+
+    def __init__(self, amqp_url: str, namespace: str, delays: Iterable[int]) -> None:
+        self.amqp_url = amqp_url
+        self.topology = Topology(namespace)
+        self.delays = sorted(set(delays))
+        self._connection: AbstractConnection | None = None
+        self._connect_lock = asyncio.Lock()
+        # One cycle of the dead queue at a time from this process, so two requests do not list each other's copies.
+        self._dead_lock = asyncio.Lock()
+
+    async def _connect(self) -> AbstractConnection:
+        async with self._connect_lock:
+            if self._connection is None or self._connection.is_closed:
+                try:
+                    self._connection = await aio_pika.connect(self.amqp_url, timeout=10)
+                except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
+                    raise QueueError(f"cannot reach RabbitMQ (POSTROOM_AMQP_URL): {exc}") from None
+            return self._connection
+
+    @contextlib.asynccontextmanager
+    async def _channel(self, confirms: bool = False) -> AsyncIterator[AbstractChannel]:
+        connection = await self._connect()
+        try:
+            channel = await connection.channel(publisher_confirms=confirms, on_return_raises=confirms)
+        except (aiormq.exceptions.AMQPError, OSError) as exc:
+            self._connection = None
+            raise QueueError(f"RabbitMQ refused a channel: {exc}") from None
+        try:
+            yield channel
+        finally:
+            if not channel.is_closed:
+                with contextlib.suppress(Exception):
+                    await channel.close()
+
+    async def _inspect(self, name: str, kind: str, delay: int | None = None) -> QueueInfo:
+        # A passive declare of a missing queue closes the channel (404), so each queue gets a channel.
+        async with self._channel() as channel:
+            try:
+                queue = await channel.declare_queue(name, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                return QueueInfo(name, kind, False, 0, 0, delay)
+            result = queue.declaration_result
+            return QueueInfo(name, kind, True, result.message_count or 0, result.consumer_count or 0, delay)
+
+    async def status(self) -> list[QueueInfo]:
+        """Every queue of the topology: incoming, one delay queue per retry step, dead."""
+        t = self.topology
+        infos = [await self._inspect(t.incoming, "incoming")]
+        for seconds in self.delays:
+            infos.append(await self._inspect(t.delay_queue(seconds), "delay", seconds))
+        infos.append(await self._inspect(t.dead, "dead"))
+        return infos
+
+    async def _cycle_dead(self, requeue: set[str] | None, everything: bool, limit: int) -> tuple[list[DeadLetter], int]:
+        """Take each dead letter once; requeue the chosen ones, put the rest back at the tail. (listed, requeued)"""
+        listed: list[DeadLetter] = []
+        moved = 0
+        async with self._dead_lock, self._channel(confirms=True) as channel:
+            try:
+                dead = await channel.declare_queue(self.topology.dead, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                return [], 0
+            count = min(dead.declaration_result.message_count or 0, MAX_CYCLE)
+            for _ in range(count):
+                message = await dead.get(no_ack=False, fail=False)
+                if message is None:
+                    break
+                info = _dead_letter(message)
+                chosen = everything or (requeue is not None and info.queue_id in requeue)
+                target = self.topology.incoming if chosen else self.topology.dead
+                # Publisher confirm first, ack after: a crash in between duplicates, never loses (invariant 3).
+                await channel.default_exchange.publish(_copy(message, clean=chosen), target, mandatory=True)
+                await message.ack()
+                if chosen:
+                    moved += 1
+                elif len(listed) < limit:
+                    listed.append(info)
+        return listed, moved
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The dead letters, oldest first (at most `limit`); they stay in the dead queue."""
+        return (await self._cycle_dead(None, False, limit))[0]
+
+    async def requeue(self, queue_ids: Iterable[str] | None) -> int:
+        """Move dead letters (all of them when `queue_ids` is None) back to `incoming`; how many moved."""
+        wanted = None if queue_ids is None else set(queue_ids)
+        if wanted is not None and not wanted:
+            return 0
+        return (await self._cycle_dead(wanted, wanted is None, 0))[1]
+
+    async def purge(self) -> int:
+        """Delete every dead letter; how many there were."""
+        async with self._channel() as channel:
+            try:
+                dead = await channel.declare_queue(self.topology.dead, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                return 0
+            result = await dead.purge()
+            return int(result.message_count or 0)
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await self._connection.close()
+            self._connection = None

@@ -1,0 +1,310 @@
+"""The consumer's decisions (ack, defer, bounce, dead-letter) with a recording publisher and fake AMQP messages."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from services.delivery import outcome
+from services.delivery.config import DeliverySettings
+from services.delivery.consumer import Consumer
+from services.delivery.outcome import Outcome
+from services.delivery.routing import Target
+from services.store import Store
+from shared.envelope import Envelope
+from shared.queue_id import is_queue_id, new_queue_id
+from shared.settings import load_settings
+from tests.delivery.conftest import dsn_fields, mailbox, make_message, report_parts, text_of
+from tests.helpers import free_port
+
+
+class Recorder:
+    """Stands in for the publisher and the AMQP message; keeps one ordered log of what happened."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.log: list[tuple[str, Any]] = []
+        self.fail = fail
+
+    async def defer(self, body: bytes, envelope: Envelope, delay: int) -> None:
+        if self.fail:
+            raise ConnectionError("broker gone")
+        self.log.append(("defer", (envelope, delay)))
+
+    async def enqueue(self, body: bytes, envelope: Envelope) -> None:
+        if self.fail:
+            raise ConnectionError("broker gone")
+        self.log.append(("enqueue", (envelope, body)))
+
+    def of(self, kind: str) -> list[Any]:
+        return [item for name, item in self.log if name == kind]
+
+
+class FakeMessage:
+    def __init__(self, recorder: Recorder, envelope: Envelope | None, body: bytes, headers: Any = None) -> None:
+        self.headers = envelope.to_headers() if envelope else headers
+        self.body = body
+        self.redelivered = False
+        self.message_id = envelope.queue_id if envelope else None
+        self.recorder = recorder
+
+    async def ack(self) -> None:
+        self.recorder.log.append(("ack", None))
+
+    async def nack(self, requeue: bool = True) -> None:
+        self.recorder.log.append(("nack", requeue))
+
+    async def reject(self, requeue: bool = False) -> None:
+        self.recorder.log.append(("reject", requeue))
+
+
+class FakeRemote:
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+        self.calls: list[list[str]] = []
+
+    async def __call__(self, envelope: Envelope, body: bytes, domain: str, targets: Sequence[Target]) -> list[Outcome]:
+        self.calls.append([t.address for t in targets])
+        return [replace(self.answer(t.address), original=t.original) for t in targets]
+
+
+def make_consumer(store: Store, recorder: Recorder, remote: Any, **overrides: Any) -> Consumer:
+    settings = load_settings(
+        DeliverySettings,
+        namespace=store.keys.namespace,
+        retry_schedule="1s,2s",
+        hostname="mx.postroom.test",
+        **overrides,
+    )
+    return Consumer(settings, store, None, recorder, remote)  # type: ignore[arg-type]
+
+
+async def run(consumer: Consumer, recorder: Recorder, envelope: Envelope, body: bytes | None = None) -> None:
+    await consumer.handle(FakeMessage(recorder, envelope, body or make_message()))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def users(store: Store) -> Store:
+    for domain in ("example.test", "origin.test"):
+        await store.accounts.add_domain(domain)
+    await store.accounts.add_user("alice@example.test", "pw")
+    await store.accounts.add_user("sender@origin.test", "pw")
+    return store
+
+
+async def test_only_failed_recipients_travel_on_and_publish_precedes_ack(users: Store) -> None:
+    recorder = Recorder()
+    remote = FakeRemote(lambda r: outcome.temporary(r, "4.2.1", "450 busy", "smtp", "mx.remote.test"))
+    consumer = make_consumer(users, recorder, remote)
+    envelope = Envelope(
+        new_queue_id(), "sender@origin.test", ("alice@example.test", "bob@remote.test"), first_seen=time.time() - 5
+    )
+    await run(consumer, recorder, envelope)
+    assert [name for name, _ in recorder.log] == ["defer", "ack"]
+    [(following, delay)] = recorder.of("defer")
+    assert following.recipients == ("bob@remote.test",)
+    assert (following.attempt, following.first_seen, following.queue_id) == (1, envelope.first_seen, envelope.queue_id)
+    assert delay == 1
+    assert len(await mailbox(users, "alice@example.test")) == 1
+
+    # The next attempt (second step of the schedule), then the last step repeats.
+    recorder.log.clear()
+    await run(consumer, recorder, following)
+    [(third, delay)] = recorder.of("defer")
+    assert (third.attempt, delay) == (2, 2)
+    assert remote.calls[-1] == ["bob@remote.test"]
+    assert "450 busy" in dict(third.last_errors)["bob@remote.test"]
+
+
+async def test_permanent_failure_bounces_rfc3464_to_the_sender(users: Store) -> None:
+    recorder = Recorder()
+    remote = FakeRemote(lambda r: outcome.permanent(r, "5.1.1", "550 5.1.1 no such user", "smtp", "mx.remote.test"))
+    consumer = make_consumer(users, recorder, remote)
+    envelope = Envelope(new_queue_id(), "sender@origin.test", ("bob@remote.test", "alice@example.test"))
+    await run(consumer, recorder, envelope, make_message("bounce-me"))
+    assert [name for name, _ in recorder.log] == ["enqueue", "ack"]
+    [(report_envelope, body)] = recorder.of("enqueue")
+    assert report_envelope.mail_from == "" and report_envelope.recipients == ("sender@origin.test",)
+    assert is_queue_id(report_envelope.queue_id) and report_envelope.queue_id != envelope.queue_id
+
+    report, parts = report_parts(body)
+    assert report.get_content_type() == "multipart/report"
+    assert report.get_param("report-type") == "delivery-status"
+    assert report["From"] == "Mail Delivery System <MAILER-DAEMON@mx.postroom.test>"
+    assert report["To"] == "<sender@origin.test>"
+    assert report["Auto-Submitted"] == "auto-replied"
+    assert [p.get_content_type() for p in parts] == ["text/plain", "message/delivery-status", "text/rfc822-headers"]
+    per_message, *per_recipient = dsn_fields(body)
+    assert per_message["Reporting-MTA"] == "dns; mx.postroom.test"
+    assert per_message["Arrival-Date"]
+    [rcpt] = per_recipient
+    assert rcpt["Final-Recipient"] == "rfc822; bob@remote.test"
+    assert (rcpt["Action"], rcpt["Status"]) == ("failed", "5.1.1")
+    assert rcpt["Remote-MTA"] == "dns; mx.remote.test"
+    assert rcpt["Diagnostic-Code"] == "smtp; 550 5.1.1 no such user"
+    assert "Subject: bounce-me" in text_of(parts[2])
+    assert "Hello there" not in text_of(parts[2])
+
+
+async def test_redelivered_original_bounces_into_the_same_queue_id(users: Store) -> None:
+    recorder = Recorder()
+    consumer = make_consumer(users, recorder, FakeRemote(lambda r: outcome.permanent(r, "5.1.1", "550 no")))
+    envelope = Envelope(new_queue_id(), "sender@origin.test", ("bob@remote.test",))
+    await run(consumer, recorder, envelope)
+    await run(consumer, recorder, envelope)
+    first, second = recorder.of("enqueue")
+    assert first[0].queue_id == second[0].queue_id
+
+
+async def test_null_sender_is_never_bounced(users: Store) -> None:
+    recorder = Recorder()
+    consumer = make_consumer(users, recorder, FakeRemote(lambda r: outcome.permanent(r, "5.1.1", "550 no")))
+    await run(consumer, recorder, Envelope(new_queue_id(), "", ("bob@remote.test",)))
+    assert [name for name, _ in recorder.log] == ["ack"]
+
+
+async def test_past_queue_lifetime_bounces_instead_of_retrying(users: Store) -> None:
+    recorder = Recorder()
+    remote = FakeRemote(lambda r: outcome.temporary(r, "4.4.1", "connection refused", "smtp"))
+    consumer = make_consumer(users, recorder, remote, max_queue_lifetime="60s")
+    envelope = Envelope(
+        new_queue_id(), "sender@origin.test", ("bob@remote.test",), first_seen=time.time() - 61, attempt=4
+    )
+    await run(consumer, recorder, envelope)
+    assert [name for name, _ in recorder.log] == ["enqueue", "ack"]
+    [rcpt] = dsn_fields(recorder.of("enqueue")[0][1])[1:]
+    assert rcpt["Status"] == "5.4.1"
+    assert "gave up after 5 attempts" in rcpt["Diagnostic-Code"]
+
+
+async def test_mail_loop_bounces_5_4_6_without_delivering(users: Store) -> None:
+    recorder = Recorder()
+    consumer = make_consumer(users, recorder, FakeRemote(None))
+    looped = b"".join(b"Received: from hop%d by relay\r\n" % i for i in range(51)) + make_message()
+    await run(consumer, recorder, Envelope(new_queue_id(), "sender@origin.test", ("alice@example.test",)), looped)
+    [(_, body)] = recorder.of("enqueue")
+    assert dsn_fields(body)[1]["Status"] == "5.4.6"
+    assert await mailbox(users, "alice@example.test") == []
+
+
+async def test_fifty_received_headers_are_still_delivered(users: Store) -> None:
+    recorder = Recorder()
+    consumer = make_consumer(users, recorder, FakeRemote(None))
+    body = b"".join(b"Received: from hop%d by relay\r\n" % i for i in range(49)) + make_message()
+    await run(consumer, recorder, Envelope(new_queue_id(), "sender@origin.test", ("alice@example.test",)), body)
+    assert [name for name, _ in recorder.log] == ["ack"]
+
+
+async def test_failed_publish_means_no_ack(users: Store) -> None:
+    recorder = Recorder(fail=True)
+    consumer = make_consumer(users, recorder, FakeRemote(lambda r: outcome.temporary(r, "4.4.1", "down", "smtp")))
+    await run(consumer, recorder, Envelope(new_queue_id(), "sender@origin.test", ("bob@remote.test",)))
+    assert recorder.log == [("nack", True)]
+
+
+async def test_foreign_message_is_dead_lettered(users: Store) -> None:
+    recorder = Recorder()
+    consumer = make_consumer(users, recorder, FakeRemote(None))
+    message = FakeMessage(recorder, None, b"junk", headers={"something": "else"})
+    await consumer.handle(message)  # type: ignore[arg-type]
+    assert recorder.log == [("reject", False)]
+
+
+async def test_mailbox_full_is_deferred_with_4_2_2(users: Store) -> None:
+    await users.accounts.add_user("small@example.test", "pw", quota=10)
+    recorder = Recorder()
+    consumer = make_consumer(users, recorder, FakeRemote(None))
+    await run(consumer, recorder, Envelope(new_queue_id(), "sender@origin.test", ("small@example.test",)))
+    [(following, _)] = recorder.of("defer")
+    assert '"4.2.2"' in dict(following.last_errors)["small@example.test"]
+
+
+async def test_unknown_local_user_bounces_5_1_1(users: Store) -> None:
+    recorder = Recorder()
+    consumer = make_consumer(users, recorder, FakeRemote(None))
+    await run(consumer, recorder, Envelope(new_queue_id(), "sender@origin.test", ("nobody@example.test",)))
+    assert dsn_fields(recorder.of("enqueue")[0][1])[1]["Status"] == "5.1.1"
+
+
+async def test_redis_down_defers_everything(namespace: str) -> None:
+    dead = Store.connect(f"redis://127.0.0.1:{free_port()}/0", namespace)
+    recorder = Recorder()
+    consumer = make_consumer(dead, recorder, FakeRemote(None))
+    await run(consumer, recorder, Envelope(new_queue_id(), "sender@origin.test", ("alice@example.test",)))
+    [(following, _)] = recorder.of("defer")
+    assert following.recipients == ("alice@example.test",)
+    assert recorder.log[-1] == ("ack", None)
+    await dead.close()
+
+
+async def test_delay_notice_once_when_the_warning_time_is_crossed(users: Store) -> None:
+    recorder = Recorder()
+    remote = FakeRemote(lambda r: outcome.temporary(r, "4.4.1", "connection refused", "smtp"))
+    consumer = make_consumer(users, recorder, remote, delay_warning_time="1s")
+    crossing = Envelope(
+        new_queue_id(), "sender@origin.test", ("bob@remote.test",), first_seen=time.time() - 1.5, attempt=1
+    )
+    await run(consumer, recorder, crossing)
+    assert [name for name, _ in recorder.log] == ["defer", "enqueue", "ack"]
+    [(notice_envelope, body)] = recorder.of("enqueue")
+    assert notice_envelope.mail_from == ""
+    report, _ = report_parts(body)
+    assert report["Subject"].startswith("Delayed Mail")
+    rcpt = dsn_fields(body)[1]
+    assert (rcpt["Action"], rcpt["Status"]) == ("delayed", "4.4.1")
+
+    recorder.log.clear()
+    later = Envelope(new_queue_id(), "sender@origin.test", ("bob@remote.test",), first_seen=time.time() - 5, attempt=2)
+    await run(consumer, recorder, later)
+    assert [name for name, _ in recorder.log] == ["defer", "ack"]
+
+
+async def test_unexpected_error_requeues_and_traces_the_last_delivery(users: Store) -> None:
+    def explode(recipient: str) -> Outcome:
+        raise RuntimeError("bug")
+
+    recorder = Recorder()
+    consumer = make_consumer(users, recorder, FakeRemote(explode))
+    envelope = Envelope(new_queue_id(), "sender@origin.test", ("bob@remote.test",))
+    message = FakeMessage(recorder, envelope, make_message())
+    message.headers = {**envelope.to_headers(), "x-delivery-count": 10}
+    await consumer.handle(message)  # type: ignore[arg-type]
+    assert recorder.log == [("nack", True)]
+    assert [e["event"] for e in await users.trace.events(envelope.queue_id)] == ["dead-lettered"]
+
+
+async def test_original_recipient_survives_retries(users: Store) -> None:
+    await users.accounts.add_alias("list@example.test", ["bob@remote.test"])
+    recorder = Recorder()
+    remote = FakeRemote(lambda r: outcome.temporary(r, "4.4.1", "refused", "smtp"))
+    consumer = make_consumer(users, recorder, remote, max_queue_lifetime="60s")
+    envelope = Envelope(new_queue_id(), "sender@origin.test", ("list@example.test",), first_seen=time.time() - 30)
+    await run(consumer, recorder, envelope)
+    [(following, _)] = recorder.of("defer")
+    assert following.recipients == ("bob@remote.test",)
+    expired = replace(following, first_seen=time.time() - 61)
+    await run(consumer, recorder, expired)
+    [rcpt] = dsn_fields(recorder.of("enqueue")[0][1])[1:]
+    assert rcpt["Original-Recipient"] == "rfc822; list@example.test"
+    assert rcpt["Final-Recipient"] == "rfc822; bob@remote.test"
+
+
+async def test_hanging_redis_defers_after_the_timeout(namespace: str) -> None:
+    """A Redis that accepts connections and never answers: the call times out and the recipient is deferred."""
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    hanging = Store.connect(f"redis://127.0.0.1:{port}/0", namespace, socket_timeout=0.5, socket_connect_timeout=0.5)
+    recorder = Recorder()
+    consumer = make_consumer(hanging, recorder, FakeRemote(None))
+    try:
+        await run(consumer, recorder, Envelope(new_queue_id(), "sender@origin.test", ("alice@example.test",)))
+        [(following, _)] = recorder.of("defer")
+        assert following.recipients == ("alice@example.test",)
+        assert recorder.log[-1] == ("ack", None)
+    finally:
+        server.close()
+        await hanging.close()

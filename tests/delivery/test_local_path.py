@@ -1,0 +1,54 @@
+"""The minimal path: a queued message is stored in the local mailbox once, even across a crash before the ack."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from services.store import Store
+from tests.delivery.conftest import TEST_SCHEDULE, Broker, mailbox, make_message
+from tests.helpers import ServiceProcess, http_status, wait_until, wait_until_sync
+
+
+async def test_published_message_is_stored(
+    start_service: Callable[..., ServiceProcess], broker: Broker, store: Store, local_users: Any
+) -> None:
+    await local_users("alice@example.test")
+    worker = start_service("delivery", POSTROOM_RETRY_SCHEDULE=TEST_SCHEDULE)
+    message = make_message("stored")
+    envelope = await broker.publish(["Alice@Example.test"], message)
+
+    async def stored() -> bool:
+        return any(e["event"] == "stored" for e in await store.trace.events(envelope.queue_id))
+
+    await wait_until(stored, what="message in alice's mailbox")
+    assert await mailbox(store, "alice@example.test") == [message]
+    events = [e["event"] for e in await store.trace.events(envelope.queue_id)]
+    assert events[:2] == ["attempt", "stored"]
+    assert http_status(f"{worker.metrics_url}/readyz") == 200
+
+
+async def test_crash_after_store_before_ack_stores_exactly_once(
+    start_service: Callable[..., ServiceProcess], broker: Broker, store: Store, local_users: Any
+) -> None:
+    await local_users("bob@example.test")
+    crashing = start_service("delivery", POSTROOM_FAULT_CRASH_AFTER_STORE="1", POSTROOM_RETRY_SCHEDULE=TEST_SCHEDULE)
+    envelope = await broker.publish(["bob@example.test"], make_message("crash"))
+    assert crashing.proc is not None
+    wait_until_sync(lambda: crashing.proc is not None and crashing.proc.poll() is not None, what="worker killed")
+    assert crashing.proc.returncode == -9
+    assert len(await mailbox(store, "bob@example.test")) == 1
+
+    start_service("delivery", POSTROOM_RETRY_SCHEDULE=TEST_SCHEDULE)
+
+    async def redelivered() -> bool:
+        events = await store.trace.events(envelope.queue_id)
+        return any(e["event"] == "attempt" and "duplicate" in e["reply"] for e in events)
+
+    await wait_until(redelivered, what="redelivery recognised as a duplicate")
+    await wait_until(lambda: _empty(broker), what="incoming drained")
+    assert len(await mailbox(store, "bob@example.test")) == 1
+
+
+async def _empty(broker: Broker) -> bool:
+    return await broker.depth(broker.topology.incoming) == 0

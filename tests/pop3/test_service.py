@@ -1,0 +1,129 @@
+"""`python -m services.pop3` as a real process: readiness, metrics, a poplib session, clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import poplib
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from services.store import Store
+from tests.helpers import ROOT, ServiceProcess, free_port, http_status, wait_until_sync
+from tests.pop3.conftest import PASSWORD, USER, deliver, message
+
+FAST = {"POSTROOM_POP3_AUTH_FAILURE_DELAY": "0", "POSTROOM_POP3_LOCK_TTL": "5s"}
+
+
+def _port(env: dict[str, str], name: str) -> int:
+    return int(env[name].rsplit(":", 1)[1])
+
+
+def _metrics(service: ServiceProcess) -> str:
+    with urllib.request.urlopen(f"{service.metrics_url}/metrics", timeout=5) as response:
+        return str(response.read().decode())
+
+
+async def test_service_serves_and_reports(
+    start_service: Callable[..., ServiceProcess], base_env: dict[str, str], account: str, store: Store
+) -> None:
+    service = start_service("pop3", **FAST)
+    before = _metrics(service)
+    for series in (
+        "postroom_pop3_sessions_active 0.0",
+        'postroom_pop3_commands_total{command="RETR",result="ok"} 0.0',
+        'postroom_pop3_auth_failures_total{mechanism="plain"} 0.0',
+        "postroom_pop3_messages_deleted_total 0.0",
+        "postroom_pop3_sent_bytes_total 0.0",
+    ):
+        assert series in before
+    body = message("via the real process")
+    await deliver(store, body)
+
+    def session() -> list[bytes]:
+        client = poplib.POP3("127.0.0.1", _port(base_env, "POSTROOM_POP3_LISTEN"), timeout=20)
+        client.user(USER)
+        client.pass_(PASSWORD)
+        lines = client.retr(1)[1]
+        client.dele(1)
+        client.quit()
+        return lines
+
+    lines = await asyncio.to_thread(session)
+    assert b"\r\n".join(lines) + b"\r\n" == body
+    assert await store.mailboxes.snapshot(USER) == []
+    after = _metrics(service)
+    assert 'postroom_pop3_commands_total{command="RETR",result="ok"} 1.0' in after
+    assert "postroom_pop3_messages_retrieved_total 1.0" in after
+    assert "postroom_pop3_messages_deleted_total 1.0" in after
+    assert 'postroom_pop3_sessions_closed_total{reason="quit"} 1.0' in after
+    sent = next(line for line in after.splitlines() if line.startswith("postroom_pop3_sent_bytes_total "))
+    assert float(sent.split()[1]) > len(body)
+    assert service.stop() == 0
+
+
+def _spawn(service: ServiceProcess) -> None:
+    """Start the process without waiting for /readyz (ServiceProcess.start would wait for a 200)."""
+    log = service.log_path.open("ab")
+    service.proc = subprocess.Popen(
+        [sys.executable, "-m", "services.pop3"], env=service.env, cwd=ROOT, stdout=log, stderr=log
+    )
+
+
+def test_not_ready_without_redis(base_env: dict[str, str], tmp_path: Path) -> None:
+    """/readyz is 503 while Redis is unreachable; the process stays up and answers /healthz."""
+    env = {**base_env, "POSTROOM_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    service = ServiceProcess("pop3", env, tmp_path)
+    try:
+        _spawn(service)
+        wait_until_sync(lambda: http_status(f"{service.metrics_url}/healthz") == 200, 30, "healthz")
+        assert http_status(f"{service.metrics_url}/readyz") == 503
+        assert service.alive()
+    finally:
+        service.stop()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("POSTROOM_POP3_LOCK_TTL", "soon"),
+        ("POSTROOM_POP3_LISTEN", "127.0.0.1:{busy}"),
+        ("POSTROOM_TLS_CERT", "/nonexistent/cert.pem"),
+    ],
+)
+def test_bad_setting_names_the_variable(base_env: dict[str, str], variable: str, value: str) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        env = {**os.environ, **base_env, "POSTROOM_TLS_KEY": "/nonexistent/key.pem"}
+        env[variable] = value.format(busy=busy.getsockname()[1])
+        if variable != "POSTROOM_TLS_CERT":
+            env.pop("POSTROOM_TLS_KEY")
+        result = subprocess.run(
+            [sys.executable, "-m", "services.pop3"], env=env, cwd=ROOT, capture_output=True, timeout=30, check=False
+        )
+    assert result.returncode == 2, result.stderr
+    assert variable.encode() in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+async def test_sigterm_closes_sessions_without_deleting(
+    start_service: Callable[..., ServiceProcess], base_env: dict[str, str], account: str, store: Store
+) -> None:
+    from tests.pop3.conftest import Client
+
+    service = start_service("pop3", **FAST)
+    await deliver(store, message("survives shutdown"))
+    client = await Client.connect(_port(base_env, "POSTROOM_POP3_LISTEN"))
+    assert (await client.login()).startswith("+OK")
+    assert (await client.cmd("DELE 1")).startswith("+OK")
+    assert await asyncio.to_thread(service.stop) == 0
+    assert await client.closed()
+    assert len(await store.mailboxes.snapshot(USER)) == 1
+    assert not await store.redis.exists(store.keys.mailbox(USER).lock)  # released, not left to expire

@@ -1,0 +1,148 @@
+"""On the wire with raw sockets: octet counts, dot-stuffing of what is stored, streaming, TOP, pipelining."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.pop3 import replies
+from services.pop3.server import Pop3Server
+from services.store import Store
+from tests.pop3.conftest import USER, Client, StartServer, deliver, message
+
+
+def unstuff(body: bytes) -> bytes:
+    lines = body.split(b"\r\n")
+    return b"\r\n".join(line[1:] if line.startswith(b".") else line for line in lines)
+
+
+async def test_octet_counts_match_what_retr_sends(pop3: Pop3Server, account: str, store: Store) -> None:
+    tricky = [
+        message("dots", ".\r\n..\r\n.a\r\n"),
+        b"Subject: lf only\n\nline\n.\nend\n",  # normalised to CRLF by the store before counting
+        message("no final newline", "last line"),
+        message("ends with dot line", "x\r\n."),
+    ]
+    await deliver(store, *tricky)
+    client = await Client.connect(pop3.ports["pop3"])
+    await client.login()
+    _, listing = await client.multiline("LIST")
+    sizes = [int(line.split()[1]) for line in listing]
+    stat = await client.cmd("STAT")
+    assert stat == f"+OK {len(tricky)} {sum(sizes)}"
+    for n, size in enumerate(sizes, 1):
+        assert await client.cmd(f"RETR {n}") == "+OK " + replies.ok_retr(size).text
+        body = await client.raw_multiline()
+        assert b"\n" not in body.replace(b"\r\n", b"") and b"\r" not in body.replace(b"\r\n", b"")
+        sent = unstuff(body)
+        # The count is of the unstuffed CRLF text; a message lacking a final CRLF gets one added (not counted).
+        assert len(sent) in (size, size + 2)
+    await client.close()
+
+
+async def test_whatever_is_stored_goes_out_as_crlf_and_stuffed(pop3: Pop3Server, account: str, store: Store) -> None:
+    # Bypass the store's normalisation, as an older writer or a restore from backup might.
+    (uid,) = await deliver(store, message("placeholder"))
+    raw = b"Subject: raw\n\n.hidden\r.\rend"
+    box = store.keys.mailbox(USER)
+    await store.redis.set(box.message(uid), raw)
+    await store.redis.hset(box.sizes, uid, len(raw))
+    client = await Client.connect(pop3.ports["pop3"])
+    await client.login()
+    assert (await client.cmd("RETR 1")).startswith("+OK")
+    body = await client.raw_multiline()
+    assert body == b"Subject: raw\r\n\r\n..hidden\r\n..\r\nend\r\n"
+    await client.close()
+
+
+async def test_big_message_streams_in_chunks(start_pop3: StartServer, account: str, store: Store) -> None:
+    server = await start_pop3(pop3_chunk_size=1024)
+    # Dots at and around every chunk boundary, CR and LF split across boundaries.
+    lines: list[bytes] = []
+    while sum(len(line) for line in lines) < 300_000:
+        i = len(lines)
+        lines.append(b"." * (i % 3) + b"x" * (i * 37 % 1030) + b"\r\n")
+    stored = b"Subject: big\r\n\r\n" + b"".join(lines)
+    await deliver(store, stored)
+    client = await Client.connect(server.ports["pop3"])
+    await client.login()
+    assert await client.cmd("LIST 1") == f"+OK 1 {len(stored)}"
+    assert await client.cmd("RETR 1") == f"+OK {len(stored)} octets"
+    assert unstuff(await client.raw_multiline()) == stored
+    assert await client.cmd("TOP 1 3") == "+OK " + replies.OK_TOP.text
+    assert unstuff(await client.raw_multiline()) == b"Subject: big\r\n\r\n" + b"".join(lines[:3])
+    assert (await client.cmd("NOOP")).startswith("+OK")
+    await client.close()
+
+
+async def test_slow_reader_gets_the_whole_message(start_pop3: StartServer, account: str, store: Store) -> None:
+    """Back-pressure: a client that reads slowly still receives everything, in order."""
+    server = await start_pop3(pop3_chunk_size=4096)
+    stored = b"Subject: slow\r\n\r\n" + b"".join(b"%06d .....\r\n" % i for i in range(200_000))
+    await deliver(store, stored)
+    client = await Client.connect(server.ports["pop3"])
+    await client.login()
+    await client.send("RETR 1\r\n")
+    assert (await client.line()).startswith("+OK")
+    received = bytearray()
+    while not received.endswith(b"\r\n.\r\n"):
+        chunk = await asyncio.wait_for(client.reader.read(1000), 20)
+        assert chunk
+        received += chunk
+    assert unstuff(bytes(received[:-3])) == stored
+    await client.close()
+
+
+async def test_pipelined_commands_answered_in_order(pop3: Pop3Server, account: str, store: Store) -> None:
+    bodies = [message(f"p{i}") for i in range(5)]
+    await deliver(store, *bodies)
+    client = await Client.connect(pop3.ports["pop3"])
+    from tests.pop3.conftest import PASSWORD
+
+    batch = f"CAPA\r\nUSER {USER}\r\nPASS {PASSWORD}\r\nSTAT\r\n" + "".join(f"RETR {n}\r\n" for n in range(1, 6))
+    batch += "DELE 1\r\nLIST 1\r\nNOOP\r\nQUIT\r\n"
+    await client.send(batch)
+    capa_head = await client.line()
+    assert capa_head.startswith("+OK")
+    await client.raw_multiline()
+    assert (await client.line()).startswith("+OK")  # USER
+    assert (await client.line()).startswith("+OK Maildrop has 5")
+    assert await client.line() == f"+OK 5 {sum(map(len, bodies))}"
+    for body in bodies:
+        assert await client.line() == f"+OK {len(body)} octets"
+        assert unstuff(await client.raw_multiline()) == body
+    assert await client.line() == "+OK Message 1 deleted"
+    assert await client.line() == "-ERR " + replies.ERR_NO_SUCH_MESSAGE.text
+    assert await client.line() == "+OK"
+    assert await client.line() == "+OK " + replies.ok_update(4).text
+    assert await client.closed()
+    assert len(await store.mailboxes.snapshot(USER)) == 4
+
+
+async def test_pipelining_flood_is_bounded(pop3: Pop3Server, account: str, store: Store) -> None:
+    """Thousands of pipelined commands without reading replies: the server pauses, then catches up."""
+    client = await Client.connect(pop3.ports["pop3"])
+    await client.login()
+    count = 5000
+    writer_task = asyncio.create_task(client.send("NOOP\r\n" * count))
+    for _ in range(count):
+        assert await client.line() == "+OK"
+    await writer_task
+    assert await client.cmd("QUIT") == "+OK " + replies.ok_update(0).text
+
+
+async def test_half_closed_client_gets_every_reply(pop3: Pop3Server, account: str, store: Store) -> None:
+    from tests.pop3.conftest import PASSWORD
+
+    body = message("half-close")
+    await deliver(store, body)
+    client = await Client.connect(pop3.ports["pop3"])
+    await client.send(f"USER {USER}\r\nPASS {PASSWORD}\r\nRETR 1\r\nDELE 1\r\nQUIT\r\n")
+    client.writer.write_eof()
+    assert (await client.line()).startswith("+OK")
+    assert (await client.line()).startswith("+OK Maildrop")
+    assert (await client.line()).startswith("+OK")
+    assert unstuff(await client.raw_multiline()) == body
+    assert (await client.line()).startswith("+OK Message 1 deleted")
+    assert await client.line() == "+OK " + replies.ok_update(0).text
+    assert await client.closed()
+    assert await store.mailboxes.snapshot(USER) == []

@@ -1,0 +1,53 @@
+"""A raw SMTP client over a socket, for what smtplib will not send: pipelined batches, bare CR/LF, NUL bytes."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+
+
+class RawSMTP:
+    """Sends bytes as given and reads replies line by line."""
+
+    def __init__(self, port: int, timeout: float = 10) -> None:
+        self.sock: socket.socket = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.file = self.sock.makefile("rb")
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def line(self) -> str:
+        return self.file.readline().decode("utf-8", "replace").rstrip("\r\n")
+
+    def reply(self) -> str:
+        """One complete (possibly multi-line) reply; its lines joined by newlines."""
+        lines = [self.line()]
+        while len(lines[-1]) > 3 and lines[-1][3] == "-":
+            lines.append(self.line())
+        return "\n".join(lines)
+
+    def command(self, text: str) -> str:
+        self.send(text.encode() + b"\r\n")
+        return self.reply()
+
+    def rest(self) -> bytes:
+        """Everything until the server closes the connection."""
+        return self.file.read()
+
+    def starttls(self) -> None:
+        self.file.close()
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        self.sock = context.wrap_socket(self.sock, server_hostname="mx.postroom.test")
+        self.file = self.sock.makefile("rb")
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+    def __enter__(self) -> RawSMTP:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

@@ -1,0 +1,155 @@
+"""Relay policy, sender ownership, recipient and size limits (DESIGN invariant 7; RFC 5321 §3.6, §4.5.3.1)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from services.smtp_ingress import replies
+from services.store import Store
+from shared.envelope import Envelope
+from tests.smtp_ingress.conftest import (
+    ALICE,
+    BOB,
+    PASSWORD,
+    SIMPLE_MESSAGE,
+    RunningIngress,
+    read_queue,
+    run_store,
+    send,
+)
+from tests.smtp_ingress.rawsmtp import RawSMTP
+
+
+def reply_text(code: int, reply: bytes) -> str:
+    return f"{code} {reply.decode()}"
+
+
+@pytest.fixture
+def untrusted(make_ingress: Callable[..., RunningIngress], accounts: None) -> RunningIngress:
+    """An ingress that trusts no network, so loopback clients are strangers."""
+    return make_ingress(trusted_networks="")
+
+
+def rcpt_reply(ingress: RunningIngress, address: str, sender: str = "sender@remote.example") -> str:
+    with RawSMTP(ingress.port("smtp")) as raw:
+        raw.reply()
+        raw.command("EHLO client.example.org")
+        assert raw.command(f"MAIL FROM:<{sender}>") == replies.SENDER_OK
+        return raw.command(f"RCPT TO:{address}")
+
+
+RELAY_TRICKS = [
+    ("<someone@remote.example>", replies.RELAY_DENIED),
+    ("<@local.test:someone@remote.example>", replies.RELAY_DENIED),  # source route ignored, still remote
+    ("<someone%remote.example@local.test>", replies.NO_SUCH_USER),  # % is only a local-part character
+    ("<remote.example!someone@local.test>", replies.NO_SUCH_USER),
+    ('<"someone@remote.example"@local.test>', replies.QUOTED_LOCAL_PART),
+    ("<someone@remote.example@local.test>", replies.BAD_RECIPIENT_SYNTAX),
+    ("someone@remote.example@local.test", replies.BAD_RECIPIENT_SYNTAX),
+    ("<someone@[192.0.2.1]>", replies.RELAY_DENIED),
+    ("<@remote.example:alice@local.test>", replies.RECIPIENT_OK),  # the route is ignored: local delivery
+]
+
+
+def test_no_relay_tricks_for_strangers(untrusted: RunningIngress) -> None:
+    # One ingress for all cases (a session each): starting one per case would triple this file's run time.
+    results = {address: rcpt_reply(untrusted, address) for address, _ in RELAY_TRICKS}
+    assert results == dict(RELAY_TRICKS)
+
+
+def test_source_routed_local_recipient_is_queued_without_route(untrusted: RunningIngress, namespace: str) -> None:
+    with untrusted.smtp() as client:
+        client.ehlo("client.example.org")
+        client.mail("sender@remote.example")
+        assert client.rcpt("<@remote.example:alice@local.test>")[0] == 250
+        assert client.data(SIMPLE_MESSAGE)[0] == 250
+    [message] = read_queue(namespace)
+    assert Envelope.from_headers(message.headers).recipients == (ALICE,)
+
+
+def test_trusted_network_may_relay(ingress: RunningIngress, namespace: str) -> None:
+    assert rcpt_reply(ingress, "<someone@remote.example>") == replies.RECIPIENT_OK
+
+
+def test_catch_all_accepts_any_local_part(untrusted: RunningIngress, namespace: str) -> None:
+    run_store(namespace, lambda store: store.accounts.add_alias("@local.test", [ALICE]))
+    assert rcpt_reply(untrusted, "<anything@local.test>") == replies.RECIPIENT_OK
+    assert rcpt_reply(untrusted, "<Alias@LOCAL.test>") == replies.RECIPIENT_OK
+
+
+def test_authenticated_user_may_relay_and_use_own_addresses_only(untrusted: RunningIngress, namespace: str) -> None:
+    with untrusted.smtp("smtps") as client:
+        client.login(ALICE, PASSWORD)
+        assert reply_text(*client.mail(BOB)) == replies.SENDER_NOT_OWNED
+        assert reply_text(*client.mail("<>")) == replies.SENDER_NOT_OWNED
+        assert reply_text(*client.mail("someone@remote.example")) == replies.SENDER_NOT_OWNED
+        assert reply_text(*client.mail("sales@local.test")) == replies.SENDER_OK  # an alias pointing to alice
+        client.rset()
+        assert reply_text(*client.mail("ALICE@local.test")) == replies.SENDER_OK
+        assert reply_text(*client.rcpt("friend@remote.example")) == replies.RECIPIENT_OK
+        assert client.data(SIMPLE_MESSAGE)[0] == 250
+    [message] = read_queue(namespace)
+    assert Envelope.from_headers(message.headers).recipients == ("friend@remote.example",)
+
+
+def test_recipient_limit_keeps_earlier_recipients(
+    make_ingress: Callable[..., RunningIngress], accounts: None, namespace: str
+) -> None:
+    ingress = make_ingress(max_recipients=2)
+    with ingress.smtp() as client:
+        client.ehlo("client.example.org")
+        client.mail("sender@remote.example")
+        assert client.rcpt(ALICE)[0] == 250
+        assert client.rcpt(BOB)[0] == 250
+        assert reply_text(*client.rcpt("sales@local.test")) == replies.TOO_MANY_RECIPIENTS
+        assert client.data(SIMPLE_MESSAGE)[0] == 250
+    [message] = read_queue(namespace)
+    assert Envelope.from_headers(message.headers).recipients == (ALICE, BOB)
+
+
+def test_declared_size_over_limit_is_552_at_mail(ingress: RunningIngress) -> None:
+    with ingress.smtp() as client:
+        client.ehlo("client.example.org")
+        too_big = ingress.settings.max_message_size + 1
+        code, reply = client.mail("sender@remote.example", [f"SIZE={too_big}"])
+    assert reply_text(code, reply) == replies.MESSAGE_TOO_BIG_DECLARED
+
+
+def test_oversized_data_without_size_is_552_and_session_goes_on(
+    make_ingress: Callable[..., RunningIngress], accounts: None, namespace: str
+) -> None:
+    ingress = make_ingress(max_message_size=4096)
+    body = b"Subject: big\r\n\r\n" + (b"z" * 100 + b"\r\n") * 2000
+    with ingress.smtp() as client:
+        client.ehlo("client.example.org")
+        code, reply = send(client, "sender@remote.example", [ALICE], body)
+        assert reply_text(code, reply) == replies.MESSAGE_TOO_BIG
+        code, _ = send(client, "sender@remote.example", [ALICE], SIMPLE_MESSAGE)
+        assert code == 250
+    assert len(read_queue(namespace)) == 1
+
+
+def test_null_sender_is_accepted_from_strangers(untrusted: RunningIngress, namespace: str) -> None:
+    with untrusted.smtp() as client:
+        client.ehlo("client.example.org")
+        code, _ = send(client, "<>", [ALICE], SIMPLE_MESSAGE)
+    assert code == 250
+    [message] = read_queue(namespace)
+    assert Envelope.from_headers(message.headers).mail_from == ""
+
+
+def test_non_ascii_address_needs_smtputf8(ingress: RunningIngress, namespace: str) -> None:
+    async def add(store: Store) -> None:
+        await store.accounts.add_user("jürgen@local.test", PASSWORD)
+
+    run_store(namespace, add)
+    with RawSMTP(ingress.port("smtp")) as raw:
+        raw.reply()
+        raw.command("EHLO client.example.org")
+        assert raw.command("MAIL FROM:<sender@remote.example>") == replies.SENDER_OK
+        assert raw.command("RCPT TO:<jürgen@local.test>") == replies.NON_ASCII_WITHOUT_SMTPUTF8
+        raw.command("RSET")
+        assert raw.command("MAIL FROM:<sender@remote.example> SMTPUTF8") == replies.SENDER_OK
+        assert raw.command("RCPT TO:<jürgen@local.test>") == replies.RECIPIENT_OK

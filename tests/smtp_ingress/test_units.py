@@ -1,0 +1,153 @@
+"""Unit tests of the pure parts: reply translation, line-end normalisation, headers, address checks, limits."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.smtp_ingress import replies
+from services.smtp_ingress.auth import decode_initial_response, parse_plain
+from services.smtp_ingress.config import IngressSettings
+from services.smtp_ingress.limits import AuthThrottle, ConnectionLimiter
+from services.smtp_ingress.message import (
+    ReceivedFacts,
+    header_names,
+    normalise_line_ends,
+    received_header,
+    submission_headers,
+)
+from services.smtp_ingress.policy import check_address, client_ip, is_trusted, valid_helo
+from shared.errors import ConfigError
+from shared.settings import load_settings
+
+
+@pytest.mark.parametrize(
+    ("raw", "stage", "expected"),
+    [
+        ('500 Error: command "X\x00" not recognized', "other", replies.UNRECOGNISED),
+        ("500 Error: (ValueError) secret detail", "data", replies.TEMPORARY_FAILURE),
+        ("552 Error: Too much mail data", "data", replies.MESSAGE_TOO_BIG),
+        ("553 5.1.3 Error: malformed address", "mail", replies.BAD_SENDER_SYNTAX),
+        ("553 5.1.3 Error: malformed address", "rcpt", replies.BAD_RECIPIENT_SYNTAX),
+        ("502 5.5.1 Too many unrecognized commands, goodbye.", "other", replies.TOO_MANY_ERRORS),
+        ("250-mx.example", "helo", "250-mx.example"),
+        ("354 End data with <CR><LF>.<CR><LF>", "data", "354 End data with <CR><LF>.<CR><LF>"),
+        ("451 something new", "other", "451 4.0.0 something new"),
+        (replies.NO_SUCH_USER, "rcpt", replies.NO_SUCH_USER),
+    ],
+)
+def test_translate(raw: str, stage: str, expected: str) -> None:
+    assert replies.translate(raw, stage) == expected
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"a\r\nb\r\n", b"a\r\nb\r\n"),
+        (b"a\nb\n", b"a\r\nb\r\n"),
+        (b"a\rb\r", b"a\r\nb\r\n"),
+        (b"a\r\r\nb\n\r", b"a\r\n\r\nb\r\n\r\n"),
+        (b"x\n.\ny", b"x\r\n.\r\ny"),
+    ],
+)
+def test_normalise_line_ends(data: bytes, expected: bytes) -> None:
+    assert normalise_line_ends(data) == expected
+
+
+def test_received_header_shape() -> None:
+    facts = ReceivedFacts(
+        hostname="mx.postroom.test",
+        queue_id="01ABCDEFGHJKMNPQRSTVWXYZ00",
+        client_ip="2001:db8::1",
+        helo="client.example",
+        esmtp=True,
+        tls_version="TLSv1.3",
+        tls_cipher="TLS_AES_256_GCM_SHA384",
+        auth_user="alice@local.test",
+        recipient="bob@remote.example",
+        when=0,
+    )
+    header = received_header(facts).decode()
+    assert header.startswith("Received: from client.example ([IPv6:2001:db8::1])\r\n")
+    assert "\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)\r\n" in header
+    assert "with ESMTPSA id 01ABCDEFGHJKMNPQRSTVWXYZ00\r\n\tfor <bob@remote.example>;\r\n" in header
+    assert header.endswith("\r\n") and all(len(line) < 998 for line in header.split("\r\n"))
+
+
+def test_submission_headers_added_only_when_missing() -> None:
+    assert header_names(b"Subject: a\r\n b\r\nFrom: x\r\n\r\nDate: body\r\n") == {"subject", "from"}
+    added = submission_headers(b"Subject: a\r\n\r\nbody\r\n", "QID", "mx.example", when=0).decode()
+    assert added.startswith("Message-ID: <QID@mx.example>\r\nDate: ")
+    assert submission_headers(b"Message-ID: <a@b>\r\nDate: x\r\n\r\n", "QID", "mx") == b""
+
+
+@pytest.mark.parametrize(
+    ("address", "sender", "expected"),
+    [
+        ("<>", True, None),
+        ("user@example.com", False, None),
+        ("user@[192.0.2.1]", False, None),
+        ("user@[IPv6:2001:db8::1]", False, None),
+        ("user@[999.1.1.1]", False, replies.BAD_RECIPIENT_SYNTAX),
+        ("user@-bad.example", True, replies.BAD_SENDER_SYNTAX),
+        ("us\ter@example.com", False, replies.CONTROL_CHARACTERS),
+        ("us\udcffer@example.com", False, replies.CONTROL_CHARACTERS),
+        ("a" * 65 + "@example.com", False, replies.ADDRESS_TOO_LONG),
+        ('"x@y"@example.com', False, replies.QUOTED_LOCAL_PART),
+        ("jürgen@example.com", False, replies.NON_ASCII_WITHOUT_SMTPUTF8),
+    ],
+)
+def test_check_address(address: str, sender: bool, expected: str | None) -> None:
+    assert check_address(address, sender=sender, smtputf8=False) == expected
+
+
+def test_client_ip_and_trust() -> None:
+    settings = load_settings(IngressSettings, trusted_networks="10.0.0.0/8, ::1/128")
+    assert client_ip(("::ffff:10.1.2.3", 25, 0, 0)) == "10.1.2.3"
+    assert is_trusted("10.1.2.3", settings.trusted_networks)
+    assert is_trusted("::1", settings.trusted_networks)
+    assert not is_trusted("127.0.0.1", settings.trusted_networks)
+    assert load_settings(IngressSettings, trusted_networks="").trusted_networks == ()
+
+
+def test_bad_settings_name_the_variable() -> None:
+    with pytest.raises(ConfigError, match="POSTROOM_TRUSTED_NETWORKS"):
+        load_settings(IngressSettings, trusted_networks="10.0.0.300/8")
+    with pytest.raises(ConfigError, match="POSTROOM_SMTP_LISTEN"):
+        load_settings(IngressSettings, smtp_listen="nowhere")
+    assert load_settings(IngressSettings, smtps_listen="").smtps_listen is None
+    assert load_settings(IngressSettings, smtp_command_timeout="5m").smtp_command_timeout == 300
+
+
+def test_helo_names() -> None:
+    assert valid_helo("mail.example.org") and valid_helo("MY_PC") and valid_helo("[192.0.2.1]")
+    assert not valid_helo("evil)(x") and not valid_helo("a b") and not valid_helo("bücher.example")
+
+
+def test_plain_parsing() -> None:
+    assert decode_initial_response("=") == b""
+    assert decode_initial_response("!!") is None
+    assert parse_plain(b"\x00alice@local.test\x00pw") == ("alice@local.test", "pw")
+    assert parse_plain(b"alice@local.test\x00alice@local.test\x00pw") == ("alice@local.test", "pw")
+    assert parse_plain(b"bob@local.test\x00alice@local.test\x00pw") is None
+    assert parse_plain(b"\x00\x00pw") is None
+
+
+def test_auth_throttle_grows_per_ip_and_per_account() -> None:
+    throttle = AuthThrottle(base=1, cap=8, window=60)
+    assert throttle.delay("192.0.2.1", "alice", now=0) == 1
+    for _ in range(3):
+        throttle.record_failure("192.0.2.1", "alice", now=0)
+    assert throttle.delay("192.0.2.1", "bob", now=1) == 8  # same IP, another account
+    assert throttle.delay("198.51.100.7", "ALICE", now=1) == 8  # same account, another IP
+    assert throttle.delay("198.51.100.7", "carol", now=1) == 1
+    assert throttle.delay("192.0.2.1", "bob", now=100) == 1  # forgotten after the window
+
+
+def test_connection_limiter() -> None:
+    limiter = ConnectionLimiter(total=3, per_ip=1, exempt=lambda ip: ip == "127.0.0.1")
+    assert limiter.admit("192.0.2.1") is None
+    assert limiter.admit("192.0.2.1") == replies.TOO_MANY_CONNECTIONS_FROM_IP
+    assert limiter.admit("127.0.0.1") is None and limiter.admit("127.0.0.1") is None
+    assert limiter.admit("198.51.100.1") == replies.TOO_MANY_CONNECTIONS
+    limiter.release("192.0.2.1")
+    assert limiter.admit("198.51.100.1") is None

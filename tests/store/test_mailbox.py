@@ -1,0 +1,52 @@
+"""Mailboxes against a single Redis and a Redis Cluster: idempotent atomic delivery, snapshots, locked deletion."""
+
+from __future__ import annotations
+
+from services.store import Store, StoreOutcome
+from shared.queue_id import new_queue_id
+
+ADDRESS = "box@example.test"
+
+
+async def make_user(store: Store, quota: int = 0) -> None:
+    await store.accounts.add_domain("example.test")
+    await store.accounts.add_user(ADDRESS, "pw", quota=quota)
+
+
+async def test_deliver_outcomes(store: Store) -> None:
+    assert await store.mailboxes.deliver(ADDRESS, new_queue_id(), b"x") == StoreOutcome.NO_MAILBOX
+    await make_user(store, quota=30)
+    queue_id = new_queue_id()
+    assert await store.mailboxes.deliver(ADDRESS, queue_id, b"line one\nline two\n") == StoreOutcome.STORED
+    assert await store.mailboxes.deliver(ADDRESS, queue_id, b"line one\nline two\n") == StoreOutcome.DUPLICATE
+    assert await store.mailboxes.deliver(ADDRESS, new_queue_id(), b"y" * 20) == StoreOutcome.OVER_QUOTA
+    stored = await store.mailboxes.read(ADDRESS, queue_id)
+    assert stored == b"line one\r\nline two\r\n"
+    assert await store.mailboxes.read_range(ADDRESS, queue_id, 0, 7) == b"line one"
+    user = await store.accounts.get_user(ADDRESS)
+    assert user is not None and (user.messages, user.bytes) == (1, len(stored))
+
+
+async def test_snapshot_order_and_locked_delete(store: Store) -> None:
+    await make_user(store)
+    ids = [new_queue_id() for _ in range(4)]
+    for n, queue_id in enumerate(ids):
+        await store.mailboxes.deliver(ADDRESS, queue_id, b"m%d\r\n" % n)
+    snapshot = await store.mailboxes.snapshot(ADDRESS)
+    assert [m.uid for m in snapshot] == ids and all(m.size == 4 for m in snapshot)
+    token = await store.mailboxes.acquire_lock(ADDRESS, 30)
+    assert token is not None
+    assert await store.mailboxes.acquire_lock(ADDRESS, 30) is None  # one session at a time
+    assert await store.mailboxes.delete(ADDRESS, "not-the-owner", ids[:1]) is None
+    assert await store.mailboxes.delete(ADDRESS, token, [ids[0], ids[2], "unknown"]) == 2
+    assert [m.uid for m in await store.mailboxes.snapshot(ADDRESS)] == [ids[1], ids[3]]
+    assert await store.mailboxes.refresh_lock(ADDRESS, token, 30)
+    assert await store.mailboxes.release_lock(ADDRESS, token)
+    assert not await store.mailboxes.refresh_lock(ADDRESS, token, 30)
+    assert await store.mailboxes.delete(ADDRESS, token, [ids[1]]) is None  # lock gone: nothing deleted
+    user = await store.accounts.get_user(ADDRESS)
+    assert user is not None and (user.messages, user.bytes) == (2, 8)
+
+
+async def test_lock_needs_an_account(store: Store) -> None:
+    assert await store.mailboxes.acquire_lock("nobody@example.test", 30) is None
