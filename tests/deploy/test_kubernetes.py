@@ -186,9 +186,8 @@ def test_proxy_protocol_is_a_configmap_setting_that_the_component_turns_on() -> 
     assert config(render("prod"))["POSTROOM_PROXY_PROTOCOL"] == "false"
     with_proxy = render("prod", ("proxy-protocol",))
     assert config(with_proxy)["POSTROOM_PROXY_PROTOCOL"] == "true"
-    for name in MAIL_PORTS:
-        annotations = of_kind(with_proxy, "Service")[name]["metadata"]["annotations"]
-        assert annotations["service.beta.kubernetes.io/aws-load-balancer-proxy-protocol"] == "*"
+    annotations = of_kind(with_proxy, "Service")["smtp"]["metadata"]["annotations"]
+    assert annotations["service.beta.kubernetes.io/aws-load-balancer-proxy-protocol"] == "*"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -260,17 +259,25 @@ def test_dev_environment_is_accepted_by_every_service() -> None:
 
 
 def test_the_proxy_protocol_component_turns_the_setting_on_in_the_services() -> None:
-    """Every settings field named *proxy_protocol* is true with the component: the ConfigMap names what they read."""
+    """A load balancer sends PROXY headers only to a service whose settings then expect them (a *proxy_protocol*
+    field that the ConfigMap turns on); one side without the other breaks every connection or hides the client."""
     docs = render("dev", ("proxy-protocol",))
-    fields: dict[str, list[str]] = {}
-    for name in ("smtp-ingress", "pop3"):
-        settings = service_settings(SERVICES[name], container_env(docs, name))
-        if settings is not None:
-            fields[name] = [field for field in type(settings).model_fields if "proxy_protocol" in field]
-            assert all(getattr(settings, field) is True for field in fields[name]), (name, fields[name])
-    if "smtp-ingress" not in fields:
-        pytest.skip("no services/smtp_ingress/config.py in this checkout yet")
-    assert fields["smtp-ingress"], "the SMTP ingress reads no *PROXY_PROTOCOL setting"
+    services = of_kind(docs, "Service")
+    checked = 0
+    for service_name, component in (("smtp", "smtp-ingress"), ("pop3", "pop3")):
+        annotated = "service.beta.kubernetes.io/aws-load-balancer-proxy-protocol" in services[service_name][
+            "metadata"
+        ].get("annotations", {})
+        settings = service_settings(SERVICES[component], container_env(docs, component))
+        if settings is None:
+            continue
+        checked += 1
+        fields = [field for field in type(settings).model_fields if "proxy_protocol" in field]
+        assert all(getattr(settings, field) is True for field in fields), (component, fields)
+        assert annotated == bool(fields), f"{service_name}: PROXY from the load balancer {annotated}, read {fields}"
+    assert services["smtp"]["metadata"]["annotations"]
+    if not checked:
+        pytest.skip("no services/<name>/config.py in this checkout yet")
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
