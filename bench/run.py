@@ -17,13 +17,14 @@ import smtplib
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from bench.stack import Stack, rss_bytes
+from bench.stack import Stack, tree_rss_bytes
 from services.store import Store
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -63,22 +64,58 @@ def cleanup(namespace: str) -> None:
     )
 
 
+def metric_total(stack: Stack, service: str, name: str, port_offset: int = 0) -> float:
+    """Sum of every series of one counter on a service's /metrics page."""
+    url = f"http://127.0.0.1:{stack.metrics_ports[service] + port_offset}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def start_profiling(stack: Stack, args: argparse.Namespace, namespace: str) -> None:
+    for name in args.profile:
+        stack.profile(name, RESULTS / namespace / f"profile-{name}.txt", args.profile_rate)
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+async def mailbox_uids(namespace: str, user: str) -> list[str]:
+    store = Store.connect(REDIS_URL, namespace)
+    try:
+        return [info.uid for info in await store.mailboxes.snapshot(user)]
+    finally:
+        await store.close()
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+def queue_id_time(queue_id: str) -> float:
+    """The creation time a queue id carries (its first 10 characters: milliseconds, Crockford base32)."""
+    millis = 0
+    for char in queue_id[:10]:
+        millis = millis * 32 + "0123456789ABCDEFGHJKMNPQRSTVWXYZ".index(char)
+    return millis / 1000
+
+
 async def latencies(namespace: str, user: str) -> list[float]:
-    """accept → mailbox latency per message, from the trace events 'queued' and 'stored'."""
+    """End of DATA → in the mailbox, per message: the queue id is made at the final dot, 'stored' is traced."""
     store = Store.connect(REDIS_URL, namespace)
     try:
         out = []
         for info in await store.mailboxes.snapshot(user):
             events = await store.trace.events(info.uid)
-            accepted = next((e["time"] for e in events if e["event"] in ("queued", "accepted")), None)
             stored = next((e["time"] for e in events if e["event"] == "stored"), None)
-            if accepted is not None and stored is not None:
-                out.append(stored - accepted)
+            if stored is not None:
+                out.append(stored - queue_id_time(info.uid))
         return out
     finally:
         await store.close()
@@ -93,6 +130,8 @@ def run_smtp(args: argparse.Namespace) -> dict[str, Any]:
     try:
         asyncio.run(prepare_users(namespace, [user]))
         stack.start()
+        start_profiling(stack, args, namespace)
+        load_before = load_average()
         cpu_before = stack.cpu()
         started = time.monotonic()
         command = ["smtp-source", "-s", str(args.sessions), "-l", str(args.size), "-m", str(args.messages)]
@@ -106,12 +145,34 @@ def run_smtp(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(0.05)
         stored_at = time.monotonic()
         cpu_after = stack.cpu()
+        stack.stop_profiling()
+        # Nothing lost, nothing duplicated: every message smtp-source sent was answered 250 (counted by the
+        # ingress), and the mailbox holds exactly that many distinct queue ids, also a moment later.
+        # With POSTROOM_SMTP_WORKERS=N, worker i serves its own /metrics on the metrics port + i.
+        workers = int(args.env.get("POSTROOM_SMTP_WORKERS", "1"))
+        accepted = sum(
+            metric_total(stack, "smtp_ingress", "postroom_smtp_messages_accepted_total", offset)
+            for offset in range(workers)
+        )
+        time.sleep(1)
+        uids = asyncio.run(mailbox_uids(namespace, user))
+        check = {
+            "accepted_250": int(accepted),
+            "in_mailbox": len(uids),
+            "distinct_queue_ids": len(set(uids)),
+        }
+        if not (accepted == args.messages == len(uids) == len(set(uids))):
+            raise RuntimeError(f"lost or duplicated messages: sent {args.messages}, {check}")
         lat = asyncio.run(latencies(namespace, user))
         return {
             "scenario": "smtp",
             "messages": args.messages,
             "sessions": args.sessions,
             "size": args.size,
+            "env": args.env,
+            "loadavg_before": load_before,
+            "loadavg_after": load_average(),
+            "check": check,
             "accept_msg_per_s": round(args.messages / (accepted_at - started), 1),
             "end_to_end_msg_per_s": round(args.messages / (stored_at - started), 1),
             "latency_p50_ms": round(percentile(lat, 0.5) * 1000, 1) if lat else None,
@@ -168,24 +229,35 @@ def run_pop3(args: argparse.Namespace) -> dict[str, Any]:
                 await store.mailboxes.deliver(user, f"Q{n:08d}", body)
         await store.close()
 
-    async def download() -> float:
+    async def download() -> tuple[float, int]:
         port = stack.port("POSTROOM_POP3_LISTEN")
         started = time.monotonic()
-        await asyncio.gather(*(pop3_download(port, user, args.messages, args.batch) for user in users))
-        return time.monotonic() - started
+        sizes = await asyncio.gather(*(pop3_download(port, user, args.messages, args.batch) for user in users))
+        return time.monotonic() - started, sum(sizes)
 
     try:
         asyncio.run(fill())
         stack.start(only=("pop3",))
+        rss_idle = tree_rss_bytes(stack.procs["pop3"].pid)
+        start_profiling(stack, args, namespace)
+        load_before = load_average()
         cpu_before = stack.cpu()
-        elapsed = asyncio.run(download())
+        elapsed, octets = asyncio.run(download())
         cpu_after = stack.cpu()
+        stack.stop_profiling()
         total = args.messages * args.sessions
+        # Each message comes back whole (dot-unstuffing does not apply: no body line starts with a dot).
+        if octets != total * len(body):
+            raise RuntimeError(f"downloaded {octets} octets, expected {total * len(body)}")
         return {
             "scenario": "pop3",
             "sessions": args.sessions,
             "messages": total,
             "size": args.size,
+            "env": args.env,
+            "loadavg_before": load_before,
+            "loadavg_after": load_average(),
+            "rss_before": mib(rss_idle),
             "msg_per_s": round(total / elapsed, 1),
             "cpu_ms_per_msg": round((cpu_after["pop3"] - cpu_before["pop3"]) * 1000 / total, 3),
             "peak_rss": mib(stack.peak_rss()["pop3"]),
@@ -208,17 +280,19 @@ def run_idle(args: argparse.Namespace) -> dict[str, Any]:
             if not greeting.startswith(b"220"):
                 raise RuntimeError(f"no greeting: {greeting!r}")
             conns.append(writer)
-        rss = rss_bytes(stack.procs["smtp_ingress"].pid)
+        rss = tree_rss_bytes(stack.procs["smtp_ingress"].pid)
         for writer in conns:
             writer.close()
         return rss
 
     try:
         stack.start(only=("smtp_ingress",))
-        baseline = rss_bytes(stack.procs["smtp_ingress"].pid)
+        baseline = tree_rss_bytes(stack.procs["smtp_ingress"].pid)
         rss = asyncio.run(hold())
         return {
             "scenario": "idle",
+            "env": args.env,
+            "loadavg": load_average(),
             "connections": args.connections,
             "rss_before": mib(baseline),
             "rss_holding": mib(rss),
@@ -241,6 +315,8 @@ def run_big(args: argparse.Namespace) -> dict[str, Any]:
     try:
         asyncio.run(prepare_users(namespace, [user]))
         stack.start()
+        start_profiling(stack, args, namespace)
+        before = {name: tree_rss_bytes(proc.pid) for name, proc in stack.procs.items()}
         with smtplib.SMTP("127.0.0.1", stack.port("POSTROOM_SMTP_LISTEN"), timeout=300) as smtp:
             smtp.sendmail("load@remote.test", [user], message)
         deadline = time.monotonic() + args.timeout
@@ -251,14 +327,26 @@ def run_big(args: argparse.Namespace) -> dict[str, Any]:
         pop = poplib.POP3("127.0.0.1", stack.port("POSTROOM_POP3_LISTEN"), timeout=300)
         pop.user(user)
         pop.pass_("bench-password")
-        _, _lines, octets = pop.retr(1)
+        _, lines, octets = pop.retr(1)
         pop.quit()
+        if not b"\r\n".join(lines).endswith(message.rstrip(b"\r\n")):
+            raise RuntimeError("the retrieved message differs from the one sent")
+        stack.stop_profiling()
+        peak = stack.peak_rss()
+        limit = 4 * len(message)
         return {
             "scenario": "big",
+            "env": args.env,
+            "loadavg": load_average(),
             "message_bytes": len(message),
             "retrieved_octets": octets,
-            "peak_rss": {name: mib(v) for name, v in stack.peak_rss().items()},
-            "peak_rss_over_message": {name: round(v / len(message), 2) for name, v in stack.peak_rss().items()},
+            "limit_4x": mib(limit),
+            "rss_before": {name: mib(v) for name, v in before.items()},
+            "peak_rss": {name: mib(v) for name, v in peak.items()},
+            "peak_rss_over_message": {name: round(v / len(message), 2) for name, v in peak.items()},
+            # Growth over the idle process, which alone is ~85-110 MiB of interpreter and libraries.
+            "growth_over_message": {name: round((peak[name] - before[name]) / len(message), 2) for name in peak},
+            "under_4x": {name: v < limit for name, v in peak.items()},
         }
     finally:
         stack.stop()
@@ -269,6 +357,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", action="append", default=[], help="extra VAR=value for the services")
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument(
+        "--profile", action="append", default=[], help="sample this service with py-spy during the run (repeatable)"
+    )
+    parser.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second")
     sub = parser.add_subparsers(dest="scenario", required=True)
     smtp = sub.add_parser("smtp", help="smtp-source → mailbox")
     smtp.add_argument("--messages", type=int, default=5000)

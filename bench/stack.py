@@ -29,6 +29,50 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def process_tree(pid: int) -> list[int]:
+    """A process and all its descendants (an ingress with POSTROOM_SMTP_WORKERS > 1 is a parent and N workers)."""
+    pids, index = [pid], 0
+    while index < len(pids):
+        for task in Path(f"/proc/{pids[index]}/task").glob("*/children"):
+            try:
+                pids += [int(child) for child in task.read_text().split()]
+            except OSError:
+                continue
+        index += 1
+    return pids
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    total = 0.0
+    for member in process_tree(pid):
+        try:
+            total += cpu_seconds(member)
+        except OSError:
+            continue
+    return total
+
+
+def tree_peak_rss_bytes(pid: int) -> int:
+    """Sum of the peaks of every process in the tree (an upper bound of the tree's own peak)."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            total += peak_rss_bytes(member)
+        except OSError:
+            continue
+    return total
+
+
+def tree_rss_bytes(pid: int) -> int:
+    total = 0
+    for member in process_tree(pid):
+        try:
+            total += rss_bytes(member)
+        except OSError:
+            continue
+    return total
+
+
 def peak_rss_bytes(pid: int) -> int:
     """The process's high-water resident set size (VmHWM)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -53,6 +97,7 @@ class Stack:
     extra_env: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    profilers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     metrics_ports: dict[str, int] = field(default_factory=dict)
 
     def port(self, variable: str) -> int:
@@ -90,20 +135,46 @@ class Stack:
                 time.sleep(0.1)
 
     def _ready(self, name: str) -> bool:
+        # Every ingress worker (POSTROOM_SMTP_WORKERS, /readyz on the metrics port + i) must be ready, or the
+        # first connections the kernel hands a worker still connecting to the broker are answered 451.
+        workers = int(self.env.get("POSTROOM_SMTP_WORKERS", "1")) if name == "smtp_ingress" else 1
         try:
-            url = f"http://127.0.0.1:{self.metrics_ports[name]}/readyz"
-            with urllib.request.urlopen(url, timeout=1) as response:
-                return bool(response.status == 200)
+            for offset in range(workers):
+                url = f"http://127.0.0.1:{self.metrics_ports[name] + offset}/readyz"
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    if response.status != 200:
+                        return False
+            return True
         except OSError:
             return False
 
+    def profile(self, name: str, out: Path, rate: int = 100) -> None:
+        """Sample a service with py-spy until `stop()`; writes collapsed stacks (`-f raw`) to `out`."""
+        py_spy = Path(sys.executable).parent / "py-spy"
+        command = [str(py_spy), "record", "-r", str(rate), "-f", "raw", "-o", str(out), "--pid"]
+        command += [str(self.procs[name].pid), "--nonblocking", "--subprocesses"]
+        log = (self.log_dir / f"py-spy-{name}.log").open("ab")
+        self.profilers.append(subprocess.Popen(command, stdout=log, stderr=log))
+
+    def stop_profiling(self) -> None:
+        """py-spy writes its file when interrupted."""
+        for profiler in self.profilers:
+            profiler.send_signal(signal.SIGINT)
+        for profiler in self.profilers:
+            try:
+                profiler.wait(60)
+            except subprocess.TimeoutExpired:
+                profiler.kill()
+        self.profilers.clear()
+
     def cpu(self) -> dict[str, float]:
-        return {name: cpu_seconds(proc.pid) for name, proc in self.procs.items()}
+        return {name: tree_cpu_seconds(proc.pid) for name, proc in self.procs.items()}
 
     def peak_rss(self) -> dict[str, int]:
-        return {name: peak_rss_bytes(proc.pid) for name, proc in self.procs.items()}
+        return {name: tree_peak_rss_bytes(proc.pid) for name, proc in self.procs.items()}
 
     def stop(self) -> None:
+        self.stop_profiling()
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)

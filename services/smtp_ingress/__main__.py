@@ -1,16 +1,27 @@
-"""`python -m services.smtp_ingress`: load settings, start the ingress, drain on SIGTERM."""
+"""`python -m services.smtp_ingress`: load settings, start the ingress (or its workers), drain on SIGTERM."""
 
 from __future__ import annotations
 
+import dataclasses
+import sys
+
 from services.smtp_ingress.app import IngressApp
 from services.smtp_ingress.config import IngressSettings
+from services.smtp_ingress.workers import supervise, worker_index
+from shared.errors import ConfigError
 from shared.logging import configure_logging
 from shared.service import run_service, wait_for_stop_signal
 from shared.settings import load_settings
 
 
-async def main() -> None:
+async def main(index: int) -> None:
     settings = load_settings(IngressSettings)
+    if index and settings.metrics_listen is not None and settings.metrics_listen.port:
+        # Worker i's own /metrics: counters are per process, so each worker is scraped on its own port.
+        port = settings.metrics_listen.port + index
+        settings = settings.model_copy(
+            update={"metrics_listen": dataclasses.replace(settings.metrics_listen, port=port)}
+        )
     configure_logging(settings.log_level, settings.log_format, service="smtp")
     stop = wait_for_stop_signal()
     app = IngressApp(settings)
@@ -19,5 +30,19 @@ async def main() -> None:
     await app.stop()
 
 
+def entry() -> None:
+    index = worker_index(sys.argv)
+    if index is None:
+        try:
+            settings = load_settings(IngressSettings)
+        except ConfigError as exc:
+            print(f"postroom: configuration error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        if settings.smtp_workers > 1:
+            configure_logging(settings.log_level, settings.log_format, service="smtp")
+            sys.exit(supervise(settings.smtp_workers))
+    run_service(lambda: main(index or 0))
+
+
 if __name__ == "__main__":
-    run_service(main)
+    entry()

@@ -50,6 +50,10 @@ class IngressSettings(CommonSettings):
     # Behind a load balancer speaking the PROXY protocol (v1 or v2), every connection must start with its header;
     # the client address it carries is the one policy, caps and the Received: header use.
     smtp_proxy_protocol: bool = False
+    # N > 1: N processes share the listening ports with SO_REUSEPORT (the kernel spreads connections); worker i
+    # serves /metrics on the metrics port + i (each worker is its own scrape target; /readyz on the base port is
+    # worker 0's). See docs/performance.md.
+    smtp_workers: int = Field(default=1, ge=1, le=64)
 
     @field_validator("smtp_listen", "submission_listen", "smtps_listen", mode="before")
     @classmethod

@@ -63,8 +63,16 @@ class IngressServer:
             session_timeout=settings.smtp_session_timeout,
         )
         self.servers: dict[str, asyncio.Server] = {}
+        self._templates: dict[str, IngressSMTP] = {}
 
     def _protocol(self, spec: ListenerSpec) -> IngressSMTP:
+        """Each connection's session is a clone of one pristine session per listener, built on first use."""
+        template = self._templates.get(spec.name)
+        if template is None:
+            template = self._templates[spec.name] = self._new_protocol(spec)
+        return template.clone()
+
+    def _new_protocol(self, spec: ListenerSpec) -> IngressSMTP:
         return IngressSMTP(
             self.handler,
             registry=self.registry,
@@ -94,6 +102,8 @@ class IngressServer:
                     spec.address.port,
                     ssl=self.tls if spec.implicit_tls else None,
                     reuse_address=True,
+                    # Several worker processes listen on the same port; the kernel balances accepts across them.
+                    reuse_port=self.settings.smtp_workers > 1,
                     backlog=512,
                 )
             except OSError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from services.store.accounts import AccountError, Accounts, User
@@ -10,6 +11,8 @@ from services.store.keys import Keys
 from services.store.mailbox import Mailboxes, MessageInfo, StoreOutcome
 from services.store.trace import DEFAULT_RETENTION, Trace
 from shared.connections import connect_redis
+from shared.errors import ConfigError
+from shared.settings import parse_duration
 
 __all__ = [
     "AccountError",
@@ -24,16 +27,27 @@ __all__ = [
 ]
 
 
+def retention_from_environment() -> int:
+    """`POSTROOM_TRACE_RETENTION` for every service that records traces, so one setting governs them all."""
+    text = os.environ.get("POSTROOM_TRACE_RETENTION", "").strip()
+    if not text:
+        return DEFAULT_RETENTION
+    try:
+        return max(1, round(parse_duration(text)))
+    except ValueError as exc:
+        raise ConfigError(f"POSTROOM_TRACE_RETENTION: {exc}") from None
+
+
 class Store:
     """One handle on everything kept in Redis for a namespace."""
 
-    def __init__(self, redis: Any, namespace: str, trace_retention: int = DEFAULT_RETENTION) -> None:
+    def __init__(self, redis: Any, namespace: str, trace_retention: int | None = None) -> None:
         self.redis = redis
         self.namespace = namespace
         self.keys = Keys(namespace)
         self.accounts = Accounts(redis, self.keys)
         self.mailboxes = Mailboxes(redis, self.keys)
-        self.trace = Trace(redis, namespace, trace_retention)
+        self.trace = Trace(redis, namespace, trace_retention or retention_from_environment())
 
     @classmethod
     def connect(
@@ -41,7 +55,7 @@ class Store:
         url: str,
         namespace: str,
         cluster: bool = False,
-        trace_retention: int = DEFAULT_RETENTION,
+        trace_retention: int | None = None,
         **redis_options: Any,
     ) -> Store:
         """A store on a new client; `redis_options` go to redis-py (e.g. socket timeouts for the CLI)."""

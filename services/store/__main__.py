@@ -8,25 +8,14 @@ import contextlib
 from services.store import Store
 from services.store.api import AdminServer, create_app
 from services.store.config import StoreSettings
-from services.store.metrics import STATS_REFRESH_FAILURES, StoreStatsCollector, register_stats_collector
+from services.store.metrics import refresh_stats, register_stats_collector
 from services.store.queue_ops import QueueOps
-from services.store.stats import compute_stats
 from shared.health import HealthServer
 from shared.logging import configure_logging, get_logger
 from shared.service import run_service, wait_for_stop_signal
 from shared.settings import load_settings
 
 log = get_logger("services.store")
-
-
-async def refresh_stats(store: Store, collector: StoreStatsCollector, interval: float) -> None:
-    while True:
-        try:
-            collector.stats = await compute_stats(store.redis, store.keys)
-        except Exception as exc:
-            STATS_REFRESH_FAILURES.inc()
-            log.warning("store stats refresh failed", error=str(exc))
-        await asyncio.sleep(interval)
 
 
 async def main() -> None:
@@ -46,12 +35,17 @@ async def main() -> None:
     if health is not None:
         health.add_check("redis", store.ping)
         if admin is not None:
-            health.add_check("admin_api", lambda: asyncio.sleep(0, admin.listening))
+            server = admin
+
+            async def admin_listening() -> bool:
+                return server.listening
+
+            health.add_check("admin_api", admin_listening)
         await health.start()
     if admin is not None:
         await admin.start()
     log.info("store started", admin=str(settings.admin_listen), metrics=str(settings.metrics_listen))
-    refresher = asyncio.create_task(refresh_stats(store, collector, settings.stats_interval_seconds))
+    refresher = asyncio.create_task(refresh_stats(store.redis, store.keys, collector, settings.stats_interval_seconds))
     await stop.wait()
     log.info("store stopping")
     refresher.cancel()

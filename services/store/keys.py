@@ -18,6 +18,10 @@ Per mailbox, all sharing the hash tag `{address}` so every Lua script is Redis C
     {ns}:{addr}:msg:{uid}             string: the message, CRLF line ends
     {ns}:{addr}:dedup:{queue_id}      string with a TTL: "this queue message was stored here" (idempotent delivery)
     {ns}:{addr}:lock                  string with a TTL: POP3 maildrop lock, value = owner token
+
+Every multi-key change is a Lua script in lua.py over the keys of one mailbox only (one slot): STORE_MESSAGE,
+DELETE_MESSAGES, CREATE_ACCOUNT, UPDATE_ACCOUNT, CLOSE_MAILBOX, ACQUIRE_LOCK, REFRESH_LOCK, RELEASE_LOCK.
+A user's removal (accounts.remove_user) runs CLOSE_MAILBOX, then deletes the mailbox keys, then leaves `users`.
 """
 
 from __future__ import annotations

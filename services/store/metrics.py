@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import REGISTRY, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from services.store.stats import StoreStats
+from services.store.keys import Keys
+from services.store.stats import StoreStats, compute_stats
+from shared.logging import get_logger
+
+log = get_logger(__name__)
 
 API_REQUESTS = Counter(
     "postroom_store_api_requests_total",
@@ -37,6 +43,17 @@ class StoreStatsCollector(Collector):
         yield CounterMetricFamily(
             "postroom_store_trace_events", "Trace events written by all services.", value=s.trace_events
         )
+
+
+async def refresh_stats(redis: Any, keys: Keys, collector: StoreStatsCollector, interval: float) -> None:
+    """Recompute the totals every `interval` seconds until cancelled; a failure keeps the last values."""
+    while True:
+        try:
+            collector.stats = await compute_stats(redis, keys)
+        except Exception as exc:
+            STATS_REFRESH_FAILURES.inc()
+            log.warning("store stats refresh failed", error=str(exc))
+        await asyncio.sleep(interval)
 
 
 def register_stats_collector() -> StoreStatsCollector:

@@ -24,6 +24,8 @@ from shared.topology import Topology
 
 # A dead queue larger than this is cycled only this far in one call (bounded time per request).
 MAX_CYCLE = 10_000
+# Messages taken before their copies are published together and the confirms awaited as one.
+_BATCH = 200
 # Broker-set headers a requeued message must not carry back into the work queue.
 _BROKER_HEADERS = ("x-death", "x-delivery-count", "x-first-death-", "x-last-death-")
 
@@ -163,22 +165,39 @@ class QueueOps:
                 dead = await channel.declare_queue(self.topology.dead, passive=True)
             except aiormq.exceptions.ChannelNotFoundEntity:
                 return [], 0
-            count = min(dead.declaration_result.message_count or 0, MAX_CYCLE)
-            for _ in range(count):
-                message = await dead.get(no_ack=False, fail=False)
-                if message is None:
+            remaining = min(dead.declaration_result.message_count or 0, MAX_CYCLE)
+            while remaining > 0:
+                batch: list[AbstractIncomingMessage] = []
+                while len(batch) < min(remaining, _BATCH):
+                    message = await dead.get(no_ack=False, fail=False)
+                    if message is None:
+                        break
+                    batch.append(message)
+                if not batch:
                     break
-                info = _dead_letter(message)
-                chosen = everything or (requeue is not None and info.queue_id in requeue)
-                target = self.topology.incoming if chosen else self.topology.dead
-                # Publisher confirm first, ack after: a crash in between duplicates, never loses (invariant 3).
-                await channel.default_exchange.publish(_copy(message, clean=chosen), target, mandatory=True)
-                await message.ack()
-                if chosen:
-                    moved += 1
-                elif len(listed) < limit:
-                    listed.append(info)
-        return listed, moved
+                remaining -= len(batch)
+                infos = [_dead_letter(m) for m in batch]
+                chosen = [everything or (requeue is not None and i.queue_id in requeue) for i in infos]
+                # Published in order, confirms awaited together; acks only after every confirm of the batch:
+                # a crash in between duplicates, never loses (DESIGN invariant 3).
+                try:
+                    await asyncio.gather(
+                        *(
+                            channel.default_exchange.publish(
+                                _copy(m, clean=c), self.topology.incoming if c else self.topology.dead, mandatory=True
+                            )
+                            for m, c in zip(batch, chosen, strict=True)
+                        )
+                    )
+                except aiormq.exceptions.DeliveryError as exc:
+                    # Returned or nacked (e.g. `incoming` missing): the originals stay unacked and go back to the
+                    # dead queue when the channel closes. Copies already confirmed are duplicates, not losses.
+                    raise QueueError(f"RabbitMQ refused to take the messages ({exc!r}); they stay dead") from None
+                for message in batch:
+                    await message.ack()
+                moved += sum(chosen)
+                listed.extend(i for i, c in zip(infos, chosen, strict=True) if not c)
+        return listed[:limit], moved
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The dead letters, oldest first (at most `limit`); they stay in the dead queue."""

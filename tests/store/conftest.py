@@ -23,7 +23,15 @@ TEST_DELAYS = [60, 300]
 class AdminThread:
     """The admin application on a free loopback port, run by an event loop in a background thread."""
 
-    def __init__(self, namespace: str, token: str | None = TOKEN, redis_url: str = REDIS_URL, amqp_url: str = AMQP_URL):
+    def __init__(
+        self,
+        namespace: str,
+        token: str | None = TOKEN,
+        redis_url: str = REDIS_URL,
+        amqp_url: str = AMQP_URL,
+        cluster: bool = False,
+    ) -> None:
+        self.cluster = cluster
         self.namespace = namespace
         self.token = token
         self.redis_url = redis_url
@@ -47,7 +55,7 @@ class AdminThread:
 
     async def _main(self) -> None:
         try:
-            store = Store.connect(self.redis_url, self.namespace, socket_connect_timeout=2)
+            store = Store.connect(self.redis_url, self.namespace, self.cluster, socket_connect_timeout=2)
             queue = QueueOps(self.amqp_url, self.namespace, TEST_DELAYS)
             server = AdminServer(create_app(store, self.token, queue), HostPort("127.0.0.1", 0))
             await server.start()
@@ -74,6 +82,19 @@ class AdminThread:
         if self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(20)
+
+
+@pytest.fixture(autouse=True)
+def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Still argon2id, with light parameters for in-process hashing (the real ones cost ~0.3 s each on a busy
+    2-core machine); service processes and the console-script tests keep the real ones."""
+    from argon2 import PasswordHasher
+
+    from services.store import passwords
+
+    hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    monkeypatch.setattr(passwords, "_hasher", hasher)
+    monkeypatch.setattr(passwords, "_DUMMY_HASH", hasher.hash("postroom-timing-equaliser"))
 
 
 @pytest.fixture(params=["redis", "cluster"])

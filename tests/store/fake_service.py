@@ -25,7 +25,7 @@ def main(crash_with: int | None = None) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    print(f"fake up pid={os.getpid()}", flush=True)
+    print(f"fake up pid={os.getpid()} metrics={os.environ.get('POSTROOM_METRICS_LISTEN', '')}", flush=True)
     print("to stderr", file=sys.stderr, flush=True)
     if ready_file:
         Path(ready_file).touch()

@@ -143,3 +143,21 @@ def test_openapi_document_is_served_valid_and_complete(admin: AdminThread) -> No
         if route.resource is not None and route.method != "HEAD"
     }
     assert routed == documented
+
+
+async def test_a_bug_is_a_generic_500_with_details_only_in_the_log(store) -> None:  # type: ignore[no-untyped-def]
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from services.store.api import create_app
+
+    app = create_app(store, "t0ken")
+
+    async def broken(request: web.Request) -> web.Response:
+        raise RuntimeError("secret internal detail")
+
+    app.router.add_get("/api/v1/broken", broken)
+    async with TestClient(TestServer(app)) as client:
+        response = await client.get("/api/v1/broken", headers={"Authorization": "Bearer t0ken"})
+        assert response.status == 500
+        assert await response.json() == {"error": "internal error"}

@@ -13,7 +13,7 @@ from aio_pika.abc import AbstractChannel
 from click.testing import CliRunner
 
 from services.store.cli import cli
-from services.store.queue_ops import QueueOps
+from services.store.queue_ops import QueueError, QueueOps
 from shared.envelope import Envelope
 from shared.queue_id import new_queue_id
 from shared.topology import Topology
@@ -141,8 +141,7 @@ async def test_cli_queue_commands(channel: AbstractChannel, namespace: str) -> N
     assert moved.exit_code == 0 and json.loads(moved.stdout) == {"requeued": 1}
     missing = postroom("queue", "dead", "requeue", ids[0])
     assert missing.exit_code == 1 and "not in the dead-letter queue" in missing.stderr
-    assert postroom("queue", "dead", "purge", input="n\n").exit_code == 1
-    assert json.loads(postroom("queue", "dead", "purge", "--yes", "--json").stdout) == {"purged": 1}
+    assert json.loads(postroom("queue", "dead", "purge", "--json").stdout) == {"purged": 1}  # no terminal: no prompt
     assert "no dead letters" in postroom("queue", "dead", "list").stdout
 
 
@@ -164,3 +163,24 @@ async def test_api_queue(channel: AbstractChannel, namespace: str, admin: AdminT
     assert get("/api/v1/queue/dead/requeue", "POST", json={"queue_ids": ["x"]}).status_code == 400
     assert get("/api/v1/queue/dead/requeue", "POST", json={}).status_code == 400
     assert get("/api/v1/queue/dead", "DELETE").json() == {"purged": 2}
+
+
+async def test_failed_requeue_loses_nothing(channel: AbstractChannel, namespace: str, ops: QueueOps) -> None:
+    """With `incoming` gone the mandatory publish comes back: the operation fails and every dead letter stays."""
+    ids = await kill_letters(channel, namespace, 3)
+    await channel.queue_delete(Topology(namespace).incoming)
+    with pytest.raises(QueueError, match="stay dead"):
+        await ops.requeue(None)
+    letters = await ops.dead_letters()
+    assert [d.queue_id for d in letters] == ids
+
+
+def test_cli_rabbitmq_unreachable_is_one_line(namespace: str) -> None:
+    from tests.helpers import free_port
+
+    env = {"POSTROOM_NAMESPACE": namespace, "POSTROOM_AMQP_URL": f"amqp://guest:guest@127.0.0.1:{free_port()}/"}
+    for args in (["queue", "status"], ["queue", "dead", "list"], ["queue", "dead", "requeue", "--all"]):
+        result = CliRunner().invoke(cli, args, env=env)
+        assert result.exit_code == 1, result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("postroom: error: cannot reach RabbitMQ"), result.stderr

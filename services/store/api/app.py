@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiormq
+import redis.exceptions
 from aiohttp import web
 
 from services.store import Store
@@ -22,6 +23,13 @@ from shared.netaddr import HostPort
 
 log = get_logger(__name__)
 
+# Redis failures that mean "down or unreachable", on a single server or a cluster: a 503, not our bug.
+_REDIS_DOWN = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.RedisClusterException,
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -52,18 +60,17 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except QueueError as exc:
         log.warning("admin api queue operation failed", path=request.path, error=str(exc))
         return error_response(503, str(exc))
+    except _REDIS_DOWN as exc:
+        log.warning("admin api redis unavailable", path=request.path, error=str(exc))
+        return error_response(503, "Redis is unavailable; try again")
+    except aiormq.exceptions.AMQPError as exc:
+        log.warning("admin api rabbitmq failure", path=request.path, error=repr(exc))
+        return error_response(503, "RabbitMQ failed the operation; try again")
     except (ConnectionError, TimeoutError, OSError) as exc:
         log.warning("admin api backend unavailable", path=request.path, error=str(exc))
         return error_response(503, "a backend (Redis or RabbitMQ) is unavailable; try again")
-    except Exception as exc:
-        import redis.exceptions
-
-        if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
-            log.warning("admin api redis unavailable", path=request.path, error=str(exc))
-            return error_response(503, "Redis is unavailable; try again")
-        if isinstance(exc, aiormq.exceptions.AMQPError):
-            log.warning("admin api rabbitmq failure", path=request.path, error=repr(exc))
-            return error_response(503, "RabbitMQ failed the operation; try again")
+    except Exception:
+        # A bug of ours: the details go to the log only (DESIGN invariant 8).
         log.exception("admin api internal error", path=request.path)
         return error_response(500, "internal error")
 

@@ -45,7 +45,8 @@ class PostroomGroup(click.Group):
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
-        if not os.environ.get("POSTROOM_DEBUG"):
+        quiet = not os.environ.get("POSTROOM_DEBUG")
+        if quiet:
             # Libraries (aiormq, redis) log their own connection failures; we report them as our one line.
             logging.disable(logging.CRITICAL)
         try:
@@ -60,10 +61,13 @@ class PostroomGroup(click.Group):
             sys.exit(1)
         except Exception as exc:  # the promise is "never a traceback": a bug still ends as one line
             message = _describe(exc) or _describe(exc.__cause__ or exc) or f"unexpected {type(exc).__name__}: {exc}"
-            if os.environ.get("POSTROOM_DEBUG"):
+            if not quiet:
                 raise
             UserError(message).show()
             sys.exit(1)
+        finally:
+            if quiet:
+                logging.disable(logging.NOTSET)  # in-process callers (tests) get their logging back
         sys.exit(result if isinstance(result, int) else 0)
 
 

@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 import click
 
-from services.store import Store
+from services.store import Store, User
 from services.store.addresses import AddressError, validate_address
 from services.store.cli.common import (
     UserError,
@@ -112,21 +112,21 @@ def user_quota(address: str, quota: int) -> None:
 def user_list(as_json: bool) -> None:
     """List users with their quota and mailbox usage."""
 
-    async def load(store: Store) -> list[dict[str, object]]:
+    async def load(store: Store) -> list[User]:
         users = [await store.accounts.get_user(a) for a in await store.accounts.list_users()]
-        return [asdict(u) for u in users if u is not None]
+        return [u for u in users if u is not None]  # None: removed between the two reads
 
     users = run_with_store(load)
     if as_json:
-        emit_json(users)
+        emit_json([asdict(u) for u in users])
         return
     rows = [
         [
-            u["address"],
-            human_bytes(int(str(u["quota"]))) if u["quota"] else "none",
-            u["messages"],
-            human_bytes(int(str(u["bytes"]))),
-            time.strftime("%Y-%m-%d %H:%M", time.gmtime(float(str(u["created"])))),
+            u.address,
+            human_bytes(u.quota) if u.quota else "none",
+            u.messages,
+            human_bytes(u.bytes),
+            time.strftime("%Y-%m-%d %H:%M", time.gmtime(u.created)),
         ]
         for u in users
     ]

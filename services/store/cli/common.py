@@ -23,7 +23,8 @@ class UserError(click.ClickException):
     exit_code = 1
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"postroom: error: {self.format_message()}", err=True)
+        # One line whatever the underlying library put in its message.
+        click.echo(f"postroom: error: {' '.join(self.format_message().split())}", err=True)
 
 
 def settings() -> StoreSettings:
@@ -84,9 +85,12 @@ def read_password_stdin() -> str:
 
 
 def human_bytes(value: int) -> str:
+    """1536 -> "1.5 KiB"; binary units up to TiB."""
+    if value < 1024:
+        return f"{value} B"
     size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
         size /= 1024
-    return str(value)  # pragma: no cover - loop always returns
+        if size < 1024 or unit == "TiB":
+            break
+    return f"{size:.1f} {unit}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
@@ -100,12 +101,12 @@ def dead_requeue(queue_ids: tuple[str, ...], everything: bool, as_json: bool) ->
 
 
 @dead.command("purge")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation at a terminal.")
 @json_option
 def dead_purge(yes: bool, as_json: bool) -> None:
-    """Delete every dead letter."""
-    if not yes and not click.confirm("Delete every dead letter?", default=False):
-        raise UserError("not confirmed (use --yes in scripts)")
+    """Delete every dead letter (asks first when run at a terminal)."""
+    if not yes and sys.stdin.isatty() and not click.confirm("Delete every dead letter?", default=False):
+        raise UserError("not confirmed")
     purged = run_with_queue(lambda ops: ops.purge())
     if as_json:
         emit_json({"purged": purged})

@@ -59,6 +59,7 @@ class Supervisor:
         self.grace = grace
         self.procs: dict[str, asyncio.subprocess.Process] = {}
         self.stopping = False
+        self._stop_time = 0.0
         self.failed = False
 
     def _signal_all(self, sig: int) -> None:
@@ -68,13 +69,32 @@ class Supervisor:
                     proc.send_signal(sig)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        """First call: pass `sig` on and start the grace timer. A second one (impatient Ctrl-C): kill."""
+        """First call: pass `sig` on and start the grace timer. A later Ctrl-C (an impatient person): kill.
+
+        Signals arriving together (Ctrl-C reaches a wrapper script too, whose trap then sends SIGTERM) are one
+        request, so only a SIGINT more than a second after the first stop escalates.
+        """
+        loop = asyncio.get_running_loop()
         if self.stopping:
-            self._signal_all(signal.SIGKILL)
+            if sig == signal.SIGINT and loop.time() - self._stop_time > 1.0:
+                _say("second interrupt: killing the services")
+                self._signal_all(signal.SIGKILL)
             return
         self.stopping = True
+        self._stop_time = loop.time()
         self._signal_all(sig)
-        asyncio.get_running_loop().call_later(self.grace, self._signal_all, signal.SIGKILL)
+        loop.call_later(self.grace, self._signal_all, signal.SIGKILL)
+
+    def _environment(self, name: str) -> dict[str, str]:
+        """The current environment; `POSTROOM_<NAME>_METRICS_LISTEN` becomes that child's metrics address."""
+        env = dict(os.environ)
+        own = env.get(f"POSTROOM_{name.upper()}_METRICS_LISTEN")
+        if own is not None:
+            env["POSTROOM_METRICS_LISTEN"] = own
+        elif len(self.modules) > 1 and env.pop("POSTROOM_METRICS_LISTEN", None) is not None:
+            # One address for several services cannot work: each keeps its own default port (9101-9104).
+            _say(f"{name}: ignoring POSTROOM_METRICS_LISTEN (one address for every service); using its default")
+        return env
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -92,7 +112,7 @@ class Supervisor:
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.STDOUT,
-                    env=dict(os.environ),
+                    env=self._environment(name),
                     limit=1 << 20,
                     # Own process group: a terminal's Ctrl-C reaches only us, and we pass it on exactly once.
                     process_group=0,
@@ -153,7 +173,11 @@ def _parse_modules(only: tuple[str, ...], modules: tuple[str, ...]) -> dict[str,
     help="Seconds the services get to finish after a stop signal before they are killed.",
 )
 def run(only: tuple[str, ...], modules: tuple[str, ...], grace: float) -> None:
-    """Run every service locally (for development), each as `python -m services.NAME`, until Ctrl-C."""
+    """Run every service locally (for development), each as `python -m services.NAME`, until Ctrl-C.
+
+    Each service keeps its default metrics port (9101-9104) unless POSTROOM_<NAME>_METRICS_LISTEN is set,
+    e.g. POSTROOM_POP3_METRICS_LISTEN=127.0.0.1:19103.
+    """
     chosen = _parse_modules(only, modules)
     code = asyncio.run(Supervisor(chosen, grace).run())
     if code:

@@ -1,0 +1,60 @@
+"""POSTROOM_SMTP_WORKERS > 1: a small supervisor that runs N ingress processes sharing the ports (SO_REUSEPORT)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+WORKER_FLAG = "--worker"
+
+
+def worker_index(argv: list[str]) -> int | None:
+    """`python -m services.smtp_ingress --worker N` runs worker N; without the flag the process is the parent."""
+    if WORKER_FLAG in argv:
+        return int(argv[argv.index(WORKER_FLAG) + 1])
+    return None
+
+
+def supervise(count: int) -> int:
+    """Start `count` workers, forward SIGTERM/SIGINT to them, and exit when they have all exited.
+
+    A worker that dies on its own takes the others down too (exit status 1): the orchestrator restarts the
+    whole ingress rather than leaving it running with fewer workers than configured.
+    """
+    workers = [
+        subprocess.Popen([sys.executable, "-m", "services.smtp_ingress", WORKER_FLAG, str(index)])
+        for index in range(count)
+    ]
+    stopping = False
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    log.info("workers started", count=count, pids=[w.pid for w in workers])
+    status = 0
+    while any(worker.poll() is None for worker in workers):
+        for worker in workers:
+            code = worker.poll()
+            if code is not None and not stopping:
+                log.error("worker exited; stopping the others", pid=worker.pid, status=code)
+                status = 1
+                forward(signal.SIGTERM, None)
+        time.sleep(0.2)
+    # Every worker has exited; report the first failure (a clean drain is 0 everywhere).
+    for worker in workers:
+        if worker.returncode not in (0, -signal.SIGTERM, -signal.SIGINT):
+            status = status or (worker.returncode if worker.returncode > 0 else 1)
+    return status

@@ -1,0 +1,52 @@
+"""POSTROOM_SMTP_WORKERS=2: two processes share the SMTP port; each serves its own /metrics; SIGTERM stops both."""
+
+from __future__ import annotations
+
+import signal
+import smtplib
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.helpers import ServiceProcess, http_status
+from tests.smtp_ingress.conftest import BOB, SIMPLE_MESSAGE, read_queue, send
+
+MESSAGES = 12
+
+
+def accepted_total(port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("postroom_smtp_messages_accepted_total{")
+    )
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for task in Path(f"/proc/{pid}/task").glob("*/children") for c in task.read_text().split()]
+
+
+def test_two_workers_share_the_port_and_stop_together(
+    start_service: Callable[..., ServiceProcess], base_env: dict[str, str], accounts: None, namespace: str
+) -> None:
+    service = start_service("smtp_ingress", POSTROOM_SMTP_WORKERS="2")
+    assert service.proc is not None
+    workers = children(service.proc.pid)
+    assert len(workers) == 2
+    port = int(base_env["POSTROOM_SMTP_LISTEN"].rsplit(":", 1)[1])
+    for _ in range(MESSAGES):
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.ehlo("client.test")
+            code, _reply = send(client, "someone@remote.test", [BOB], SIMPLE_MESSAGE)
+            assert code == 250
+    assert len(read_queue(namespace, MESSAGES)) == MESSAGES
+    # Worker i serves /metrics on the metrics port + i; together they count every accepted message.
+    second = service.metrics_port + 1
+    assert http_status(f"http://127.0.0.1:{second}/readyz") == 200
+    assert accepted_total(service.metrics_port) + accepted_total(second) == MESSAGES
+    service.proc.send_signal(signal.SIGTERM)
+    assert service.proc.wait(30) == 0
+    # The supervisor reaped both workers before exiting.
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
