@@ -43,7 +43,8 @@ ENV PATH=/opt/postroom/bin:$PATH \
     POSTROOM_ADMIN_LISTEN=0.0.0.0:8080
 EXPOSE 2525 2587 2465 2110 2995 8080 9101 9102 9103 9104
 USER 10001:10001
-WORKDIR /tmp
+# `python -m` puts the working directory first on sys.path: keep it root-owned, never a writable one like /tmp.
+WORKDIR /opt/postroom
 # Asks the running service's /healthz (port from POSTROOM_METRICS_LISTEN, else the service's default 9101-9104).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "/usr/local/lib/postroom/healthcheck.py"]

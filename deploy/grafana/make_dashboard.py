@@ -229,6 +229,7 @@ ROWS = [
                 [
                     Query("sum(postroom_pop3_sessions_active)", "open"),
                     Query(f"sum by (listener) (rate(postroom_pop3_connections_total[{RATE}]))", "new/s {{listener}}"),
+                    Query(f"sum(rate(postroom_pop3_connections_refused_total[{RATE}]))", "refused/s by the caps"),
                 ],
             ),
             Panel(

@@ -8,6 +8,8 @@ import inspect
 import os
 from collections.abc import Iterator
 
+import pytest
+
 from shared.settings import CommonSettings, load_settings
 
 
@@ -41,11 +43,39 @@ def settings_class(package: str) -> type[CommonSettings] | None:
     return classes[0]
 
 
-def check_service_env(package: str, env: dict[str, str]) -> bool:
-    """True when checked (raises ConfigError on a bad value); False when the service is not in this checkout."""
+def service_settings(package: str, env: dict[str, str]) -> CommonSettings | None:
+    """The service's settings from `env` (ConfigError on a bad value); None when the service is not in this checkout."""
     cls = settings_class(package)
     if cls is None:
-        return False
+        return None
     with environment({k: v for k, v in env.items() if k.startswith("POSTROOM_")}):
-        load_settings(cls)
-    return True
+        return load_settings(cls)
+
+
+def check_service_env(package: str, env: dict[str, str]) -> bool:
+    """True when checked (raises ConfigError on a bad value); False when the service is not in this checkout."""
+    return service_settings(package, env) is not None
+
+
+SERVICE_PACKAGES = ("smtp_ingress", "delivery", "pop3", "store")
+# Set by the manifests for the services to adopt (the lead wires it): not read by any settings class yet.
+PENDING_VARIABLES = {"POSTROOM_PROXY_PROTOCOL"}
+
+
+def known_variables() -> set[str] | None:
+    """Every POSTROOM_* variable some service reads; None until all four settings modules are in this checkout."""
+    names: set[str] = set()
+    for package in SERVICE_PACKAGES:
+        cls = settings_class(package)
+        if cls is None:
+            return None
+        names |= {f"POSTROOM_{field.upper()}" for field in cls.model_fields}
+    return names
+
+
+def unknown_variables(variables: set[str]) -> set[str]:
+    """Variables no service reads: settings ignore unknown names, so a misspelt one would silently do nothing."""
+    known = known_variables()
+    if known is None:
+        pytest.skip("not every services/<name>/config.py is in this checkout yet")
+    return {name for name in variables if name.startswith("POSTROOM_")} - known - PENDING_VARIABLES

