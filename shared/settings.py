@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import socket
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.errors import ConfigError
 from shared.netaddr import HostPort, parse_host_port
@@ -40,6 +40,34 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def duration_value(value: Any) -> float:
+    """Validator body for durations: a positive number of seconds, or text such as `30s`, `5m`, `2h`, `5d`."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value <= 0:
+            raise ValueError("must be positive")
+        return float(value)
+    return parse_duration(str(value))
+
+
+def delay_value(value: Any) -> float:
+    """Like `duration_value`, but zero is allowed (it turns a delay off)."""
+    if str(value).strip() in ("0", "0s", "0.0"):
+        return 0.0
+    return duration_value(value)
+
+
+def optional_path(value: Any) -> str | None:
+    """An unset or empty path is None."""
+    return (str(value).strip() or None) if value is not None else None
+
+
+# Field types every service's settings use, so each rule is written once.
+Duration = Annotated[float, BeforeValidator(duration_value), NoDecode]
+Delay = Annotated[float, BeforeValidator(delay_value), NoDecode]
+ListenAddress = Annotated[HostPort | None, BeforeValidator(listen_address), NoDecode]
+OptionalPath = Annotated[str | None, BeforeValidator(optional_path)]
+
+
 class CommonSettings(BaseSettings):
     """What every service needs: where the broker and Redis are, its name, its metrics port, logging."""
 
@@ -51,14 +79,9 @@ class CommonSettings(BaseSettings):
     # Prefix of every Redis key and AMQP name, so several installations (or tests) share one broker and Redis.
     namespace: str = Field(default="postroom", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     hostname: str = Field(default_factory=socket.getfqdn)
-    metrics_listen: HostPort | None = None
+    metrics_listen: ListenAddress = None
     log_level: str = "info"
     log_format: str = Field(default="console", pattern=r"^(console|json)$")
-
-    @field_validator("metrics_listen", mode="before")
-    @classmethod
-    def _metrics_listen(cls, value: Any) -> HostPort | None:
-        return listen_address(value)
 
     @field_validator("hostname")
     @classmethod

@@ -10,31 +10,27 @@ from pydantic_settings import NoDecode
 from services.delivery.retry import parse_schedule
 from services.delivery.transport_map import Route, parse_route, parse_transport_map
 from shared.netaddr import HostPort, parse_host_port
-from shared.settings import CommonSettings, listen_address, parse_duration
-
-
-def _duration(value: Any) -> float:
-    return value if isinstance(value, int | float) else parse_duration(str(value))
+from shared.settings import CommonSettings, Duration, ListenAddress, duration_value
 
 
 class DeliverySettings(CommonSettings):
     """Consumer sizing, retry policy, DNS and outbound SMTP for `python -m services.delivery`."""
 
-    metrics_listen: HostPort | None = HostPort("0.0.0.0", 9102)
+    metrics_listen: ListenAddress = HostPort("0.0.0.0", 9102)
 
     # At most `prefetch` unacked messages are held; `concurrency` of them are worked on at once.
     prefetch: int = Field(default=64, ge=1, le=10000)
     concurrency: int = Field(default=16, ge=1, le=1000)
 
     retry_schedule: Annotated[tuple[int, ...], NoDecode] = (60, 300, 900, 1800, 3600, 7200, 14400)
-    max_queue_lifetime: float = 5 * 86400
+    max_queue_lifetime: Duration = 5 * 86400
     # Send a "still trying" notice (RFC 3464 Action: delayed) once a message has waited this long; unset: never.
     delay_warning_time: float | None = None
     alias_depth_limit: int = Field(default=10, ge=1, le=100)
     max_received_headers: int = Field(default=50, ge=1)
 
     dns_nameservers: Annotated[tuple[HostPort, ...], NoDecode] = ()
-    dns_timeout: float = 10.0
+    dns_timeout: Duration = 10.0
 
     transport_map: Annotated[dict[str, Route], NoDecode] = Field(default_factory=dict)
     relay_host: Route | None = None
@@ -43,50 +39,30 @@ class DeliverySettings(CommonSettings):
 
     # RFC 5321 §4.5.3.2 minimum timeouts: greeting 5 min, MAIL/RCPT 5 min, DATA termination 10 min.
     # The TCP connect itself is not covered by the RFC; 30 s as in Postfix's smtp_connect_timeout.
-    smtp_connect_timeout: float = 30.0
-    smtp_greeting_timeout: float = 300.0
-    smtp_command_timeout: float = 300.0
-    smtp_data_timeout: float = 600.0
+    smtp_connect_timeout: Duration = 30.0
+    smtp_greeting_timeout: Duration = 300.0
+    smtp_command_timeout: Duration = 300.0
+    smtp_data_timeout: Duration = 600.0
 
-    queue_poll_interval: float = 10.0
+    queue_poll_interval: Duration = 10.0
     # A Redis that hangs (rather than refusing) must not hold messages for ever: the call fails, the recipient is
     # deferred, and the dedup key makes the retry safe if the store did happen.
-    redis_timeout: float = 30.0
+    redis_timeout: Duration = 30.0
 
     # Fault injection for tests only: die with SIGKILL after storing, before the ack. Inert unless set.
     fault_crash_after_store: bool = False
-
-    @field_validator("metrics_listen", mode="before")
-    @classmethod
-    def _metrics_listen(cls, value: Any) -> HostPort | None:
-        return listen_address(value)
 
     @field_validator("retry_schedule", mode="before")
     @classmethod
     def _retry_schedule(cls, value: Any) -> tuple[int, ...]:
         return value if isinstance(value, tuple) else parse_schedule(str(value))
 
-    @field_validator(
-        "max_queue_lifetime",
-        "dns_timeout",
-        "smtp_connect_timeout",
-        "smtp_greeting_timeout",
-        "smtp_command_timeout",
-        "smtp_data_timeout",
-        "queue_poll_interval",
-        "redis_timeout",
-        mode="before",
-    )
-    @classmethod
-    def _durations(cls, value: Any) -> float:
-        return _duration(value)
-
     @field_validator("delay_warning_time", mode="before")
     @classmethod
     def _optional_duration(cls, value: Any) -> float | None:
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
-        return _duration(value)
+        return duration_value(value)
 
     @field_validator("dns_nameservers", mode="before")
     @classmethod

@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
 from shared.netaddr import HostPort
-from shared.settings import CommonSettings, listen_address, parse_duration
+from shared.settings import CommonSettings, Delay, Duration, ListenAddress, OptionalPath
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -28,25 +28,25 @@ def parse_networks(value: Any) -> tuple[Network, ...]:
 class IngressSettings(CommonSettings):
     """Listeners, TLS, relay policy, limits and timeouts of the ingress; an empty listen value disables it."""
 
-    metrics_listen: HostPort | None = HostPort("0.0.0.0", 9101)
-    smtp_listen: HostPort | None = HostPort("0.0.0.0", 25)
-    submission_listen: HostPort | None = HostPort("0.0.0.0", 587)
-    smtps_listen: HostPort | None = HostPort("0.0.0.0", 465)
-    tls_cert: str | None = None
-    tls_key: str | None = None
+    metrics_listen: ListenAddress = HostPort("0.0.0.0", 9101)
+    smtp_listen: ListenAddress = HostPort("0.0.0.0", 25)
+    submission_listen: ListenAddress = HostPort("0.0.0.0", 587)
+    smtps_listen: ListenAddress = HostPort("0.0.0.0", 465)
+    tls_cert: OptionalPath = None
+    tls_key: OptionalPath = None
     trusted_networks: Annotated[tuple[Network, ...], NoDecode] = parse_networks("127.0.0.0/8,::1/128")
     max_message_size: int = Field(default=26214400, ge=1024)
     max_recipients: int = Field(default=100, ge=1)
     # RFC 5321 §4.5.3.2.7: a server should wait at least 5 minutes for the next command.
-    smtp_command_timeout: Annotated[float, NoDecode] = 300.0
-    smtp_session_timeout: Annotated[float, NoDecode] = 1800.0
+    smtp_command_timeout: Duration = 300.0
+    smtp_session_timeout: Duration = 1800.0
     smtp_max_connections: int = Field(default=2000, ge=1)
     smtp_max_connections_per_ip: int = Field(default=20, ge=1)
     smtp_max_errors: int = Field(default=20, ge=1)
-    smtp_auth_failure_delay: Annotated[float, NoDecode] = 1.0
-    smtp_auth_failure_delay_max: Annotated[float, NoDecode] = 30.0
-    smtp_publish_timeout: Annotated[float, NoDecode] = 15.0
-    smtp_drain_timeout: Annotated[float, NoDecode] = 30.0
+    smtp_auth_failure_delay: Delay = 1.0
+    smtp_auth_failure_delay_max: Delay = 30.0
+    smtp_publish_timeout: Duration = 15.0
+    smtp_drain_timeout: Duration = 30.0
     # Behind a load balancer speaking the PROXY protocol (v1 or v2), every connection must start with its header;
     # the client address it carries is the one policy, caps and the Received: header use.
     smtp_proxy_protocol: bool = False
@@ -55,30 +55,7 @@ class IngressSettings(CommonSettings):
     # worker 0's). See docs/performance.md.
     smtp_workers: int = Field(default=1, ge=1, le=64)
 
-    @field_validator("smtp_listen", "submission_listen", "smtps_listen", mode="before")
-    @classmethod
-    def _listen(cls, value: Any) -> HostPort | None:
-        return listen_address(value)
-
     @field_validator("trusted_networks", mode="before")
     @classmethod
     def _networks(cls, value: Any) -> tuple[Network, ...]:
         return parse_networks(value)
-
-    @field_validator(
-        "smtp_command_timeout",
-        "smtp_session_timeout",
-        "smtp_auth_failure_delay",
-        "smtp_auth_failure_delay_max",
-        "smtp_publish_timeout",
-        "smtp_drain_timeout",
-        mode="before",
-    )
-    @classmethod
-    def _duration(cls, value: Any) -> float:
-        return value if isinstance(value, int | float) else parse_duration(str(value))
-
-    @field_validator("tls_cert", "tls_key", mode="before")
-    @classmethod
-    def _optional_path(cls, value: Any) -> str | None:
-        return str(value).strip() or None if value is not None else None

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import SecretStr, field_validator
 
 from shared.netaddr import HostPort
-from shared.settings import CommonSettings, listen_address, parse_duration
+from shared.settings import CommonSettings, ListenAddress, parse_duration
 
 DEFAULT_RETRY_SCHEDULE = "1m,5m,15m,30m,1h,2h,4h"
 
@@ -23,8 +23,8 @@ def parse_schedule(text: str) -> list[int]:
 class StoreSettings(CommonSettings):
     """The store's own settings on top of the common ones."""
 
-    metrics_listen: HostPort | None = HostPort("0.0.0.0", 9104)
-    admin_listen: HostPort | None = HostPort("0.0.0.0", 8080)
+    metrics_listen: ListenAddress = HostPort("0.0.0.0", 9104)
+    admin_listen: ListenAddress = HostPort("0.0.0.0", 8080)
     # No token means the API refuses every request (DESIGN: "API refuses all without one").
     admin_token: SecretStr | None = None
     # Kept as text and parsed by properties: pydantic-settings would otherwise try to read lists as JSON.
@@ -32,11 +32,6 @@ class StoreSettings(CommonSettings):
     retry_schedule: str = DEFAULT_RETRY_SCHEDULE
     # How often the store's gauges (domains, mailboxes, messages, bytes) are recomputed from Redis.
     stats_interval: str = "15s"
-
-    @field_validator("admin_listen", mode="before")
-    @classmethod
-    def _admin_listen(cls, value: Any) -> HostPort | None:
-        return listen_address(value)
 
     @field_validator("admin_token", mode="before")
     @classmethod
