@@ -40,6 +40,20 @@ BROKER_CONNECTED = Gauge("postroom_smtp_broker_connected", "1 while the AMQP con
 
 PUBLISH_FAILURE_REASONS = ("unavailable", "nack", "returned", "timeout", "error")
 AUTH_MECHANISMS = ("PLAIN", "LOGIN")
+# The rejections an operator watches most, created at zero so the first one shows up in rate().
+COMMON_REJECTIONS = (
+    ("connect", "421"),
+    ("auth", "535"),
+    ("mail", "553"),
+    ("mail", "552"),
+    ("rcpt", "550"),
+    ("rcpt", "554"),
+    ("rcpt", "452"),
+    ("data", "451"),
+    ("data", "552"),
+    ("other", "500"),
+    ("other", "501"),
+)
 
 
 def initialise() -> None:
@@ -53,4 +67,6 @@ def initialise() -> None:
         PUBLISH_FAILURES.labels(reason)
     for mechanism in AUTH_MECHANISMS:
         AUTH_FAILURES.labels(mechanism)
+    for stage, code in COMMON_REJECTIONS:
+        REJECTIONS.labels(stage, code)
     BROKER_CONNECTED.set(0)
