@@ -192,22 +192,26 @@ class Consumer:
 
     async def _account(self, envelope: Envelope, outcomes: list[Outcome]) -> None:
         age = max(0.0, time.time() - envelope.first_seen)
+        events: list[tuple[str, dict[str, Any]]] = []
         for found in outcomes:
             result = {Status.DELIVERED: "delivered", Status.TEMPORARY: "deferred", Status.PERMANENT: "bounced"}
             metrics.ATTEMPTS.labels(found.transport, result[found.status], found.status_class).inc()
             if found.status is Status.DELIVERED:
                 metrics.DELAY.labels("delivered").observe(age)
-            await self._trace(
-                envelope.queue_id,
-                "attempt",
-                recipient=found.recipient,
-                transport=found.transport,
-                host=found.remote_mta,
-                reply=f"{found.enhanced} {found.diagnostic}",
+            events.append(
+                (
+                    "attempt",
+                    {
+                        "recipient": found.recipient,
+                        "transport": found.transport,
+                        "host": found.remote_mta,
+                        "reply": f"{found.enhanced} {found.diagnostic}",
+                    },
+                )
             )
             if found.status is Status.DELIVERED:
                 event = "stored" if found.transport == "local" else "relayed"
-                await self._trace(envelope.queue_id, event, recipient=found.recipient, host=found.remote_mta)
+                events.append((event, {"recipient": found.recipient, "host": found.remote_mta}))
             log.info(
                 "attempt",
                 queue_id=envelope.queue_id,
@@ -218,6 +222,11 @@ class Consumer:
                 diagnostic=found.diagnostic,
                 host=found.remote_mta,
             )
+        # One round trip for every event of this attempt, rather than two per recipient (docs/performance.md).
+        try:
+            await self.store.trace.record_many(envelope.queue_id, SERVICE, events)
+        except Exception as exc:
+            log.warning("trace failed", queue_id=envelope.queue_id, trace_event="attempt", error=str(exc))
 
     async def _defer(self, envelope: Envelope, body: bytes, deferred: list[Outcome]) -> None:
         recipients = tuple(o.recipient for o in deferred)
