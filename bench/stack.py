@@ -168,7 +168,13 @@ class Stack:
         self.profilers.clear()
 
     def cpu(self) -> dict[str, float]:
-        return {name: tree_cpu_seconds(proc.pid) for name, proc in self.procs.items()}
+        """CPU seconds of each service, and of the broker and Redis that the run shares (found by name)."""
+        used = {name: tree_cpu_seconds(proc.pid) for name, proc in self.procs.items()}
+        for name, pattern in (("rabbitmq", "beam.smp"), ("redis", "redis-server .*:6379")):
+            found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False).stdout.split()
+            if found:
+                used[name] = sum(cpu_seconds(int(pid)) for pid in found)
+        return used
 
     def peak_rss(self) -> dict[str, int]:
         return {name: tree_peak_rss_bytes(proc.pid) for name, proc in self.procs.items()}
