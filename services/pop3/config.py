@@ -32,3 +32,7 @@ class Pop3Settings(CommonSettings):
     pop3_redis_connections: int = Field(default=200, ge=1, le=10000)
     pop3_max_connections: int = Field(default=5000, ge=1)
     pop3_max_connections_per_ip: int = Field(default=50, ge=1)
+    # Behind a load balancer speaking the PROXY protocol (v1 or v2), every connection starts with its header and the
+    # client address it carries is the one limits, the loopback rule and the logs use. pop3s: header, then TLS.
+    pop3_proxy_protocol: bool = False
+    pop3_proxy_protocol_timeout: Duration = 10.0

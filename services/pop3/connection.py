@@ -121,6 +121,39 @@ class Connection(asyncio.Protocol):
             finally:
                 self._data_waiter = None
 
+    async def _wait_for(self, count: int) -> None:
+        """Wait until `count` bytes are buffered; ConnectionClosed if the input ends first."""
+        while len(self._buffer) < count:
+            if self._eof:
+                raise ConnectionClosed()
+            self._data_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._data_waiter
+            finally:
+                self._data_waiter = None
+
+    # The three reads aiosmtpd's PROXY protocol parser needs (its AsyncReader protocol), bounded by the line limit.
+    async def readexactly(self, n: int) -> bytes:
+        if n > self._high_water:
+            raise LineTooLong()
+        await self._wait_for(n)
+        data = bytes(self._buffer[:n])
+        del self._buffer[:n]
+        self._maybe_resume()
+        return data
+
+    async def read(self, n: int = -1) -> bytes:
+        await self._wait_for(1)
+        n = len(self._buffer) if n < 0 else min(n, len(self._buffer))
+        return await self.readexactly(n)
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        while (end := self._buffer.find(separator, 0, self.line_limit)) < 0:
+            if len(self._buffer) >= self.line_limit:
+                raise LineTooLong()
+            await self._wait_for(len(self._buffer) + 1)
+        return await self.readexactly(end + len(separator))
+
     def has_buffered_line(self) -> bool:
         """True when another pipelined command is already waiting (so a flush can be deferred)."""
         return self._buffer.find(b"\n", 0, self.line_limit) >= 0

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from aiosmtpd.proxy_protocol import get_proxy
 
 from services.pop3 import metrics, replies
 from services.pop3.connection import Connection
@@ -48,6 +51,7 @@ class Pop3Server:
         self._servers: list[asyncio.Server] = []
         self._sessions: dict[asyncio.Task[None], Session] = {}
         self._per_ip: dict[str, int] = {}
+        self._handshakes: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -59,9 +63,9 @@ class Pop3Server:
                     lambda listener=listener: self._protocol(listener),
                     listener.address.host,
                     listener.address.port,
-                    ssl=self.ctx.tls_context if listener.implicit_tls else None,
+                    ssl=self.ctx.tls_context if self._tls_by_transport(listener) else None,
                     ssl_handshake_timeout=(
-                        self.ctx.settings.pop3_tls_handshake_timeout if listener.implicit_tls else None
+                        self.ctx.settings.pop3_tls_handshake_timeout if self._tls_by_transport(listener) else None
                     ),
                     reuse_address=True,
                 )
@@ -76,9 +80,40 @@ class Pop3Server:
     def _protocol(self, listener: Listener) -> Connection:
         return Connection(lambda conn: self._accept(listener, conn), self.ctx.settings.pop3_line_limit)
 
+    def _tls_by_transport(self, listener: Listener) -> bool:
+        # With the PROXY protocol the plaintext header comes first, so pop3s starts TLS after reading it.
+        return listener.implicit_tls and not self.ctx.settings.pop3_proxy_protocol
+
     def _accept(self, listener: Listener, conn: Connection) -> None:
         metrics.CONNECTIONS.labels(listener.name).inc()
-        peer_ip = self.peer_of(conn)
+        if self.ctx.settings.pop3_proxy_protocol:
+            task = asyncio.get_running_loop().create_task(self._accept_proxied(listener, conn))
+            self._handshakes.add(task)
+            task.add_done_callback(self._handshakes.discard)
+            return
+        self._admit(listener, conn, self.peer_of(conn))
+
+    async def _accept_proxied(self, listener: Listener, conn: Connection) -> None:
+        """Read the PROXY header (and for pop3s do the TLS handshake), then admit the real client."""
+        settings = self.ctx.settings
+        try:
+            async with asyncio.timeout(settings.pop3_proxy_protocol_timeout):
+                proxy = await get_proxy(conn)
+            if not proxy.valid:
+                raise ValueError(proxy.error or "not a PROXY header")
+            source = proxy.src_addr
+            # A LOCAL command or an UNKNOWN family (the balancer's own health check) carries no client address.
+            peer_ip = str(ipaddress.ip_address(source)) if source else self.peer_of(conn)
+            if listener.implicit_tls:
+                assert self.ctx.tls_context is not None
+                await conn.start_tls(self.ctx.tls_context, settings.pop3_tls_handshake_timeout)
+        except Exception as exc:  # malformed header, timeout, failed handshake, peer gone: nothing to answer
+            log.info("pop3 proxy header refused", listener=listener.name, error=f"{type(exc).__name__}: {exc}")
+            conn.abort()
+            return
+        self._admit(listener, conn, peer_ip)
+
+    def _admit(self, listener: Listener, conn: Connection, peer_ip: str) -> None:
         settings = self.ctx.settings
         if (
             len(self._sessions) >= settings.pop3_max_connections
@@ -118,6 +153,8 @@ class Pop3Server:
         """Stop accepting; end idle sessions now and busy ones after `grace` seconds. Nothing is deleted."""
         for server in self._servers:
             server.close()
+        for handshake in list(self._handshakes):
+            handshake.cancel()
         grace = self.ctx.settings.pop3_shutdown_grace if grace is None else grace
         for task, session in list(self._sessions.items()):
             session.stopping = True

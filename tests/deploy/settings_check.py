@@ -58,8 +58,8 @@ def check_service_env(package: str, env: dict[str, str]) -> bool:
 
 
 SERVICE_PACKAGES = ("smtp_ingress", "delivery", "pop3", "store")
-# Set by the manifests for the services to adopt (the lead wires it): not read by any settings class yet.
-PENDING_VARIABLES = {"POSTROOM_PROXY_PROTOCOL"}
+# Set by the manifests ahead of the services that will read them (none at present).
+PENDING_VARIABLES: set[str] = set()
 
 
 def known_variables() -> set[str] | None:

@@ -183,11 +183,13 @@ def test_proxy_protocol_is_a_configmap_setting_that_the_component_turns_on() -> 
         (configmap,) = of_kind(docs, "ConfigMap").values()
         return dict(configmap["data"])
 
-    assert config(render("prod"))["POSTROOM_PROXY_PROTOCOL"] == "false"
+    for variable in ("POSTROOM_SMTP_PROXY_PROTOCOL", "POSTROOM_POP3_PROXY_PROTOCOL"):
+        assert config(render("prod"))[variable] == "false"
+        assert config(render("prod", ("proxy-protocol",)))[variable] == "true"
     with_proxy = render("prod", ("proxy-protocol",))
-    assert config(with_proxy)["POSTROOM_PROXY_PROTOCOL"] == "true"
-    annotations = of_kind(with_proxy, "Service")["smtp"]["metadata"]["annotations"]
-    assert annotations["service.beta.kubernetes.io/aws-load-balancer-proxy-protocol"] == "*"
+    for service in ("smtp", "pop3"):
+        annotations = of_kind(with_proxy, "Service")[service]["metadata"]["annotations"]
+        assert annotations["service.beta.kubernetes.io/aws-load-balancer-proxy-protocol"] == "*"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -272,7 +274,7 @@ def test_the_proxy_protocol_component_turns_the_setting_on_in_the_services() -> 
         if settings is None:
             continue
         checked += 1
-        fields = [field for field in type(settings).model_fields if "proxy_protocol" in field]
+        fields = [field for field in type(settings).model_fields if field.endswith("proxy_protocol")]
         assert all(getattr(settings, field) is True for field in fields), (component, fields)
         assert annotated == bool(fields), f"{service_name}: PROXY from the load balancer {annotated}, read {fields}"
     assert services["smtp"]["metadata"]["annotations"]
