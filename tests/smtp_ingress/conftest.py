@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import aio_pika
 import pytest
 import uvloop
+from aio_pika.abc import AbstractIncomingMessage
 
 from services.smtp_ingress.app import IngressApp
 from services.smtp_ingress.config import IngressSettings
@@ -180,17 +181,27 @@ def read_queue(namespace: str, count: int = 1, timeout: float = 10) -> list[Queu
             channel = await connection.channel()
             await Topology(namespace).declare(channel)
             queue = await channel.get_queue(Topology(namespace).incoming)
+            await channel.set_qos(prefetch_count=count)
+            arrived: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+            tag = await queue.consume(arrived.put)
             found: list[Queued] = []
-            deadline = asyncio.get_running_loop().time() + timeout
-            while len(found) < count and asyncio.get_running_loop().time() < deadline:
-                message = await queue.get(fail=False)
-                if message is None:
-                    await asyncio.sleep(0.05)
-                    continue
-                await message.ack()
-                found.append(
-                    Queued(message.body, dict(message.headers), message.message_id, int(message.delivery_mode or 0))
-                )
+            try:
+                async with asyncio.timeout(timeout):
+                    while len(found) < count:
+                        message = await arrived.get()
+                        await message.ack()
+                        found.append(
+                            Queued(
+                                message.body,
+                                dict(message.headers),
+                                message.message_id,
+                                int(message.delivery_mode or 0),
+                            )
+                        )
+            except TimeoutError:
+                pass  # fewer than `count` arrived: the caller asserts on what did
+            finally:
+                await queue.cancel(tag)
             return found
 
     return asyncio.run(go())

@@ -45,9 +45,11 @@ class SlowPublisher:
 
     def __init__(self) -> None:
         self.release = asyncio.Event()
+        self.started = asyncio.Event()
         self.published: list[Envelope] = []
 
     async def publish(self, body: bytes, envelope: Envelope) -> None:
+        self.started.set()
         await self.release.wait()
         self.published.append(envelope)
 
@@ -85,8 +87,7 @@ async def test_cancelled_data_hook_lets_the_publish_finish(namespace: str) -> No
     envelope.original_content = b"Subject: x\r\n\r\nbody\r\n"
 
     hook = asyncio.create_task(handler.handle_DATA(FakeServer(), session, envelope))
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
+    await asyncio.wait_for(publisher.started.wait(), 5)
     hook.cancel()  # what aiosmtpd does when the client's connection is lost
     await asyncio.gather(hook, return_exceptions=True)
     assert hook.cancelled() and handler.inflight  # the publish is still running

@@ -5,17 +5,18 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
-from pathlib import Path
 
 
 def main(crash_with: int | None = None) -> None:
     ready_file = os.environ.get("FAKE_READY_FILE")
     if crash_with is not None:
-        # Crash only once the steady sibling handles signals, so the test sees it stopped by our SIGTERM.
-        deadline = time.monotonic() + 20
-        while ready_file and not Path(ready_file).exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        # Crash only once the steady sibling handles signals, so the test sees it stopped by our SIGTERM: the
+        # ready file is a FIFO, and opening it for reading returns when the sibling opens it for writing.
+        if ready_file:
+            signal.alarm(20)  # bounded: should the sibling never come, SIGALRM ends this process
+            with open(ready_file, "rb") as fifo:
+                fifo.read(1)
+            signal.alarm(0)
         print(f"fake crashing pid={os.getpid()}", flush=True)
         sys.exit(crash_with)
 
@@ -28,7 +29,8 @@ def main(crash_with: int | None = None) -> None:
     print(f"fake up pid={os.getpid()} metrics={os.environ.get('POSTROOM_METRICS_LISTEN', '')}", flush=True)
     print("to stderr", file=sys.stderr, flush=True)
     if ready_file:
-        Path(ready_file).touch()
+        with open(ready_file, "wb") as fifo:
+            fifo.write(b"1")
     signal.alarm(60)  # bounded: SIGALRM's default action ends it should a test forget it
     while True:
         signal.pause()

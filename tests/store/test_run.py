@@ -90,7 +90,9 @@ def test_forwards_sigint(runs: list[Run]) -> None:
 
 def test_one_child_dies_the_others_are_stopped(runs: list[Run], tmp_path: Path) -> None:
     modules = ["--module", "steady=tests.store.fake_service", "--module", "crashy=tests.store.fake_crash"]
-    run = Run(modules, {"FAKE_READY_FILE": str(tmp_path / "steady-ready")})
+    ready = tmp_path / "steady-ready"
+    os.mkfifo(ready)
+    run = Run(modules, {"FAKE_READY_FILE": str(ready)})
     runs.append(run)
     assert run.wait() == 1
     assert any("crashy exited with status 3" in line for line in run.err), run.err
