@@ -18,7 +18,7 @@ from services.store import Store
 from shared.netaddr import HostPort
 from shared.queue_id import new_queue_id
 from shared.tls import server_context
-from tests.helpers import REDIS_URL
+from tests.helpers import REDIS_URL, client_tls
 
 DOMAIN = "pop.test"
 USER = f"alice@{DOMAIN}"
@@ -33,13 +33,6 @@ def tls_context() -> ssl.SSLContext:
     if _TLS is None:
         _TLS = server_context(None, None, "pop.postroom.test")
     return _TLS
-
-
-def client_tls() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def settings_for(namespace: str, **overrides: Any) -> Pop3Settings:

@@ -7,7 +7,8 @@ import poplib
 
 from services.pop3.server import Pop3Server
 from services.store import Store
-from tests.pop3.conftest import PASSWORD, USER, client_tls, deliver, message
+from tests.helpers import client_tls
+from tests.pop3.conftest import PASSWORD, USER, deliver, message
 
 
 def _connect(port: int) -> poplib.POP3:

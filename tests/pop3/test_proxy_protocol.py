@@ -8,7 +8,8 @@ import struct
 
 from services.pop3 import replies
 from services.pop3.server import Pop3Server
-from tests.pop3.conftest import PASSWORD, USER, Client, StartServer, client_tls
+from tests.helpers import client_tls
+from tests.pop3.conftest import PASSWORD, USER, Client, StartServer
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 

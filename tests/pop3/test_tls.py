@@ -7,7 +7,8 @@ import ssl
 
 from services.pop3 import replies
 from services.pop3.server import Pop3Server
-from tests.pop3.conftest import PASSWORD, USER, Client, client_tls
+from tests.helpers import client_tls
+from tests.pop3.conftest import PASSWORD, USER, Client
 
 
 async def _upgrade(client: Client) -> None:

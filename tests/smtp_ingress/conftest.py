@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
-import ssl
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from services.smtp_ingress.config import IngressSettings
 from services.store import Store
 from shared.netaddr import HostPort
 from shared.topology import Topology
-from tests.helpers import AMQP_URL, REDIS_URL, wait_until_sync
+from tests.helpers import AMQP_URL, REDIS_URL, client_tls, wait_until_sync
 
 T = TypeVar("T")
 
@@ -76,13 +75,6 @@ class RunningIngress:
             self.run(self.app.stop(), timeout=60)
             self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
-
-
-def client_tls() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def ingress_settings(namespace: str, **overrides: Any) -> IngressSettings:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import socket
-import ssl
+
+from tests.helpers import client_tls
 
 
 class RawSMTP:
@@ -36,10 +37,7 @@ class RawSMTP:
 
     def starttls(self) -> None:
         self.file.close()
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        self.sock = context.wrap_socket(self.sock, server_hostname="mx.postroom.test")
+        self.sock = client_tls().wrap_socket(self.sock, server_hostname="mx.postroom.test")
         self.file = self.sock.makefile("rb")
 
     def close(self) -> None:
