@@ -191,8 +191,7 @@ class IngressHandler:
 
     async def _trace(self, queue_id: str, accepted: dict[str, Any]) -> None:
         try:
-            await self.store.trace.record(queue_id, "accepted", "smtp", **accepted)
-            await self.store.trace.record(queue_id, "queued", "smtp")
+            await self.store.trace.record_many(queue_id, "smtp", [("accepted", accepted), ("queued", {})])
         except Exception as exc:
             log.warning("trace failed", queue_id=queue_id, error=f"{type(exc).__name__}: {exc}")
 

@@ -61,6 +61,9 @@ class FakeTrace:
     async def record(self, queue_id: str, event: str, service: str, **fields: Any) -> None:
         self.events.append(event)
 
+    async def record_many(self, queue_id: str, service: str, events: list[tuple[str, dict[str, Any]]]) -> None:
+        self.events.extend(event for event, _ in events)
+
 
 class FakeStore:
     def __init__(self) -> None:
