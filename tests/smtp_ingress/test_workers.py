@@ -8,7 +8,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.helpers import ServiceProcess, http_status
+from tests.helpers import ServiceProcess, http_status, wait_until_sync
 from tests.smtp_ingress.conftest import BOB, SIMPLE_MESSAGE, read_queue, send
 
 MESSAGES = 12
@@ -35,6 +35,10 @@ def test_two_workers_share_the_port_and_stop_together(
     assert service.proc is not None
     workers = children(service.proc.pid)
     assert len(workers) == 2
+    # start_service waited for worker 0's /readyz; worker 1 answers 451 until its own broker link is up.
+    wait_until_sync(
+        lambda: http_status(f"http://127.0.0.1:{service.metrics_port + 1}/readyz") == 200, what="worker 1 ready"
+    )
     port = int(base_env["POSTROOM_SMTP_LISTEN"].rsplit(":", 1)[1])
     for _ in range(MESSAGES):
         with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:

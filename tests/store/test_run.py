@@ -63,7 +63,11 @@ def test_prefixes_output_and_forwards_sigterm(runs: list[Run]) -> None:
     modules = ["--module", "alpha=tests.store.fake_service", "--module", "beta=tests.store.fake_service"]
     run = Run(modules, {"POSTROOM_METRICS_LISTEN": "127.0.0.1:9999"})
     runs.append(run)
-    wait_until_sync(lambda: sum("fake up" in line for line in run.out) == 2, what=f"both up: {run.out} {run.err}")
+    # stdout and stderr of a child travel separately: wait for both children's lines on both.
+    wait_until_sync(
+        lambda: sum("fake up" in line for line in run.out) == 2 and sum("to stderr" in line for line in run.out) == 2,
+        what=f"both up: {run.out} {run.err}",
+    )
     assert any(line.startswith("alpha | fake up") and line.endswith("metrics=") for line in run.out)
     assert any("ignoring POSTROOM_METRICS_LISTEN" in line for line in run.err)
     assert any(line.startswith("beta  | to stderr") for line in run.out)  # stderr merged, same prefix
