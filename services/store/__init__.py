@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from services.store.accounts import AccountError, Accounts, User
+from services.store.accounts import AccountError, Accounts, AddressFacts, User
 from services.store.addresses import AddressError
 from services.store.keys import Keys
 from services.store.mailbox import Mailboxes, MessageInfo, StoreOutcome
@@ -18,6 +18,7 @@ __all__ = [
     "AccountError",
     "Accounts",
     "AddressError",
+    "AddressFacts",
     "Mailboxes",
     "MessageInfo",
     "Store",

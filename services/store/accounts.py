@@ -29,6 +29,21 @@ class ConflictError(AccountError):
 
 
 @dataclass(frozen=True)
+class AddressFacts:
+    """What the store knows about one address, read in one round trip (`Accounts.lookup`)."""
+
+    local_domain: bool
+    user: bool
+    aliases: list[str] | None  # the address's own alias targets
+    catch_all: list[str] | None  # the targets of its domain's catch-all ("@domain")
+
+    @property
+    def deliverable(self) -> bool:
+        """Local delivery would accept it: a user, an alias, or a catch-all of its domain."""
+        return self.user or self.aliases is not None or self.catch_all is not None
+
+
+@dataclass(frozen=True)
 class User:
     address: str
     quota: int
@@ -197,7 +212,24 @@ class Accounts:
 
     async def recipient_exists(self, address: str) -> bool:
         """Would local delivery accept this address: a user, an alias, or a catch-all of its domain."""
+        return (await self.lookup(address)).deliverable
+
+    async def lookup(self, address: str) -> AddressFacts:
+        """Domain, user, alias and catch-all facts of an address in one round trip (RCPT time and routing).
+
+        A non-transactional pipeline of single-key reads: redis-py's cluster client splits it per node, so it stays
+        Redis Cluster safe although the keys live in different slots.
+        """
         address = normalize_address(address)
-        if await self.user_exists(address) or await self.alias_targets(address) is not None:
-            return True
-        return await self.alias_targets("@" + split_address(address)[1]) is not None
+        domain = address.rpartition("@")[2]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.sismember(self.keys.domains, domain)
+            pipe.exists(self.keys.mailbox(address).account)
+            pipe.hmget(self.keys.aliases, [address, "@" + domain])
+            local_domain, user, (aliases, catch_all) = await pipe.execute()
+        return AddressFacts(
+            local_domain=bool(local_domain),
+            user=bool(user),
+            aliases=None if aliases is None else list(json.loads(_text(aliases))),
+            catch_all=None if catch_all is None else list(json.loads(_text(catch_all))),
+        )

@@ -129,3 +129,20 @@ async def test_remove_user_deletes_the_whole_mailbox(store: Store) -> None:
     user = await store.accounts.get_user("gone@example.test")
     assert user is not None and (user.messages, user.bytes) == (0, 0)
     assert await store.mailboxes.snapshot("gone@example.test") == []
+
+
+async def test_lookup_reads_every_fact_of_an_address_at_once(store: Store) -> None:
+    await store.accounts.add_domain("example.test")
+    await store.accounts.add_user("Ann@example.test", "pw")
+    await store.accounts.add_alias("sales@example.test", ["ann@example.test"])
+    user = await store.accounts.lookup("ANN@Example.test")
+    assert (user.local_domain, user.user, user.aliases, user.catch_all) == (True, True, None, None)
+    alias = await store.accounts.lookup("sales@example.test")
+    assert (alias.user, alias.aliases, alias.deliverable) == (False, ["ann@example.test"], True)
+    nobody = await store.accounts.lookup("nobody@example.test")
+    assert (nobody.local_domain, nobody.deliverable) == (True, False)
+    await store.accounts.add_alias("@example.test", ["ann@example.test"])
+    caught = await store.accounts.lookup("nobody@example.test")
+    assert (caught.catch_all, caught.deliverable) == (["ann@example.test"], True)
+    remote = await store.accounts.lookup("someone@remote.test")
+    assert (remote.local_domain, remote.deliverable) == (False, False)
