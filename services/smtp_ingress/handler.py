@@ -93,8 +93,14 @@ class IngressHandler:
         problem = check_address(address, sender=False, smtputf8=bool(envelope.smtp_utf8))
         if problem:
             return problem
-        if await self.store.accounts.is_local_domain(split_domain(address)):
-            if not await self.store.accounts.recipient_exists(address):
+        # One round trip: the domain, user, alias and catch-all facts come from one pipeline.
+        facts = await self.store.accounts.lookup(address)
+        local = facts.local_domain
+        if address.endswith("."):
+            # The relay decision ignores a trailing dot of the domain (split_domain); lookup() reads it as written.
+            local = await self.store.accounts.is_local_domain(split_domain(address))
+        if local:
+            if not facts.deliverable:
                 return replies.NO_SUCH_USER
         elif not (session.authenticated or server.trusted):
             log.info("relay denied", client=server.client_ip, domain=split_domain(address))

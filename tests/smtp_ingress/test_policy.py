@@ -50,6 +50,8 @@ RELAY_TRICKS = [
     ("someone@remote.example@local.test", replies.BAD_RECIPIENT_SYNTAX),
     ("<someone@[192.0.2.1]>", replies.RELAY_DENIED),
     ("<@remote.example:alice@local.test>", replies.RECIPIENT_OK),  # the route is ignored: local delivery
+    ("<alice@local.test.>", replies.BAD_RECIPIENT_SYNTAX),  # a trailing dot does not parse
+    ("<someone@remote.example.>", replies.BAD_RECIPIENT_SYNTAX),
 ]
 
 
@@ -71,6 +73,7 @@ def test_source_routed_local_recipient_is_queued_without_route(untrusted: Runnin
 
 def test_trusted_network_may_relay(ingress: RunningIngress, namespace: str) -> None:
     assert rcpt_reply(ingress, "<someone@remote.example>") == replies.RECIPIENT_OK
+    assert rcpt_reply(ingress, "<nobody@LOCAL.test>") == replies.NO_SUCH_USER  # a local domain is never relayed
 
 
 def test_catch_all_accepts_any_local_part(untrusted: RunningIngress, namespace: str) -> None:
