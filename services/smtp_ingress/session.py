@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import copy
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email._header_value_parser import get_addr_spec, get_angle_addr
@@ -195,18 +196,23 @@ class IngressSMTP(SMTP):
             transport.close()
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        """aiosmtpd's own, less the `typing.Protocol` class it defines on every call (~3% of the CPU)."""
-        if not arg:
+        """aiosmtpd's own, less the `typing.Protocol` class it defines on every call (~3% of the CPU), and with a
+        fast path for the plain `<local@domain>` nearly every client sends (the email parser was ~5%)."""
+        plain = plain_path(arg)
+        if plain is not None:
+            addr, rest = plain
+        elif not arg:
             return "", ""
-        try:
-            address, rest = get_angle_addr(arg) if arg.lstrip().startswith("<") else get_addr_spec(arg)
-        except HeaderParseError:
-            return None, None
-        addr = str(address.addr_spec)
+        else:
+            try:
+                address, tail = get_angle_addr(arg) if arg.lstrip().startswith("<") else get_addr_spec(arg)
+            except HeaderParseError:
+                return None, None
+            addr, rest = str(address.addr_spec), str(tail)
         localpart = addr.rpartition("@")[0]
         if self.local_part_limit and len(localpart) > self.local_part_limit:
             return None, None
-        return addr, str(rest)
+        return addr, rest
 
     # -- replies --------------------------------------------------------------------------------------------
     async def push(self, status: str | bytes) -> None:
@@ -257,6 +263,31 @@ class IngressSMTP(SMTP):
                 self.stage = "other"
 
         return run
+
+
+# RFC 5322 §3.2.3 atext, ASCII only: a local part of these is a dot-atom the email parser returns unchanged.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_PATH = re.compile(rf"<({_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>")
+
+
+def plain_path(arg: str) -> tuple[str, str] | None:
+    """(address, rest) for `<dot-atom@labels>` exactly as aiosmtpd's parser returns it; None for anything else
+    (comments, quoting, source routes, non-ASCII, a `=?` that could start an RFC 2047 word), left to the parser.
+
+    The parser takes the whitespace after `>` (and comments, which are left to it) off the parameters.
+    """
+    match = _PLAIN_PATH.match(arg)
+    if match is None:
+        return None
+    address = match[1]
+    if "=?" in address:
+        return None
+    rest = arg[match.end() :]
+    if rest[:1] in (" ", "\t"):
+        rest = rest.lstrip()  # the parser's own folding-whitespace rule (str.lstrip)
+    if rest[:1] == "(":
+        return None
+    return address, rest
 
 
 class _CommandTable(dict[str, Any]):

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import random
+from collections.abc import Callable
 from typing import Any
 
+import pytest
+from aiosmtpd.smtp import SMTP
+
 from services.smtp_ingress.limits import ConnectionLimiter
-from services.smtp_ingress.session import IngressSMTP, SessionRegistry
+from services.smtp_ingress.session import IngressSMTP, SessionRegistry, plain_path
 
 
 class _Handler:
@@ -47,9 +52,124 @@ async def test_clone_has_fresh_connection_state_and_bound_methods() -> None:
     assert clone._admitted is None and clone.stage == "connect"
 
 
-async def test_getaddr_matches_aiosmtpd() -> None:
-    session = _session()
-    from aiosmtpd.smtp import SMTP
+def _outcome(parse: Callable[[str], Any], arg: str) -> Any:
+    try:
+        return parse(arg)
+    except Exception as exc:  # aiosmtpd's parser raises IndexError on some inputs (e.g. "<"): equal too
+        return type(exc)
 
-    for arg in ["<a@b.test>", "<a@b.test> SIZE=10", "a@b.test", "", "<>", "<bad", "<@x:a@b.test>", '<"q x"@b>']:
-        assert session._getaddr(arg) == SMTP._getaddr(session, arg), arg
+
+# Odd inputs around the fast path's edges: every one must get exactly aiosmtpd's answer.
+ODD_PATHS = [
+    "",
+    " ",
+    "<>",
+    "<> SIZE=1",
+    "<",
+    ">",
+    "<bad",
+    "a@b.test",
+    "a@b.test SIZE=1",
+    " <a@b.test>",
+    "<a@b.test> ",
+    "<a@b.test>",
+    "<a@b.test> SIZE=10",
+    "<a@b.test>\tSIZE=10 BODY=8BITMIME",
+    "<a@b.test>   SIZE=10  ",
+    "<a@b.test>SIZE=10",
+    "<a@b.test>>",
+    "<a@b.test><c@d>",
+    "<a@b.test> <c@d>",
+    "<a@b.test>(comment)",
+    "<a@b.test> (comment) SIZE=1",
+    "<a@b.test>\u2003SIZE=1",
+    "<a@b.test> \u2003SIZE=1",
+    "<a@b.test>\x1cX",
+    "<a@b.test> \x1cX",
+    "<@x:a@b.test>",
+    "<@x,@y:a@b.test>",
+    '<"q x"@b>',
+    '<"a"@b.test>',
+    '<"a\\"b"@c>',
+    "<a.b.c@d.e.f>",
+    "<a..b@c>",
+    "<.a@c>",
+    "<a.@c>",
+    "<a@b..c>",
+    "<a@.b>",
+    "<a@b.>",
+    "<a@b.test.>",
+    "<a@-b>",
+    "<a@b-.c>",
+    "<a@1.2.3.4>",
+    "<a@[192.0.2.1]>",
+    "<a@[IPv6:::1]>",
+    "<a@b@c>",
+    "<@b.test>",
+    "<a@>",
+    "<a>",
+    "<a@b.test",
+    "<a (c)@b.test>",
+    "<a@b.test (c)>",
+    "< a@b.test>",
+    "<a@ b.test>",
+    "<a @b.test>",
+    "<=?utf-8?q?a?=@b.test>",
+    "<a=?b@c>",
+    "<a=?utf-8?q?x?=@b>",
+    "<?=@b>",
+    "<=@b>",
+    "<a?b@c>",
+    "<!#$%&'*+/=?^_`{|}~-@b.test>",
+    "<a+tag@b.test>",
+    "<a%b@c.test>",
+    "<b!a@c.test>",
+    "<jürgen@b.test>",
+    "<a@bücher.test>",
+    "<A.B@EXAMPLE.TEST>",
+    "<a\\b@c>",
+    "<a,b@c>",
+    "<a;b@c>",
+    "<a:b@c>",
+    "<a[b@c>",
+    "<a]b@c>",
+    "<a(b@c>",
+    "<a)b@c>",
+    "<a<b@c>",
+    "<a>b@c>",
+    '<a"b@c>',
+    "<<a@b>>",
+    "<a@b>\r\n",
+    "<" + "x" * 64 + "@b.test>",
+    "<" + "x" * 65 + "@b.test>",
+    "<" + "x" * 300 + "@" + "d" * 300 + ">",
+]
+_LOCALS = ["a", "a.b", "a..b", ".a", "a.", "=?", "a=?b", "a=b", "é", "a b", '"a"', "a(c)", "-", "x" * 70, ""]
+_DOMAINS = ["b", "b.test", "b..test", ".b", "b.", "-b-", "1.2.3.4", "[1.2.3.4]", "b_c.test", "ü.test", ""]
+_TAILS = ["", " ", "  SIZE=1", "SIZE=1", "\tX", " (c)", "(c)", " \u00a0X", ">", " <x@y>", " a b  "]
+_ALPHABET = 'ab.@<> \t()"\\[],:;=?-_+é\u2003\x1c%!'
+
+
+def _generated_paths() -> list[str]:
+    paths = [f"<{local}@{domain}>{tail}" for local in _LOCALS for domain in _DOMAINS for tail in _TAILS]
+    chance = random.Random(8)
+    for _ in range(3000):
+        body = "".join(chance.choice(_ALPHABET) for _ in range(chance.randint(1, 14)))
+        paths.append(("<" if chance.random() < 0.7 else "") + body)
+    return paths
+
+
+@pytest.mark.parametrize("local_part_limit", [0, 64])
+async def test_getaddr_matches_aiosmtpd(local_part_limit: int) -> None:
+    session = _session()
+    session.local_part_limit = local_part_limit
+    for arg in [*ODD_PATHS, *_generated_paths()]:
+        ours = _outcome(session._getaddr, arg)
+        assert ours == _outcome(lambda a: SMTP._getaddr(session, a), arg), repr(arg)
+
+
+def test_plain_paths_take_the_fast_path() -> None:
+    assert plain_path("<load@remote.test>") == ("load@remote.test", "")
+    assert plain_path("<a.b+c@d-e.f.test> SIZE=1024 BODY=8BITMIME") == ("a.b+c@d-e.f.test", "SIZE=1024 BODY=8BITMIME")
+    for odd in ["", "a@b.test", "<>", '<"a"@b>', "<@x:a@b>", "<a@b.test> (c)", "<jürgen@b.test>", "<=?x?=@b>"]:
+        assert plain_path(odd) is None, odd
