@@ -136,6 +136,14 @@ _ENHANCED = re.compile(r"^[245]\d\d[ -][245]\.\d{1,3}\.\d{1,3}( |$)")
 def translate(text: str, stage: str) -> str:
     """Our reply for a text aiosmtpd produced; the greeting, replies to HELO/EHLO (RFC 2034 §3) and 3xx
     continuations pass unchanged."""
+    # Most replies are our own constants or a queue id, which translate to themselves in every stage: a set
+    # lookup instead of some 45 prefix comparisons per reply.
+    if text in _OWN or text.startswith(_QUEUED_PREFIX):
+        return text
+    return _translate(text, stage)
+
+
+def _translate(text: str, stage: str) -> str:
     if stage in ("connect", "helo") or text[:1] == "3":
         return text
     if text.startswith("553 5.1.3 Error: malformed address"):
@@ -152,3 +160,14 @@ def translate(text: str, stage: str) -> str:
 
 def code_of(text: str) -> int:
     return int(text[:3]) if text[:3].isdigit() else 0
+
+
+def _own_constants() -> frozenset[str]:
+    """Every reply constant of this module that `_translate` leaves as it is, whatever the stage."""
+    texts = (value for name, value in globals().items() if name.isupper() and isinstance(value, str))
+    return frozenset(text for text in texts if code_of(text) and _translate(text, "other") == text)
+
+
+# A queue id is [0-9A-Za-z]; "250 2.0.0 " already carries an enhanced code and no aiosmtpd text starts so.
+_QUEUED_PREFIX = QUEUED.partition("{")[0]
+_OWN = _own_constants()

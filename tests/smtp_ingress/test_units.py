@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import time
+from datetime import datetime
+from email.utils import format_datetime
+
 import pytest
 
-from services.smtp_ingress import replies
+from services.smtp_ingress import message, metrics, replies
 from services.smtp_ingress.auth import decode_initial_response, parse_plain
 from services.smtp_ingress.config import IngressSettings
 from services.smtp_ingress.limits import AuthThrottle, ConnectionLimiter
@@ -39,6 +44,18 @@ def test_translate(raw: str, stage: str, expected: str) -> None:
     assert replies.translate(raw, stage) == expected
 
 
+def test_translate_shortcut_changes_no_reply() -> None:
+    # Our constants and queue ids skip the prefix table; every text must still get what the table gives.
+    constants = [v for k, v in vars(replies).items() if k.isupper() and isinstance(v, str)]
+    aiosmtpd_texts = [prefix + " detail" for prefix, _ in replies._BUILTIN]
+    queued = [replies.queued(q) for q in ("1KAbC9xYz", "", "x y", "(Error)")]
+    odd = ["250 2.0.0", "250 2.0.0 ", "250 2.0.0 Ok: queued", "250-2.0.0 Ok", "553 5.1.3 Error: malformed address"]
+    for text in [*constants, *aiosmtpd_texts, *queued, *odd]:
+        for stage in metrics.STAGES:
+            assert replies.translate(text, stage) == replies._translate(text, stage), (text, stage)
+    assert replies.SENDER_OK in replies._OWN and replies.HELO_SYNTAX not in replies._OWN
+
+
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
@@ -71,6 +88,14 @@ def test_received_header_shape() -> None:
     assert "\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)\r\n" in header
     assert "with ESMTPSA id 01ABCDEFGHJKMNPQRSTVWXYZ00\r\n\tfor <bob@remote.example>;\r\n" in header
     assert header.endswith("\r\n") and all(len(line) < 998 for line in header.split("\r\n"))
+
+
+def test_date_formatted_once_a_second_reads_as_before() -> None:
+    now = time.time()
+    moments = [0.0, 0.5, 1.0, 59.9999994, 59.9999995, 59.9999996, 59.999999, 60.0, -0.5, -1.0, -1.0000004]
+    moments += [now, now + 0.3, math.floor(now) + 0.9999996, math.floor(now) + 0.9999994, 1e9 + 0.123456789]
+    for when in moments + moments[::-1]:  # both orders: a cached second must never answer for another one
+        assert message._rfc5322_date(when) == format_datetime(datetime.fromtimestamp(when).astimezone()), when
 
 
 def test_submission_headers_added_only_when_missing() -> None:
