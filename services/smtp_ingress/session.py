@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import copy
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,6 +17,8 @@ from services.smtp_ingress import metrics, replies
 from services.smtp_ingress.config import Network
 from services.smtp_ingress.limits import ConnectionLimiter
 from services.smtp_ingress.policy import client_ip, has_control_characters, is_trusted
+
+_CLIENT_CACHE_SIZE = 4096
 
 _STAGES = {
     "HELO": "helo",
@@ -41,6 +42,18 @@ class SessionRegistry:
     sessions: set[IngressSMTP] = field(default_factory=set)
     draining: bool = False
     empty: asyncio.Event = field(default_factory=asyncio.Event)
+    _clients: dict[str, tuple[str, bool]] = field(default_factory=dict)
+
+    def client(self, peer: object) -> tuple[str, bool]:
+        """(client IP, trusted) of a socket peername, remembered per host rather than parsed at every connection."""
+        host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        facts = self._clients.get(host)
+        if facts is None:
+            if len(self._clients) >= _CLIENT_CACHE_SIZE:
+                self._clients.clear()  # bounded: many distinct clients just parse again
+            ip = client_ip((host,))
+            facts = self._clients[host] = (ip, is_trusted(ip, self.trusted_networks))
+        return facts
 
     def drain(self) -> None:
         """Refuse new sessions with 421; close idle ones now, the others after their transaction."""
@@ -64,6 +77,9 @@ class IngressSMTP(SMTP):
         self._smtp_verbs = frozenset(self._smtp_methods)
         self.registry = registry
         self.listener = listener
+        # Label children bound once per listener (clones share them), not looked up per connection.
+        self._connections_accepted = metrics.CONNECTIONS.labels(listener, "accepted")
+        self._active_sessions = metrics.ACTIVE_SESSIONS.labels(listener)
         self._init_session()
 
     def clone(self) -> IngressSMTP:
@@ -73,7 +89,9 @@ class IngressSMTP(SMTP):
         connection, about a sixth of the ingress's CPU with a connection per message. The configuration it builds
         is read-only and shared here; what belongs to one connection is created anew.
         """
-        new = copy.copy(self)
+        # What copy.copy does for a plain object, without its generic reduce/reconstruct steps.
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
         asyncio.StreamReaderProtocol.__init__(
             new,
             asyncio.StreamReader(loop=self.loop, limit=self.line_length_limit),
@@ -123,8 +141,7 @@ class IngressSMTP(SMTP):
     # -- admission and teardown -----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._admitted is None:
-            self.client_ip = client_ip(transport.get_extra_info("peername"))
-            self.trusted = is_trusted(self.client_ip, self.registry.trusted_networks)
+            self.client_ip, self.trusted = self.registry.client(transport.get_extra_info("peername"))
             refusal = replies.SHUTTING_DOWN if self.registry.draining else self.registry.limiter.admit(self.client_ip)
             if refusal is not None:
                 self._admitted = False
@@ -138,8 +155,8 @@ class IngressSMTP(SMTP):
             self._admitted = True
             self.registry.sessions.add(self)
             self.registry.empty.clear()
-            metrics.CONNECTIONS.labels(self.listener, "accepted").inc()
-            metrics.ACTIVE_SESSIONS.labels(self.listener).inc()
+            self._connections_accepted.inc()
+            self._active_sessions.inc()
             self._session_timer = asyncio.get_running_loop().call_later(
                 self.registry.session_timeout, self.close_with, replies.SESSION_TOO_LONG
             )
@@ -167,7 +184,7 @@ class IngressSMTP(SMTP):
         if self._counted:
             self.registry.limiter.release(self.client_ip)
         self.registry.sessions.discard(self)
-        metrics.ACTIVE_SESSIONS.labels(self.listener).dec()
+        self._active_sessions.dec()
         if not self.registry.sessions:
             self.registry.empty.set()
         super().connection_lost(error)

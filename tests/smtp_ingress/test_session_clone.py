@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP
 
+from services.smtp_ingress.config import parse_networks
 from services.smtp_ingress.limits import ConnectionLimiter
-from services.smtp_ingress.session import IngressSMTP, SessionRegistry, plain_path
+from services.smtp_ingress.policy import client_ip, is_trusted
+from services.smtp_ingress.session import _CLIENT_CACHE_SIZE, IngressSMTP, SessionRegistry, plain_path
 
 
 class _Handler:
@@ -38,6 +40,7 @@ async def test_clone_has_fresh_connection_state_and_bound_methods() -> None:
         assert getattr(clone, name) is not getattr(template, name)
         assert getattr(clone, name) is not getattr(other, name)
     assert clone._handle_hooks is template._handle_hooks
+    assert clone._active_sessions is template._active_sessions  # label children bound once per listener
     assert clone._smtp_methods.session is clone
     verbs = set(dict(clone._smtp_methods.items()))
     assert verbs == set(template._smtp_methods.verbs)
@@ -173,3 +176,28 @@ def test_plain_paths_take_the_fast_path() -> None:
     assert plain_path("<a.b+c@d-e.f.test> SIZE=1024 BODY=8BITMIME") == ("a.b+c@d-e.f.test", "SIZE=1024 BODY=8BITMIME")
     for odd in ["", "a@b.test", "<>", '<"a"@b>', "<@x:a@b>", "<a@b.test> (c)", "<jürgen@b.test>", "<=?x?=@b>"]:
         assert plain_path(odd) is None, odd
+
+
+def test_registry_remembers_client_facts_per_host() -> None:
+    networks = parse_networks("127.0.0.0/8,::1/128,2001:db8::/32")
+    registry = SessionRegistry(ConnectionLimiter(10, 10, exempt=lambda ip: False), networks, 3, 60.0)
+    peers: list[object] = [
+        ("127.0.0.1", 40000),
+        ("192.0.2.7", 40001),
+        ("::1", 40002, 0, 0),
+        ("::ffff:127.0.0.1", 40003, 0, 0),
+        ("fe80::1%eth0", 40004, 0, 2),
+        ("2001:db8::5", 40005, 0, 0),
+        ("not-an-ip", 1),
+        (),
+        None,
+        "/run/socket",
+    ]
+    for peer in peers:
+        expected_ip = client_ip(peer)
+        assert registry.client(peer) == (expected_ip, is_trusted(expected_ip, networks)), peer
+        assert registry.client(peer) is registry.client(peer)  # the second answer comes from the cache
+    assert registry.client(("192.0.2.7", 1)) == ("192.0.2.7", False)
+    for n in range(_CLIENT_CACHE_SIZE + 5):  # bounded however many hosts connect
+        registry.client((f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}", 1))
+    assert len(registry._clients) <= _CLIENT_CACHE_SIZE
