@@ -122,6 +122,8 @@ class IngressSMTP(SMTP):
         self._admitted: bool | None = None
         self._counted = True  # holds a slot in the connection limiter
         self._session_timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0  # of the command timeout (loop time)
+        self._timer_armed = False
 
     # -- facts the handler reads ----------------------------------------------------------------------------
     @property
@@ -196,6 +198,27 @@ class IngressSMTP(SMTP):
             return  # a refused connection is closing; whatever it sends is ignored
         self._reset_timeout()
         super().data_received(data)
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        # aiosmtpd re-arms a timer for every command and we for every receive: a dozen timers per message. The
+        # deadline moves instead; the armed timer, when it fires before the deadline, re-arms itself for the rest.
+        deadline = self.loop.time() + (duration or self._timeout_duration)
+        self._deadline = deadline
+        handle = self._timeout_handle
+        if handle is not None and self._timer_armed and not handle.cancelled() and handle.when() <= deadline:
+            return
+        if handle is not None:
+            handle.cancel()
+        self._timeout_handle = self.loop.call_at(deadline, self._timer_fired)
+        self._timer_armed = True
+
+    def _timer_fired(self) -> None:
+        self._timer_armed = False
+        if self.loop.time() < self._deadline:
+            self._timeout_handle = self.loop.call_at(self._deadline, self._timer_fired)
+            self._timer_armed = True
+            return
+        self._timeout_cb()
 
     def _timeout_cb(self) -> None:
         # RFC 5321 §4.5.3.2: say 421 before closing an idle session rather than just dropping it.

@@ -201,3 +201,60 @@ def test_registry_remembers_client_facts_per_host() -> None:
     for n in range(_CLIENT_CACHE_SIZE + 5):  # bounded however many hosts connect
         registry.client((f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}", 1))
     assert len(registry._clients) <= _CLIENT_CACHE_SIZE
+
+
+class _Clock:
+    """Just enough of an event loop for the command timer: a settable time and the timers armed."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.armed: list[asyncio.TimerHandle] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        handle = asyncio.TimerHandle(when, callback, (), asyncio.get_running_loop())
+        self.armed.append(handle)
+        return handle
+
+    def fire_due(self) -> None:
+        for handle in list(self.armed):
+            if handle.when() <= self.now and not handle.cancelled():
+                self.armed.remove(handle)
+                handle._run()
+
+
+async def test_command_timer_moves_its_deadline_instead_of_rearming() -> None:
+    session = _session()
+    clock = _Clock()
+    session.loop = clock  # type: ignore[assignment]
+    session._timeout_duration = 300.0
+    timeouts: list[float] = []
+    session._timeout_cb = lambda: timeouts.append(clock.now)  # type: ignore[method-assign]
+    session._reset_timeout()
+    for now in (10.0, 100.0, 250.0):  # commands keep the session alive: still the one timer
+        clock.now = now
+        session._reset_timeout()
+    assert len(clock.armed) == 1
+    clock.now = 300.0
+    clock.fire_due()  # fires early: re-armed for the rest, no timeout
+    assert timeouts == [] and [h.when() for h in clock.armed] == [550.0]
+    clock.now = 549.0
+    clock.fire_due()
+    assert timeouts == []
+    clock.now = 550.0
+    clock.fire_due()
+    assert timeouts == [550.0]
+    # A shorter duration (aiosmtpd's PROXY header wait) must not wait for a later timer.
+    session._reset_timeout()
+    session._reset_timeout(10.0)
+    assert [h.when() for h in clock.armed if not h.cancelled()] == [560.0]
+    clock.now = 560.0
+    clock.fire_due()
+    assert timeouts == [550.0, 560.0]
+    # aiosmtpd cancels the handle when the connection is lost; a reset after that arms a new one.
+    assert session._timeout_handle is not None
+    session._timeout_handle.cancel()
+    session._reset_timeout()
+    assert [h.when() for h in clock.armed if not h.cancelled()] == [860.0]
