@@ -19,6 +19,7 @@ MAX_DOMAIN = 255
 MAX_PATH = 256
 
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_PLAIN_DOMAIN = re.compile(r"(?:(?!-)[A-Za-z0-9-]{1,63}(?<!-)\.)*(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _ADDRESS_LITERAL = re.compile(r"^\[(IPv6:[0-9A-Fa-f:.]+|[0-9.]+)\]$")
 
 
@@ -32,6 +33,11 @@ def has_control_characters(text: str) -> bool:
 
 def valid_domain(domain: str) -> bool:
     """A dot-separated host name (U-labels allowed, RFC 6531) or an IPv4/IPv6 address literal."""
+    # The usual ASCII host name in one regex; anything else (IDN, literals, trailing dots) takes the long way.
+    return _PLAIN_DOMAIN.fullmatch(domain) is not None or _valid_domain(domain)
+
+
+def _valid_domain(domain: str) -> bool:
     if _ADDRESS_LITERAL.match(domain):
         literal = domain[1:-1].removeprefix("IPv6:")
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from datetime import datetime
@@ -9,7 +10,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from services.smtp_ingress import message, metrics, replies
+from services.smtp_ingress import message, metrics, policy, replies
 from services.smtp_ingress.auth import decode_initial_response, parse_plain
 from services.smtp_ingress.config import IngressSettings
 from services.smtp_ingress.limits import AuthThrottle, ConnectionLimiter
@@ -141,6 +142,15 @@ def test_bad_settings_name_the_variable() -> None:
         load_settings(IngressSettings, smtp_listen="nowhere")
     assert load_settings(IngressSettings, smtps_listen="").smtps_listen is None
     assert load_settings(IngressSettings, smtp_command_timeout="5m").smtp_command_timeout == 300
+
+
+def test_domain_fast_path_agrees_with_the_label_check() -> None:
+    labels = ["a", "A9", "-a", "a-", "a-b", "x" * 63, "x" * 64, "", "ü", "xn--bcher-kva", "a_b", "1", "a\n", " a"]
+    domains = [".".join(parts) for parts in itertools.product(labels, repeat=2)] + labels
+    domains += [d + "." for d in domains] + [d + ".." for d in labels] + ["[192.0.2.1]", "[IPv6:::1]", "[x]"]
+    domains += [".".join(["a" * 63] * 4), ".".join(["a"] * 200), "-", ".", ""]
+    for domain in domains:
+        assert policy.valid_domain(domain) == policy._valid_domain(domain), repr(domain)
 
 
 def test_helo_names() -> None:
