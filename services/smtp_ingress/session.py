@@ -15,10 +15,13 @@ from aiosmtpd.smtp import MISSING, SMTP, Envelope
 
 from services.smtp_ingress import metrics, replies
 from services.smtp_ingress.config import Network
-from services.smtp_ingress.data import TOO_LONG, DataDecoder
+from services.smtp_ingress.data import TOO_LONG, TOO_MUCH, DataDecoder
 from services.smtp_ingress.limits import ConnectionLimiter
 from services.smtp_ingress.policy import client_ip, has_control_characters, is_trusted
 from services.smtp_ingress.spool import MEMORY_LIMIT, MessageSpool
+from shared.logging import get_logger
+
+log = get_logger(__name__)
 
 _STAGES = {
     "HELO": "helo",
@@ -33,9 +36,13 @@ _STAGES = {
 # One read takes whatever the socket delivered, up to this; a small message and the commands pipelined after it
 # usually arrive in one.
 DATA_READ_SIZE = 256 * 1024
-# aiosmtpd's texts for refused data; `push` translates them as it does aiosmtpd's own.
-_LINE_TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
-_TOO_MUCH_DATA = "552 Error: Too much mail data"
+SPOOL_FAILED = "spool failed"
+# The reply to refused data: aiosmtpd's texts (`push` translates them as it does aiosmtpd's own), or ours.
+_REFUSALS = {
+    TOO_LONG: "500 Line too long (see RFC5321 4.5.3.1.6)",
+    TOO_MUCH: "552 Error: Too much mail data",
+    SPOOL_FAILED: replies.TEMPORARY_FAILURE,
+}
 
 
 @dataclass
@@ -260,7 +267,7 @@ class IngressSMTP(SMTP):
         if problem is not None:
             # RFC 5321 §4.2.5: the reply comes after all the data was read (aiosmtpd's texts, translated by push).
             spool.close()
-            await self.push(_LINE_TOO_LONG if problem == TOO_LONG else _TOO_MUCH_DATA)
+            await self.push(_REFUSALS[problem])
             self._set_post_data_state()  # type: ignore[no-untyped-call]
             return
         envelope.spool = spool  # the handler's hook owns it from here and closes it after the publish
@@ -272,7 +279,18 @@ class IngressSMTP(SMTP):
 
     async def _read_data(self, spool: MessageSpool) -> str | None:
         """Read up to the end of data into `spool`; the problem that makes the message unacceptable, if any."""
-        decoder = DataDecoder(self.data_size_limit, spool.write)
+        failure: list[OSError] = []
+
+        def write(text: bytes) -> None:
+            if failure:
+                return
+            try:
+                spool.write(text)
+            except OSError as exc:  # e.g. the spool directory is full
+                failure.append(exc)
+                spool.close()
+
+        decoder = DataDecoder(self.data_size_limit, write)
         reader = self._reader
         while True:
             chunk = await reader.read(DATA_READ_SIZE)
@@ -290,6 +308,10 @@ class IngressSMTP(SMTP):
             # STARTTLS; StreamReader has no public way to push bytes back.)
             buffer: bytearray = reader._buffer  # type: ignore[attr-defined]
             buffer[:0] = rest
+        if failure and decoder.problem is None:
+            # Still read to the end first: the rest of the message must never be taken for commands.
+            log.error("spooling the message failed", client=self.client_ip, error=str(failure[0]))
+            return SPOOL_FAILED
         return decoder.problem
 
     # -- replies --------------------------------------------------------------------------------------------

@@ -6,13 +6,17 @@ import random
 import smtplib
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
+import pytest
 from prometheus_client import REGISTRY
 
 from services.smtp_ingress import replies
+from services.smtp_ingress.app import IngressApp
 from shared.envelope import Envelope
+from shared.errors import ConfigError
 from tests.helpers import AMQP_URL, wait_until_sync
-from tests.smtp_ingress.conftest import ALICE, RunningIngress, queue_depth, read_queue, send
+from tests.smtp_ingress.conftest import ALICE, RunningIngress, ingress_settings, queue_depth, read_queue, send
 from tests.smtp_ingress.proxy import TcpProxy
 from tests.smtp_ingress.rawsmtp import RawSMTP
 from tests.smtp_ingress.test_hardening import open_transaction
@@ -163,3 +167,23 @@ def test_small_and_large_publishes_share_the_channel(ingress: RunningIngress, na
     bodies = [message.body for message in read_queue(namespace, count=6, timeout=30)]
     assert len(bodies) == 6
     assert all(sum(body.endswith(text) for body in bodies) == 1 for text in texts)
+
+
+def test_spool_failure_is_451_after_the_data_and_the_data_is_never_read_as_commands(
+    make_ingress: Callable[..., RunningIngress], accounts: None, namespace: str, tmp_path: Path
+) -> None:
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    ingress = make_ingress(smtp_spool_dir=str(spool_dir))
+    spool_dir.rmdir()  # the file a large message needs cannot be made now
+    with RawSMTP(ingress.port("smtp")) as raw:
+        open_transaction(raw)
+        raw.send(b"Subject: x\r\n\r\n" + b"NOOP\r\n" * (MIB // 3) + b".\r\nQUIT\r\n")
+        assert raw.reply() == replies.TEMPORARY_FAILURE
+        assert raw.reply() == replies.BYE
+    assert queue_depth(namespace) == 0
+
+
+def test_unusable_spool_dir_stops_the_start(namespace: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="POSTROOM_SMTP_SPOOL_DIR"):
+        IngressApp(ingress_settings(namespace, smtp_spool_dir=str(tmp_path / "missing")))
