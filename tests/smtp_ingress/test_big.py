@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import smtplib
 import threading
@@ -9,10 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from aiosmtpd.smtp import Envelope as SMTPEnvelope
+from aiosmtpd.smtp import Session
 from prometheus_client import REGISTRY
 
 from services.smtp_ingress import replies
 from services.smtp_ingress.app import IngressApp
+from services.smtp_ingress.handler import IngressHandler
+from services.smtp_ingress.spool import MessageSpool
 from shared.envelope import Envelope
 from shared.errors import ConfigError
 from tests.helpers import AMQP_URL, wait_until_sync
@@ -20,6 +25,7 @@ from tests.smtp_ingress.conftest import ALICE, RunningIngress, ingress_settings,
 from tests.smtp_ingress.proxy import TcpProxy
 from tests.smtp_ingress.rawsmtp import RawSMTP
 from tests.smtp_ingress.test_hardening import open_transaction
+from tests.smtp_ingress.test_shield import FakeServer
 
 MIB = 1024 * 1024
 
@@ -187,3 +193,21 @@ def test_spool_failure_is_451_after_the_data_and_the_data_is_never_read_as_comma
 def test_unusable_spool_dir_stops_the_start(namespace: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="POSTROOM_SMTP_SPOOL_DIR"):
         IngressApp(ingress_settings(namespace, smtp_spool_dir=str(tmp_path / "missing")))
+
+
+async def test_submission_headers_look_at_a_spooled_file(namespace: str, tmp_path: Path) -> None:
+    """Message-ID and Date are added for an authenticated sender only when the spooled header block lacks them."""
+    handler = IngressHandler(ingress_settings(namespace), None, None, None)  # type: ignore[arg-type]
+    session = Session(asyncio.get_running_loop())
+    session.authenticated, session.auth_data, session.extended_smtp = True, ALICE, True
+    envelope = SMTPEnvelope()
+    envelope.mail_from, envelope.rcpt_tos = ALICE, ["bob@local.test"]
+    for header, added in ((b"Subject: x\r\n", True), (b"Message-ID: <a@b>\r\nDate: now\r\n", False)):
+        spool = MessageSpool(str(tmp_path), memory_limit=100)
+        spool.write(header + b"\r\n" + b"body line\r\n" * 1000)
+        assert not spool.in_memory
+        prefix, _ = handler._prepare(FakeServer(), session, envelope, spool, "01ABCDEFGHJKMNPQRSTVWXYZ00")
+        spool.close()
+        assert prefix.startswith(b"Received: ")
+        assert (b"\r\nMessage-ID: <01ABCDEFGHJKMNPQRSTVWXYZ00@" in prefix) is added
+        assert (b"\r\nDate: " in prefix) is added
