@@ -8,6 +8,7 @@ import smtplib
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiosmtpd.smtp import Envelope as SMTPEnvelope
@@ -198,7 +199,7 @@ def test_unusable_spool_dir_stops_the_start(namespace: str, tmp_path: Path) -> N
 async def test_submission_headers_look_at_a_spooled_file(namespace: str, tmp_path: Path) -> None:
     """Message-ID and Date are added for an authenticated sender only when the spooled header block lacks them."""
     handler = IngressHandler(ingress_settings(namespace), None, None, None)  # type: ignore[arg-type]
-    session = Session(asyncio.get_running_loop())
+    session: Any = Session(asyncio.get_running_loop())
     session.authenticated, session.auth_data, session.extended_smtp = True, ALICE, True
     envelope = SMTPEnvelope()
     envelope.mail_from, envelope.rcpt_tos = ALICE, ["bob@local.test"]
