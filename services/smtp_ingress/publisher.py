@@ -62,6 +62,8 @@ class Publisher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._closing:
+            await asyncio.wait(list(self._closing), timeout=5)
         await self._disconnect()
 
     async def _supervise(self) -> None:
