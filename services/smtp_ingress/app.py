@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import tempfile
 import warnings
 
 from services.smtp_ingress import metrics
@@ -34,6 +35,17 @@ def tls_context(settings: IngressSettings) -> ssl.SSLContext:
         raise ConfigError(f"POSTROOM_TLS_CERT/POSTROOM_TLS_KEY: cannot load the certificate and key: {exc}") from None
 
 
+def check_spool_dir(path: str | None) -> None:
+    """Fail at start, naming the variable, rather than at the first large message."""
+    if path is None:
+        return
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"POSTROOM_SMTP_SPOOL_DIR: cannot create files in {path}: {exc.strerror or exc}") from None
+
+
 class IngressApp:
     """The running ingress: start, readiness, graceful stop."""
 
@@ -44,6 +56,7 @@ class IngressApp:
         # On the implicit-TLS listener AUTH is allowed without STARTTLS because the whole session is TLS.
         warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS", UserWarning, "aiosmtpd")
         metrics.initialise()
+        check_spool_dir(settings.smtp_spool_dir)
         self.store = Store.connect(settings.redis_url, settings.namespace, settings.redis_cluster)
         self.publisher = Publisher(settings.amqp_url, settings.namespace, settings.smtp_publish_timeout)
         throttle = AuthThrottle(settings.smtp_auth_failure_delay, settings.smtp_auth_failure_delay_max)

@@ -46,6 +46,9 @@ class IngressSettings(CommonSettings):
     smtp_auth_failure_delay: Delay = 1.0
     smtp_auth_failure_delay_max: Delay = 30.0
     smtp_publish_timeout: Duration = 15.0
+    # Messages over 1 MiB wait here (an unlinked temporary file) between DATA and their publish; unset: the system's
+    # temporary directory. It needs room for the large messages in flight at once.
+    smtp_spool_dir: OptionalPath = None
     smtp_drain_timeout: Duration = 30.0
     # Behind a load balancer speaking the PROXY protocol (v1 or v2), every connection must start with its header;
     # the client address it carries is the one policy, caps and the Received: header use.

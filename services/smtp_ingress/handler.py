@@ -20,6 +20,7 @@ from services.smtp_ingress.policy import (
     valid_helo,
 )
 from services.smtp_ingress.publisher import Publisher
+from services.smtp_ingress.spool import MessageSpool
 from services.store import Store
 from services.store.keys import normalize_address
 from shared.envelope import Envelope
@@ -28,6 +29,10 @@ from shared.logging import get_logger
 from shared.queue_id import new_queue_id
 
 log = get_logger(__name__)
+
+# Where Message-ID and Date are looked for in a submitted message: its header block, which is never this long in
+# practice; a message whose header block is longer may get a second Message-ID or Date added.
+HEADER_SCAN_LIMIT = 256 * 1024
 
 # EHLO keywords we add to aiosmtpd's list (RFC 2920, RFC 2034); HELP is dropped.
 _EXTRA_EXTENSIONS = ("PIPELINING", "ENHANCEDSTATUSCODES")
@@ -113,13 +118,15 @@ class IngressHandler:
     # -- message ----------------------------------------------------------------------------------------------
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         queue_id = new_queue_id()
+        spool = _take_spool(envelope)
         try:
-            body, queued = self._prepare(server, session, envelope, queue_id)
+            prefix, queued = self._prepare(server, session, envelope, spool, queue_id)
         except Exception:
+            spool.close()
             log.exception("preparing message failed", queue_id=queue_id)
             return replies.TEMPORARY_FAILURE
         # Shielded: a client that disconnects at the final dot must not leave a half-published message.
-        task = asyncio.create_task(self._queue(body, queued, server, session))
+        task = asyncio.create_task(self._queue(prefix, spool, queued, server, session))
         self.inflight.add(task)
         task.add_done_callback(self._finished)
         try:
@@ -137,8 +144,10 @@ class IngressHandler:
         if not task.cancelled():
             task.exception()  # retrieved here so a publish whose client left is not reported as unhandled
 
-    def _prepare(self, server: Any, session: Any, envelope: Any, queue_id: str) -> tuple[bytes, Envelope]:
-        content = normalise_line_ends(bytes(envelope.original_content or b""))
+    def _prepare(
+        self, server: Any, session: Any, envelope: Any, spool: MessageSpool, queue_id: str
+    ) -> tuple[bytes, Envelope]:
+        """The headers we put in front of the spooled text (Received:, and Message-ID/Date on submission)."""
         tls = server.tls_facts()
         auth_user = str(session.auth_data) if session.authenticated else None
         helo = session.host_name if session.host_name and valid_helo(session.host_name) else None
@@ -154,11 +163,9 @@ class IngressHandler:
             auth_user=auth_user,
             recipient=recipients[0] if len(recipients) == 1 else None,
         )
-        extra = submission_headers(content, queue_id, self.settings.hostname) if auth_user else b""
-        body = b"".join((received_header(facts), extra, content))
-        # Drop aiosmtpd's copies now rather than after the publish: a large message is held once, not twice.
-        envelope.original_content = envelope.content = None
-        del content
+        extra = b""
+        if auth_user:
+            extra = submission_headers(spool.head(HEADER_SCAN_LIMIT), queue_id, self.settings.hostname)
         mail_from = "" if envelope.mail_from == NULL_SENDER else str(envelope.mail_from)
         queued = Envelope(
             queue_id=queue_id,
@@ -168,18 +175,28 @@ class IngressHandler:
             auth_user=auth_user or "",
             esmtp=tuple(envelope.mail_options),
         )
-        return body, queued
+        return received_header(facts) + extra, queued
 
-    async def _queue(self, body: bytes, envelope: Envelope, server: Any, session: Any) -> None:
-        await self.publisher.publish(body, envelope)
+    async def _queue(self, prefix: bytes, spool: MessageSpool, envelope: Envelope, server: Any, session: Any) -> None:
+        size = len(prefix) + spool.size
+        try:
+            if spool.in_memory:
+                body = prefix + spool.getvalue()
+                spool.close()  # the body is now the one copy held during the publish
+                await self.publisher.publish(body, envelope)
+                del body
+            else:
+                await self.publisher.publish_spooled(prefix, spool, envelope)
+        finally:
+            spool.close()
         metrics.MESSAGES_ACCEPTED.labels(server.listener).inc()
-        metrics.MESSAGE_SIZE.observe(len(body))
+        metrics.MESSAGE_SIZE.observe(size)
         tls = server.tls_facts()
         log.info(
             "queued",
             queue_id=envelope.queue_id,
             client=envelope.client_address,
-            size=len(body),
+            size=size,
             recipients=len(envelope.recipients),
         )
         accepted = {
@@ -187,7 +204,7 @@ class IngressHandler:
             "helo": session.host_name if session.host_name and valid_helo(session.host_name) else None,
             "tls": tls[0] if tls else None,
             "auth": envelope.auth_user or None,
-            "size": len(body),
+            "size": size,
             "recipients": list(envelope.recipients),
         }
         # The trace is written after the reply's fate is sealed and never delays or fails it.
@@ -236,3 +253,12 @@ class IngressHandler:
         else:
             log.error("session error", error=f"{type(error).__name__}: {error}", exc_info=error)
         return replies.TEMPORARY_FAILURE
+
+
+def _take_spool(envelope: Any) -> MessageSpool:
+    """The text our DATA reader spooled, or (for aiosmtpd's own envelope) its `original_content`, normalised."""
+    spool: MessageSpool | None = getattr(envelope, "spool", None)
+    if spool is None:
+        spool = MessageSpool.of(normalise_line_ends(bytes(envelope.original_content or b"")))
+    envelope.spool = envelope.original_content = envelope.content = None
+    return spool

@@ -1,12 +1,13 @@
 """The message text as queued: CRLF line ends only, our Received: header first, Message-ID/Date on submission.
 
-SMTP smuggling (bare CR / bare LF): we NORMALISE. aiosmtpd ends DATA only at <CRLF>.<CRLF> (it splits lines on
-CRLF alone), so `\\n.\\n`, `\\n.\\r\\n`, `\\r.\\r\\n` and `\\r\\n.\\r` are message content, never an end of data.
-After aiosmtpd has removed dot-stuffing from the CRLF-delimited lines (RFC 5321 §4.5.2), every bare CR and bare
-LF left is turned into CRLF here, so the queued text has CRLF line ends only and anything that looked like an
-end-of-data to a sloppy parser is now an ordinary line holding a dot, which delivery and POP3 dot-stuff on the
-way out. Normalising rather than rejecting keeps mail from old clients that send bare LF flowing; what we queue,
-relay or serve can never smuggle a second message.
+SMTP smuggling (bare CR / bare LF): we NORMALISE. Our DATA reader (data.py) ends DATA only at <CRLF>.<CRLF> (lines
+are split on CRLF alone, as aiosmtpd does), so `\\n.\\n`, `\\n.\\r\\n`, `\\r.\\r\\n` and `\\r\\n.\\r` are message
+content, never an end of data. After dot-stuffing is removed from the CRLF-delimited lines (RFC 5321 §4.5.2),
+every bare CR and bare LF left is turned into CRLF (data.py, with this module's `normalise_line_ends`), so the
+queued text has CRLF line ends only and anything that looked like an end-of-data to a sloppy parser is now an
+ordinary line holding a dot, which delivery and POP3 dot-stuff on the way out. Normalising rather than rejecting
+keeps mail from old clients that send bare LF flowing; what we queue, relay or serve can never smuggle a second
+message.
 """
 
 from __future__ import annotations

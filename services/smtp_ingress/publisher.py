@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from aio_pika.exceptions import DeliveryError, PublishError
+from aiormq.channel import Channel
 
 from services.smtp_ingress import metrics
+from services.smtp_ingress.amqp_stream import publish_streamed
+from services.smtp_ingress.spool import MessageSpool
 from shared.envelope import Envelope
 from shared.errors import TemporaryError
 from shared.logging import get_logger
@@ -37,6 +41,7 @@ class Publisher:
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._task: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()
 
     @property
     def ready(self) -> bool:
@@ -57,6 +62,8 @@ class Publisher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._closing:
+            await asyncio.wait(list(self._closing), timeout=5)
         await self._disconnect()
 
     async def _supervise(self) -> None:
@@ -111,17 +118,53 @@ class Publisher:
         exchange = self._exchange
         if exchange is None or not self.ready:
             raise self._failure("unavailable", "no broker connection")
-        message = aio_pika.Message(
+        message = self._message(body, envelope)
+        await self._confirmed(exchange.publish(message, routing_key=self.topology.incoming, mandatory=True))
+
+    async def publish_spooled(self, prefix: bytes, spool: MessageSpool, envelope: Envelope) -> None:
+        """`publish` for a message in a spool file: `prefix` and the file's text go out a frame at a time."""
+        exchange, channel, connection = self._exchange, self._channel, self._connection
+        if exchange is None or channel is None or connection is None or not self.ready:
+            raise self._failure("unavailable", "no broker connection")
+
+        def drop_connection() -> None:
+            # Part of the message went out: the channel is inside an unfinished content, so the connection goes
+            # (the broker discards the incomplete message) and the supervisor makes a new one.
+            log.warning("broker connection dropped after an incomplete publish", queue_id=envelope.queue_id)
+            self._exchange = None
+            task = asyncio.create_task(connection.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+        async def send() -> None:
+            underlay = await channel.get_underlay_channel()
+            assert isinstance(underlay, Channel)
+            await publish_streamed(
+                underlay,
+                exchange=exchange.name,
+                routing_key=self.topology.incoming,
+                properties=self._message(b"", envelope).properties,
+                size=len(prefix) + spool.size,
+                pieces=lambda size: spool.chunks(prefix, size),
+                on_partial=drop_connection,
+            )
+
+        await self._confirmed(send())
+
+    @staticmethod
+    def _message(body: bytes, envelope: Envelope) -> aio_pika.Message:
+        return aio_pika.Message(
             body,
             headers=envelope.to_headers(),
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=envelope.queue_id,
         )
+
+    async def _confirmed(self, publish: Coroutine[Any, Any, object]) -> None:
+        """Wait for the publish's confirm, within the publish timeout; every failure becomes a TemporaryError."""
         started = time.monotonic()
         try:
-            await asyncio.wait_for(
-                exchange.publish(message, routing_key=self.topology.incoming, mandatory=True), self.timeout
-            )
+            await asyncio.wait_for(publish, self.timeout)
         except TimeoutError:
             raise self._failure("timeout", f"no confirm within {self.timeout}s") from None
         except PublishError as exc:

@@ -61,6 +61,7 @@ class IngressServer:
             trusted_networks=networks,
             max_errors=settings.smtp_max_errors,
             session_timeout=settings.smtp_session_timeout,
+            spool_directory=settings.smtp_spool_dir,
         )
         self.servers: dict[str, asyncio.Server] = {}
         self._templates: dict[str, IngressSMTP] = {}

@@ -11,12 +11,17 @@ from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
 from typing import Any, cast
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import MISSING, SMTP, Envelope
 
 from services.smtp_ingress import metrics, replies
 from services.smtp_ingress.config import Network
+from services.smtp_ingress.data import TOO_LONG, TOO_MUCH, DataDecoder
 from services.smtp_ingress.limits import ConnectionLimiter
 from services.smtp_ingress.policy import client_ip, has_control_characters, is_trusted
+from services.smtp_ingress.spool import MEMORY_LIMIT, MessageSpool
+from shared.logging import get_logger
+
+log = get_logger(__name__)
 
 _CLIENT_CACHE_SIZE = 4096
 
@@ -30,6 +35,17 @@ _STAGES = {
     "DATA": "data",
 }
 
+# One read takes whatever the socket delivered, up to this; a small message and the commands pipelined after it
+# usually arrive in one.
+DATA_READ_SIZE = 256 * 1024
+SPOOL_FAILED = "spool failed"
+# The reply to refused data: aiosmtpd's texts (`push` translates them as it does aiosmtpd's own), or ours.
+_REFUSALS = {
+    TOO_LONG: "500 Line too long (see RFC5321 4.5.3.1.6)",
+    TOO_MUCH: "552 Error: Too much mail data",
+    SPOOL_FAILED: replies.TEMPORARY_FAILURE,
+}
+
 
 @dataclass
 class SessionRegistry:
@@ -39,6 +55,8 @@ class SessionRegistry:
     trusted_networks: tuple[Network, ...]
     max_errors: int
     session_timeout: float
+    spool_directory: str | None = None
+    spool_memory_limit: int = MEMORY_LIMIT
     sessions: set[IngressSMTP] = field(default_factory=set)
     draining: bool = False
     empty: asyncio.Event = field(default_factory=asyncio.Event)
@@ -69,6 +87,14 @@ class SessionRegistry:
 # close, and one `push` through which every reply passes; it rewrites aiosmtpd's own texts into our
 # constants, counts rejections, closes the session after too many errors, and says goodbye during a graceful
 # shutdown. All mail policy stays in the handler's hooks.
+class IngressEnvelope(Envelope):
+    """aiosmtpd's envelope plus the message text as our DATA reader spooled it (instead of `original_content`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spool: MessageSpool | None = None
+
+
 class IngressSMTP(SMTP):
     """aiosmtpd's SMTP protocol with admission, error limits and reply translation."""
 
@@ -253,6 +279,86 @@ class IngressSMTP(SMTP):
         if self.local_part_limit and len(localpart) > self.local_part_limit:
             return None, None
         return addr, rest
+
+    # -- DATA -----------------------------------------------------------------------------------------------
+    def _create_envelope(self) -> IngressEnvelope:
+        return IngressEnvelope()
+
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA (its checks, replies and handler hook) reading the text in chunks into a spool.
+
+        aiosmtpd reads DATA a line at a time into a list and joins it: two copies of the message in memory, and
+        a Python loop per line. Our reader (data.py) decodes whatever each socket read delivered, and the text
+        goes to a spool that moves to a temporary file once it is large.
+        """
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        envelope = self.envelope
+        assert isinstance(envelope, IngressEnvelope)
+        if not envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        spool = MessageSpool(self.registry.spool_directory, self.registry.spool_memory_limit)
+        try:
+            problem = await self._read_data(spool)
+        except BaseException:
+            spool.close()
+            raise
+        if problem is not None:
+            # RFC 5321 §4.2.5: the reply comes after all the data was read (aiosmtpd's texts, translated by push).
+            spool.close()
+            await self.push(_REFUSALS[problem])
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            return
+        envelope.spool = spool  # the handler's hook owns it from here and closes it after the publish
+        status = await self._call_handler_hook("DATA")
+        if status is MISSING:
+            spool.close()
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push("250 OK" if status is MISSING else status)
+
+    async def _read_data(self, spool: MessageSpool) -> str | None:
+        """Read up to the end of data into `spool`; the problem that makes the message unacceptable, if any."""
+        failure: list[OSError] = []
+
+        def write(text: bytes) -> None:
+            if failure:
+                return
+            try:
+                spool.write(text)
+            except OSError as exc:  # e.g. the spool directory is full
+                failure.append(exc)
+                spool.close()
+
+        decoder = DataDecoder(self.data_size_limit, write)
+        reader = self._reader
+        while True:
+            chunk = await reader.read(DATA_READ_SIZE)
+            if not chunk:
+                # aiosmtpd cancels this task when the client closes; this is only a fallback.
+                raise ConnectionResetError("connection closed during DATA")
+            rest = decoder.feed(chunk)
+            if decoder.problem is not None and spool.size:
+                spool.close()  # no need to keep what will be refused
+            if decoder.done:
+                break
+        if rest:
+            # Commands pipelined after the final dot (RFC 2920) came in the same read: put them back in front of
+            # what the reader still holds, for aiosmtpd's command loop. (aiosmtpd itself uses this buffer for
+            # STARTTLS; StreamReader has no public way to push bytes back.)
+            buffer: bytearray = reader._buffer  # type: ignore[attr-defined]
+            buffer[:0] = rest
+        if failure and decoder.problem is None:
+            # Still read to the end first: the rest of the message must never be taken for commands.
+            log.error("spooling the message failed", client=self.client_ip, error=str(failure[0]))
+            return SPOOL_FAILED
+        return decoder.problem
 
     # -- replies --------------------------------------------------------------------------------------------
     async def push(self, status: str | bytes) -> None:

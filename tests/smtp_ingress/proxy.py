@@ -19,6 +19,8 @@ class TcpProxy:
         # Cleared: bytes are held and connections stay open, as with a stalled broker. Lives on the proxy's loop.
         self.flowing = asyncio.Event()
         self.flowing.set()
+        # When set: how many more bytes may go towards the target before the proxy stalls (see stall_after).
+        self.budget: int | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -46,22 +48,45 @@ class TcpProxy:
             return
         self._writers.update((writer, up_writer))
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, upstream: bool) -> None:
             with contextlib.suppress(Exception):
                 while data := await src.read(65536):
-                    await self.flowing.wait()
-                    dst.write(data)
-                    await dst.drain()
+                    while data:
+                        await self.flowing.wait()
+                        part, data = data, b""
+                        if upstream and self.budget is not None:
+                            part, data = part[: self.budget], part[self.budget :]
+                            self.budget -= len(part)
+                            if not self.budget:
+                                self.flowing.clear()
+                        dst.write(part)
+                        await dst.drain()
             dst.close()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
         self._writers.difference_update((writer, up_writer))
 
     def stall(self) -> None:
         self._loop.call_soon_threadsafe(self.flowing.clear)
 
+    def stall_after(self, count: int) -> None:
+        """Let `count` more bytes through towards the target, then stall (e.g. part of a message's frames)."""
+
+        def limit() -> None:
+            self.budget = count
+
+        self._loop.call_soon_threadsafe(limit)
+
+    def stalled(self) -> bool:
+        """True once a stall_after budget is used up."""
+        return self.budget == 0
+
     def resume(self) -> None:
-        self._loop.call_soon_threadsafe(self.flowing.set)
+        def go() -> None:
+            self.budget = None
+            self.flowing.set()
+
+        self._loop.call_soon_threadsafe(go)
 
     def enable(self) -> None:
         self.enabled = True
