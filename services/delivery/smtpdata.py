@@ -40,10 +40,17 @@ async def send_data(client: aiosmtplib.SMTP, body: bytes, block_timeout: float, 
             # pyproject.toml): returns at once unless the transport asked us to pause writing.
             async with asyncio.timeout(block_timeout):
                 await protocol._drain_helper()
-        if not reply.done():
+        early = reply.done()
+        if not early:
             protocol.write(stuffer.feed(ends.finish()) + stuffer.finish())
         async with asyncio.timeout(reply_timeout):
             response = await reply
+        if early:
+            # The server answered before the final dot: the session is out of step (no QUIT), and a 250 for a
+            # message it did not get whole cannot count as delivered.
+            client.close()
+            if response.code == SMTPStatus.completed:
+                raise SMTPServerDisconnected("a 250 reply before the end of the message")
     except TimeoutError:
         client.close()
         raise SMTPTimeoutError("timed out sending the message or waiting for the reply to it") from None

@@ -150,11 +150,28 @@ async def test_a_refusal_during_data_is_heard_without_sending_the_rest(
         while await reader.read(65536):  # a polite server keeps reading until the sender gives up
             pass
 
-    receiver = await receivers(lambda r: refuse_then_drain)
+    receiver = await receivers(lambda r: refuse_then_drain, small_receive_buffer=True)  # the sender must wait
     client = await client_for(receiver.port)
     with pytest.raises(aiosmtplib.SMTPDataError) as refused:
         await send_data(client, big_message(8 * MiB), 10, 10)
     assert refused.value.code == 552
+    assert not client.is_connected  # no QUIT into a DATA section that never got its final dot
+
+
+async def test_a_250_before_the_final_dot_does_not_count_as_delivered(
+    receivers: Callable[..., Awaitable[Receiver]],
+) -> None:
+    async def accept_too_soon(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readexactly(CHUNK)
+        writer.write(b"250 2.0.0 thanks, that will do\r\n")
+        await writer.drain()
+        while await reader.read(65536):
+            pass
+
+    receiver = await receivers(lambda r: accept_too_soon, small_receive_buffer=True)  # the sender must wait
+    client = await client_for(receiver.port)
+    with pytest.raises(aiosmtplib.SMTPServerDisconnected):
+        await send_data(client, big_message(8 * MiB), 10, 10)
 
 
 async def test_a_receiver_that_stops_reading_times_out_and_the_client_is_closed(
