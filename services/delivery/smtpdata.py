@@ -32,6 +32,9 @@ async def send_data(client: aiosmtplib.SMTP, body: bytes, block_timeout: float, 
     reply = asyncio.ensure_future(protocol.read_response(timeout=None))
     ends, stuffer = LineEnds(), DotStuffer()
     try:
+        # Let the reader take its first step before anything is written: until read_response runs, the protocol
+        # drops what arrives as unsolicited, and a fast server's 250 could come before the reader otherwise.
+        await asyncio.sleep(0)
         for offset in range(0, len(body), CHUNK):
             if reply.done():
                 break

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,6 +16,7 @@ from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
 from services.delivery.outcome import Status
 from services.delivery.smtpdata import CHUNK, send_data
+from tests.delivery.smtpsink import Sink
 from tests.delivery.test_big_message import big_message
 from tests.delivery.test_remote import remote_for, send
 
@@ -205,6 +207,36 @@ async def test_a_disconnect_during_data_defers_the_recipient(
     remote = remote_for(dns_server, transport_map=f"remote.test=[127.0.0.1]:{receiver.port}")
     [result] = await send(remote, "remote.test", "user@remote.test", message=big_message(4 * MiB))
     assert (result.status, result.enhanced) == (Status.TEMPORARY, "4.4.2"), result
+
+
+def test_a_reply_that_comes_at_once_is_not_lost(sinks: Callable[..., Sink], loopback_net: str) -> None:
+    """The server (in its own thread) answers the final dot before the event loop runs again: the reader must
+    already be waiting then, or aiosmtplib drops the reply as unsolicited. uvloop, where this ordering showed."""
+    sink = sinks(f"{loopback_net}.9")
+
+    async def scenario() -> int:
+        client = aiosmtplib.SMTP(hostname=sink.address, port=sink.port, start_tls=False, timeout=10)
+        await client.connect()
+        await client.ehlo()
+        await client.mail("sender@origin.test")
+        await client.rcpt("user@remote.test")
+        protocol = client.protocol
+        assert protocol is not None and protocol.transport is not None
+        fd = protocol.transport.get_extra_info("socket").fileno()
+        write = protocol.write
+
+        def write_then_wait_for_the_reply(data: bytes) -> None:
+            write(data)
+            if data.endswith(b".\r\n"):
+                select.select([fd], [], [], 10)  # blocks the loop until the reply is in the socket
+
+        protocol.write = write_then_wait_for_the_reply  # type: ignore[method-assign]
+        response = await send_data(client, b"Subject: quick\r\n\r\nhello\r\n", 10, 5)
+        await client.quit()
+        return response.code
+
+    assert uvloop.run(scenario()) == 250
+    assert [r.content for r in sink.received] == [b"Subject: quick\r\n\r\nhello\r\n"]
 
 
 def test_relaying_a_big_body_copies_none_of_it() -> None:
