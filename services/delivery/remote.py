@@ -15,6 +15,7 @@ from services.delivery.config import DeliverySettings
 from services.delivery.mx import MailHost, MailResolver, is_ip_literal
 from services.delivery.outcome import Outcome
 from services.delivery.routing import Target
+from services.delivery.smtpdata import send_data
 from services.delivery.transport_map import SMTP_PORT, Route
 from shared.envelope import Envelope
 from shared.errors import PermanentError, PostroomError, TemporaryError
@@ -194,9 +195,10 @@ class RemoteDelivery:
         if not accepted:
             return results
         try:
-            # aiosmtplib turns every line end into CRLF and dot-stuffs lines starting with "." (RFC 5321 §4.5.2).
+            # Every line end CRLF, lines starting with "." dot-stuffed (RFC 5321 §4.5.2), sent in chunks.
             # RFC 5321 §4.5.3.2.6: up to 10 minutes for the reply to the final dot.
-            response = await client.data(body, timeout=self.settings.smtp_data_timeout)
+            s = self.settings
+            response = await send_data(client, body, s.smtp_command_timeout, s.smtp_data_timeout)
         except aiosmtplib.SMTPDataError as exc:
             return results + [self._refused(t, hop, exc.code, exc.message) for t in accepted]
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:

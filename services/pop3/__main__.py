@@ -10,7 +10,7 @@ from services.pop3.config import Pop3Settings
 from services.pop3.server import Pop3Server
 from services.pop3.state import ServerContext
 from services.pop3.throttle import FailureDelays
-from services.store import Store
+from services.store import Store, passwords
 from shared.connections import connect_redis
 from shared.errors import ConfigError
 from shared.health import HealthServer
@@ -24,6 +24,7 @@ async def main() -> None:
     settings = load_settings(Pop3Settings)
     configure_logging(settings.log_level, settings.log_format, service="pop3")
     log = get_logger("services.pop3")
+    passwords.configure(settings)
     store = Store(_redis(settings), settings.namespace)
     ctx = ServerContext(
         settings=settings,

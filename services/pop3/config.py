@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from services.store.passwords import Argon2Settings
 from shared.netaddr import HostPort
 from shared.settings import CommonSettings, Delay, Duration, ListenAddress, OptionalPath
 
 
-class Pop3Settings(CommonSettings):
-    """Listeners, TLS, authentication policy and session limits of the POP3 service."""
+class Pop3Settings(CommonSettings, Argon2Settings):
+    """Listeners, TLS, authentication policy (argon2id cost included) and session limits of the POP3 service."""
 
     metrics_listen: ListenAddress = HostPort("0.0.0.0", 9103)
     pop3_listen: ListenAddress = HostPort("0.0.0.0", 110)

@@ -9,6 +9,7 @@ import sys
 from services.smtp_ingress.app import IngressApp
 from services.smtp_ingress.config import IngressSettings
 from services.smtp_ingress.workers import supervise, worker_index
+from services.store import passwords
 from shared.errors import ConfigError
 from shared.logging import configure_logging
 from shared.service import run_service, wait_for_stop_signal
@@ -24,6 +25,7 @@ async def main(index: int) -> None:
             update={"metrics_listen": dataclasses.replace(settings.metrics_listen, port=port)}
         )
     configure_logging(settings.log_level, settings.log_format, service="smtp")
+    passwords.configure(settings)
     stop = wait_for_stop_signal()
     app = IngressApp(settings)
     await app.start()

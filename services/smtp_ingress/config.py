@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
+from services.store.passwords import Argon2Settings
 from shared.netaddr import HostPort
 from shared.settings import CommonSettings, Delay, Duration, ListenAddress, OptionalPath
 
@@ -25,7 +26,7 @@ def parse_networks(value: Any) -> tuple[Network, ...]:
         raise ValueError(f"bad network: {exc}") from None
 
 
-class IngressSettings(CommonSettings):
+class IngressSettings(CommonSettings, Argon2Settings):
     """Listeners, TLS, relay policy, limits and timeouts of the ingress; an empty listen value disables it."""
 
     metrics_listen: ListenAddress = HostPort("0.0.0.0", 9101)

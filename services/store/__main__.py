@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from services.store import Store
+from services.store import Store, passwords
 from services.store.api import AdminServer, create_app
 from services.store.config import StoreSettings
 from services.store.metrics import refresh_stats, register_stats_collector
@@ -21,6 +21,7 @@ log = get_logger("services.store")
 async def main() -> None:
     settings = load_settings(StoreSettings)
     configure_logging(settings.log_level, settings.log_format, service="store")
+    passwords.configure(settings)
     stop = wait_for_stop_signal()
     store = Store.connect(
         settings.redis_url, settings.namespace, settings.redis_cluster, trace_retention=settings.trace_retention_seconds

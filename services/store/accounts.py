@@ -10,7 +10,7 @@ from typing import Any
 from services.store import lua
 from services.store.addresses import AddressError, split_address, validate_address, validate_domain
 from services.store.keys import Keys, normalize_address
-from services.store.passwords import hash_password, verify_password
+from services.store.passwords import hash_password, hash_password_off_loop, verify_password
 
 # Bounds the fan-out of one alias (and the size of its hash field).
 MAX_ALIAS_TARGETS = 1000
@@ -178,8 +178,10 @@ class Accounts:
         stored = await self.redis.hget(box.account, "password")
         valid, needs_rehash = await verify_password(_text(stored) if stored else None, password)
         if valid and needs_rehash and stored is not None:
-            # Compare-and-set: a password changed (or an account removed) meanwhile stays as it is.
-            await self._update(keys=[box.account], args=["password", hash_password(password), _text(stored)])
+            # Compare-and-set: a password changed (or an account removed) meanwhile stays as it is. Hashed on the
+            # argon2 pool like the check, not on the loop that serves every other session of this process.
+            rehashed = await hash_password_off_loop(password)
+            await self._update(keys=[box.account], args=["password", rehashed, _text(stored)])
         return valid
 
     # -- aliases ---------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import SecretStr, field_validator
 
+from services.store.passwords import Argon2Settings
 from shared.netaddr import HostPort
 from shared.settings import CommonSettings, ListenAddress, parse_duration
 
@@ -20,8 +21,8 @@ def parse_schedule(text: str) -> list[int]:
     return [max(1, round(parse_duration(step))) for step in steps]
 
 
-class StoreSettings(CommonSettings):
-    """The store's own settings on top of the common ones."""
+class StoreSettings(CommonSettings, Argon2Settings):
+    """The store's own settings on top of the common ones (argon2id: the admin API and CLI set passwords)."""
 
     metrics_listen: ListenAddress = HostPort("0.0.0.0", 9104)
     admin_listen: ListenAddress = HostPort("0.0.0.0", 8080)

@@ -93,6 +93,8 @@ def test_not_ready_without_redis(base_env: dict[str, str], tmp_path: Path) -> No
     ("variable", "value"),
     [
         ("POSTROOM_POP3_LOCK_TTL", "soon"),
+        ("POSTROOM_ARGON2_MEMORY_KIB", "lots"),
+        ("POSTROOM_ARGON2_TIME_COST", "0"),
         ("POSTROOM_POP3_LISTEN", "127.0.0.1:{busy}"),
         ("POSTROOM_TLS_CERT", "/nonexistent/cert.pem"),
     ],

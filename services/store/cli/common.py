@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
-from services.store import Store
+from services.store import Store, passwords
 from services.store.config import StoreSettings
 from shared.settings import load_settings
 
@@ -28,7 +28,9 @@ class UserError(click.ClickException):
 
 
 def settings() -> StoreSettings:
-    return load_settings(StoreSettings)
+    config = load_settings(StoreSettings)
+    passwords.configure(config)  # `user add` and `user passwd` hash with the configured argon2id cost
+    return config
 
 
 def run_with_store(action: Callable[[Store], Awaitable[T]]) -> T:

@@ -1,0 +1,105 @@
+"""argon2id cost as settings (`POSTROOM_ARGON2_*`, OWASP defaults), and old hashes upgraded at the next login."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from argon2 import PasswordHasher
+from argon2.low_level import Type
+
+from services.pop3.config import Pop3Settings
+from services.smtp_ingress.config import IngressSettings
+from services.store import Store, passwords
+from services.store.config import StoreSettings
+from services.store.passwords import Argon2Settings
+from shared.errors import ConfigError
+from shared.settings import load_settings
+from tests.helpers import ROOT
+
+SETTINGS_CLASSES = [Pop3Settings, IngressSettings, StoreSettings]
+
+
+def parameters(encoded: str) -> str:
+    """The `m=…,t=…,p=…` part of an encoded argon2 hash."""
+    return encoded.split("$")[3]
+
+
+def test_defaults_are_the_owasp_argon2id_configuration() -> None:
+    settings = Argon2Settings()
+    assert (settings.argon2_memory_kib, settings.argon2_time_cost, settings.argon2_parallelism) == (19456, 2, 1)
+    hasher = passwords._make_hasher(19456, 2, 1)
+    assert hasher.type is Type.ID
+    assert parameters(hasher.hash("pw")) == "m=19456,t=2,p=1"
+
+
+@pytest.mark.parametrize("settings_class", SETTINGS_CLASSES)
+def test_every_service_that_checks_passwords_reads_the_variables(
+    settings_class: type[Argon2Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POSTROOM_ARGON2_MEMORY_KIB", "1024")
+    monkeypatch.setenv("POSTROOM_ARGON2_TIME_COST", "1")
+    monkeypatch.setenv("POSTROOM_ARGON2_PARALLELISM", "2")
+    settings = load_settings(settings_class)  # type: ignore[type-var]
+    passwords.configure(settings)
+    assert parameters(passwords.hash_password("pw")) == "m=1024,t=1,p=2"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("POSTROOM_ARGON2_MEMORY_KIB", "19MiB"),
+        ("POSTROOM_ARGON2_MEMORY_KIB", "0"),
+        ("POSTROOM_ARGON2_TIME_COST", "0"),
+        ("POSTROOM_ARGON2_PARALLELISM", "0"),
+        ("POSTROOM_ARGON2_PARALLELISM", "65"),
+    ],
+)
+def test_a_bad_value_names_the_variable(variable: str, value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=variable):
+        load_settings(Pop3Settings)
+
+
+def test_memory_below_eight_kib_per_lane_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POSTROOM_ARGON2_MEMORY_KIB", "64")
+    monkeypatch.setenv("POSTROOM_ARGON2_PARALLELISM", "16")
+    with pytest.raises(ConfigError, match="POSTROOM_ARGON2_MEMORY_KIB: must be at least 8 KiB per lane"):
+        load_settings(StoreSettings)
+
+
+def test_importing_the_store_hashes_nothing() -> None:
+    """Every service imports it; a hash at import cost each one a memory_kib high-water mark (delivery's peak)."""
+    code = "import services.store.passwords as p, services.delivery.app; print(p._DUMMY_HASH)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "None"
+
+
+async def test_unknown_users_are_checked_against_a_hash_of_the_configured_cost() -> None:
+    passwords.configure(Argon2Settings(argon2_memory_kib=1024, argon2_time_cost=1, argon2_parallelism=1))
+    assert await passwords.verify_password(None, "anything") == (False, False)
+    assert passwords._DUMMY_HASH is not None
+    assert parameters(passwords._DUMMY_HASH) == "m=1024,t=1,p=1"
+
+
+async def test_an_old_64_mib_hash_still_logs_in_and_is_rehashed_to_the_defaults(store: Store) -> None:
+    """Hashes made before the settings existed (argon2-cffi's default: 64 MiB, t=3, p=4) keep working."""
+    passwords.configure(Argon2Settings())
+    await store.accounts.add_domain("example.test")
+    await store.accounts.add_user("old@example.test", "pw")
+    account = store.keys.mailbox("old@example.test").account
+    old = PasswordHasher().hash("pw")
+    assert parameters(old) == "m=65536,t=3,p=4"
+    await store.redis.hset(account, "password", old)
+
+    assert not await store.accounts.authenticate("old@example.test", "wrong")
+    assert (await store.redis.hget(account, "password")).decode() == old  # a failed login changes nothing
+    assert await store.accounts.authenticate("old@example.test", "pw")
+    rehashed = (await store.redis.hget(account, "password")).decode()
+    assert rehashed.startswith("$argon2id$") and parameters(rehashed) == "m=19456,t=2,p=1"
+
+    assert await store.accounts.authenticate("old@example.test", "pw")
+    assert (await store.redis.hget(account, "password")).decode() == rehashed  # up to date: not hashed again
