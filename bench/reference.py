@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,23 +63,56 @@ def usage(root: int) -> dict[int, Usage]:
     return out
 
 
-def cpu_report(before: dict[int, Usage], after: dict[int, Usage], messages: int) -> dict[str, Any]:
-    """CPU of the whole process tree per message, and how it splits over the processes alive at the end.
+class Meter:
+    """CPU of a process tree from start() to stop(): the total exactly, its split over the programs nearly.
 
-    Workers that ended during the run are only visible in their parent's reaped time: they are one bucket.
+    The total is exact because an ended worker's time is added to its parent's reaped time. Which program a worker
+    was is only known from the samples taken while it lived (every `interval` seconds, in a thread); what it used
+    after its last sample is counted in the total but not attributed.
     """
-    total = sum(u.own + u.reaped for u in after.values()) - sum(u.own + u.reaped for u in before.values())
-    by_name: dict[str, float] = {}
-    for pid, now in after.items():
-        then = before.get(pid)
-        used = now.own - (then.own if then is not None and then.started == now.started else 0.0)
-        by_name[now.name] = by_name.get(now.name, 0.0) + used
-    by_name["(ended during the run)"] = total - sum(by_name.values())
-    per_msg = {name: round(seconds * 1000 / messages, 3) for name, seconds in by_name.items()}
-    return {
-        "cpu_ms_per_msg": round(total * 1000 / messages, 3),
-        "cpu_ms_per_msg_by_process": dict(sorted(per_msg.items(), key=lambda item: -item[1])),
-    }
+
+    def __init__(self, root: int, interval: float = 0.2) -> None:
+        self.root = root
+        self.interval = interval
+        self.before: dict[int, Usage] = {}
+        self.after: dict[int, Usage] = {}
+        self.last: dict[tuple[int, int], Usage] = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def start(self) -> None:
+        self.before = usage(self.root)
+        self._remember(self.before)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+        self.after = usage(self.root)
+        self._remember(self.after)
+
+    def _sample(self) -> None:
+        while not self._done.wait(self.interval):
+            self._remember(usage(self.root))
+
+    def _remember(self, sample: dict[int, Usage]) -> None:
+        for pid, process in sample.items():
+            self.last[pid, process.started] = process
+
+    def report(self, messages: int) -> dict[str, Any]:
+        total = sum(u.own + u.reaped for u in self.after.values())
+        total -= sum(u.own + u.reaped for u in self.before.values())
+        by_name: dict[str, float] = {}
+        for (pid, started), last in self.last.items():
+            first = self.before.get(pid)
+            used = last.own - (first.own if first is not None and first.started == started else 0.0)
+            by_name[last.name] = by_name.get(last.name, 0.0) + used
+        by_name["(unattributed: after a worker's last sample)"] = total - sum(by_name.values())
+        per_msg = {name: round(seconds * 1000 / messages, 3) for name, seconds in by_name.items()}
+        return {
+            "cpu_ms_per_msg": round(total * 1000 / messages, 3),
+            "cpu_ms_per_msg_by_program": dict(sorted(per_msg.items(), key=lambda item: -item[1])),
+        }
 
 
 def alive(members: dict[int, Usage]) -> list[int]:
@@ -263,7 +297,8 @@ def run_postfix(args: argparse.Namespace) -> dict[str, Any]:
             maildirs = [root / "mail" / DOMAIN / box.split("@")[0] / sub for box in mailboxes for sub in ("new", "cur")]
             queue = [root / "queue" / name for name in ("maildrop", "incoming", "active", "deferred", "hold")]
             load_before = load_average()
-            before = usage(proc.pid)
+            meter = Meter(proc.pid)
+            meter.start()
             started = time.monotonic()
             # The same command bench.run smtp uses, against Postfix's port.
             command = smtp_source_command(args.sessions, args.size, args.messages, mailboxes[0], port)
@@ -275,7 +310,7 @@ def run_postfix(args: argparse.Namespace) -> dict[str, Any]:
                     raise RuntimeError(f"not every message reached the maildir in time; see {root}")
                 time.sleep(0.05)
             stored_at = time.monotonic()
-            after = usage(proc.pid)
+            meter.stop()
             load_after = load_average()
             # Nothing lost or duplicated: exactly one file per message, and once the queue is empty (bounded
             # wait: qmgr removes a queue file after the delivery) no further delivery can add one.
@@ -297,7 +332,7 @@ def run_postfix(args: argparse.Namespace) -> dict[str, Any]:
                 "check": check,
                 "accept_msg_per_s": round(args.messages / (accepted_at - started), 1),
                 "into_mailbox_msg_per_s": round(args.messages / (stored_at - started), 1),
-                **cpu_report(before, after, args.messages),
+                **meter.report(args.messages),
             }
         finally:
             killed = stop_tree(proc)
@@ -403,11 +438,12 @@ def run_dovecot(args: argparse.Namespace) -> dict[str, Any]:
             passes = []
             for number in range(1, args.passes + 1):
                 load_before = load_average()
-                before = usage(proc.pid)
+                meter = Meter(proc.pid)
+                meter.start()
                 elapsed, octets = asyncio.run(download(port))
                 # Each session's pop3 and pop3-login processes end after QUIT: count their last CPU in.
                 wait_until_gone(proc.pid, {"pop3-login", "pop3"}, 10)
-                after = usage(proc.pid)
+                meter.stop()
                 if octets != total * len(body):
                     raise RuntimeError(f"downloaded {octets} octets, expected {total * len(body)}")
                 passes.append(
@@ -417,7 +453,7 @@ def run_dovecot(args: argparse.Namespace) -> dict[str, Any]:
                         "loadavg_before": load_before,
                         "loadavg_after": load_average(),
                         "msg_per_s": round(total / elapsed, 1),
-                        **cpu_report(before, after, total),
+                        **meter.report(total),
                     }
                 )
             version = subprocess.run([dovecot, "--version"], capture_output=True, text=True, check=False)
