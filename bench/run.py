@@ -193,7 +193,7 @@ def run_smtp(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def pop3_body(size: int) -> bytes:
-    """A message of `size` octets as POP3 sends it: CRLF lines, none starting with a dot."""
+    """At most `size` octets (whole lines) of a message as POP3 sends it: CRLF lines, none starting with a dot."""
     return (b"Subject: bench\r\n\r\n" + (b"x" * 76 + b"\r\n") * (size // 78))[:size]
 
 
