@@ -119,7 +119,8 @@ class Meter:
             first = self.before.get(pid)
             used = last.own - (first.own if first is not None and first.started == started else 0.0)
             by_name[last.name] = by_name.get(last.name, 0.0) + used
-        by_name["(unattributed: after a worker's last sample)"] = total - sum(by_name.values())
+        # Never below zero but by the rounding of clock ticks.
+        by_name["(unattributed: after a worker's last sample)"] = max(0.0, total - sum(by_name.values()))
         per_msg = {name: round(seconds * 1000 / messages, 3) for name, seconds in by_name.items()}
         return {
             "cpu_ms_per_msg": round(total * 1000 / messages, 3),
