@@ -121,6 +121,12 @@ async def latencies(namespace: str, user: str) -> list[float]:
         await store.close()
 
 
+def smtp_source_command(sessions: int, size: int, messages: int, recipient: str, port: int) -> list[str]:
+    """The load generator of the smtp scenario (bench.reference drives Postfix with the same command)."""
+    command = ["smtp-source", "-s", str(sessions), "-l", str(size), "-m", str(messages)]
+    return [*command, "-f", "load@remote.test", "-t", recipient, f"127.0.0.1:{port}"]
+
+
 def run_smtp(args: argparse.Namespace) -> dict[str, Any]:
     if not shutil.which("smtp-source"):
         sys.exit("smtp-source is missing: apt-get install --no-install-recommends postfix (it is not started)")
@@ -134,8 +140,7 @@ def run_smtp(args: argparse.Namespace) -> dict[str, Any]:
         load_before = load_average()
         cpu_before = stack.cpu()
         started = time.monotonic()
-        command = ["smtp-source", "-s", str(args.sessions), "-l", str(args.size), "-m", str(args.messages)]
-        command += ["-f", "load@remote.test", "-t", user, f"127.0.0.1:{stack.port('POSTROOM_SMTP_LISTEN')}"]
+        command = smtp_source_command(args.sessions, args.size, args.messages, user, stack.port("POSTROOM_SMTP_LISTEN"))
         subprocess.run(command, check=True, timeout=args.timeout)
         accepted_at = time.monotonic()
         deadline = accepted_at + args.timeout
@@ -187,6 +192,11 @@ def run_smtp(args: argparse.Namespace) -> dict[str, Any]:
         cleanup(namespace)
 
 
+def pop3_body(size: int) -> bytes:
+    """At most `size` octets (whole lines) of a message as POP3 sends it: CRLF lines, none starting with a dot."""
+    return (b"Subject: bench\r\n\r\n" + (b"x" * 76 + b"\r\n") * (size // 78))[:size]
+
+
 async def pop3_download(port: int, user: str, count: int, batch: int) -> int:
     """Log in, pipeline RETR 1..count in batches, return the bytes read; keep mode (no DELE)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**20)
@@ -219,7 +229,7 @@ def run_pop3(args: argparse.Namespace) -> dict[str, Any]:
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
     users = [f"reader{i}@{DOMAIN}" for i in range(args.sessions)]
     stack = Stack(namespace, RESULTS / namespace, extra_env=args.env)
-    body = (b"Subject: bench\r\n\r\n" + (b"x" * 76 + b"\r\n") * (args.size // 78))[: args.size]
+    body = pop3_body(args.size)
 
     async def fill() -> None:
         await prepare_users(namespace, users)

@@ -23,10 +23,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
+def cpu_seconds(pid: int, reaped: bool = False) -> float:
+    """User + system CPU time of a process so far; with `reaped`, also that of the children it has waited for.
+
+    Forking servers (Postfix, Dovecot) end their workers and reap them: the dead workers' CPU time is only left
+    in their parent's cutime/cstime.
+    """
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / CLOCK_TICKS
 
 
 def process_tree(pid: int) -> list[int]:
@@ -42,11 +49,11 @@ def process_tree(pid: int) -> list[int]:
     return pids
 
 
-def tree_cpu_seconds(pid: int) -> float:
+def tree_cpu_seconds(pid: int, reaped: bool = False) -> float:
     total = 0.0
     for member in process_tree(pid):
         try:
-            total += cpu_seconds(member)
+            total += cpu_seconds(member, reaped)
         except OSError:
             continue
     return total
