@@ -120,7 +120,7 @@ class Consumer:
             metrics.DEAD_LETTERS.labels("malformed").inc()
             queue_id = str(message.message_id or "")
             if is_queue_id(queue_id):
-                await self._trace(queue_id, "dead-lettered", reason=f"malformed envelope: {exc}")
+                self._trace(queue_id, "dead-lettered", reason=f"malformed envelope: {exc}")
             metrics.MESSAGES.labels("dead_lettered").inc()
             await message.reject(requeue=False)
             return
@@ -133,7 +133,7 @@ class Consumer:
             if _delivery_count(message) >= DELIVERY_LIMIT:
                 # This was its last delivery: the broker dead-letters it when we hand it back.
                 metrics.DEAD_LETTERS.labels("delivery_limit").inc()
-                await self._trace(envelope.queue_id, "dead-lettered", reason="delivery limit reached")
+                self._trace(envelope.queue_id, "dead-lettered", reason="delivery limit reached")
             metrics.MESSAGES.labels("requeued").inc()
             await _settle(message.nack(requeue=True), envelope)
             return
@@ -149,7 +149,7 @@ class Consumer:
             redelivered=redelivered,
         )
         outcomes = _restore_originals(await self.deliver(envelope, body), envelope)
-        await self._account(envelope, outcomes)
+        self._account(envelope, outcomes)
         now = time.time()
         deferred = [o for o in outcomes if o.status is Status.TEMPORARY]
         failed = [o for o in outcomes if o.status is Status.PERMANENT]
@@ -190,7 +190,7 @@ class Consumer:
                 results += group
         return results
 
-    async def _account(self, envelope: Envelope, outcomes: list[Outcome]) -> None:
+    def _account(self, envelope: Envelope, outcomes: list[Outcome]) -> None:
         age = max(0.0, time.time() - envelope.first_seen)
         events: list[tuple[str, dict[str, Any]]] = []
         for found in outcomes:
@@ -222,20 +222,15 @@ class Consumer:
                 diagnostic=found.diagnostic,
                 host=found.remote_mta,
             )
-        # One round trip for every event of this attempt, rather than two per recipient (docs/performance.md).
-        try:
-            await self.store.trace.record_many(envelope.queue_id, SERVICE, events)
-        except Exception as exc:
-            log.warning("trace failed", queue_id=envelope.queue_id, trace_event="attempt", error=str(exc))
+        # Posted, not awaited: the ack does not wait for the trace, and busy workers share one write (Trace.post).
+        self.store.trace.post(envelope.queue_id, SERVICE, events)
 
     async def _defer(self, envelope: Envelope, body: bytes, deferred: list[Outcome]) -> None:
         recipients = tuple(o.recipient for o in deferred)
         following = envelope.retry(recipients, {o.recipient: o.carried() for o in deferred})
         delay = retry.delay_for(self.settings.retry_schedule, following.attempt)
         await self.publisher.defer(body, following, delay)
-        await self._trace(
-            envelope.queue_id, "deferred", recipients=list(recipients), delay=delay, attempt=following.attempt
-        )
+        self._trace(envelope.queue_id, "deferred", recipients=list(recipients), delay=delay, attempt=following.attempt)
         log.info(
             "deferred", queue_id=envelope.queue_id, recipients=len(recipients), delay=delay, attempt=following.attempt
         )
@@ -263,7 +258,7 @@ class Consumer:
         if not envelope.mail_from:
             # RFC 5321 §4.5.5 / RFC 3464: never answer a null-sender message with another one (no bounce loops).
             metrics.BOUNCES_SUPPRESSED.inc()
-            await self._trace(envelope.queue_id, "bounced", recipients=recipients, report=None)
+            self._trace(envelope.queue_id, "bounced", recipients=recipients, report=None)
             log.warning(
                 "failed null-sender message; no bounce sent", queue_id=envelope.queue_id, recipients=len(recipients)
             )
@@ -271,14 +266,11 @@ class Consumer:
         report, report_envelope = bounce.compose(envelope, body, failed, self.settings.hostname, now)
         await self.publisher.enqueue(report, report_envelope)
         metrics.BOUNCES.inc()
-        await self._trace(envelope.queue_id, "bounced", recipients=recipients, report=report_envelope.queue_id)
+        self._trace(envelope.queue_id, "bounced", recipients=recipients, report=report_envelope.queue_id)
         log.info("bounced", queue_id=envelope.queue_id, recipients=len(recipients), report=report_envelope.queue_id)
 
-    async def _trace(self, queue_id: str, event: str, **fields: Any) -> None:
-        try:
-            await self.store.trace.record(queue_id, event, SERVICE, **fields)
-        except Exception as exc:
-            log.warning("trace failed", queue_id=queue_id, trace_event=event, error=str(exc))
+    def _trace(self, queue_id: str, event: str, **fields: Any) -> None:
+        self.store.trace.post(queue_id, SERVICE, [(event, fields)])
 
 
 def _restore_originals(outcomes: list[Outcome], envelope: Envelope) -> list[Outcome]:

@@ -79,14 +79,15 @@ class Router:
         return plan
 
     async def _expand(self, address: str, path: tuple[str, ...]) -> list[tuple[str, bool]]:
-        domain = address.rpartition("@")[2]
-        if not await self.accounts.is_local_domain(domain):
+        # One round trip for everything routing needs to know about the address (Accounts.lookup).
+        facts = await self.accounts.lookup(address)
+        if not facts.local_domain:
             return [(address, False)]
         if len(path) >= self.depth_limit:
             raise _TooDeep
-        targets = await self.accounts.alias_targets(address)
-        if targets is None and not await self.accounts.user_exists(address):
-            targets = await self.accounts.alias_targets("@" + domain)  # catch-all, only for non-users
+        targets = facts.aliases
+        if targets is None and not facts.user:
+            targets = facts.catch_all  # catch-all, only for non-users
         if targets is None:
             # A user, or nobody: local delivery answers NO_MAILBOX (5.1.1) for the latter.
             return [(address, True)]
@@ -94,7 +95,7 @@ class Router:
         for target in (normalize_address(t) for t in targets):
             if target == address or target in path:
                 # An alias naming itself (or an ancestor) keeps a copy in that mailbox if one exists, as Postfix does.
-                if await self.accounts.user_exists(target):
+                if facts.user if target == address else await self.accounts.user_exists(target):
                     finals.append((target, True))
                 continue
             finals.extend(await self._expand(target, (*path, address)))

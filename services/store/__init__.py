@@ -66,4 +66,6 @@ class Store:
         return bool(await self.redis.ping())
 
     async def close(self) -> None:
+        """Write the trace events still pending (`Trace.post`), then close the client."""
+        await self.trace.close()
         await self.redis.aclose()
