@@ -177,9 +177,7 @@ class Consumer:
             return [outcome.temporary(r, "4.3.0", text) for r in envelope.recipients]
         results = list(plan.failed)
         if plan.local:
-            results += await asyncio.gather(
-                *(deliver_local(self.store.mailboxes, t, envelope.queue_id, body) for t in plan.local)
-            )
+            results += await deliver_local(self.store.mailboxes, plan.local, envelope.queue_id, body)
             if self.settings.fault_crash_after_store:
                 # Test hook (POSTROOM_FAULT_CRASH_AFTER_STORE): die after the store and before the ack.
                 os.kill(os.getpid(), signal.SIGKILL)
