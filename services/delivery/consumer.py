@@ -32,6 +32,8 @@ log = get_logger(__name__)
 
 RemoteDeliver = Callable[[Envelope, bytes, str, Sequence[Target]], Awaitable[list[Outcome]]]
 SERVICE = "delivery"
+# The outcome label of an attempt (metrics) by its status.
+_RESULT = {Status.DELIVERED: "delivered", Status.TEMPORARY: "deferred", Status.PERMANENT: "bounced"}
 
 
 def count_received(message: bytes) -> int:
@@ -162,7 +164,7 @@ class Consumer:
                 await self._notify_delay(envelope, body, deferred, now)
         if failed:
             await self._bounce(envelope, body, failed, now)
-        metrics.MESSAGES.labels("deferred" if deferred else "done").inc()
+        (metrics.DEFERRED if deferred else metrics.DONE).inc()
 
     async def deliver(self, envelope: Envelope, body: bytes) -> list[Outcome]:
         """An outcome for every final recipient (after alias expansion); never raises for an outage it knows."""
@@ -192,10 +194,9 @@ class Consumer:
         age = max(0.0, time.time() - envelope.first_seen)
         events: list[tuple[str, dict[str, Any]]] = []
         for found in outcomes:
-            result = {Status.DELIVERED: "delivered", Status.TEMPORARY: "deferred", Status.PERMANENT: "bounced"}
-            metrics.ATTEMPTS.labels(found.transport, result[found.status], found.status_class).inc()
+            metrics.attempts(found.transport, _RESULT[found.status], found.status_class).inc()
             if found.status is Status.DELIVERED:
-                metrics.DELAY.labels("delivered").observe(age)
+                metrics.DELIVERED_DELAY.observe(age)
             events.append(
                 (
                     "attempt",
@@ -251,7 +252,7 @@ class Consumer:
 
     async def _bounce(self, envelope: Envelope, body: bytes, failed: list[Outcome], now: float) -> None:
         for _ in failed:
-            metrics.DELAY.labels("bounced").observe(max(0.0, now - envelope.first_seen))
+            metrics.BOUNCED_DELAY.observe(max(0.0, now - envelope.first_seen))
         recipients = [o.recipient for o in failed]
         if not envelope.mail_from:
             # RFC 5321 §4.5.5 / RFC 3464: never answer a null-sender message with another one (no bounce loops).
