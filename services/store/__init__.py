@@ -7,6 +7,7 @@ from typing import Any
 
 from services.store.accounts import AccountError, Accounts, AddressFacts, User
 from services.store.addresses import AddressError
+from services.store.coalesce import Coalescer
 from services.store.keys import Keys
 from services.store.mailbox import Mailboxes, MessageInfo, StoreOutcome
 from services.store.trace import DEFAULT_RETENTION, Trace
@@ -42,12 +43,14 @@ def retention_from_environment() -> int:
 class Store:
     """One handle on everything kept in Redis for a namespace."""
 
-    def __init__(self, redis: Any, namespace: str, trace_retention: int | None = None) -> None:
+    def __init__(self, redis: Any, namespace: str, trace_retention: int | None = None, coalesce: bool = False) -> None:
         self.redis = redis
         self.namespace = namespace
         self.keys = Keys(namespace)
-        self.accounts = Accounts(redis, self.keys)
-        self.mailboxes = Mailboxes(redis, self.keys)
+        # Coalesced address lookups and mailbox stores share round trips among concurrent callers (the delivery).
+        coalescer = Coalescer(redis) if coalesce else None
+        self.accounts = Accounts(redis, self.keys, coalescer)
+        self.mailboxes = Mailboxes(redis, self.keys, coalescer=coalescer)
         self.trace = Trace(redis, namespace, trace_retention or retention_from_environment())
 
     @classmethod
@@ -57,10 +60,11 @@ class Store:
         namespace: str,
         cluster: bool = False,
         trace_retention: int | None = None,
+        coalesce: bool = False,
         **redis_options: Any,
     ) -> Store:
         """A store on a new client; `redis_options` go to redis-py (e.g. socket timeouts for the CLI)."""
-        return cls(connect_redis(url, cluster, **redis_options), namespace, trace_retention)
+        return cls(connect_redis(url, cluster, **redis_options), namespace, trace_retention, coalesce)
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())

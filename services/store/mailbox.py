@@ -13,6 +13,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from services.store import lua
+from services.store.coalesce import Coalescer
 from services.store.keys import Keys
 
 # A queue message redelivered within this time is recognised and stored once; longer than any queue lifetime.
@@ -65,10 +66,13 @@ def _text(value: Any) -> str:
 class Mailboxes:
     """Operations on mailboxes; every multi-key change is one Lua script over keys of one hash slot."""
 
-    def __init__(self, redis: Any, keys: Keys, dedup_ttl: int = DEFAULT_DEDUP_TTL) -> None:
+    def __init__(
+        self, redis: Any, keys: Keys, dedup_ttl: int = DEFAULT_DEDUP_TTL, coalescer: Coalescer | None = None
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.dedup_ttl = dedup_ttl
+        self.coalescer = coalescer
         self._store = redis.register_script(lua.STORE_MESSAGE)
         self._snapshot = redis.register_script(lua.SNAPSHOT)
         self._delete = redis.register_script(lua.DELETE_MESSAGES)
@@ -87,13 +91,14 @@ class Mailboxes:
         self, addresses: Sequence[str], queue_id: str, message: bytes
     ) -> list[StoreOutcome | Exception]:
         """`deliver` into several mailboxes in one round trip: a pipeline of the same store script, one call per
-        mailbox, so each call stays atomic, idempotent and in one hash slot (invariants 4, 5 and 9).
+        mailbox, so each call stays atomic, idempotent and in one hash slot (invariants 4, 5 and 9). With a
+        coalescer (the delivery's), the calls share their round trip with those of concurrent messages too.
 
         An error that belongs to one call (e.g. Redis still loading its data) is returned in that call's place.
         Losing the connection raises (on a Redis Cluster: is returned for each call it hit), and then any of the
         calls may or may not have run; the dedup keys make repeating them safe.
         """
-        if len(addresses) == 1:
+        if len(addresses) == 1 and self.coalescer is None:
             return [await self.deliver(addresses[0], queue_id, message)]
         args = [queue_id, to_crlf(message), self.dedup_ttl]
         all_keys = [self._store_keys(address, queue_id) for address in addresses]
@@ -101,13 +106,21 @@ class Mailboxes:
             # redis-py refuses scripts in a cluster pipeline: one call per mailbox, all at once.
             calls = (self._store(keys=keys, args=args) for keys in all_keys)
             return [_store_result(reply) for reply in await asyncio.gather(*calls, return_exceptions=True)]
+
         # EVALSHA rather than the Script object: redis-py checks a pipeline's scripts with SCRIPT EXISTS first,
         # one more round trip per message. A script cache emptied by a Redis restart answers NOSCRIPT (nothing
         # ran), and that call is repeated the ordinary way, which loads the script.
-        async with self.redis.pipeline(transaction=False) as pipe:
+        def commands(pipe: Any) -> int:
             for keys in all_keys:
                 pipe.evalsha(self._store.sha, len(keys), *keys, *args)
-            replies = await pipe.execute(raise_on_error=False)
+            return len(all_keys)
+
+        if self.coalescer is not None:
+            replies = await self.coalescer.run(commands)
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                commands(pipe)
+                replies = await pipe.execute(raise_on_error=False)
         results: list[StoreOutcome | Exception] = []
         for keys, reply in zip(all_keys, replies, strict=True):
             if isinstance(reply, NoScriptError):

@@ -8,8 +8,10 @@ from services.delivery.routing import Router
 from services.store import Store
 
 
-@pytest.fixture
-async def accounts(store: Store) -> Store:
+@pytest.fixture(params=[False, True], ids=["own-round-trips", "coalesced"])
+async def accounts(store: Store, request: pytest.FixtureRequest) -> Store:
+    """The test's store, and the delivery's kind (lookups sharing round trips) on the same client."""
+    store = Store(store.redis, store.namespace, coalesce=request.param)
     await store.accounts.add_domain("example.test")
     for user in ("alice", "bob", "carol"):
         await store.accounts.add_user(f"{user}@example.test", "pw")
