@@ -47,11 +47,11 @@ class Store:
         self.redis = redis
         self.namespace = namespace
         self.keys = Keys(namespace)
-        # Coalesced address lookups and mailbox stores share round trips among concurrent callers (the delivery).
+        # Coalesced lookups, stores and trace writes share round trips among concurrent callers (the delivery).
         coalescer = Coalescer(redis) if coalesce else None
         self.accounts = Accounts(redis, self.keys, coalescer)
         self.mailboxes = Mailboxes(redis, self.keys, coalescer=coalescer)
-        self.trace = Trace(redis, namespace, trace_retention or retention_from_environment())
+        self.trace = Trace(redis, namespace, trace_retention or retention_from_environment(), coalescer=coalescer)
 
     @classmethod
     def connect(

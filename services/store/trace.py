@@ -9,6 +9,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from services.store.coalesce import Coalescer
 from services.store.keys import Keys
 from shared.logging import get_logger
 
@@ -40,9 +41,15 @@ class Trace:
     """
 
     def __init__(
-        self, redis: Any, namespace: str, retention: int = DEFAULT_RETENTION, max_pending: int = MAX_PENDING
+        self,
+        redis: Any,
+        namespace: str,
+        retention: int = DEFAULT_RETENTION,
+        max_pending: int = MAX_PENDING,
+        coalescer: Coalescer | None = None,
     ) -> None:
         self.redis = redis
+        self.coalescer = coalescer
         self.namespace = namespace
         self.retention = retention
         self.keys = Keys(namespace)
@@ -120,12 +127,23 @@ class Trace:
         by_key: dict[str, list[str]] = {}
         for queue_id, entries in batch:
             by_key.setdefault(self.key(queue_id), []).extend(entries)
-        async with self.redis.pipeline(transaction=False) as pipe:
+
+        def commands(pipe: Any) -> int:
             for key, entries in by_key.items():
                 pipe.rpush(key, *entries)
                 pipe.ltrim(key, 0, MAX_EVENTS - 1)
                 pipe.expire(key, self.retention)
             pipe.incrby(self.keys.trace_events, sum(len(entries) for entries in by_key.values()))
+            return 3 * len(by_key) + 1
+
+        if self.coalescer is not None:
+            # Along with the lookups and stores of the moment: one round trip for all of them.
+            for reply in await self.coalescer.run(commands):
+                if isinstance(reply, Exception):
+                    raise reply
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            commands(pipe)
             await pipe.execute()
 
     async def events(self, queue_id: str) -> list[dict[str, Any]]:

@@ -119,3 +119,19 @@ async def test_coalesced_lookups_and_stores(coalesced: Store) -> None:
     again = await coalesced.mailboxes.deliver_many(["a@example.test", "b@example.test"], queue_ids[0], b"m\r\n")
     assert again == [StoreOutcome.DUPLICATE, StoreOutcome.DUPLICATE]
     assert [len(await coalesced.mailboxes.snapshot(f"{u}@example.test")) for u in "abc"] == [10, 1, 10]
+
+
+async def test_coalesced_trace_writes_share_the_round_trips_of_stores(coalesced: Store) -> None:
+    await coalesced.accounts.add_domain("example.test")
+    await coalesced.accounts.add_user("a@example.test", "pw")
+    queue_ids = [new_queue_id() for _ in range(5)]
+
+    async def deliver(queue_id: str) -> None:
+        assert await coalesced.mailboxes.deliver_many(["a@example.test"], queue_id, b"m\r\n") == [StoreOutcome.STORED]
+        coalesced.trace.post(queue_id, "delivery", [("attempt", {}), ("stored", {})])
+
+    await asyncio.gather(*(deliver(q) for q in queue_ids))
+    await coalesced.trace.close()
+    for queue_id in queue_ids:
+        assert [e["event"] for e in await coalesced.trace.events(queue_id)] == ["attempt", "stored"]
+    assert coalesced.trace.dropped == 0
