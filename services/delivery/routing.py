@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from services.delivery import outcome
@@ -52,13 +53,14 @@ class Router:
     async def plan(self, recipients: tuple[str, ...]) -> Plan:
         plan = Plan()
         seen: set[str] = set()
+        # Every recipient expanded at once: with the delivery's coalescing store their lookups share round trips.
+        expanded = iter(await asyncio.gather(*(self._expand_root(r) for r in recipients if _plausible(r))))
         for original in recipients:
             if not _plausible(original):
                 plan.failed.append(outcome.permanent(original, "5.1.3", "bad destination mailbox address syntax"))
                 continue
-            try:
-                finals = await self._expand(normalize_address(original), ())
-            except _TooDeep:
+            finals = next(expanded)
+            if finals is None:
                 plan.failed.append(
                     outcome.permanent(original, "5.4.6", "alias expansion deeper than the limit (mail loop?)")
                 )
@@ -91,12 +93,21 @@ class Router:
         if targets is None:
             # A user, or nobody: local delivery answers NO_MAILBOX (5.1.1) for the latter.
             return [(address, True)]
-        finals: list[tuple[str, bool]] = []
-        for target in (normalize_address(t) for t in targets):
+
+        async def branch(target: str) -> list[tuple[str, bool]]:
             if target == address or target in path:
                 # An alias naming itself (or an ancestor) keeps a copy in that mailbox if one exists, as Postfix does.
-                if facts.user if target == address else await self.accounts.user_exists(target):
-                    finals.append((target, True))
-                continue
-            finals.extend(await self._expand(target, (*path, address)))
-        return finals
+                exists = facts.user if target == address else await self.accounts.user_exists(target)
+                return [(target, True)] if exists else []
+            return await self._expand(target, (*path, address))
+
+        # The targets of one alias expanded at once, for the same reason as the recipients; order is kept.
+        groups = await asyncio.gather(*(branch(normalize_address(t)) for t in targets))
+        return [final for group in groups for final in group]
+
+    async def _expand_root(self, original: str) -> list[tuple[str, bool]] | None:
+        """The final recipients of an envelope recipient; None when the expansion is deeper than the limit."""
+        try:
+            return await self._expand(normalize_address(original), ())
+        except _TooDeep:
+            return None
