@@ -38,6 +38,7 @@ class DeliveryApp:
             settings.redis_cluster,
             socket_connect_timeout=min(5.0, settings.redis_timeout),
             socket_timeout=settings.redis_timeout,
+            coalesce=True,
         )
         self.connection: AbstractRobustConnection | None = None
         self.publisher: Publisher | None = None

@@ -32,6 +32,8 @@ log = get_logger(__name__)
 
 RemoteDeliver = Callable[[Envelope, bytes, str, Sequence[Target]], Awaitable[list[Outcome]]]
 SERVICE = "delivery"
+# The outcome label of an attempt (metrics) by its status.
+_RESULT = {Status.DELIVERED: "delivered", Status.TEMPORARY: "deferred", Status.PERMANENT: "bounced"}
 
 
 def count_received(message: bytes) -> int:
@@ -120,7 +122,7 @@ class Consumer:
             metrics.DEAD_LETTERS.labels("malformed").inc()
             queue_id = str(message.message_id or "")
             if is_queue_id(queue_id):
-                await self._trace(queue_id, "dead-lettered", reason=f"malformed envelope: {exc}")
+                self._trace(queue_id, "dead-lettered", reason=f"malformed envelope: {exc}")
             metrics.MESSAGES.labels("dead_lettered").inc()
             await message.reject(requeue=False)
             return
@@ -133,7 +135,7 @@ class Consumer:
             if _delivery_count(message) >= DELIVERY_LIMIT:
                 # This was its last delivery: the broker dead-letters it when we hand it back.
                 metrics.DEAD_LETTERS.labels("delivery_limit").inc()
-                await self._trace(envelope.queue_id, "dead-lettered", reason="delivery limit reached")
+                self._trace(envelope.queue_id, "dead-lettered", reason="delivery limit reached")
             metrics.MESSAGES.labels("requeued").inc()
             await _settle(message.nack(requeue=True), envelope)
             return
@@ -149,7 +151,7 @@ class Consumer:
             redelivered=redelivered,
         )
         outcomes = _restore_originals(await self.deliver(envelope, body), envelope)
-        await self._account(envelope, outcomes)
+        self._account(envelope, outcomes)
         now = time.time()
         deferred = [o for o in outcomes if o.status is Status.TEMPORARY]
         failed = [o for o in outcomes if o.status is Status.PERMANENT]
@@ -162,7 +164,7 @@ class Consumer:
                 await self._notify_delay(envelope, body, deferred, now)
         if failed:
             await self._bounce(envelope, body, failed, now)
-        metrics.MESSAGES.labels("deferred" if deferred else "done").inc()
+        (metrics.DEFERRED if deferred else metrics.DONE).inc()
 
     async def deliver(self, envelope: Envelope, body: bytes) -> list[Outcome]:
         """An outcome for every final recipient (after alias expansion); never raises for an outage it knows."""
@@ -177,9 +179,7 @@ class Consumer:
             return [outcome.temporary(r, "4.3.0", text) for r in envelope.recipients]
         results = list(plan.failed)
         if plan.local:
-            results += await asyncio.gather(
-                *(deliver_local(self.store.mailboxes, t, envelope.queue_id, body) for t in plan.local)
-            )
+            results += await deliver_local(self.store.mailboxes, plan.local, envelope.queue_id, body)
             if self.settings.fault_crash_after_store:
                 # Test hook (POSTROOM_FAULT_CRASH_AFTER_STORE): die after the store and before the ack.
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -190,14 +190,13 @@ class Consumer:
                 results += group
         return results
 
-    async def _account(self, envelope: Envelope, outcomes: list[Outcome]) -> None:
+    def _account(self, envelope: Envelope, outcomes: list[Outcome]) -> None:
         age = max(0.0, time.time() - envelope.first_seen)
         events: list[tuple[str, dict[str, Any]]] = []
         for found in outcomes:
-            result = {Status.DELIVERED: "delivered", Status.TEMPORARY: "deferred", Status.PERMANENT: "bounced"}
-            metrics.ATTEMPTS.labels(found.transport, result[found.status], found.status_class).inc()
+            metrics.attempts(found.transport, _RESULT[found.status], found.status_class).inc()
             if found.status is Status.DELIVERED:
-                metrics.DELAY.labels("delivered").observe(age)
+                metrics.DELIVERED_DELAY.observe(age)
             events.append(
                 (
                     "attempt",
@@ -222,20 +221,15 @@ class Consumer:
                 diagnostic=found.diagnostic,
                 host=found.remote_mta,
             )
-        # One round trip for every event of this attempt, rather than two per recipient (docs/performance.md).
-        try:
-            await self.store.trace.record_many(envelope.queue_id, SERVICE, events)
-        except Exception as exc:
-            log.warning("trace failed", queue_id=envelope.queue_id, trace_event="attempt", error=str(exc))
+        # Posted, not awaited: the ack does not wait for the trace, and busy workers share one write (Trace.post).
+        self.store.trace.post(envelope.queue_id, SERVICE, events)
 
     async def _defer(self, envelope: Envelope, body: bytes, deferred: list[Outcome]) -> None:
         recipients = tuple(o.recipient for o in deferred)
         following = envelope.retry(recipients, {o.recipient: o.carried() for o in deferred})
         delay = retry.delay_for(self.settings.retry_schedule, following.attempt)
         await self.publisher.defer(body, following, delay)
-        await self._trace(
-            envelope.queue_id, "deferred", recipients=list(recipients), delay=delay, attempt=following.attempt
-        )
+        self._trace(envelope.queue_id, "deferred", recipients=list(recipients), delay=delay, attempt=following.attempt)
         log.info(
             "deferred", queue_id=envelope.queue_id, recipients=len(recipients), delay=delay, attempt=following.attempt
         )
@@ -258,12 +252,12 @@ class Consumer:
 
     async def _bounce(self, envelope: Envelope, body: bytes, failed: list[Outcome], now: float) -> None:
         for _ in failed:
-            metrics.DELAY.labels("bounced").observe(max(0.0, now - envelope.first_seen))
+            metrics.BOUNCED_DELAY.observe(max(0.0, now - envelope.first_seen))
         recipients = [o.recipient for o in failed]
         if not envelope.mail_from:
             # RFC 5321 §4.5.5 / RFC 3464: never answer a null-sender message with another one (no bounce loops).
             metrics.BOUNCES_SUPPRESSED.inc()
-            await self._trace(envelope.queue_id, "bounced", recipients=recipients, report=None)
+            self._trace(envelope.queue_id, "bounced", recipients=recipients, report=None)
             log.warning(
                 "failed null-sender message; no bounce sent", queue_id=envelope.queue_id, recipients=len(recipients)
             )
@@ -271,14 +265,11 @@ class Consumer:
         report, report_envelope = bounce.compose(envelope, body, failed, self.settings.hostname, now)
         await self.publisher.enqueue(report, report_envelope)
         metrics.BOUNCES.inc()
-        await self._trace(envelope.queue_id, "bounced", recipients=recipients, report=report_envelope.queue_id)
+        self._trace(envelope.queue_id, "bounced", recipients=recipients, report=report_envelope.queue_id)
         log.info("bounced", queue_id=envelope.queue_id, recipients=len(recipients), report=report_envelope.queue_id)
 
-    async def _trace(self, queue_id: str, event: str, **fields: Any) -> None:
-        try:
-            await self.store.trace.record(queue_id, event, SERVICE, **fields)
-        except Exception as exc:
-            log.warning("trace failed", queue_id=queue_id, trace_event=event, error=str(exc))
+    def _trace(self, queue_id: str, event: str, **fields: Any) -> None:
+        self.store.trace.post(queue_id, SERVICE, [(event, fields)])
 
 
 def _restore_originals(outcomes: list[Outcome], envelope: Envelope) -> list[Outcome]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 from redis.exceptions import BusyLoadingError, ClusterDownError, TryAgainError
@@ -25,19 +26,36 @@ STORE_UNAVAILABLE = (
 )
 
 
-async def deliver_local(mailboxes: Mailboxes, target: Target, queue_id: str, message: bytes) -> Outcome:
-    """Store once per queue id; a redelivered message answers DUPLICATE, which is as good as STORED."""
+async def deliver_local(
+    mailboxes: Mailboxes, targets: Sequence[Target], queue_id: str, message: bytes
+) -> list[Outcome]:
+    """Store once per queue id and mailbox, all mailboxes in one round trip; DUPLICATE (a redelivered message) is as
+    good as STORED. An error that is not an outage raises: the consumer requeues the message."""
     try:
-        result = await mailboxes.deliver(target.address, queue_id, message)
+        results = await mailboxes.deliver_many([t.address for t in targets], queue_id, message)
     except STORE_UNAVAILABLE as exc:
-        # The store may or may not have happened; the dedup key makes the retry safe either way.
-        found = outcome.temporary(target.address, "4.3.0", f"mail store unavailable: {type(exc).__name__}")
-        return replace(found, original=target.original)
-    if result in (StoreOutcome.STORED, StoreOutcome.DUPLICATE):
-        found = outcome.delivered(target.address, result.value)
-    elif result is StoreOutcome.OVER_QUOTA:
-        # RFC 3463 X.2.2: mailbox full is transient here; the queue retries until its lifetime, then bounces.
-        found = outcome.temporary(target.address, "4.2.2", "mailbox full")
-    else:
-        found = outcome.permanent(target.address, "5.1.1", "no such mailbox")
+        return [_unavailable(t, exc) for t in targets]
+    outcomes = []
+    for target, result in zip(targets, results, strict=True):
+        if isinstance(result, STORE_UNAVAILABLE):
+            outcomes.append(_unavailable(target, result))
+        elif isinstance(result, Exception):
+            raise result
+        else:
+            outcomes.append(replace(_outcome(target, result), original=target.original))
+    return outcomes
+
+
+def _unavailable(target: Target, exc: Exception) -> Outcome:
+    # The store may or may not have happened; the dedup key makes the retry safe either way.
+    found = outcome.temporary(target.address, "4.3.0", f"mail store unavailable: {type(exc).__name__}")
     return replace(found, original=target.original)
+
+
+def _outcome(target: Target, result: StoreOutcome) -> Outcome:
+    if result in (StoreOutcome.STORED, StoreOutcome.DUPLICATE):
+        return outcome.delivered(target.address, result.value)
+    if result is StoreOutcome.OVER_QUOTA:
+        # RFC 3463 X.2.2: mailbox full is transient here; the queue retries until its lifetime, then bounces.
+        return outcome.temporary(target.address, "4.2.2", "mailbox full")
+    return outcome.permanent(target.address, "5.1.1", "no such mailbox")

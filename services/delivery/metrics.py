@@ -41,6 +41,22 @@ DEAD_LETTERS = Counter(
 )
 CONSUMER_UP = Gauge("postroom_delivery_consumer_up", "1 while the queue consumer is running.")
 
+# The per-message series, looked up once: `labels()` hashes and locks on every call.
+DELIVERED_DELAY = DELAY.labels("delivered")
+BOUNCED_DELAY = DELAY.labels("bounced")
+DONE = MESSAGES.labels("done")
+DEFERRED = MESSAGES.labels("deferred")
+_attempts: dict[tuple[str, str, str], Counter] = {}
+
+
+def attempts(transport: str, outcome: str, status_class: str) -> Counter:
+    """The ATTEMPTS series of these labels (a handful of bounded values: transport, outcome, status class)."""
+    key = (transport, outcome, status_class)
+    series = _attempts.get(key)
+    if series is None:
+        series = _attempts[key] = ATTEMPTS.labels(transport, outcome, status_class)
+    return series
+
 
 def init_series(queue_labels: list[str]) -> None:
     """Create every labelled series at zero, so dashboards and alerts never see a missing series."""

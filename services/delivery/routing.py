@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from services.delivery import outcome
@@ -52,13 +53,14 @@ class Router:
     async def plan(self, recipients: tuple[str, ...]) -> Plan:
         plan = Plan()
         seen: set[str] = set()
+        # Every recipient expanded at once: with the delivery's coalescing store their lookups share round trips.
+        expanded = iter(await asyncio.gather(*(self._expand_root(r) for r in recipients if _plausible(r))))
         for original in recipients:
             if not _plausible(original):
                 plan.failed.append(outcome.permanent(original, "5.1.3", "bad destination mailbox address syntax"))
                 continue
-            try:
-                finals = await self._expand(normalize_address(original), ())
-            except _TooDeep:
+            finals = next(expanded)
+            if finals is None:
                 plan.failed.append(
                     outcome.permanent(original, "5.4.6", "alias expansion deeper than the limit (mail loop?)")
                 )
@@ -79,23 +81,33 @@ class Router:
         return plan
 
     async def _expand(self, address: str, path: tuple[str, ...]) -> list[tuple[str, bool]]:
-        domain = address.rpartition("@")[2]
-        if not await self.accounts.is_local_domain(domain):
+        # One round trip for everything routing needs to know about the address (Accounts.lookup).
+        facts = await self.accounts.lookup(address)
+        if not facts.local_domain:
             return [(address, False)]
         if len(path) >= self.depth_limit:
             raise _TooDeep
-        targets = await self.accounts.alias_targets(address)
-        if targets is None and not await self.accounts.user_exists(address):
-            targets = await self.accounts.alias_targets("@" + domain)  # catch-all, only for non-users
+        targets = facts.aliases
+        if targets is None and not facts.user:
+            targets = facts.catch_all  # catch-all, only for non-users
         if targets is None:
             # A user, or nobody: local delivery answers NO_MAILBOX (5.1.1) for the latter.
             return [(address, True)]
-        finals: list[tuple[str, bool]] = []
-        for target in (normalize_address(t) for t in targets):
+
+        async def branch(target: str) -> list[tuple[str, bool]]:
             if target == address or target in path:
                 # An alias naming itself (or an ancestor) keeps a copy in that mailbox if one exists, as Postfix does.
-                if await self.accounts.user_exists(target):
-                    finals.append((target, True))
-                continue
-            finals.extend(await self._expand(target, (*path, address)))
-        return finals
+                exists = facts.user if target == address else await self.accounts.user_exists(target)
+                return [(target, True)] if exists else []
+            return await self._expand(target, (*path, address))
+
+        # The targets of one alias expanded at once, for the same reason as the recipients; order is kept.
+        groups = await asyncio.gather(*(branch(normalize_address(t)) for t in targets))
+        return [final for group in groups for final in group]
+
+    async def _expand_root(self, original: str) -> list[tuple[str, bool]] | None:
+        """The final recipients of an envelope recipient; None when the expansion is deeper than the limit."""
+        try:
+            return await self._expand(normalize_address(original), ())
+        except _TooDeep:
+            return None

@@ -213,10 +213,9 @@ class IngressHandler:
         trace.add_done_callback(self.background.discard)
 
     async def _trace(self, queue_id: str, accepted: dict[str, Any]) -> None:
-        try:
-            await self.store.trace.record_many(queue_id, "smtp", [("accepted", accepted), ("queued", {})])
-        except Exception as exc:
-            log.warning("trace failed", queue_id=queue_id, error=f"{type(exc).__name__}: {exc}")
+        # Posted to the store's trace writer, which shares one Redis round trip among the sessions of the moment
+        # and counts rather than raises what it cannot write; Store.close() flushes it at shutdown.
+        self.store.trace.post(queue_id, "smtp", [("accepted", accepted), ("queued", {})])
 
     # -- AUTH (aiosmtpd finds methods named auth_<MECHANISM> on the handler) ------------------------------------
     async def auth_PLAIN(self, server: Any, args: list[str]) -> AuthResult:

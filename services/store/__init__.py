@@ -7,6 +7,7 @@ from typing import Any
 
 from services.store.accounts import AccountError, Accounts, AddressFacts, User
 from services.store.addresses import AddressError
+from services.store.coalesce import Coalescer
 from services.store.keys import Keys
 from services.store.mailbox import Mailboxes, MessageInfo, StoreOutcome
 from services.store.trace import DEFAULT_RETENTION, Trace
@@ -42,13 +43,15 @@ def retention_from_environment() -> int:
 class Store:
     """One handle on everything kept in Redis for a namespace."""
 
-    def __init__(self, redis: Any, namespace: str, trace_retention: int | None = None) -> None:
+    def __init__(self, redis: Any, namespace: str, trace_retention: int | None = None, coalesce: bool = False) -> None:
         self.redis = redis
         self.namespace = namespace
         self.keys = Keys(namespace)
-        self.accounts = Accounts(redis, self.keys)
-        self.mailboxes = Mailboxes(redis, self.keys)
-        self.trace = Trace(redis, namespace, trace_retention or retention_from_environment())
+        # Coalesced lookups, stores and trace writes share round trips among concurrent callers (the delivery).
+        coalescer = Coalescer(redis) if coalesce else None
+        self.accounts = Accounts(redis, self.keys, coalescer)
+        self.mailboxes = Mailboxes(redis, self.keys, coalescer=coalescer)
+        self.trace = Trace(redis, namespace, trace_retention or retention_from_environment(), coalescer=coalescer)
 
     @classmethod
     def connect(
@@ -57,13 +60,16 @@ class Store:
         namespace: str,
         cluster: bool = False,
         trace_retention: int | None = None,
+        coalesce: bool = False,
         **redis_options: Any,
     ) -> Store:
         """A store on a new client; `redis_options` go to redis-py (e.g. socket timeouts for the CLI)."""
-        return cls(connect_redis(url, cluster, **redis_options), namespace, trace_retention)
+        return cls(connect_redis(url, cluster, **redis_options), namespace, trace_retention, coalesce)
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
 
     async def close(self) -> None:
+        """Write the trace events still pending (`Trace.post`), then close the client."""
+        await self.trace.close()
         await self.redis.aclose()

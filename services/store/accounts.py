@@ -9,6 +9,7 @@ from typing import Any
 
 from services.store import lua
 from services.store.addresses import AddressError, split_address, validate_address, validate_domain
+from services.store.coalesce import Coalescer
 from services.store.keys import Keys, normalize_address
 from services.store.passwords import hash_password, hash_password_off_loop, verify_password
 
@@ -59,9 +60,10 @@ def _text(value: Any) -> str:
 class Accounts:
     """Domains, users and aliases of one namespace."""
 
-    def __init__(self, redis: Any, keys: Keys) -> None:
+    def __init__(self, redis: Any, keys: Keys, coalescer: Coalescer | None = None) -> None:
         self.redis = redis
         self.keys = keys
+        self.coalescer = coalescer
         self._create = redis.register_script(lua.CREATE_ACCOUNT)
         self._update = redis.register_script(lua.UPDATE_ACCOUNT)
         self._close = redis.register_script(lua.CLOSE_MAILBOX)
@@ -220,18 +222,32 @@ class Accounts:
         """Domain, user, alias and catch-all facts of an address in one round trip (RCPT time and routing).
 
         A non-transactional pipeline of single-key reads: redis-py's cluster client splits it per node, so it stays
-        Redis Cluster safe although the keys live in different slots.
+        Redis Cluster safe although the keys live in different slots. With a coalescer (the delivery's), the reads
+        share their round trip with those of concurrent callers.
         """
+        if self.coalescer is not None:
+            return _facts(await self.coalescer.run(lambda pipe: self._lookup_commands(pipe, address)))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            self._lookup_commands(pipe, address)
+            return _facts(await pipe.execute())
+
+    def _lookup_commands(self, pipe: Any, address: str) -> int:
         address = normalize_address(address)
         domain = address.rpartition("@")[2]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.sismember(self.keys.domains, domain)
-            pipe.exists(self.keys.mailbox(address).account)
-            pipe.hmget(self.keys.aliases, [address, "@" + domain])
-            local_domain, user, (aliases, catch_all) = await pipe.execute()
-        return AddressFacts(
-            local_domain=bool(local_domain),
-            user=bool(user),
-            aliases=None if aliases is None else list(json.loads(_text(aliases))),
-            catch_all=None if catch_all is None else list(json.loads(_text(catch_all))),
-        )
+        pipe.sismember(self.keys.domains, domain)
+        pipe.exists(self.keys.mailbox(address).account)
+        pipe.hmget(self.keys.aliases, [address, "@" + domain])
+        return 3
+
+
+def _facts(replies: list[Any]) -> AddressFacts:
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    local_domain, user, (aliases, catch_all) = replies
+    return AddressFacts(
+        local_domain=bool(local_domain),
+        user=bool(user),
+        aliases=None if aliases is None else list(json.loads(_text(aliases))),
+        catch_all=None if catch_all is None else list(json.loads(_text(catch_all))),
+    )

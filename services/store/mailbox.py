@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError
+
 from services.store import lua
+from services.store.coalesce import Coalescer
 from services.store.keys import Keys
 
 # A queue message redelivered within this time is recognised and stored once; longer than any queue lifetime.
@@ -21,10 +27,26 @@ class StoreOutcome(enum.Enum):
     NO_MAILBOX = "no_mailbox"
 
 
+# The store script's status codes (lua.STORE_MESSAGE).
+_STORE_OUTCOMES = {
+    1: StoreOutcome.STORED,
+    0: StoreOutcome.DUPLICATE,
+    -1: StoreOutcome.OVER_QUOTA,
+    -2: StoreOutcome.NO_MAILBOX,
+}
+
+
 @dataclass(frozen=True)
 class MessageInfo:
     uid: str
     size: int
+
+
+def _store_result(reply: Any) -> StoreOutcome | Exception:
+    """The outcome of one store script call, or its error; anything worse than an Exception is raised."""
+    if isinstance(reply, BaseException) and not isinstance(reply, Exception):
+        raise reply
+    return reply if isinstance(reply, Exception) else _STORE_OUTCOMES[int(reply[0])]
 
 
 def to_crlf(data: bytes) -> bytes:
@@ -44,10 +66,13 @@ def _text(value: Any) -> str:
 class Mailboxes:
     """Operations on mailboxes; every multi-key change is one Lua script over keys of one hash slot."""
 
-    def __init__(self, redis: Any, keys: Keys, dedup_ttl: int = DEFAULT_DEDUP_TTL) -> None:
+    def __init__(
+        self, redis: Any, keys: Keys, dedup_ttl: int = DEFAULT_DEDUP_TTL, coalescer: Coalescer | None = None
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.dedup_ttl = dedup_ttl
+        self.coalescer = coalescer
         self._store = redis.register_script(lua.STORE_MESSAGE)
         self._snapshot = redis.register_script(lua.SNAPSHOT)
         self._delete = redis.register_script(lua.DELETE_MESSAGES)
@@ -57,16 +82,56 @@ class Mailboxes:
 
     async def deliver(self, address: str, queue_id: str, message: bytes) -> StoreOutcome:
         """Store `message` for `address` once per queue id; safe to repeat after a crash (DESIGN invariant 4)."""
+        status, _ = await self._store(
+            keys=self._store_keys(address, queue_id), args=[queue_id, to_crlf(message), self.dedup_ttl]
+        )
+        return _STORE_OUTCOMES[int(status)]
+
+    async def deliver_many(
+        self, addresses: Sequence[str], queue_id: str, message: bytes
+    ) -> list[StoreOutcome | Exception]:
+        """`deliver` into several mailboxes in one round trip: a pipeline of the same store script, one call per
+        mailbox, so each call stays atomic, idempotent and in one hash slot (invariants 4, 5 and 9). With a
+        coalescer (the delivery's), the calls share their round trip with those of concurrent messages too.
+
+        An error that belongs to one call (e.g. Redis still loading its data) is returned in that call's place.
+        Losing the connection raises (on a Redis Cluster: is returned for each call it hit), and then any of the
+        calls may or may not have run; the dedup keys make repeating them safe.
+        """
+        if len(addresses) == 1 and self.coalescer is None:
+            return [await self.deliver(addresses[0], queue_id, message)]
+        args = [queue_id, to_crlf(message), self.dedup_ttl]
+        all_keys = [self._store_keys(address, queue_id) for address in addresses]
+        if isinstance(self.redis, RedisCluster):
+            # redis-py refuses scripts in a cluster pipeline: one call per mailbox, all at once.
+            calls = (self._store(keys=keys, args=args) for keys in all_keys)
+            return [_store_result(reply) for reply in await asyncio.gather(*calls, return_exceptions=True)]
+
+        # EVALSHA rather than the Script object: redis-py checks a pipeline's scripts with SCRIPT EXISTS first,
+        # one more round trip per message. A script cache emptied by a Redis restart answers NOSCRIPT (nothing
+        # ran), and that call is repeated the ordinary way, which loads the script.
+        def commands(pipe: Any) -> int:
+            for keys in all_keys:
+                pipe.evalsha(self._store.sha, len(keys), *keys, *args)
+            return len(all_keys)
+
+        if self.coalescer is not None:
+            replies = await self.coalescer.run(commands)
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                commands(pipe)
+                replies = await pipe.execute(raise_on_error=False)
+        results: list[StoreOutcome | Exception] = []
+        for keys, reply in zip(all_keys, replies, strict=True):
+            if isinstance(reply, NoScriptError):
+                reply = await self._store(keys=keys, args=args)
+            results.append(_store_result(reply))
+        return results
+
+    def _store_keys(self, address: str, queue_id: str) -> list[str]:
         box = self.keys.mailbox(address)
         uid = queue_id
-        keys = [box.dedup(queue_id), box.account, box.usage, box.seq, box.index, box.sizes, box.message(uid)]
-        status, _ = await self._store(keys=keys, args=[uid, to_crlf(message), self.dedup_ttl])
-        return {
-            1: StoreOutcome.STORED,
-            0: StoreOutcome.DUPLICATE,
-            -1: StoreOutcome.OVER_QUOTA,
-            -2: StoreOutcome.NO_MAILBOX,
-        }[int(status)]
+        return [box.dedup(queue_id), box.account, box.usage, box.seq, box.index, box.sizes, box.message(uid)]
 
     async def snapshot(self, address: str) -> list[MessageInfo]:
         """The messages in arrival order with their sizes, read atomically."""

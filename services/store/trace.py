@@ -2,25 +2,63 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
 
+from prometheus_client import Counter
+
+from services.store.coalesce import Coalescer
 from services.store.keys import Keys
+from shared.logging import get_logger
+
+log = get_logger(__name__)
 
 # An event list never grows past this, whatever a looping message does; the oldest events are kept.
 MAX_EVENTS = 200
 DEFAULT_RETENTION = 7 * 86400
+# Posted events waiting for the writer. Only a hanging Redis lets them pile up (a refusing one fails each write at
+# once); past this bound new events are dropped, so tracing never holds memory or mail hostage.
+MAX_PENDING = 10_000
+# How long an orderly shutdown waits for the last write.
+CLOSE_TIMEOUT = 5.0
+
+DROPPED = Counter(
+    "postroom_trace_events_dropped_total",
+    "Trace events this process posted but never wrote (Redis unreachable or too slow, or posted after shutdown).",
+)
+
+Events = list[tuple[str, dict[str, Any]]]
 
 
 class Trace:
-    """Append and read the events of one queue id (`{ns}:trace:{queue_id}`, a list of JSON objects)."""
+    """Append and read the events of one queue id (`{ns}:trace:{queue_id}`, a list of JSON objects).
 
-    def __init__(self, redis: Any, namespace: str, retention: int = DEFAULT_RETENTION) -> None:
+    `record`/`record_many` write at once and report errors. `post` is for the mail path: it only queues the
+    events, and one background task writes everything pending in one pipeline whenever its previous write is done,
+    so under load many messages share a round trip, and an idle service writes each event right away (no timer).
+    """
+
+    def __init__(
+        self,
+        redis: Any,
+        namespace: str,
+        retention: int = DEFAULT_RETENTION,
+        max_pending: int = MAX_PENDING,
+        coalescer: Coalescer | None = None,
+    ) -> None:
         self.redis = redis
+        self.coalescer = coalescer
         self.namespace = namespace
         self.retention = retention
         self.keys = Keys(namespace)
+        self.max_pending = max_pending
+        self.dropped = 0
+        self._pending: list[tuple[str, list[str]]] = []
+        self._pending_events = 0
+        self._writer: asyncio.Task[None] | None = None
+        self._closed = False
 
     def key(self, queue_id: str) -> str:
         return self.keys.trace(queue_id)
@@ -29,24 +67,92 @@ class Trace:
         """Append one event; failures to trace never fail the mail path, so callers may ignore exceptions."""
         await self.record_many(queue_id, service, [(event, fields)])
 
-    async def record_many(self, queue_id: str, service: str, events: list[tuple[str, dict[str, Any]]]) -> None:
-        """Append several events in order with one round trip (delivery writes two per recipient)."""
+    async def record_many(self, queue_id: str, service: str, events: Events) -> None:
+        """Append several events in order with one round trip."""
+        if events:
+            await self._write([(queue_id, _encode(service, events))])
+
+    def post(self, queue_id: str, service: str, events: Events) -> None:
+        """Queue events for the background writer and return at once; never raises, never waits.
+
+        The events keep the time of the post. Events of one process are written in the order they were posted.
+        """
         if not events:
             return
-        now = time.time()
-        entries = [
-            json.dumps({"time": now, "event": event, "service": service, **fields}, default=str)
-            for event, fields in events
-        ]
-        key = self.key(queue_id)
+        if self._closed or self._pending_events + len(events) > self.max_pending:
+            self._drop(len(events))
+            return
+        self._pending.append((queue_id, _encode(service, events)))
+        self._pending_events += len(events)
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write_pending())
+
+    async def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Write what is pending (waiting at most `timeout`), then accept no more posts: an orderly shutdown."""
+        self._closed = True
+        writer = self._writer
+        if writer is None:
+            return
+        await asyncio.wait({writer}, timeout=timeout)
+        if not writer.done():
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+        self._drop(self._pending_events)
+        self._pending, self._pending_events = [], 0
+
+    async def _write_pending(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending, self._pending_events = self._pending, [], 0
+                try:
+                    await self._write(batch)
+                except asyncio.CancelledError:
+                    self._drop(sum(len(entries) for _, entries in batch))
+                    raise
+                except Exception as exc:
+                    lost = sum(len(entries) for _, entries in batch)
+                    self._drop(lost)
+                    log.warning("trace write failed; events dropped", events=lost, error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._writer = None
+
+    def _drop(self, count: int) -> None:
+        if count:
+            self.dropped += count
+            DROPPED.inc(count)
+
+    async def _write(self, batch: list[tuple[str, list[str]]]) -> None:
+        """One non-transactional pipeline for the whole batch: redis-py's cluster client splits it per node, so the
+        trace keys (one slot each) and the events counter (another) stay Redis Cluster safe."""
+        by_key: dict[str, list[str]] = {}
+        for queue_id, entries in batch:
+            by_key.setdefault(self.key(queue_id), []).extend(entries)
+
+        def commands(pipe: Any) -> int:
+            for key, entries in by_key.items():
+                pipe.rpush(key, *entries)
+                pipe.ltrim(key, 0, MAX_EVENTS - 1)
+                pipe.expire(key, self.retention)
+            pipe.incrby(self.keys.trace_events, sum(len(entries) for entries in by_key.values()))
+            return 3 * len(by_key) + 1
+
+        if self.coalescer is not None:
+            # Along with the lookups and stores of the moment: one round trip for all of them.
+            for reply in await self.coalescer.run(commands):
+                if isinstance(reply, Exception):
+                    raise reply
+            return
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.rpush(key, *entries)
-            pipe.ltrim(key, 0, MAX_EVENTS - 1)
-            pipe.expire(key, self.retention)
-            # Another slot: fine in a non-transactional pipeline, which redis-py's cluster client splits per node.
-            pipe.incrby(self.keys.trace_events, len(entries))
+            commands(pipe)
             await pipe.execute()
 
     async def events(self, queue_id: str) -> list[dict[str, Any]]:
         raw = await self.redis.lrange(self.key(queue_id), 0, -1)
         return [json.loads(item) for item in raw]
+
+
+def _encode(service: str, events: Events) -> list[str]:
+    now = time.time()
+    return [
+        json.dumps({"time": now, "event": event, "service": service, **fields}, default=str) for event, fields in events
+    ]

@@ -20,7 +20,7 @@ from shared.envelope import Envelope
 from shared.queue_id import is_queue_id, new_queue_id
 from shared.settings import load_settings
 from tests.delivery.conftest import dsn_fields, mailbox, make_message, report_parts, text_of
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_until
 
 
 class Recorder:
@@ -274,7 +274,11 @@ async def test_unexpected_error_requeues_and_traces_the_last_delivery(users: Sto
     message.headers = {**envelope.to_headers(), "x-delivery-count": 10}
     await consumer.handle(message)  # type: ignore[arg-type]
     assert recorder.log == [("nack", True)]
-    assert [e["event"] for e in await users.trace.events(envelope.queue_id)] == ["dead-lettered"]
+
+    async def traced() -> bool:  # the trace is posted, not awaited before the nack
+        return [e["event"] for e in await users.trace.events(envelope.queue_id)] == ["dead-lettered"]
+
+    await wait_until(traced, what="dead-lettered traced")
 
 
 async def test_original_recipient_survives_retries(users: Store) -> None:

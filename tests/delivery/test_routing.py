@@ -8,8 +8,10 @@ from services.delivery.routing import Router
 from services.store import Store
 
 
-@pytest.fixture
-async def accounts(store: Store) -> Store:
+@pytest.fixture(params=[False, True], ids=["own-round-trips", "coalesced"])
+async def accounts(store: Store, request: pytest.FixtureRequest) -> Store:
+    """The test's store, and the delivery's kind (lookups sharing round trips) on the same client."""
+    store = Store(store.redis, store.namespace, coalesce=request.param)
     await store.accounts.add_domain("example.test")
     for user in ("alice", "bob", "carol"):
         await store.accounts.add_user(f"{user}@example.test", "pw")
@@ -63,3 +65,24 @@ async def test_malformed_recipient_fails_5_1_3(accounts: Store) -> None:
     plan = await Router(accounts.accounts, 10).plan(("no-at-sign", "a b@example.test", "bob@example.test"))
     assert [(f.recipient, f.enhanced) for f in plan.failed] == [("no-at-sign", "5.1.3"), ("a b@example.test", "5.1.3")]
     assert [t.address for t in plan.local] == ["bob@example.test"]
+
+
+async def test_recipients_and_list_members_keep_their_order_and_their_own_failures(accounts: Store) -> None:
+    members = [f"m{i:02d}@example.test" for i in range(30)]
+    for member in members:
+        await accounts.accounts.add_user(member, "pw")
+    await accounts.accounts.add_alias("list@example.test", [*members, "out@remote.test"])
+    for i in range(4):
+        await accounts.accounts.add_alias(f"deep{i}@example.test", [f"deep{i + 1}@example.test"])
+    plan = await Router(accounts.accounts, 3).plan(
+        ("deep0@example.test", "list@example.test", "bad address", "bob@example.test", "m05@example.test")
+    )
+    assert [(t.address, t.original) for t in plan.local] == [
+        *((m, "list@example.test") for m in members),
+        ("bob@example.test", "bob@example.test"),
+    ]
+    assert [t.address for t in plan.remote["remote.test"]] == ["out@remote.test"]
+    assert [(f.recipient, f.enhanced) for f in plan.failed] == [
+        ("deep0@example.test", "5.4.6"),
+        ("bad address", "5.1.3"),
+    ]

@@ -93,8 +93,11 @@ async def test_rejected_remote_recipient_bounces_into_the_senders_mailbox(
 
     await wait_until(traced, what="bounced event")
     [bounce_event] = [e for e in await store.trace.events(envelope.queue_id) if e["event"] == "bounced"]
-    report_events = [e["event"] for e in await store.trace.events(bounce_event["report"])]
-    assert "stored" in report_events
+
+    async def report_traced() -> bool:
+        return "stored" in [e["event"] for e in await store.trace.events(bounce_event["report"])]
+
+    await wait_until(report_traced, what="the report's stored event")
     assert metric(service, "postroom_delivery_bounces_total") == 1
 
 
@@ -113,8 +116,12 @@ async def test_full_mailbox_is_retried_then_bounced(
     [raw] = await mailbox(store, "sender@origin.test")
     rcpt = dsn_fields(raw)[1]
     assert rcpt["Status"] == "5.2.2" and rcpt["Final-Recipient"] == "rfc822; small@example.test"
-    names = [e["event"] for e in await store.trace.events(envelope.queue_id)]
-    assert names.count("deferred") >= 1 and names[-1] == "bounced"
+
+    async def traced() -> bool:  # the trace is posted, not awaited before the ack
+        names = [e["event"] for e in await store.trace.events(envelope.queue_id)]
+        return names.count("deferred") >= 1 and names[-1:] == ["bounced"]
+
+    await wait_until(traced, what="deferred, then bounced in the trace")
     assert await mailbox(store, "small@example.test") == []
 
 

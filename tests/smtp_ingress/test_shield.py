@@ -64,6 +64,9 @@ class FakeTrace:
     async def record_many(self, queue_id: str, service: str, events: list[tuple[str, dict[str, Any]]]) -> None:
         self.events.extend(event for event, _ in events)
 
+    def post(self, queue_id: str, service: str, events: list[tuple[str, dict[str, Any]]]) -> None:
+        self.events.extend(event for event, _ in events)
+
 
 class FakeStore:
     def __init__(self) -> None:

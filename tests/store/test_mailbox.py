@@ -50,3 +50,32 @@ async def test_snapshot_order_and_locked_delete(store: Store) -> None:
 
 async def test_lock_needs_an_account(store: Store) -> None:
     assert await store.mailboxes.acquire_lock("nobody@example.test", 30) is None
+
+
+async def test_deliver_many_stores_each_mailbox_once_in_one_call(store: Store) -> None:
+    await store.accounts.add_domain("example.test")
+    await store.accounts.add_user("a@example.test", "pw")
+    await store.accounts.add_user("b@example.test", "pw")
+    await store.accounts.add_user("full@example.test", "pw", quota=5)
+    addresses = ["a@example.test", "b@example.test", "full@example.test", "none@example.test"]
+    queue_id = new_queue_id()
+    first = await store.mailboxes.deliver_many(addresses, queue_id, b"line one\nline two\n")
+    assert first == [StoreOutcome.STORED, StoreOutcome.STORED, StoreOutcome.OVER_QUOTA, StoreOutcome.NO_MAILBOX]
+    again = await store.mailboxes.deliver_many(addresses[:2], queue_id, b"line one\nline two\n")
+    assert again == [StoreOutcome.DUPLICATE, StoreOutcome.DUPLICATE]
+    for address in addresses[:2]:
+        assert await store.mailboxes.read(address, queue_id) == b"line one\r\nline two\r\n"
+        user = await store.accounts.get_user(address)
+        assert user is not None and user.messages == 1
+
+
+async def test_deliver_many_survives_an_emptied_script_cache(store: Store) -> None:
+    """A restarted Redis has no scripts: NOSCRIPT means the call did not run, and it is repeated with a load."""
+    await store.accounts.add_domain("example.test")
+    await store.accounts.add_user("a@example.test", "pw")
+    await store.accounts.add_user("b@example.test", "pw")
+    store.mailboxes._store.sha = "0" * 40  # what a script cache without our script looks like to the pipeline
+    queue_id = new_queue_id()
+    results = await store.mailboxes.deliver_many(["a@example.test", "b@example.test"], queue_id, b"x\r\n")
+    assert results == [StoreOutcome.STORED, StoreOutcome.STORED]
+    assert [len(await store.mailboxes.snapshot(a)) for a in ("a@example.test", "b@example.test")] == [1, 1]
