@@ -23,7 +23,8 @@ LABEL org.opencontainers.image.title="postroom" \
       org.opencontainers.image.description="Postroom mail system: SMTP ingress, delivery, POP3 and store services"
 RUN groupadd --system --gid 10001 postroom \
  && useradd --system --uid 10001 --gid postroom --home-dir /nonexistent --no-create-home \
-        --shell /usr/sbin/nologin postroom
+        --shell /usr/sbin/nologin postroom \
+ && install -d -o 10001 -g 10001 -m 0700 /var/spool/postroom
 COPY --from=build /opt/postroom /opt/postroom
 COPY deploy/docker/healthcheck.py /usr/local/lib/postroom/healthcheck.py
 # Mail ports: the services listen on unprivileged ports inside the container and the runtime maps the standard
