@@ -57,7 +57,8 @@ class IngressApp:
         warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS", UserWarning, "aiosmtpd")
         metrics.initialise()
         check_spool_dir(settings.smtp_spool_dir)
-        self.store = Store.connect(settings.redis_url, settings.namespace, settings.redis_cluster)
+        # Concurrent sessions share Redis round trips (RCPT lookups, trace writes): see services/store/coalesce.py.
+        self.store = Store.connect(settings.redis_url, settings.namespace, settings.redis_cluster, coalesce=True)
         self.publisher = Publisher(settings.amqp_url, settings.namespace, settings.smtp_publish_timeout)
         throttle = AuthThrottle(settings.smtp_auth_failure_delay, settings.smtp_auth_failure_delay_max)
         self.handler = IngressHandler(settings, self.store, self.publisher, Authenticator(self.store, throttle))
