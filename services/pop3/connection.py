@@ -158,6 +158,18 @@ class Connection(asyncio.Protocol):
         """True when another pipelined command is already waiting (so a flush can be deferred)."""
         return self._buffer.find(b"\n", 0, self.line_limit) >= 0
 
+    def buffered_lines(self, limit: int) -> list[bytes]:
+        """Up to `limit` complete lines already received after the current one, left in the buffer (a peek)."""
+        lines: list[bytes] = []
+        start = 0
+        while len(lines) < limit:
+            end = self._buffer.find(b"\n", start, start + self.line_limit)
+            if end < 0:
+                break
+            lines.append(bytes(self._buffer[start : end + 1]))
+            start = end + 1
+        return lines
+
     # -- writing -----------------------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
         """Queue output; it goes to the socket at the next `flush` or `drain` (one send for many replies)."""

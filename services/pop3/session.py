@@ -7,7 +7,7 @@ import contextlib
 import ssl
 
 from services.pop3 import metrics, replies
-from services.pop3.command import ParseError, parse, verb_of
+from services.pop3.command import ParseError, Retr, Top, parse, verb_of
 from services.pop3.connection import Connection, ConnectionClosed, LineTooLong
 from services.pop3.dispatch import gate
 from services.pop3.response import Action, BodyEncoder, Challenge, MultiLine, Outcome, Reply, Stream
@@ -18,6 +18,8 @@ log = get_logger(__name__)
 
 # Replies to pipelined commands are gathered up to this size before a send (RFC 2449 §6.6 PIPELINING).
 FLUSH_AT = 65536
+# At most this many pipelined commands are looked ahead at to read their messages' first chunks in one round trip.
+PREFETCH_LINES = 64
 
 
 class AbortSession(Exception):
@@ -120,12 +122,35 @@ class Session:
         entry = gate(self.state, command)
         if entry is None:
             return self._bad(replies.ERR_WRONG_STATE), verb
+        if isinstance(command, Retr | Top):
+            await self._prefetch(command.msg)
         try:
             return await entry.handler(self.state, command), verb
         except Exception:
             # Invariant 8: details to the log, a generic temporary reply to the client.
             self.state.log.exception("pop3 command failed", command=verb)
             return replies.ERR_TEMPORARY, verb
+
+    async def _prefetch(self, msg: int) -> None:
+        """With more RETR/TOP pipelined behind this one, read all their first chunks in one Redis round trip."""
+        maildrop = self.state.maildrop
+        if maildrop is None or maildrop.is_prefetched(msg):
+            return
+        msgs = [msg]
+        for line in self.conn.buffered_lines(PREFETCH_LINES):
+            try:
+                command = parse(line)
+            except ParseError:
+                continue
+            if isinstance(command, Retr | Top):
+                msgs.append(command.msg)
+        if len(msgs) < 2:
+            return
+        try:
+            await maildrop.prefetch(msgs, self.settings.pop3_chunk_size)
+        except Exception as exc:
+            # Only an optimisation: each RETR then reads (and reports a failure) for itself.
+            self.state.log.debug("pop3 prefetch failed", error=str(exc))
 
     def _bad(self, reply: Reply) -> Reply:
         self.bad_commands += 1
