@@ -79,26 +79,30 @@ class Maildrop:
         return info is not None and info.uid in self._prefetched
 
     async def prefetch(self, msgs: Iterable[int], chunk_size: int) -> None:
-        """Read the first chunks of the messages a pipelined batch of RETR/TOP will ask for, in one round trip.
+        """Read the messages a pipelined batch of RETR/TOP will ask for, in one round trip, if each is one chunk.
 
         Only a cache: `open_message` takes an entry once, and reads for itself what is not (or no longer) here.
-        Bodies never change while they exist, so an entry read a moment early is the body the RETR would read.
+        Bodies never change while they exist, so a body read a moment early is the body the RETR would read.
         """
         self._prefetched.clear()
         uids: list[str] = []
         budget = PREFETCH_BUDGET
         for msg in msgs:
             info = self.get(msg)
-            if info is None or info.uid in uids:
+            # A bigger message is streamed chunk by chunk as before; one more round trip is small next to it.
+            if info is None or info.size > chunk_size or info.uid in uids:
                 continue
-            budget -= min(info.size, chunk_size)
-            if budget < 0 and uids:
+            budget -= info.size
+            if budget < 0:
                 break
             uids.append(info.uid)
         if len(uids) < 2:
             return  # one message: the ordinary read costs the same round trip
-        heads = await self.store.mailboxes.read_heads(self.address, uids, chunk_size)
-        self._prefetched = {uid: head for uid, head in zip(uids, heads, strict=True) if head}
+        bodies = await self.store.mailboxes.read_many(self.address, uids)
+        # A body longer than the snapshot's size (not written by the store) is left to the chunked read.
+        self._prefetched = {
+            uid: body for uid, body in zip(uids, bodies, strict=True) if body and len(body) <= chunk_size
+        }
         self._prefetched_chunk = chunk_size
 
     async def open_message(self, info: MessageInfo, chunk_size: int) -> AsyncIterator[bytes]:

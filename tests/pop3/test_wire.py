@@ -178,26 +178,28 @@ async def test_pipelined_retrs_read_ahead_send_what_one_by_one_reads_send(
     commands = ["DELE 2", *(f"RETR {n}" for n in range(1, 8)), "TOP 7 3", "RETR 99", "RETR 2", "TOP 1 0", "RETR 7"]
     batch = "".join(line + "\r\n" for line in ["NOOP", *commands, "RSET", "QUIT"])
     reads: list[int] = []
-    read_heads = Mailboxes.read_heads
+    read_many = Mailboxes.read_many
 
-    async def counting(self: Mailboxes, address: str, uids: list[str], length: int) -> list[bytes]:
+    async def counting(self: Mailboxes, address: str, uids: list[str]) -> list[bytes | None]:
         reads.append(len(uids))
-        return await read_heads(self, address, uids, length)
+        return await read_many(self, address, uids)
 
-    monkeypatch.setattr(Mailboxes, "read_heads", counting)
+    monkeypatch.setattr(Mailboxes, "read_many", counting)
     ahead = await _pipelined_transcript(server.ports["pop3"], batch)
-    assert reads and reads[0] >= 5  # the batch was read ahead (how much arrived at once is up to the socket)
+    assert (
+        reads and reads[0] >= 4
+    )  # the small messages of the batch were read ahead (how much arrived at once is up to the socket)
 
     monkeypatch.setattr(session, "PREFETCH_LINES", 0)
     one_by_one = await _pipelined_transcript(server.ports["pop3"], batch)
     assert ahead == one_by_one
     assert b"+OK 0 octets" not in ahead and ahead.count(b"\r\n.hidden") == 0 and b"\r\n..hidden\r\n" in ahead
 
-    async def failing(self: Mailboxes, address: str, uids: list[str], length: int) -> list[bytes]:
+    async def failing(self: Mailboxes, address: str, uids: list[str]) -> list[bytes | None]:
         raise ConnectionError("redis went away")
 
     monkeypatch.setattr(session, "PREFETCH_LINES", 64)
-    monkeypatch.setattr(Mailboxes, "read_heads", failing)
+    monkeypatch.setattr(Mailboxes, "read_many", failing)
     assert await _pipelined_transcript(server.ports["pop3"], batch) == one_by_one  # each RETR reads for itself
     assert len(await store.mailboxes.snapshot(USER)) == 7  # RSET: nothing deleted
 
