@@ -104,6 +104,13 @@ class Connection(asyncio.Protocol):
             self._reading_paused = False
             self.transport.resume_reading()
 
+    def buffered_line(self) -> bytes | None:
+        """The next line if it is already here (no wait, so no timer is needed); LineTooLong as `readline`."""
+        try:
+            return self._take_line()
+        finally:
+            self._maybe_resume()
+
     async def readline(self) -> bytes | None:
         """The next line with its line end; None at end of input; LineTooLong for an over-long line."""
         while True:
@@ -184,6 +191,11 @@ class Connection(asyncio.Protocol):
             self.transport.write(b"".join(self._out))
         self._out.clear()
         self.queued = 0
+
+    def drain_now(self) -> bool:
+        """Flush; True when there is nothing to wait for (so no timer is needed), False when `drain` must run."""
+        self.flush()
+        return not self._writing_paused and not self.closed
 
     async def drain(self) -> None:
         """Flush, then wait while the socket's send buffer is over its high-water mark (a slow reader)."""

@@ -78,8 +78,18 @@ class Session:
     # -- reading -----------------------------------------------------------------------------------------------
     async def _read(self) -> bytes | None:
         """The next client line; raises TimeoutError when the autologout timer (RFC 1939 §3) runs out."""
+        line = self.conn.buffered_line()
+        if line is not None:
+            return line  # pipelined: already here, no timer to arm
         async with asyncio.timeout(self.settings.pop3_autologout):
             return await self.conn.readline()
+
+    async def _drain(self) -> None:
+        """Send what is queued; wait (under the autologout timer) only while the client's socket is full."""
+        if self.conn.drain_now():
+            return
+        async with asyncio.timeout(self.settings.pop3_autologout):
+            await self.conn.drain()
 
     async def _loop(self) -> None:
         while True:
@@ -103,8 +113,7 @@ class Session:
                     self.busy = False
             # Replies wait while more pipelined commands are already here; otherwise they go out now.
             if action is not Action.NONE or not self.conn.has_buffered_line():
-                async with asyncio.timeout(self.settings.pop3_autologout):
-                    await self.conn.drain()
+                await self._drain()
             if action is Action.CLOSE:
                 return
             if self.stopping:
@@ -164,8 +173,7 @@ class Session:
         """Queue `data`; send now when asked or when enough is queued (pipelined replies share one send)."""
         self.conn.write(data)
         if flush or self.conn.queued >= FLUSH_AT:
-            async with asyncio.timeout(self.settings.pop3_autologout):
-                await self.conn.drain()
+            await self._drain()
 
     async def _deliver(self, outcome: Outcome, verb: str) -> Action:
         """Write one outcome (following SASL continuations to the final reply) and return what to do next."""
