@@ -20,10 +20,8 @@ class LineEnds:
         if data.endswith(b"\r"):
             data = data[:-1]
             self._pending_cr = True
-        # Clean when CRs plus LFs are exactly two per CRLF (each count is at least the CRLF count): two C passes
-        # instead of three counts, the common case for what the store and the ingress hold.
         crlf = data.count(CRLF)
-        if len(data) - len(data.translate(None, CRLF)) == 2 * crlf:
+        if data.count(b"\n") == crlf and data.count(b"\r") == crlf:
             return data
         return data.replace(CRLF, b"\n").replace(b"\r", b"\n").replace(b"\n", CRLF)
 
@@ -43,7 +41,8 @@ class DotStuffer:
             return data
         if self._line_start and data.startswith(b"."):
             data = b"." + data
-        data = data.replace(b"\n.", b"\n..")  # one search; with no match, bytes.replace copies nothing
+        if b"\n." in data:
+            data = data.replace(b"\n.", b"\n..")
         self._line_start = data.endswith(b"\n")
         return data
 

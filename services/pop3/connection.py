@@ -184,11 +184,11 @@ class Connection(asyncio.Protocol):
             raise ConnectionClosed()
         self._out.append(data)
         self.queued += len(data)
-        metrics.SENT_BYTES.inc(len(data))
 
     def flush(self) -> None:
         if self._out and self.transport is not None and not self.transport.is_closing():
             self.transport.write(b"".join(self._out))
+            metrics.SENT_BYTES.inc(self.queued)  # once per send, not per reply
         self._out.clear()
         self.queued = 0
 

@@ -7,7 +7,7 @@ import contextlib
 import ssl
 
 from services.pop3 import metrics, replies
-from services.pop3.command import ParseError, Retr, Top, parse, verb_of
+from services.pop3.command import Command, ParseError, Retr, Top, parse, verb_of
 from services.pop3.connection import Connection, ConnectionClosed, LineTooLong
 from services.pop3.dispatch import gate
 from services.pop3.response import Action, BodyEncoder, Challenge, MultiLine, Outcome, Reply, Stream
@@ -39,6 +39,7 @@ class Session:
         self.close_reason = "disconnect"
         self.busy = False
         self.stopping = False
+        self._parsed: dict[bytes, Command] = {}
 
     async def run(self) -> None:
         metrics.SESSIONS_ACTIVE.inc()
@@ -123,10 +124,13 @@ class Session:
                 return
 
     async def _execute(self, line: bytes) -> tuple[Outcome, str]:
-        try:
-            command = parse(line)
-        except ParseError as exc:
-            return self._bad(replies.err_syntax(exc.reply_text)), exc.verb
+        # A RETR/TOP line parsed by the last read-ahead is not parsed again (parse depends on the line alone).
+        command = self._parsed.pop(line, None)
+        if command is None:
+            try:
+                command = parse(line)
+            except ParseError as exc:
+                return self._bad(replies.err_syntax(exc.reply_text)), exc.verb
         verb = verb_of(command)
         entry = gate(self.state, command)
         if entry is None:
@@ -146,6 +150,7 @@ class Session:
         if maildrop is None or maildrop.is_prefetched(msg):
             return
         msgs = [msg]
+        self._parsed.clear()
         for line in self.conn.buffered_lines(PREFETCH_LINES):
             try:
                 command = parse(line)
@@ -153,6 +158,7 @@ class Session:
                 continue
             if isinstance(command, Retr | Top):
                 msgs.append(command.msg)
+                self._parsed[line] = command
         if len(msgs) < 2:
             return
         try:
@@ -185,7 +191,7 @@ class Session:
         else:
             await self._send(outcome.encode(), flush=False)
             head = outcome.head if isinstance(outcome, MultiLine) else outcome
-        metrics.COMMANDS.labels(verb, "ok" if head.ok else "err").inc()
+        metrics.count_command(verb, head.ok)
         # The verb and the reply only: arguments may hold a password.
         self.state.log.debug("pop3 command", command=verb, ok=head.ok, reply=head.text)
         if head is replies.ERR_TOO_MANY_AUTH_FAILURES:
