@@ -11,8 +11,9 @@ from shared.logging import get_logger
 
 log = get_logger(__name__)
 
-# At most this many bytes of prefetched first chunks are held per session (pipelined RETRs, see `prefetch`).
-PREFETCH_BUDGET = 1 << 20
+# At most this many bytes of read-ahead bodies are held per session (pipelined RETRs, see `prefetch`): four default
+# chunks, so thousands of sessions cannot multiply it into gigabytes; 25 bodies of 10 KiB per round trip.
+PREFETCH_BUDGET = 256 << 10
 
 
 class MessageGone(Exception):
