@@ -104,6 +104,13 @@ class Connection(asyncio.Protocol):
             self._reading_paused = False
             self.transport.resume_reading()
 
+    def buffered_line(self) -> bytes | None:
+        """The next line if it is already here (no wait, so no timer is needed); LineTooLong as `readline`."""
+        try:
+            return self._take_line()
+        finally:
+            self._maybe_resume()
+
     async def readline(self) -> bytes | None:
         """The next line with its line end; None at end of input; LineTooLong for an over-long line."""
         while True:
@@ -158,6 +165,18 @@ class Connection(asyncio.Protocol):
         """True when another pipelined command is already waiting (so a flush can be deferred)."""
         return self._buffer.find(b"\n", 0, self.line_limit) >= 0
 
+    def buffered_lines(self, limit: int) -> list[bytes]:
+        """Up to `limit` complete lines already received after the current one, left in the buffer (a peek)."""
+        lines: list[bytes] = []
+        start = 0
+        while len(lines) < limit:
+            end = self._buffer.find(b"\n", start, start + self.line_limit)
+            if end < 0:
+                break
+            lines.append(bytes(self._buffer[start : end + 1]))
+            start = end + 1
+        return lines
+
     # -- writing -----------------------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
         """Queue output; it goes to the socket at the next `flush` or `drain` (one send for many replies)."""
@@ -165,13 +184,18 @@ class Connection(asyncio.Protocol):
             raise ConnectionClosed()
         self._out.append(data)
         self.queued += len(data)
-        metrics.SENT_BYTES.inc(len(data))
 
     def flush(self) -> None:
         if self._out and self.transport is not None and not self.transport.is_closing():
             self.transport.write(b"".join(self._out))
+            metrics.SENT_BYTES.inc(self.queued)  # once per send, not per reply
         self._out.clear()
         self.queued = 0
+
+    def drain_now(self) -> bool:
+        """Flush; True when there is nothing to wait for (so no timer is needed), False when `drain` must run."""
+        self.flush()
+        return not self._writing_paused and not self.closed
 
     async def drain(self) -> None:
         """Flush, then wait while the socket's send buffer is over its high-water mark (a slow reader)."""

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 from services.store import MessageInfo, Store
 from shared.logging import get_logger
 
 log = get_logger(__name__)
+
+# At most this many bytes of read-ahead bodies are held per session (pipelined RETRs, see `prefetch`): four default
+# chunks, so thousands of sessions cannot multiply it into gigabytes; 25 bodies of 10 KiB per round trip.
+PREFETCH_BUDGET = 256 << 10
 
 
 class MessageGone(Exception):
@@ -28,6 +32,8 @@ class Maildrop:
         self.deleted: set[int] = set()
         self.lock_lost = False
         self._refresher: asyncio.Task[None] | None = None
+        self._prefetched: dict[str, bytes] = {}
+        self._prefetched_chunk = 0
 
     @classmethod
     async def open(cls, store: Store, address: str, lock_ttl: float) -> Maildrop | None:
@@ -69,10 +75,43 @@ class Maildrop:
         self.deleted.clear()
 
     # -- reading -----------------------------------------------------------------------------------------------
+    def is_prefetched(self, msg: int) -> bool:
+        info = self.get(msg)
+        return info is not None and info.uid in self._prefetched
+
+    async def prefetch(self, msgs: Iterable[int], chunk_size: int) -> None:
+        """Read the messages a pipelined batch of RETR/TOP will ask for, in one round trip, if each is one chunk.
+
+        Only a cache: `open_message` takes an entry once, and reads for itself what is not (or no longer) here.
+        Bodies never change while they exist, so a body read a moment early is the body the RETR would read.
+        """
+        self._prefetched.clear()
+        uids: list[str] = []
+        budget = PREFETCH_BUDGET
+        for msg in msgs:
+            info = self.get(msg)
+            # A bigger message is streamed chunk by chunk as before; one more round trip is small next to it.
+            if info is None or info.size > chunk_size or info.uid in uids:
+                continue
+            budget -= info.size
+            if budget < 0:
+                break
+            uids.append(info.uid)
+        if len(uids) < 2:
+            return  # one message: the ordinary read costs the same round trip
+        bodies = await self.store.mailboxes.read_many(self.address, uids)
+        # A body longer than the snapshot's size (not written by the store) is left to the chunked read.
+        self._prefetched = {
+            uid: body for uid, body in zip(uids, bodies, strict=True) if body and len(body) <= chunk_size
+        }
+        self._prefetched_chunk = chunk_size
+
     async def open_message(self, info: MessageInfo, chunk_size: int) -> AsyncIterator[bytes]:
         """Read the first chunk now (so a missing body is known before `+OK`), the rest lazily."""
         mailboxes = self.store.mailboxes
-        first = await mailboxes.read_range(self.address, info.uid, 0, chunk_size - 1)
+        first = self._prefetched.pop(info.uid, None) if chunk_size == self._prefetched_chunk else None
+        if first is None:
+            first = await mailboxes.read_range(self.address, info.uid, 0, chunk_size - 1)
         if not first:
             raise MessageGone(info.uid)
         return self._rest(info, first, chunk_size)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge
 
 from services.pop3.command import KNOWN_VERBS
@@ -24,6 +26,17 @@ MESSAGES_RETRIEVED = Counter("postroom_pop3_messages_retrieved_total", "Messages
 MESSAGES_DELETED = Counter("postroom_pop3_messages_deleted_total", "Messages removed in the UPDATE state")
 SENT_BYTES = Counter("postroom_pop3_sent_bytes_total", "Bytes written to POP3 clients")
 STLS_UPGRADES = Counter("postroom_pop3_stls_total", "Successful STLS upgrades")
+
+
+_COMMAND_SERIES: dict[tuple[str, bool], Any] = {}
+
+
+def count_command(verb: str, ok: bool) -> None:
+    """COMMANDS.labels(verb, result).inc(), with the series looked up once (labels() is costly per command)."""
+    series = _COMMAND_SERIES.get((verb, ok))
+    if series is None:
+        series = _COMMAND_SERIES[(verb, ok)] = COMMANDS.labels(verb, RESULTS[0] if ok else RESULTS[1])
+    series.inc()
 
 
 def _initialise() -> None:

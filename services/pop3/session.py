@@ -7,7 +7,7 @@ import contextlib
 import ssl
 
 from services.pop3 import metrics, replies
-from services.pop3.command import ParseError, parse, verb_of
+from services.pop3.command import Command, ParseError, Retr, Top, parse, verb_of
 from services.pop3.connection import Connection, ConnectionClosed, LineTooLong
 from services.pop3.dispatch import gate
 from services.pop3.response import Action, BodyEncoder, Challenge, MultiLine, Outcome, Reply, Stream
@@ -18,6 +18,8 @@ log = get_logger(__name__)
 
 # Replies to pipelined commands are gathered up to this size before a send (RFC 2449 §6.6 PIPELINING).
 FLUSH_AT = 65536
+# At most this many pipelined commands are looked ahead at to read their messages' first chunks in one round trip.
+PREFETCH_LINES = 64
 
 
 class AbortSession(Exception):
@@ -37,6 +39,7 @@ class Session:
         self.close_reason = "disconnect"
         self.busy = False
         self.stopping = False
+        self._parsed: dict[bytes, Command] = {}
 
     async def run(self) -> None:
         metrics.SESSIONS_ACTIVE.inc()
@@ -76,8 +79,18 @@ class Session:
     # -- reading -----------------------------------------------------------------------------------------------
     async def _read(self) -> bytes | None:
         """The next client line; raises TimeoutError when the autologout timer (RFC 1939 §3) runs out."""
+        line = self.conn.buffered_line()
+        if line is not None:
+            return line  # pipelined: already here, no timer to arm
         async with asyncio.timeout(self.settings.pop3_autologout):
             return await self.conn.readline()
+
+    async def _drain(self) -> None:
+        """Send what is queued; wait (under the autologout timer) only while the client's socket is full."""
+        if self.conn.drain_now():
+            return
+        async with asyncio.timeout(self.settings.pop3_autologout):
+            await self.conn.drain()
 
     async def _loop(self) -> None:
         while True:
@@ -101,8 +114,7 @@ class Session:
                     self.busy = False
             # Replies wait while more pipelined commands are already here; otherwise they go out now.
             if action is not Action.NONE or not self.conn.has_buffered_line():
-                async with asyncio.timeout(self.settings.pop3_autologout):
-                    await self.conn.drain()
+                await self._drain()
             if action is Action.CLOSE:
                 return
             if self.stopping:
@@ -112,20 +124,48 @@ class Session:
                 return
 
     async def _execute(self, line: bytes) -> tuple[Outcome, str]:
-        try:
-            command = parse(line)
-        except ParseError as exc:
-            return self._bad(replies.err_syntax(exc.reply_text)), exc.verb
+        # A RETR/TOP line parsed by the last read-ahead is not parsed again (parse depends on the line alone).
+        command = self._parsed.pop(line, None)
+        if command is None:
+            try:
+                command = parse(line)
+            except ParseError as exc:
+                return self._bad(replies.err_syntax(exc.reply_text)), exc.verb
         verb = verb_of(command)
         entry = gate(self.state, command)
         if entry is None:
             return self._bad(replies.ERR_WRONG_STATE), verb
+        if isinstance(command, Retr | Top):
+            await self._prefetch(command.msg)
         try:
             return await entry.handler(self.state, command), verb
         except Exception:
             # Invariant 8: details to the log, a generic temporary reply to the client.
             self.state.log.exception("pop3 command failed", command=verb)
             return replies.ERR_TEMPORARY, verb
+
+    async def _prefetch(self, msg: int) -> None:
+        """With more RETR/TOP pipelined behind this one, read all their first chunks in one Redis round trip."""
+        maildrop = self.state.maildrop
+        if maildrop is None or maildrop.is_prefetched(msg):
+            return
+        msgs = [msg]
+        self._parsed.clear()
+        for line in self.conn.buffered_lines(PREFETCH_LINES):
+            try:
+                command = parse(line)
+            except ParseError:
+                continue
+            if isinstance(command, Retr | Top):
+                msgs.append(command.msg)
+                self._parsed[line] = command
+        if len(msgs) < 2:
+            return
+        try:
+            await maildrop.prefetch(msgs, self.settings.pop3_chunk_size)
+        except Exception as exc:
+            # Only an optimisation: each RETR then reads (and reports a failure) for itself.
+            self.state.log.debug("pop3 prefetch failed", error=str(exc))
 
     def _bad(self, reply: Reply) -> Reply:
         self.bad_commands += 1
@@ -139,8 +179,7 @@ class Session:
         """Queue `data`; send now when asked or when enough is queued (pipelined replies share one send)."""
         self.conn.write(data)
         if flush or self.conn.queued >= FLUSH_AT:
-            async with asyncio.timeout(self.settings.pop3_autologout):
-                await self.conn.drain()
+            await self._drain()
 
     async def _deliver(self, outcome: Outcome, verb: str) -> Action:
         """Write one outcome (following SASL continuations to the final reply) and return what to do next."""
@@ -152,7 +191,7 @@ class Session:
         else:
             await self._send(outcome.encode(), flush=False)
             head = outcome.head if isinstance(outcome, MultiLine) else outcome
-        metrics.COMMANDS.labels(verb, "ok" if head.ok else "err").inc()
+        metrics.count_command(verb, head.ok)
         # The verb and the reply only: arguments may hold a password.
         self.state.log.debug("pop3 command", command=verb, ok=head.ok, reply=head.text)
         if head is replies.ERR_TOO_MANY_AUTH_FAILURES:

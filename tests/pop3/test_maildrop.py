@@ -33,3 +33,28 @@ async def test_chunked_read_and_vanishing_body(account: str, store: Store) -> No
     finally:
         await maildrop.close()
     assert not await store.redis.exists(store.keys.mailbox(USER).lock)
+
+
+async def test_read_ahead_is_bounded_and_taken_once(
+    account: str, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.pop3 import maildrop as module
+
+    bodies = [message(f"r{i}", "z" * 500 + "\r\n") for i in range(6)]
+    bodies.append(message("big", "b" * 3000 + "\r\n"))
+    await deliver(store, *bodies)
+    monkeypatch.setattr(module, "PREFETCH_BUDGET", 3 * len(bodies[0]) + 100)
+    maildrop = await Maildrop.open(store, USER, lock_ttl=10)
+    assert maildrop is not None
+    try:
+        await maildrop.prefetch([7, 1, 2, 3, 4, 5], 1024)
+        # The one bigger than a chunk is streamed as before; the budget stops after three bodies.
+        assert [maildrop.is_prefetched(n) for n in range(1, 8)] == [True, True, True, False, False, False, False]
+        for n in (1, 4, 7, 1):  # read ahead, read now, chunked, and again after the entry was taken
+            info = maildrop.get(n)
+            assert info is not None
+            chunks = [chunk async for chunk in await maildrop.open_message(info, 1024)]
+            assert b"".join(chunks) == bodies[n - 1]
+        assert not maildrop.is_prefetched(1)
+    finally:
+        await maildrop.close()

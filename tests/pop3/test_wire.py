@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from services.pop3 import replies
 from services.pop3.server import Pop3Server
 from services.store import Store
+from tests.helpers import wait_until
 from tests.pop3.conftest import USER, Client, StartServer, deliver, message
 
 
@@ -146,3 +149,78 @@ async def test_half_closed_client_gets_every_reply(pop3: Pop3Server, account: st
     assert await client.line() == "+OK " + replies.ok_update(0).text
     assert await client.closed()
     assert await store.mailboxes.snapshot(USER) == []
+
+
+async def _pipelined_transcript(port: int, batch: str) -> bytes:
+    client = await Client.connect(port)
+    await client.login()
+    await client.send(batch)
+    transcript = await asyncio.wait_for(client.reader.read(), 20)  # to the close after QUIT
+    await client.close()
+    return transcript
+
+
+async def test_pipelined_retrs_read_ahead_send_what_one_by_one_reads_send(
+    start_pop3: StartServer, account: str, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first chunks of a pipelined RETR/TOP batch are read in one round trip; the bytes sent do not change."""
+    from services.pop3 import session
+    from services.store.mailbox import Mailboxes
+
+    server = await start_pop3(pop3_chunk_size=1024)
+    big = message("big", "".join(f".{i:04d} {'z' * (i % 50)}\r\n" for i in range(120)))
+    uids = await deliver(store, *(message(f"m{i}", ".dot\r\nx\r\n..\r\n") for i in range(6)), big)
+    box = store.keys.mailbox(USER)
+    raw = b"Subject: raw\n\n.hidden\r.\rend"  # bare line ends, as an older writer might have stored
+    await store.redis.set(box.message(uids[3]), raw)
+    await store.redis.hset(box.sizes, uids[3], len(raw))
+    await store.redis.delete(box.message(uids[4]))  # listed, body gone
+    commands = ["DELE 2", *(f"RETR {n}" for n in range(1, 8)), "TOP 7 3", "RETR 99", "RETR 2", "TOP 1 0", "RETR 7"]
+    batch = "".join(line + "\r\n" for line in ["NOOP", *commands, "RSET", "QUIT"])
+    reads: list[int] = []
+    read_many = Mailboxes.read_many
+
+    async def counting(self: Mailboxes, address: str, uids: list[str]) -> list[bytes | None]:
+        reads.append(len(uids))
+        return await read_many(self, address, uids)
+
+    monkeypatch.setattr(Mailboxes, "read_many", counting)
+    ahead = await _pipelined_transcript(server.ports["pop3"], batch)
+    assert (
+        reads and reads[0] >= 4
+    )  # the small messages of the batch were read ahead (how much arrived at once is up to the socket)
+
+    monkeypatch.setattr(session, "PREFETCH_LINES", 0)
+    one_by_one = await _pipelined_transcript(server.ports["pop3"], batch)
+    assert ahead == one_by_one
+    assert b"+OK 0 octets" not in ahead and ahead.count(b"\r\n.hidden") == 0 and b"\r\n..hidden\r\n" in ahead
+
+    async def failing(self: Mailboxes, address: str, uids: list[str]) -> list[bytes | None]:
+        raise ConnectionError("redis went away")
+
+    monkeypatch.setattr(session, "PREFETCH_LINES", 64)
+    monkeypatch.setattr(Mailboxes, "read_many", failing)
+    assert await _pipelined_transcript(server.ports["pop3"], batch) == one_by_one  # each RETR reads for itself
+    assert len(await store.mailboxes.snapshot(USER)) == 7  # RSET: nothing deleted
+
+
+async def _absent(store: Store, key: str) -> bool:
+    return not await store.redis.exists(key)
+
+
+async def test_disconnect_in_a_read_ahead_batch_deletes_nothing(pop3: Pop3Server, account: str, store: Store) -> None:
+    bodies = [message(f"d{i}", "x" * 4000 + "\r\n") for i in range(20)]
+    await deliver(store, *bodies)
+    client = await Client.connect(pop3.ports["pop3"])
+    await client.login()
+    await client.send("".join(f"DELE {n}\r\nRETR {n + 1}\r\n" for n in range(1, 20)))
+    assert (await client.line()).startswith("+OK Message 1 deleted")
+    client.writer.transport.abort()  # gone in the middle of the batch (RETRs still streaming), no QUIT
+    lock = store.keys.mailbox(USER).lock
+    # The first session's end (not a TTL) releases the lock; the Redis DEL is the condition to wait on.
+    await wait_until(lambda: _absent(store, lock), what="lock released")
+    second = await Client.connect(pop3.ports["pop3"])
+    reply = await second.login()
+    assert reply.startswith("+OK Maildrop has 20")
+    await second.close()
+    assert len(await store.mailboxes.snapshot(USER)) == 20

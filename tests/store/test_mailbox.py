@@ -23,6 +23,8 @@ async def test_deliver_outcomes(store: Store) -> None:
     stored = await store.mailboxes.read(ADDRESS, queue_id)
     assert stored == b"line one\r\nline two\r\n"
     assert await store.mailboxes.read_range(ADDRESS, queue_id, 0, 7) == b"line one"
+    # Several bodies at once (one MGET over the mailbox's hash slot); a missing one is None.
+    assert await store.mailboxes.read_many(ADDRESS, [queue_id, new_queue_id(), queue_id]) == [stored, None, stored]
     user = await store.accounts.get_user(ADDRESS)
     assert user is not None and (user.messages, user.bytes) == (1, len(stored))
 
