@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
 import os
 import pwd
@@ -28,7 +27,7 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
-from bench.run import DOMAIN, RESULTS, load_average, pop3_body, pop3_download, smtp_source_command
+from bench.run import DOMAIN, load_average, pop3_body, pop3_download, save_result, smtp_source_command
 from bench.stack import cpu_seconds, free_port, process_tree
 
 # The downloader of bench.run logs in with this password.
@@ -513,10 +512,7 @@ def main() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     result = {"postfix": run_postfix, "dovecot": run_dovecot}[args.reference](args)
-    RESULTS.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    (RESULTS / f"reference-{args.reference}-{stamp}.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    save_result(f"reference-{args.reference}", result)
 
 
 if __name__ == "__main__":

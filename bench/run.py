@@ -363,6 +363,14 @@ def run_big(args: argparse.Namespace) -> dict[str, Any]:
         cleanup(namespace)
 
 
+def save_result(name: str, result: dict[str, Any]) -> None:
+    """Keep the run's JSON in bench/results/<name>-<time>.json and print it."""
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    (RESULTS / f"{name}-{stamp}.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", action="append", default=[], help="extra VAR=value for the services")
@@ -391,10 +399,7 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     runner = {"smtp": run_smtp, "pop3": run_pop3, "idle": run_idle, "big": run_big}[args.scenario]
     result = runner(args)
-    RESULTS.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    (RESULTS / f"{args.scenario}-{stamp}.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    save_result(args.scenario, result)
 
 
 if __name__ == "__main__":

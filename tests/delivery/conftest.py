@@ -16,7 +16,7 @@ from services.store import Store
 from shared.envelope import Envelope
 from shared.queue_id import new_queue_id
 from shared.topology import Topology
-from tests.helpers import AMQP_URL, ServiceProcess
+from tests.helpers import AMQP_URL, ServiceProcess, wait_until, wait_until_sync
 
 TEST_SCHEDULE = "1s,2s"
 TEST_DELAYS = [1, 2]
@@ -184,3 +184,29 @@ def sinks() -> Any:
     yield start
     for sink in started:
         sink.stop()
+
+
+async def crash_after_store_then_redeliver(
+    start_service: Callable[..., ServiceProcess], broker: Broker, store: Store, address: str, message: bytes
+) -> list[bytes]:
+    """Publish `message` to `address`; a worker SIGKILLs itself after the store and before the ack; a second worker
+    gets the redelivery. Returns the mailbox right after the kill and checks the redelivery was seen as a duplicate
+    and the queue drained; the caller asserts on the mailbox before and after."""
+    crashing = start_service("delivery", POSTROOM_FAULT_CRASH_AFTER_STORE="1", POSTROOM_RETRY_SCHEDULE=TEST_SCHEDULE)
+    envelope = await broker.publish([address], message)
+    wait_until_sync(lambda: crashing.proc is not None and crashing.proc.poll() is not None, what="worker killed")
+    assert crashing.proc is not None and crashing.proc.returncode == -9
+    after_kill = await mailbox(store, address)
+
+    start_service("delivery", POSTROOM_RETRY_SCHEDULE=TEST_SCHEDULE)
+
+    async def redelivered() -> bool:
+        events = await store.trace.events(envelope.queue_id)
+        return any(e["event"] == "attempt" and "duplicate" in e["reply"] for e in events)
+
+    async def drained() -> bool:
+        return await broker.depth(broker.topology.incoming) == 0
+
+    await wait_until(redelivered, what="redelivery recognised as a duplicate")
+    await wait_until(drained, what="incoming drained")
+    return after_kill

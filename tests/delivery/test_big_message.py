@@ -16,8 +16,8 @@ from services.store import Store
 from shared.envelope import Envelope
 from shared.queue_id import new_queue_id
 from shared.settings import load_settings
-from tests.delivery.conftest import TEST_SCHEDULE, Broker, mailbox
-from tests.helpers import AMQP_URL, REDIS_URL, ServiceProcess, wait_until, wait_until_sync
+from tests.delivery.conftest import TEST_SCHEDULE, Broker, crash_after_store_then_redeliver, mailbox
+from tests.helpers import AMQP_URL, REDIS_URL, ServiceProcess, wait_until
 
 MiB = 1 << 20
 
@@ -33,20 +33,8 @@ async def test_big_message_is_stored_byte_exact_once_across_a_crash_before_the_a
 ) -> None:
     await local_users("big@example.test")
     message = big_message(3 * MiB + 12345)  # RabbitMQ's 128 KiB frames: 25 of them, the last one partial
-    crashing = start_service("delivery", POSTROOM_FAULT_CRASH_AFTER_STORE="1", POSTROOM_RETRY_SCHEDULE=TEST_SCHEDULE)
-    envelope = await broker.publish(["big@example.test"], message)
-    wait_until_sync(lambda: crashing.proc is not None and crashing.proc.poll() is not None, what="worker killed")
-    assert crashing.proc is not None and crashing.proc.returncode == -9
-    assert await mailbox(store, "big@example.test") == [message]
-
-    start_service("delivery", POSTROOM_RETRY_SCHEDULE=TEST_SCHEDULE)
-
-    async def redelivered() -> bool:
-        events = await store.trace.events(envelope.queue_id)
-        return any(e["event"] == "attempt" and "duplicate" in e["reply"] for e in events)
-
-    await wait_until(redelivered, what="redelivery recognised as a duplicate")
-    await wait_until(lambda: _empty(broker), what="incoming drained")
+    after_kill = await crash_after_store_then_redeliver(start_service, broker, store, "big@example.test", message)
+    assert after_kill == [message]
     assert await mailbox(store, "big@example.test") == [message]
 
 
@@ -94,7 +82,3 @@ async def _deliver_traced(namespace: str, message: bytes) -> tuple[int, bool]:
     finally:
         await connection.close()
         await store.close()
-
-
-async def _empty(broker: Broker) -> bool:
-    return await broker.depth(broker.topology.incoming) == 0

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 from services.store import Store
-from tests.delivery.conftest import TEST_SCHEDULE, Broker, mailbox, make_message
-from tests.helpers import ServiceProcess, http_status, wait_until, wait_until_sync
+from tests.delivery.conftest import TEST_SCHEDULE, Broker, crash_after_store_then_redeliver, mailbox, make_message
+from tests.helpers import ServiceProcess, http_status, wait_until
 
 
 async def test_published_message_is_stored(
@@ -32,23 +32,8 @@ async def test_crash_after_store_before_ack_stores_exactly_once(
     start_service: Callable[..., ServiceProcess], broker: Broker, store: Store, local_users: Any
 ) -> None:
     await local_users("bob@example.test")
-    crashing = start_service("delivery", POSTROOM_FAULT_CRASH_AFTER_STORE="1", POSTROOM_RETRY_SCHEDULE=TEST_SCHEDULE)
-    envelope = await broker.publish(["bob@example.test"], make_message("crash"))
-    assert crashing.proc is not None
-    wait_until_sync(lambda: crashing.proc is not None and crashing.proc.poll() is not None, what="worker killed")
-    assert crashing.proc.returncode == -9
+    after_kill = await crash_after_store_then_redeliver(
+        start_service, broker, store, "bob@example.test", make_message("crash")
+    )
+    assert len(after_kill) == 1
     assert len(await mailbox(store, "bob@example.test")) == 1
-
-    start_service("delivery", POSTROOM_RETRY_SCHEDULE=TEST_SCHEDULE)
-
-    async def redelivered() -> bool:
-        events = await store.trace.events(envelope.queue_id)
-        return any(e["event"] == "attempt" and "duplicate" in e["reply"] for e in events)
-
-    await wait_until(redelivered, what="redelivery recognised as a duplicate")
-    await wait_until(lambda: _empty(broker), what="incoming drained")
-    assert len(await mailbox(store, "bob@example.test")) == 1
-
-
-async def _empty(broker: Broker) -> bool:
-    return await broker.depth(broker.topology.incoming) == 0
