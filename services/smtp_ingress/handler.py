@@ -10,7 +10,7 @@ from aiosmtpd.smtp import AuthResult, TLSSetupException
 from services.smtp_ingress import metrics, replies
 from services.smtp_ingress.auth import Authenticator
 from services.smtp_ingress.config import IngressSettings
-from services.smtp_ingress.message import ReceivedFacts, normalise_line_ends, received_header, submission_headers
+from services.smtp_ingress.message import ReceivedFacts, received_header, submission_headers
 from services.smtp_ingress.policy import (
     NULL_SENDER,
     check_address,
@@ -184,7 +184,6 @@ class IngressHandler:
                 body = prefix + spool.getvalue()
                 spool.close()  # the body is now the one copy held during the publish
                 await self.publisher.publish(body, envelope)
-                del body
             else:
                 await self.publisher.publish_spooled(prefix, spool, envelope)
         finally:
@@ -255,9 +254,7 @@ class IngressHandler:
 
 
 def _take_spool(envelope: Any) -> MessageSpool:
-    """The text our DATA reader spooled, or (for aiosmtpd's own envelope) its `original_content`, normalised."""
-    spool: MessageSpool | None = getattr(envelope, "spool", None)
-    if spool is None:
-        spool = MessageSpool.of(normalise_line_ends(bytes(envelope.original_content or b"")))
-    envelope.spool = envelope.original_content = envelope.content = None
+    """The text our DATA reader (IngressSMTP.smtp_DATA) spooled; the hook owns it from here."""
+    spool: MessageSpool = envelope.spool
+    envelope.spool = None
     return spool

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.smtp import Envelope as SMTPEnvelope
 from aiosmtpd.smtp import Session
 from prometheus_client import REGISTRY
 
 from services.smtp_ingress import replies
 from services.smtp_ingress.app import IngressApp
 from services.smtp_ingress.handler import IngressHandler
+from services.smtp_ingress.session import IngressEnvelope
 from services.smtp_ingress.spool import MessageSpool
 from shared.envelope import Envelope
 from shared.errors import ConfigError
@@ -201,7 +201,7 @@ async def test_submission_headers_look_at_a_spooled_file(namespace: str, tmp_pat
     handler = IngressHandler(ingress_settings(namespace), None, None, None)  # type: ignore[arg-type]
     session: Any = Session(asyncio.get_running_loop())
     session.authenticated, session.auth_data, session.extended_smtp = True, ALICE, True
-    envelope = SMTPEnvelope()
+    envelope = IngressEnvelope()
     envelope.mail_from, envelope.rcpt_tos = ALICE, ["bob@local.test"]
     for header, added in ((b"Subject: x\r\n", True), (b"Message-ID: <a@b>\r\nDate: now\r\n", False)):
         spool = MessageSpool(str(tmp_path), memory_limit=100)

@@ -10,12 +10,13 @@ from typing import Any
 import aiormq
 import pytest
 from aio_pika.exceptions import DeliveryError
-from aiosmtpd.smtp import Envelope as SMTPEnvelope
 from aiosmtpd.smtp import Session
 
 from services.smtp_ingress import replies
 from services.smtp_ingress.handler import IngressHandler
 from services.smtp_ingress.publisher import Publisher
+from services.smtp_ingress.session import IngressEnvelope
+from services.smtp_ingress.spool import MessageSpool
 from shared.envelope import Envelope
 from shared.errors import TemporaryError
 from tests.helpers import wait_until_sync
@@ -87,10 +88,10 @@ async def test_cancelled_data_hook_lets_the_publish_finish(namespace: str) -> No
     handler = IngressHandler(ingress_settings(namespace), store, publisher, None)  # type: ignore[arg-type]
     session = Session(asyncio.get_running_loop())
     session.host_name = "client.example.org"
-    envelope = SMTPEnvelope()
+    envelope = IngressEnvelope()
     envelope.mail_from = "sender@remote.example"
     envelope.rcpt_tos = ["alice@local.test"]
-    envelope.original_content = b"Subject: x\r\n\r\nbody\r\n"
+    envelope.spool = MessageSpool.of(b"Subject: x\r\n\r\nbody\r\n")
 
     hook = asyncio.create_task(handler.handle_DATA(FakeServer(), session, envelope))
     await asyncio.wait_for(publisher.started.wait(), 5)
@@ -113,10 +114,10 @@ async def test_data_hook_answers_451_when_the_publish_fails(namespace: str) -> N
 
     handler = IngressHandler(ingress_settings(namespace), FakeStore(), FailingPublisher(), None)  # type: ignore[arg-type]
     session = Session(asyncio.get_running_loop())
-    envelope = SMTPEnvelope()
+    envelope = IngressEnvelope()
     envelope.mail_from = "<>"
     envelope.rcpt_tos = ["alice@local.test"]
-    envelope.original_content = b"Subject: x\r\n\r\nbody\r\n"
+    envelope.spool = MessageSpool.of(b"Subject: x\r\n\r\nbody\r\n")
     assert await handler.handle_DATA(FakeServer(), session, envelope) == replies.TEMPORARY_FAILURE
 
 
