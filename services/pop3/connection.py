@@ -113,31 +113,26 @@ class Connection(asyncio.Protocol):
 
     async def readline(self) -> bytes | None:
         """The next line with its line end; None at end of input; LineTooLong for an over-long line."""
-        while True:
-            try:
-                line = self._take_line()
-            finally:
-                self._maybe_resume()
-            if line is not None:
-                return line
+        while (line := self.buffered_line()) is None:
             if self._eof:
                 return None
-            self._data_waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._data_waiter
-            finally:
-                self._data_waiter = None
+            await self._more_data()
+        return line
 
     async def _wait_for(self, count: int) -> None:
         """Wait until `count` bytes are buffered; ConnectionClosed if the input ends first."""
         while len(self._buffer) < count:
             if self._eof:
                 raise ConnectionClosed()
-            self._data_waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._data_waiter
-            finally:
-                self._data_waiter = None
+            await self._more_data()
+
+    async def _more_data(self) -> None:
+        """Wait until `data_received` or the end of input wakes us."""
+        self._data_waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._data_waiter
+        finally:
+            self._data_waiter = None
 
     # The three reads aiosmtpd's PROXY protocol parser needs (its AsyncReader protocol), bounded by the line limit.
     async def readexactly(self, n: int) -> bytes:
