@@ -9,7 +9,7 @@ from typing import Any
 
 from services.store import lua
 from services.store.addresses import AddressError, split_address, validate_address, validate_domain
-from services.store.coalesce import Coalescer
+from services.store.coalesce import Coalescer, round_trip
 from services.store.keys import Keys, normalize_address
 from services.store.passwords import hash_password, hash_password_off_loop, verify_password
 
@@ -225,11 +225,7 @@ class Accounts:
         Redis Cluster safe although the keys live in different slots. With a coalescer (the delivery's), the reads
         share their round trip with those of concurrent callers.
         """
-        if self.coalescer is not None:
-            return _facts(await self.coalescer.run(lambda pipe: self._lookup_commands(pipe, address)))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            self._lookup_commands(pipe, address)
-            return _facts(await pipe.execute())
+        return _facts(await round_trip(self.redis, self.coalescer, lambda pipe: self._lookup_commands(pipe, address)))
 
     def _lookup_commands(self, pipe: Any, address: str) -> int:
         address = normalize_address(address)

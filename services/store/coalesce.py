@@ -11,6 +11,16 @@ from typing import Any
 Commands = Callable[[Any], int]
 
 
+async def round_trip(redis: Any, coalescer: Coalescer | None, commands: Commands) -> list[Any]:
+    """The replies to `commands(pipe)` in one round trip, errors in their place: shared with concurrent callers
+    through `coalescer` when there is one, else an own non-transactional pipeline."""
+    if coalescer is not None:
+        return await coalescer.run(commands)
+    async with redis.pipeline(transaction=False) as pipe:
+        commands(pipe)
+        return list(await pipe.execute(raise_on_error=False))
+
+
 class Coalescer:
     """One task sends every queued operation in one non-transactional pipeline, and again as soon as that pipeline
     has answered: a lone caller waits one round trip, as with its own pipeline, and under load many callers share

@@ -13,7 +13,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from services.store import lua
-from services.store.coalesce import Coalescer
+from services.store.coalesce import Coalescer, round_trip
 from services.store.keys import Keys
 
 # A queue message redelivered within this time is recognised and stored once; longer than any queue lifetime.
@@ -115,12 +115,7 @@ class Mailboxes:
                 pipe.evalsha(self._store.sha, len(keys), *keys, *args)
             return len(all_keys)
 
-        if self.coalescer is not None:
-            replies = await self.coalescer.run(commands)
-        else:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                commands(pipe)
-                replies = await pipe.execute(raise_on_error=False)
+        replies = await round_trip(self.redis, self.coalescer, commands)
         results: list[StoreOutcome | Exception] = []
         for keys, reply in zip(all_keys, replies, strict=True):
             if isinstance(reply, NoScriptError):

@@ -9,7 +9,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from services.store.coalesce import Coalescer
+from services.store.coalesce import Coalescer, round_trip
 from services.store.keys import Keys
 from shared.logging import get_logger
 
@@ -136,15 +136,10 @@ class Trace:
             pipe.incrby(self.keys.trace_events, sum(len(entries) for entries in by_key.values()))
             return 3 * len(by_key) + 1
 
-        if self.coalescer is not None:
-            # Along with the lookups and stores of the moment: one round trip for all of them.
-            for reply in await self.coalescer.run(commands):
-                if isinstance(reply, Exception):
-                    raise reply
-            return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            commands(pipe)
-            await pipe.execute()
+        # With a coalescer: along with the lookups and stores of the moment, one round trip for all of them.
+        for reply in await round_trip(self.redis, self.coalescer, commands):
+            if isinstance(reply, Exception):
+                raise reply
 
     async def events(self, queue_id: str) -> list[dict[str, Any]]:
         raw = await self.redis.lrange(self.key(queue_id), 0, -1)
