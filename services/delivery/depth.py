@@ -10,6 +10,7 @@ from aio_pika.abc import AbstractRobustConnection
 
 from services.delivery import metrics
 from shared.logging import get_logger
+from shared.tasks import cancel_and_wait
 from shared.topology import Topology
 
 log = get_logger(__name__)
@@ -38,9 +39,7 @@ class DepthPoller:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         if self._channel is not None and not self._channel.is_closed:
             with contextlib.suppress(Exception):
                 await self._channel.close()

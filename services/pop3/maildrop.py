@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterable
 
 from services.store import MessageInfo, Store
 from shared.logging import get_logger
+from shared.tasks import cancel_and_wait
 
 log = get_logger(__name__)
 
@@ -156,9 +157,7 @@ class Maildrop:
     async def close(self) -> None:
         """Stop refreshing and release the lock now (RFC 1939 §8: the next session must not wait for a TTL)."""
         if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._refresher
+            await cancel_and_wait(self._refresher)
             self._refresher = None
         try:
             await self.store.mailboxes.release_lock(self.address, self.token)

@@ -19,6 +19,7 @@ from services.smtp_ingress.spool import MessageSpool
 from shared.envelope import Envelope
 from shared.errors import TemporaryError
 from shared.logging import get_logger
+from shared.tasks import cancel_and_wait
 from shared.topology import Topology
 
 log = get_logger(__name__)
@@ -59,9 +60,7 @@ class Publisher:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         if self._closing:
             await asyncio.wait(list(self._closing), timeout=5)
         await self._disconnect()

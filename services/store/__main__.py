@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from services.store import Store, passwords
 from services.store.api import AdminServer, create_app
@@ -14,6 +13,7 @@ from shared.health import HealthServer
 from shared.logging import configure_logging, get_logger
 from shared.service import run_service, wait_for_stop_signal
 from shared.settings import load_settings
+from shared.tasks import cancel_and_wait
 
 log = get_logger("services.store")
 
@@ -49,9 +49,7 @@ async def main() -> None:
     refresher = asyncio.create_task(refresh_stats(store.redis, store.keys, collector, settings.stats_interval_seconds))
     await stop.wait()
     log.info("store stopping")
-    refresher.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await refresher
+    await cancel_and_wait(refresher)
     if admin is not None:
         await admin.stop()
     if health is not None:

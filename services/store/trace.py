@@ -12,6 +12,7 @@ from prometheus_client import Counter
 from services.store.coalesce import Coalescer, round_trip
 from services.store.keys import Keys
 from shared.logging import get_logger
+from shared.tasks import cancel_and_wait
 
 log = get_logger(__name__)
 
@@ -94,9 +95,7 @@ class Trace:
         if writer is None:
             return
         await asyncio.wait({writer}, timeout=timeout)
-        if not writer.done():
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
+        await cancel_and_wait(writer)
         self._drop(self._pending_events)
         self._pending, self._pending_events = [], 0
 
