@@ -21,6 +21,9 @@ class DeliverySettings(CommonSettings):
     # At most `prefetch` unacked messages are held; `concurrency` of them are worked on at once.
     prefetch: int = Field(default=64, ge=1, le=10000)
     concurrency: int = Field(default=16, ge=1, le=1000)
+    # Acks are batched per event-loop iteration (one multiple ack for a run of finished deliveries); a finished
+    # delivery behind a slower one waits at most this long (or until prefetch/4 wait) and is then acked alone.
+    ack_hold: Duration = Field(default=0.1, ge=0.0)
 
     retry_schedule: Annotated[tuple[int, ...], NoDecode] = (60, 300, 900, 1800, 3600, 7200, 14400)
     max_queue_lifetime: Duration = 5 * 86400

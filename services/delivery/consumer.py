@@ -15,8 +15,10 @@ from dataclasses import replace
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+from aio_pika.exceptions import ChannelInvalidStateError
 
 from services.delivery import bounce, metrics, outcome, retry
+from services.delivery.acks import AckBatcher, Window
 from services.delivery.config import DeliverySettings
 from services.delivery.local import STORE_UNAVAILABLE, deliver_local
 from services.delivery.outcome import Outcome, Status
@@ -66,6 +68,7 @@ class Consumer:
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
         self._channel: Any = None
+        self._acks = AckBatcher(settings.ack_hold, max(1, settings.prefetch // 4))
 
     @property
     def running(self) -> bool:
@@ -95,6 +98,7 @@ class Consumer:
         self._tag = None
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=drain_timeout)
+        await self._acks.close()
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
 
@@ -103,17 +107,21 @@ class Consumer:
         if task is not None:
             self._tasks.add(task)
         try:
+            # Registered at once, in delivery order: a batched ack never covers a delivery still being worked on.
+            window = self._track(message)
             async with self._slots:
                 metrics.IN_FLIGHT.inc()
                 try:
-                    await self.handle(message)
+                    await self.handle(message, window)
                 finally:
                     metrics.IN_FLIGHT.dec()
         finally:
             if task is not None:
                 self._tasks.discard(task)
 
-    async def handle(self, message: AbstractIncomingMessage) -> None:
+    async def handle(self, message: AbstractIncomingMessage, window: Window | None = None) -> None:
+        """Work on one delivery and settle it: acks of tracked deliveries (`window`) go out batched, nacks and
+        rejects at once and on their own."""
         try:
             envelope = Envelope.from_headers(dict(message.headers or {}))
         except (ValueError, TypeError) as exc:
@@ -125,6 +133,7 @@ class Consumer:
                 self._trace(queue_id, "dead-lettered", reason=f"malformed envelope: {exc}")
             metrics.MESSAGES.labels("dead_lettered").inc()
             await message.reject(requeue=False)
+            self._settled(message, window)
             return
         try:
             await self.process(envelope, bytes(message.body), redelivered=bool(message.redelivered))
@@ -138,8 +147,25 @@ class Consumer:
                 self._trace(envelope.queue_id, "dead-lettered", reason="delivery limit reached")
             metrics.MESSAGES.labels("requeued").inc()
             await _settle(message.nack(requeue=True), envelope)
+            self._settled(message, window)
             return
-        await _settle(message.ack(), envelope)
+        if window is not None and message.delivery_tag:
+            self._acks.ack(window, message.delivery_tag)
+        else:
+            await _settle(message.ack(), envelope)
+
+    def _track(self, message: AbstractIncomingMessage) -> Window | None:
+        if not message.delivery_tag:
+            return None
+        try:
+            return self._acks.track(message.channel, message.delivery_tag)
+        except ChannelInvalidStateError:
+            return None  # closed already: it comes back to the queue whatever we do
+
+    def _settled(self, message: AbstractIncomingMessage, window: Window | None) -> None:
+        """A nack or reject went out for it: later batched acks may span its tag."""
+        if window is not None and message.delivery_tag:
+            self._acks.settled(window, message.delivery_tag)
 
     async def process(self, envelope: Envelope, body: bytes, redelivered: bool = False) -> None:
         """Deliver every recipient, then make each failed one durable as a retry or a bounce before returning."""
