@@ -1,4 +1,5 @@
-"""Acks gathered per event-loop iteration: one Basic.Ack with multiple=True covers every finished delivery up to it.
+"""Acks gathered per `interval` (or event-loop iteration): one Basic.Ack with multiple=True covers every finished
+delivery up to it.
 
 The work queue is a quorum queue, where each ack is a Raft command; one multiple ack settles a whole run of
 deliveries in one command, one frame and one send(), instead of one of each per message.
@@ -54,14 +55,17 @@ class Window:
 
 
 class AckBatcher:
-    """Tracks deliveries from receipt to ack; `ack` only marks, the frames go out once per loop iteration."""
+    """Tracks deliveries from receipt to ack; `ack` only marks, the frames go out `interval` seconds after the first
+    unwritten ack (0: in the next loop iteration)."""
 
-    def __init__(self, hold: float = 0.1, hold_limit: int = 16) -> None:
+    def __init__(self, hold: float = 0.1, hold_limit: int = 16, interval: float = 0.0) -> None:
         self.hold = hold
+        self.interval = interval
         self.hold_limit = max(1, hold_limit)
         self._windows: dict[int, Window] = {}  # by id() of the channel
         self._scheduled = False
         self._timer: asyncio.TimerHandle | None = None
+        self.stats = {"acked": 0, "frames": 0, "writes": 0}  # deliveries acked, Basic.Ack frames, frame writes
 
     def track(self, channel: Any, tag: int) -> Window:
         """Register a delivery as it arrives (before any work on it); returns the handle for `ack`/`settled`."""
@@ -111,11 +115,15 @@ class AckBatcher:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        log.info("acks written", **self.stats)
 
     def _schedule(self) -> None:
         if not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            if self.interval > 0:
+                asyncio.get_running_loop().call_later(self.interval, self._flush)
+            else:
+                asyncio.get_running_loop().call_soon(self._flush)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -162,6 +170,7 @@ class AckBatcher:
         if top:
             window.outbox.append(Basic.Ack(delivery_tag=top, multiple=True))
             window.finished -= covered
+            self.stats["acked"] += covered
         if not window.finished:
             return None
         held = [(tag, found) for tag in tags if (found := state[tag]) >= 0]
@@ -172,10 +181,13 @@ class AckBatcher:
         for tag, _ in held:
             window.outbox.append(Basic.Ack(delivery_tag=tag, multiple=False))
             state[tag] = _SETTLED
+        self.stats["acked"] += len(held)
         window.finished = 0
         return None
 
     def _frame(self, window: Window) -> ChannelFrame:
+        self.stats["frames"] += len(window.outbox)
+        self.stats["writes"] += 1
         frame = ChannelFrame.marshall(channel_number=window.channel.number, frames=window.outbox)
         window.outbox = []
         return frame

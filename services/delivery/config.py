@@ -10,7 +10,7 @@ from pydantic_settings import NoDecode
 from services.delivery.retry import parse_schedule
 from services.delivery.transport_map import Route, parse_route, parse_transport_map
 from shared.netaddr import HostPort, parse_host_port
-from shared.settings import CommonSettings, Duration, ListenAddress, duration_value
+from shared.settings import CommonSettings, Delay, Duration, ListenAddress, duration_value
 
 
 class DeliverySettings(CommonSettings):
@@ -21,9 +21,11 @@ class DeliverySettings(CommonSettings):
     # At most `prefetch` unacked messages are held; `concurrency` of them are worked on at once.
     prefetch: int = Field(default=64, ge=1, le=10000)
     concurrency: int = Field(default=16, ge=1, le=1000)
-    # Acks are batched per event-loop iteration (one multiple ack for a run of finished deliveries); a finished
-    # delivery behind a slower one waits at most this long (or until prefetch/4 wait) and is then acked alone.
-    ack_hold: Duration = Field(default=0.1, ge=0.0)
+    # Acks are batched: the deliveries finished within `ack_interval` (0: one event-loop iteration) go out as one
+    # multiple ack up to the highest finished tag below the lowest unfinished one. A finished delivery behind a
+    # slower one waits at most `ack_hold` (or until prefetch/4 wait) and is then acked alone.
+    ack_interval: Delay = Field(default=0.01, le=1.0)
+    ack_hold: Delay = 0.1
 
     retry_schedule: Annotated[tuple[int, ...], NoDecode] = (60, 300, 900, 1800, 3600, 7200, 14400)
     max_queue_lifetime: Duration = 5 * 86400

@@ -68,7 +68,7 @@ class Consumer:
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
         self._channel: Any = None
-        self._acks = AckBatcher(settings.ack_hold, max(1, settings.prefetch // 4))
+        self._acks = AckBatcher(settings.ack_hold, max(1, settings.prefetch // 4), settings.ack_interval)
 
     @property
     def running(self) -> bool:
