@@ -99,8 +99,8 @@ class AckBatcher:
         self._schedule()
 
     def pending(self) -> int:
-        """Finished deliveries whose ack is not written yet (for tests and the shutdown log)."""
-        return sum(w.finished + len(w.outbox) for w in self._windows.values())
+        """Finished deliveries (and frames) of open channels whose ack is not written yet: zero when all went out."""
+        return sum(w.finished + len(w.outbox) for w in self._windows.values() if not w.closed)
 
     async def close(self) -> None:
         """Write every finished delivery's ack now (at shutdown, before the channel closes)."""
