@@ -12,10 +12,11 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
-from aio_pika.exceptions import ChannelInvalidStateError
+from aio_pika.abc import AbstractQueue, AbstractRobustConnection
+from aiormq.abc import DeliveredMessage
+from pamqp.commands import Basic
 
 from services.delivery import bounce, metrics, outcome, retry
 from services.delivery.acks import AckBatcher, Window
@@ -45,6 +46,50 @@ def count_received(message: bytes) -> int:
     return sum(1 for line in header.split(b"\r\n") if line[:9].lower() == b"received:")
 
 
+class Incoming(Protocol):
+    """What the consumer uses of a delivery (a `Delivery`; tests pass stand-ins)."""
+
+    headers: Any
+    body: bytes
+    message_id: str | None
+    redelivered: bool
+    channel: Any
+
+    @property
+    def delivery_tag(self) -> int | None: ...
+
+    async def ack(self) -> None: ...
+    async def nack(self, requeue: bool = True) -> None: ...
+    async def reject(self, requeue: bool = False) -> None: ...
+
+
+class Delivery:
+    """One delivery from aiormq, with only what the consumer reads; settled on the channel it came on."""
+
+    __slots__ = ("body", "channel", "delivery_tag", "headers", "message_id", "redelivered")
+
+    def __init__(self, delivered: DeliveredMessage) -> None:
+        self.channel = delivered.channel
+        frame = delivered.delivery
+        # A consumer gets nothing but Basic.Deliver, which always carries a tag.
+        assert isinstance(frame, Basic.Deliver) and frame.delivery_tag is not None
+        self.delivery_tag: int = frame.delivery_tag
+        self.redelivered = bool(frame.redelivered)
+        properties = delivered.header.properties
+        self.headers: Any = properties.headers
+        self.message_id: str | None = properties.message_id
+        self.body: bytes = delivered.body
+
+    async def ack(self) -> None:
+        await self.channel.basic_ack(self.delivery_tag)
+
+    async def nack(self, requeue: bool = True) -> None:
+        await self.channel.basic_nack(self.delivery_tag, requeue=requeue)
+
+    async def reject(self, requeue: bool = False) -> None:
+        await self.channel.basic_reject(self.delivery_tag, requeue=requeue)
+
+
 class Consumer:
     """Consumes `incoming` with manual acks, a prefetch window and a bound on messages worked on at once."""
 
@@ -67,6 +112,7 @@ class Consumer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
+        self._stopping = False
         self._channel: Any = None
         self._acks = AckBatcher(settings.ack_hold, max(1, settings.prefetch // 4), settings.ack_interval)
 
@@ -75,10 +121,15 @@ class Consumer:
         return self._tag is not None and self._channel is not None and not self._channel.is_closed
 
     async def start(self) -> None:
+        self._stopping = False
         self._channel = await self.connection.channel()
-        await self._channel.set_qos(prefetch_count=self.settings.prefetch)
+        await self._channel.set_qos(prefetch_count=self.settings.prefetch)  # restored with the channel
         self._queue = await self._channel.get_queue(self.topology.incoming, ensure=True)
-        self._tag = await self._queue.consume(self._on_message, no_ack=False)
+        # Consumed on the underlying aiormq channel, so each delivery is one task and one small object (aio_pika's
+        # consumer wraps it in an IncomingMessage and a second task). aio_pika only restores consumers it made:
+        # after a reconnect, `_consume` subscribes again on the new channel.
+        self._channel.reopen_callbacks.add(self._reconsume)
+        await self._consume()
         metrics.CONSUMER_UP.set(1)
         log.info(
             "consuming",
@@ -87,12 +138,33 @@ class Consumer:
             concurrency=self.settings.concurrency,
         )
 
+    async def _consume(self) -> None:
+        underlay = await self._channel.get_underlay_channel()
+        consumed = await underlay.basic_consume(self.topology.incoming, self._on_delivery, no_ack=False)
+        self._tag = consumed.consumer_tag
+
+    async def _reconsume(self, channel: Any) -> None:
+        if self._stopping:
+            return
+        self._tag = None
+        try:
+            await self._consume()
+        except Exception as exc:
+            # Not consuming: /readyz says so (running is false) and the orchestrator restarts the worker.
+            log.error("consuming again after a reconnect failed", error=str(exc))
+        else:
+            log.info("consuming again after a reconnect", queue=self.topology.incoming)
+
     async def stop(self, drain_timeout: float = 30.0) -> None:
         """Stop taking messages, let those in hand finish; anything unfinished goes back to the queue unacked."""
         metrics.CONSUMER_UP.set(0)
-        if self._queue is not None and self._tag is not None:
+        self._stopping = True
+        if self._channel is not None:
+            self._channel.reopen_callbacks.discard(self._reconsume)
+        if self._channel is not None and self._tag is not None:
             try:
-                await self._queue.cancel(self._tag)
+                underlay = await self._channel.get_underlay_channel()
+                await underlay.basic_cancel(self._tag)
             except Exception as exc:
                 log.warning("cancel failed", error=str(exc))
         self._tag = None
@@ -102,7 +174,10 @@ class Consumer:
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+    async def _on_delivery(self, delivered: DeliveredMessage) -> None:
+        await self._on_message(Delivery(delivered))
+
+    async def _on_message(self, message: Incoming) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
@@ -119,7 +194,7 @@ class Consumer:
             if task is not None:
                 self._tasks.discard(task)
 
-    async def handle(self, message: AbstractIncomingMessage, window: Window | None = None) -> None:
+    async def handle(self, message: Incoming, window: Window | None = None) -> None:
         """Work on one delivery and settle it: acks of tracked deliveries (`window`) go out batched, nacks and
         rejects at once and on their own."""
         try:
@@ -154,15 +229,12 @@ class Consumer:
         else:
             await _settle(message.ack(), envelope)
 
-    def _track(self, message: AbstractIncomingMessage) -> Window | None:
+    def _track(self, message: Incoming) -> Window | None:
         if not message.delivery_tag:
             return None
-        try:
-            return self._acks.track(message.channel, message.delivery_tag)
-        except ChannelInvalidStateError:
-            return None  # closed already: it comes back to the queue whatever we do
+        return self._acks.track(message.channel, message.delivery_tag)
 
-    def _settled(self, message: AbstractIncomingMessage, window: Window | None) -> None:
+    def _settled(self, message: Incoming, window: Window | None) -> None:
         """A nack or reject went out for it: later batched acks may span its tag."""
         if window is not None and message.delivery_tag:
             self._acks.settled(window, message.delivery_tag)
@@ -317,7 +389,7 @@ async def _settle(settling: Awaitable[Any], envelope: Envelope) -> None:
         log.warning("ack/nack failed; the message will be redelivered", queue_id=envelope.queue_id, error=str(exc))
 
 
-def _delivery_count(message: AbstractIncomingMessage) -> int:
+def _delivery_count(message: Incoming) -> int:
     """How often the quorum queue handed this message out before (its `x-delivery-count` header)."""
     value = (message.headers or {}).get("x-delivery-count")
     return value if isinstance(value, int) else 0

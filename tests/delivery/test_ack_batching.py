@@ -10,6 +10,7 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import aio_pika
 import pytest
@@ -25,6 +26,7 @@ from shared.envelope import Envelope
 from shared.settings import load_settings
 from tests.delivery.conftest import Broker, make_message
 from tests.helpers import AMQP_URL, ServiceProcess, wait_until
+from tests.smtp_ingress.proxy import TcpProxy
 
 LOCAL = [f"user{i}@example.test" for i in range(5)]
 
@@ -49,7 +51,8 @@ class Remote:
 class Worker:
     """A consumer in this process with its own broker connection, closed abruptly by `drop`."""
 
-    def __init__(self, store: Store, broker: Broker, namespace: str, **settings: Any) -> None:
+    def __init__(self, store: Store, broker: Broker, namespace: str, url: str = AMQP_URL, **settings: Any) -> None:
+        self.url = url
         self.settings = load_settings(DeliverySettings, namespace=namespace, retry_schedule="1s,2s", **settings)
         self.store = store
         self.broker = broker
@@ -58,7 +61,7 @@ class Worker:
         self.consumer: Consumer | None = None
 
     async def start(self) -> Consumer:
-        self.connection = await aio_pika.connect_robust(AMQP_URL)
+        self.connection = await aio_pika.connect_robust(self.url)
         publisher = Publisher(self.connection, self.broker.topology, self.settings.retry_schedule)
         await publisher.start()
         self.consumer = Consumer(self.settings, self.store, self.connection, publisher, self.remote)
@@ -97,8 +100,8 @@ async def users(store: Store) -> Store:
 async def worker(users: Store, broker: Broker, namespace: str) -> AsyncIterator[Callable[..., Awaitable[Worker]]]:
     started: list[Worker] = []
 
-    async def start(**settings: Any) -> Worker:
-        handle = Worker(users, broker, namespace, **settings)
+    async def start(url: str = AMQP_URL, **settings: Any) -> Worker:
+        handle = Worker(users, broker, namespace, url, **settings)
         await handle.start()
         started.append(handle)
         return handle
@@ -228,6 +231,49 @@ async def test_channel_closed_between_completion_and_ack(
 
     await wait_until(settled, what="nothing requeued when the connection closed")
     await assert_once(users, local)
+
+
+async def test_connection_lost_between_completion_and_ack_then_consuming_again(
+    worker: Callable[..., Awaitable[Worker]], broker: Broker, users: Store
+) -> None:
+    host, port = urlsplit(AMQP_URL).hostname or "127.0.0.1", urlsplit(AMQP_URL).port or 5672
+    proxy = TcpProxy(host, port).start()
+    proxy.enable()
+    try:
+        url = AMQP_URL.replace(f":{port}", f":{proxy.port}").rstrip("/") + "/?reconnect_interval=0.2"
+        handle = await worker(url, ack_hold="3600", prefetch=100, concurrency=100)
+        await broker.publish(["slow@remote.test"])
+        local = [await publish(broker, LOCAL[i % 5], i) for i in range(5)]
+        await wait_stored(users, 5)
+
+        async def held() -> bool:
+            return handle.pending() == 5
+
+        await wait_until(held, what="five finished and held behind the slow one")
+        proxy.cut()  # as if the broker crashed: the connection is gone, the held acks were never written
+        proxy.enable()
+
+        async def consuming_again() -> bool:  # our own consumer, subscribed again on the new connection's channel
+            return handle.remote.calls.get("slow@remote.test") == 2 and handle.pending() == 5
+
+        await wait_until(consuming_again, what="redelivered on the new connection and finished again")
+        local += [await publish(broker, LOCAL[i % 5], i) for i in range(5, 8)]
+        await wait_stored(users, 8)
+        handle.remote.gate.set()
+
+        async def acked() -> bool:
+            return handle.pending() == 0 and not handle.busy()
+
+        await wait_until(acked, what="acks written")
+        await handle.drop()
+
+        async def settled() -> bool:
+            return await broker.depth(broker.topology.incoming) == 0
+
+        await wait_until(settled, what="nothing requeued when the connection closed")
+        await assert_once(users, local)
+    finally:
+        proxy.stop()
 
 
 async def test_worker_sigkilled_with_finished_unacked_deliveries(
