@@ -221,8 +221,9 @@ class Consumer:
                 metrics.DEAD_LETTERS.labels("delivery_limit").inc()
                 self._trace(envelope.queue_id, "dead-lettered", reason="delivery limit reached")
             metrics.MESSAGES.labels("requeued").inc()
-            await _settle(message.nack(requeue=True), envelope)
-            self._settled(message, window)
+            if await _settle(message.nack(requeue=True), envelope):
+                # Only a nack that went out: an unsent one keeps its tag unfinished, so no multiple ack covers it.
+                self._settled(message, window)
             return
         if window is not None and message.delivery_tag:
             self._acks.ack(window, message.delivery_tag)
@@ -381,12 +382,15 @@ def _restore_originals(outcomes: list[Outcome], envelope: Envelope) -> list[Outc
     return restored
 
 
-async def _settle(settling: Awaitable[Any], envelope: Envelope) -> None:
-    """Ack or nack; if the channel is gone the broker redelivers, and the dedup keys make that harmless."""
+async def _settle(settling: Awaitable[Any], envelope: Envelope) -> bool:
+    """Ack or nack; if the channel is gone the broker redelivers, and the dedup keys make that harmless.
+    True when the frame was written."""
     try:
         await settling
     except Exception as exc:
         log.warning("ack/nack failed; the message will be redelivered", queue_id=envelope.queue_id, error=str(exc))
+        return False
+    return True
 
 
 def _delivery_count(message: Incoming) -> int:

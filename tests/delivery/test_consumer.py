@@ -312,3 +312,29 @@ async def test_hanging_redis_defers_after_the_timeout(namespace: str) -> None:
     finally:
         server.close()
         await hanging.close()
+
+
+async def test_a_nack_that_failed_is_never_covered_by_a_batched_ack(users: Store) -> None:
+    from tests.delivery.test_acks import FakeChannel, next_iteration
+
+    def explode(recipient: str) -> Outcome:
+        raise RuntimeError("bug")
+
+    recorder = Recorder()
+    consumer = make_consumer(users, recorder, FakeRemote(explode), ack_hold="3600", ack_interval="0")
+    channel = FakeChannel()
+    failing = FakeMessage(recorder, Envelope(new_queue_id(), "sender@origin.test", ("bob@remote.test",)), b"x")
+    stored = FakeMessage(recorder, Envelope(new_queue_id(), "sender@origin.test", ("alice@example.test",)), b"y")
+
+    async def lost_nack(requeue: bool = True) -> None:
+        raise ConnectionError("broker gone")
+
+    failing.nack = lost_nack  # type: ignore[method-assign]
+    window = consumer._acks.track(channel, 1)
+    consumer._acks.track(channel, 2)
+    for tag, message in ((1, failing), (2, stored)):
+        message.delivery_tag, message.channel = tag, channel  # type: ignore[attr-defined]
+        await consumer.handle(message, window)  # type: ignore[arg-type]
+    await next_iteration()
+    assert channel.sent() == []  # 2 waits behind 1, whose nack never went out: no multiple ack may cover 1
+    assert consumer._acks.pending() == 1
