@@ -3,6 +3,7 @@ their confirms are pending makes each of them a 451, and nothing answered 250 is
 
 from __future__ import annotations
 
+import asyncio
 import smtplib
 import threading
 from collections.abc import Callable
@@ -10,7 +11,10 @@ from collections.abc import Callable
 from prometheus_client import REGISTRY
 
 from services.smtp_ingress import replies
-from tests.helpers import AMQP_URL, wait_until_sync
+from services.smtp_ingress.publisher import Publisher
+from shared.envelope import Envelope
+from shared.queue_id import new_queue_id
+from tests.helpers import AMQP_URL, wait_until, wait_until_sync
 from tests.smtp_ingress.conftest import ALICE, SIMPLE_MESSAGE, RunningIngress, read_queue, send
 from tests.smtp_ingress.proxy import TcpProxy
 from tests.smtp_ingress.test_path import queued_id
@@ -99,3 +103,35 @@ def test_broker_cut_amid_a_stream_of_messages_loses_and_duplicates_nothing(
         assert len(queued) <= len(results)
     finally:
         proxy.stop()
+
+
+async def test_concurrent_publishes_joined_in_the_write_queue_each_get_their_own_confirm(namespace: str) -> None:
+    """Publishes of one moment share a socket write; each still gets the confirm of its own delivery tag."""
+    publisher = Publisher(AMQP_URL, namespace, timeout=30)
+    publisher.start()
+    try:
+
+        async def ready() -> bool:
+            return publisher.ready
+
+        await wait_until(ready, 20, what="publisher ready")
+        exchange = publisher._exchange
+        assert exchange is not None
+        joined = 0
+        join = exchange._join_queued
+
+        def counting(payload: bytes) -> bool:
+            nonlocal joined
+            done = join(payload)
+            joined += done
+            return done
+
+        exchange._join_queued = counting  # type: ignore[method-assign]
+        envelopes = [Envelope(new_queue_id(), "", (ALICE,)) for _ in range(300)]
+        await asyncio.gather(*(publisher.publish(e.queue_id.encode() * 40, e) for e in envelopes))
+        assert joined > 0  # the test did exercise joining
+    finally:
+        await publisher.stop()
+    queued = await asyncio.to_thread(read_queue, namespace, 400, 5)
+    assert sorted(m.message_id for m in queued) == sorted(e.queue_id for e in envelopes)
+    assert all(m.body == str(m.message_id).encode() * 40 and m.delivery_mode == 2 for m in queued)
