@@ -43,7 +43,7 @@ _BASIC_CLASS = 60
 _PROPERTY_FLAGS = (1 << 13) | (1 << 12) | (1 << 11) | (1 << 7)
 _PERSISTENT_PRIORITY_0 = b"\x02\x00"
 _UINT32 = struct.Struct(">I")
-# Publishes waiting in the write queue are joined into one buffer up to this size (each join copies the buffer).
+# Publishes waiting in the write queue are joined into buffers of at most this size (each join copies the buffer).
 JOIN_LIMIT = 64 * 1024
 
 
@@ -172,7 +172,7 @@ class IncomingExchange:
         frames stay in publish order, the order of their delivery tags; nothing else is on the queue after ours."""
         last = self._queued
         waiting: deque[ChannelFrame] = self.channel.write_queue._queue  # type: ignore[attr-defined]
-        if last is None or not waiting or waiting[-1] is not last or len(last.payload) >= JOIN_LIMIT:
+        if last is None or not waiting or waiting[-1] is not last or len(last.payload) + len(payload) > JOIN_LIMIT:
             return False
         joined = ChannelFrame(payload=last.payload + payload, should_close=False)
         waiting[-1] = self._queued = joined
