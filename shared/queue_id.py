@@ -10,19 +10,17 @@ _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 QUEUE_ID_PATTERN = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 
 
-def _encode(value: int, length: int) -> str:
-    chars = []
-    for _ in range(length):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+# Every pair of characters (10 bits); an id is 13 pairs: the 48-bit time then the 80 random bits, 130 bits in all.
+_PAIRS = tuple(high + low for high in _ALPHABET for low in _ALPHABET)
+_SHIFTS = tuple(range(120, -1, -10))
 
 
 def new_queue_id(now: float | None = None) -> str:
     """Return a new 26-character id that sorts by creation time."""
     millis = int((time.time() if now is None else now) * 1000)
-    randomness = int.from_bytes(os.urandom(10), "big")
-    return _encode(millis, 10) + _encode(randomness, 16)
+    value = (millis << 80) | int.from_bytes(os.urandom(10), "big")
+    pairs = _PAIRS
+    return "".join([pairs[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
 def is_queue_id(text: str) -> bool:

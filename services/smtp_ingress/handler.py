@@ -49,7 +49,8 @@ class IngressHandler:
         self.publisher = publisher
         self.authenticator = authenticator
         self.inflight: set[asyncio.Task[None]] = set()
-        self.background: set[asyncio.Task[None]] = set()
+        self.background: set[asyncio.Task[None]] = set()  # work left running after a reply (app.stop waits)
+        self._accepted_total: dict[str, Any] = {}  # postroom_smtp_messages_accepted_total by listener
 
     # -- greeting ---------------------------------------------------------------------------------------------
     async def handle_EHLO(
@@ -120,13 +121,13 @@ class IngressHandler:
         queue_id = new_queue_id()
         spool = _take_spool(envelope)
         try:
-            prefix, queued = self._prepare(server, session, envelope, spool, queue_id)
+            prefix, queued, facts = self._prepare_with_facts(server, session, envelope, spool, queue_id)
         except Exception:
             spool.close()
             log.exception("preparing message failed", queue_id=queue_id)
             return replies.TEMPORARY_FAILURE
         # Shielded: a client that disconnects at the final dot must not leave a half-published message.
-        task = asyncio.create_task(self._queue(prefix, spool, queued, server, session))
+        task = asyncio.create_task(self._queue(prefix, spool, queued, facts, server.listener))
         self.inflight.add(task)
         task.add_done_callback(self._finished)
         try:
@@ -148,6 +149,13 @@ class IngressHandler:
         self, server: Any, session: Any, envelope: Any, spool: MessageSpool, queue_id: str
     ) -> tuple[bytes, Envelope]:
         """The headers we put in front of the spooled text (Received:, and Message-ID/Date on submission)."""
+        prefix, queued, _ = self._prepare_with_facts(server, session, envelope, spool, queue_id)
+        return prefix, queued
+
+    def _prepare_with_facts(
+        self, server: Any, session: Any, envelope: Any, spool: MessageSpool, queue_id: str
+    ) -> tuple[bytes, Envelope, ReceivedFacts]:
+        """`_prepare`, and the facts of the Received: header (the trace's `accepted` event states them too)."""
         tls = server.tls_facts()
         auth_user = str(session.auth_data) if session.authenticated else None
         helo = session.host_name if session.host_name and valid_helo(session.host_name) else None
@@ -175,9 +183,11 @@ class IngressHandler:
             auth_user=auth_user or "",
             esmtp=tuple(envelope.mail_options),
         )
-        return received_header(facts) + extra, queued
+        return received_header(facts) + extra, queued, facts
 
-    async def _queue(self, prefix: bytes, spool: MessageSpool, envelope: Envelope, server: Any, session: Any) -> None:
+    async def _queue(
+        self, prefix: bytes, spool: MessageSpool, envelope: Envelope, facts: ReceivedFacts, listener: str
+    ) -> None:
         size = len(prefix) + spool.size
         try:
             if spool.in_memory:
@@ -188,9 +198,11 @@ class IngressHandler:
                 await self.publisher.publish_spooled(prefix, spool, envelope)
         finally:
             spool.close()
-        metrics.MESSAGES_ACCEPTED.labels(server.listener).inc()
+        accepted_total = self._accepted_total.get(listener)
+        if accepted_total is None:
+            accepted_total = self._accepted_total[listener] = metrics.MESSAGES_ACCEPTED.labels(listener)
+        accepted_total.inc()
         metrics.MESSAGE_SIZE.observe(size)
-        tls = server.tls_facts()
         log.info(
             "queued",
             queue_id=envelope.queue_id,
@@ -200,21 +212,20 @@ class IngressHandler:
         )
         accepted = {
             "client": envelope.client_address,
-            "helo": session.host_name if session.host_name and valid_helo(session.host_name) else None,
-            "tls": tls[0] if tls else None,
+            "helo": facts.helo,
+            "tls": facts.tls_version,
             "auth": envelope.auth_user or None,
             "size": size,
             "recipients": list(envelope.recipients),
         }
-        # The trace is written after the reply's fate is sealed and never delays or fails it.
-        trace = asyncio.create_task(self._trace(envelope.queue_id, accepted))
-        self.background.add(trace)
-        trace.add_done_callback(self.background.discard)
-
-    async def _trace(self, queue_id: str, accepted: dict[str, Any]) -> None:
-        # Posted to the store's trace writer, which shares one Redis round trip among the sessions of the moment
-        # and counts rather than raises what it cannot write; Store.close() flushes it at shutdown.
-        self.store.trace.post(queue_id, "smtp", [("accepted", accepted), ("queued", {})])
+        # The trace is written after the reply's fate is sealed and never delays or fails it: posted to the store's
+        # trace writer, which shares one Redis round trip among the sessions of the moment and counts rather than
+        # raises what it cannot write (Store.close() flushes it at shutdown). No Redis command is awaited between
+        # the end of DATA and the reply.
+        try:
+            self.store.trace.post(envelope.queue_id, "smtp", [("accepted", accepted), ("queued", {})])
+        except Exception:
+            log.exception("trace post failed", queue_id=envelope.queue_id)
 
     # -- AUTH (aiosmtpd finds methods named auth_<MECHANISM> on the handler) ------------------------------------
     async def auth_PLAIN(self, server: Any, args: list[str]) -> AuthResult:

@@ -9,12 +9,12 @@ from collections.abc import Coroutine
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+from aio_pika.abc import AbstractChannel, AbstractConnection
 from aio_pika.exceptions import DeliveryError, PublishError
 from aiormq.channel import Channel
 
 from services.smtp_ingress import metrics
-from services.smtp_ingress.amqp_stream import publish_streamed
+from services.smtp_ingress.amqp_stream import IncomingExchange
 from services.smtp_ingress.spool import MessageSpool
 from shared.envelope import Envelope
 from shared.errors import TemporaryError
@@ -40,7 +40,7 @@ class Publisher:
         self.timeout = timeout
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
-        self._exchange: AbstractExchange | None = None
+        self._exchange: IncomingExchange | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
 
@@ -89,7 +89,11 @@ class Publisher:
         self._connection = connection
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         self._channel = channel
-        exchange = await self.topology.declare(channel)
+        declared = await self.topology.declare(channel)
+        # aio_pika opened the channel and declared the topology; publishes go to its aiormq channel directly.
+        underlay = await channel.get_underlay_channel()
+        assert isinstance(underlay, Channel)
+        exchange = IncomingExchange(underlay, declared.name, self.topology.incoming)
         lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def on_close(*_: Any) -> None:
@@ -117,13 +121,12 @@ class Publisher:
         exchange = self._exchange
         if exchange is None or not self.ready:
             raise self._failure("unavailable", "no broker connection")
-        message = self._message(body, envelope)
-        await self._confirmed(exchange.publish(message, routing_key=self.topology.incoming, mandatory=True))
+        await self._confirmed(exchange.publish(body, envelope))
 
     async def publish_spooled(self, prefix: bytes, spool: MessageSpool, envelope: Envelope) -> None:
         """`publish` for a message in a spool file: `prefix` and the file's text go out a frame at a time."""
-        exchange, channel, connection = self._exchange, self._channel, self._connection
-        if exchange is None or channel is None or connection is None or not self.ready:
+        exchange, connection = self._exchange, self._connection
+        if exchange is None or connection is None or not self.ready:
             raise self._failure("unavailable", "no broker connection")
 
         def drop_connection() -> None:
@@ -135,35 +138,15 @@ class Publisher:
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
 
-        async def send() -> None:
-            underlay = await channel.get_underlay_channel()
-            assert isinstance(underlay, Channel)
-            await publish_streamed(
-                underlay,
-                exchange=exchange.name,
-                routing_key=self.topology.incoming,
-                properties=self._message(b"", envelope).properties,
-                size=len(prefix) + spool.size,
-                pieces=lambda size: spool.chunks(prefix, size),
-                on_partial=drop_connection,
-            )
-
-        await self._confirmed(send())
-
-    @staticmethod
-    def _message(body: bytes, envelope: Envelope) -> aio_pika.Message:
-        return aio_pika.Message(
-            body,
-            headers=envelope.to_headers(),
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=envelope.queue_id,
-        )
+        await self._confirmed(exchange.publish_streamed(prefix, spool, envelope, on_partial=drop_connection))
 
     async def _confirmed(self, publish: Coroutine[Any, Any, object]) -> None:
         """Wait for the publish's confirm, within the publish timeout; every failure becomes a TemporaryError."""
         started = time.monotonic()
         try:
-            await asyncio.wait_for(publish, self.timeout)
+            # asyncio.timeout, not wait_for: no task of its own per publish (and no swallowed cancellation, 3.11).
+            async with asyncio.timeout(self.timeout):
+                await publish
         except TimeoutError:
             raise self._failure("timeout", f"no confirm within {self.timeout}s") from None
         except PublishError as exc:

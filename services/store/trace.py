@@ -145,8 +145,10 @@ class Trace:
         return [json.loads(item) for item in raw]
 
 
+# json.dumps(..., default=str) would build an encoder per call; this one gives the same text.
+_JSON = json.JSONEncoder(default=str)
+
+
 def _encode(service: str, events: Events) -> list[str]:
     now = time.time()
-    return [
-        json.dumps({"time": now, "event": event, "service": service, **fields}, default=str) for event, fields in events
-    ]
+    return [_JSON.encode({"time": now, "event": event, "service": service, **fields}) for event, fields in events]
