@@ -164,6 +164,7 @@ class IngressSMTP(SMTP):
         self._deadline = 0.0  # of the command timeout (loop time)
         self._timer_armed = False
         self._quit = False  # QUIT answered: the command loop ends the session
+        self._log_debug = False  # aiosmtpd's logger logs at DEBUG (read once per session)
 
     # -- facts the handler reads ----------------------------------------------------------------------------
     @property
@@ -253,7 +254,10 @@ class IngressSMTP(SMTP):
         if not self._admitted:
             return  # a refused connection is closing; whatever it sends is ignored
         self._reset_timeout()
-        super().data_received(data)
+        # What StreamReaderProtocol.data_received does, without its two calls to reach the reader.
+        reader = self._reader
+        if reader is not None:
+            reader.feed_data(data)
 
     def _reset_timeout(self, duration: float | None = None) -> None:
         # aiosmtpd re-arms a timer for every command and we for every receive: a dozen timers per message. The
@@ -412,7 +416,7 @@ class IngressSMTP(SMTP):
             data = bytes(text, "utf-8" if self.enable_SMTPUTF8 else "ascii") + b"\r\n"
         writer = self._writer
         writer.write(data)
-        if aiosmtpd_log.isEnabledFor(logging.DEBUG):
+        if self._log_debug:
             aiosmtpd_log.debug("%r << %r", self.session.peer if self.session else None, data[:-2])
         # StreamWriter.drain() returns at once (it does not even yield) unless one of these holds; its own checks
         # (FlowControlMixin's flags) in the same order decide what happens then.
@@ -450,7 +454,8 @@ class IngressSMTP(SMTP):
             # The session said its 421; pipelined commands behind it must not take effect.
             raise asyncio.CancelledError
         self.stage = _STAGES.get(name, "other")
-        if arg and has_control_characters(arg):
+        # isprintable() is False for every character has_control_characters looks for (and a few more).
+        if arg and not arg.isprintable() and has_control_characters(arg):
             await self.push(replies.CONTROL_CHARACTERS)
             return
         if name == "AUTH" and arg:
@@ -481,178 +486,167 @@ class IngressSMTP(SMTP):
         and after QUIT the session ends where aiosmtpd's self-cancellation would have ended it (at the wait for
         the next line) without raising CancelledError through the task, unless the client already sent more.
         """
-        session = self.session
-        assert session is not None
-        log_info = aiosmtpd_log.isEnabledFor(logging.INFO)
-        log_debug = aiosmtpd_log.isEnabledFor(logging.DEBUG)
-        if log_info:
-            aiosmtpd_log.info("%r handling connection", session.peer)
-
-        if self._proxy_timeout is not None:
-            self._reset_timeout(self._proxy_timeout)
-            aiosmtpd_log.debug("%r waiting PROXY handshake", session.peer)
-            session.proxy_data = await get_proxy(self._reader)
-            if session.proxy_data:
-                aiosmtpd_log.info("%r valid PROXY handshake", session.peer)
-                status = await self._call_handler_hook("PROXY", session.proxy_data)
-                aiosmtpd_log.debug("%r handle_PROXY returned %r", session.peer, status)
-            else:
-                aiosmtpd_log.warning("%r invalid PROXY handshake", session.peer)
-                status = False
-            if status is MISSING or not status:
-                aiosmtpd_log.info("%r rejected by handle_PROXY", session.peer)
-                assert self.transport is not None
-                self.transport.close()
-                return
-            self._reset_timeout()
-
-        await self.push(f"220 {self.hostname} {self.__ident__}")
-        call_limit: collections.defaultdict[str, int] | dict[str, int]
-        if self._enforce_call_limit:
-            call_limit = collections.defaultdict(lambda: self._call_limit_default, self._call_limit_base)
-        else:
-            call_limit = {}
-        bogus_budget = BOGUS_LIMIT
-        reader = self._reader
         try:
-            await self._command_loop(session, reader, call_limit, bogus_budget, log_info, log_debug)
+            session = self.session
+            assert session is not None
+            log_info = aiosmtpd_log.isEnabledFor(logging.INFO)
+            log_debug = self._log_debug = aiosmtpd_log.isEnabledFor(logging.DEBUG)
+            if log_info:
+                aiosmtpd_log.info("%r handling connection", session.peer)
+
+            if self._proxy_timeout is not None:
+                self._reset_timeout(self._proxy_timeout)
+                aiosmtpd_log.debug("%r waiting PROXY handshake", session.peer)
+                session.proxy_data = await get_proxy(self._reader)
+                if session.proxy_data:
+                    aiosmtpd_log.info("%r valid PROXY handshake", session.peer)
+                    status = await self._call_handler_hook("PROXY", session.proxy_data)
+                    aiosmtpd_log.debug("%r handle_PROXY returned %r", session.peer, status)
+                else:
+                    aiosmtpd_log.warning("%r invalid PROXY handshake", session.peer)
+                    status = False
+                if status is MISSING or not status:
+                    aiosmtpd_log.info("%r rejected by handle_PROXY", session.peer)
+                    assert self.transport is not None
+                    self.transport.close()
+                    return
+                self._reset_timeout()
+
+            await self.push(f"220 {self.hostname} {self.__ident__}")
+            call_limit: collections.defaultdict[str, int] | dict[str, int]
+            if self._enforce_call_limit:
+                call_limit = collections.defaultdict(lambda: self._call_limit_default, self._call_limit_base)
+            else:
+                call_limit = {}
+            bogus_budget = BOGUS_LIMIT
+            reader = self._reader
+            while self.transport is not None:  # pragma: nobranch
+                try:
+                    if self._quit:
+                        if reader._buffer or reader.at_eof() or reader.exception() is not None:  # type: ignore[attr-defined]
+                            # More came behind QUIT: aiosmtpd's own way, a cancel that lands at the next wait.
+                            self._quit = False
+                            assert self._handler_coroutine is not None
+                            self._handler_coroutine.cancel()
+                        else:
+                            # The next read would wait, where aiosmtpd's cancel lands: end as its handler does.
+                            if log_info:
+                                aiosmtpd_log.info("%r Connection lost during _handle_client()", session.peer)
+                            self._writer.close()
+                            return
+                    try:
+                        line: bytes = await reader.readuntil()
+                    except asyncio.LimitOverrunError as error:
+                        # Line too long. Read until end of line before sending 500.
+                        await reader.read(error.consumed)
+                        while True:
+                            try:
+                                await reader.readuntil()
+                                break
+                            except asyncio.LimitOverrunError as e:
+                                # Line is even longer...
+                                await reader.read(e.consumed)
+                                continue
+                        # Now that we have read a full line from the client,
+                        # send error response and read the next command line.
+                        await self.push("500 Command line too long")
+                        continue
+                    if log_debug:
+                        sanitized_log(aiosmtpd_log.debug, "_handle_client readline: %r", line)
+                    line = line.rstrip(b"\r\n")
+                    if log_info:
+                        sanitized_log(aiosmtpd_log.info, "%r >> %r", session.peer, line)
+                    if not line:
+                        await self.push("500 Error: bad syntax")
+                        continue
+                    command_bytes, _, arg_bytes = line.partition(b" ")
+                    try:
+                        command = command_bytes.upper().decode(encoding="ascii")
+                    except UnicodeDecodeError:
+                        await self.push("500 Error: bad syntax")
+                        continue
+                    arg: str | None
+                    if not arg_bytes:
+                        arg = None
+                    else:
+                        arg_bytes = arg_bytes.strip()
+                        if self.enable_SMTPUTF8:
+                            arg = str(arg_bytes, encoding="utf-8", errors="surrogateescape")
+                        else:
+                            try:
+                                arg = str(arg_bytes, encoding="ascii", errors="strict")
+                            except UnicodeDecodeError:
+                                await self.push("500 Error: strict ASCII mode")
+                                continue
+                    max_sz = self.command_size_limits[command] if session.extended_smtp else self.command_size_limit
+                    if len(line) > max_sz:
+                        await self.push("500 Command line too long")
+                        continue
+                    if not self._tls_handshake_okay and command != "QUIT":
+                        await self.push("554 Command refused due to lack of security")
+                        continue
+                    if self.require_starttls and not self._tls_protocol and command not in ALLOWED_BEFORE_STARTTLS:
+                        # RFC3207 part 4
+                        await self.push("530 Must issue a STARTTLS command first")
+                        continue
+
+                    if self._enforce_call_limit:
+                        budget = call_limit[command]
+                        if budget < 1:
+                            aiosmtpd_log.warning("%r over limit for %s", session.peer, command)
+                            await self.push(f"421 4.7.0 {command} sent too many times")
+                            self.transport.close()
+                            continue
+                        call_limit[command] = budget - 1
+
+                    # What `_smtp_methods.get` answers (_CommandTable), without making a wrapper per verb.
+                    if not command.isalpha() and has_control_characters(command):
+                        self._reset_timeout()
+                        self.stage = "other"
+                        await self.push(replies.CONTROL_CHARACTERS)
+                        continue
+                    if command not in self._smtp_verbs:
+                        aiosmtpd_log.warning("%r unrecognised: %s", session.peer, command)
+                        bogus_budget -= 1
+                        if bogus_budget < 1:
+                            aiosmtpd_log.warning("%r too many bogus commands", session.peer)
+                            await self.push("502 5.5.1 Too many unrecognized commands, goodbye.")
+                            self.transport.close()
+                            continue
+                        await self.push(f'500 Error: command "{command}" not recognized')
+                        continue
+
+                    # Received a valid command, reset the timer.
+                    self._reset_timeout()
+                    await self._run_command(command, getattr(self, "smtp_" + command), arg)
+                except asyncio.CancelledError:
+                    # The connection got reset during the DATA command.
+                    aiosmtpd_log.info("%r Connection lost during _handle_client()", session.peer)
+                    self._writer.close()
+                    raise
+                except ConnectionResetError:
+                    aiosmtpd_log.info("%r Connection lost during _handle_client()", session.peer)
+                    self._writer.close()
+                    raise
+                except Exception as error:
+                    status = None
+                    try:
+                        status = await self.handle_exception(error)
+                    except Exception as inner_error:
+                        try:
+                            aiosmtpd_log.exception("%r Exception in handle_exception()", session.peer)
+                            status = f"500 Error: ({inner_error.__class__.__name__}) {inner_error}"
+                        except Exception:
+                            status = "500 Error: Cannot describe error"
+                    finally:
+                        if isinstance(error, TLSSetupException):
+                            self.transport.close()
+                            self.connection_lost(error)
+                        else:
+                            await self.push(status)
         finally:
             if self.transport is None:  # connection_lost came first
                 self._release()
-
-    async def _command_loop(
-        self,
-        session: Any,
-        reader: asyncio.StreamReader,
-        call_limit: collections.defaultdict[str, int] | dict[str, int],
-        bogus_budget: int,
-        log_info: bool,
-        log_debug: bool,
-    ) -> None:
-        while self.transport is not None:  # pragma: nobranch
-            try:
-                if self._quit:
-                    if reader._buffer or reader.at_eof() or reader.exception() is not None:  # type: ignore[attr-defined]
-                        # More came behind QUIT: aiosmtpd's own way, a cancel that lands at the next wait.
-                        self._quit = False
-                        assert self._handler_coroutine is not None
-                        self._handler_coroutine.cancel()
-                    else:
-                        # The next read would wait, where aiosmtpd's cancel lands: end as its handler does.
-                        if log_info:
-                            aiosmtpd_log.info("%r Connection lost during _handle_client()", session.peer)
-                        self._writer.close()
-                        return
-                try:
-                    line: bytes = await reader.readuntil()
-                except asyncio.LimitOverrunError as error:
-                    # Line too long. Read until end of line before sending 500.
-                    await reader.read(error.consumed)
-                    while True:
-                        try:
-                            await reader.readuntil()
-                            break
-                        except asyncio.LimitOverrunError as e:
-                            # Line is even longer...
-                            await reader.read(e.consumed)
-                            continue
-                    # Now that we have read a full line from the client,
-                    # send error response and read the next command line.
-                    await self.push("500 Command line too long")
-                    continue
-                if log_debug:
-                    sanitized_log(aiosmtpd_log.debug, "_handle_client readline: %r", line)
-                line = line.rstrip(b"\r\n")
-                if log_info:
-                    sanitized_log(aiosmtpd_log.info, "%r >> %r", session.peer, line)
-                if not line:
-                    await self.push("500 Error: bad syntax")
-                    continue
-                command_bytes, _, arg_bytes = line.partition(b" ")
-                try:
-                    command = command_bytes.upper().decode(encoding="ascii")
-                except UnicodeDecodeError:
-                    await self.push("500 Error: bad syntax")
-                    continue
-                arg: str | None
-                if not arg_bytes:
-                    arg = None
-                else:
-                    arg_bytes = arg_bytes.strip()
-                    if self.enable_SMTPUTF8:
-                        arg = str(arg_bytes, encoding="utf-8", errors="surrogateescape")
-                    else:
-                        try:
-                            arg = str(arg_bytes, encoding="ascii", errors="strict")
-                        except UnicodeDecodeError:
-                            await self.push("500 Error: strict ASCII mode")
-                            continue
-                max_sz = self.command_size_limits[command] if session.extended_smtp else self.command_size_limit
-                if len(line) > max_sz:
-                    await self.push("500 Command line too long")
-                    continue
-                if not self._tls_handshake_okay and command != "QUIT":
-                    await self.push("554 Command refused due to lack of security")
-                    continue
-                if self.require_starttls and not self._tls_protocol and command not in ALLOWED_BEFORE_STARTTLS:
-                    # RFC3207 part 4
-                    await self.push("530 Must issue a STARTTLS command first")
-                    continue
-
-                if self._enforce_call_limit:
-                    budget = call_limit[command]
-                    if budget < 1:
-                        aiosmtpd_log.warning("%r over limit for %s", session.peer, command)
-                        await self.push(f"421 4.7.0 {command} sent too many times")
-                        self.transport.close()
-                        continue
-                    call_limit[command] = budget - 1
-
-                # What `_smtp_methods.get` answers (_CommandTable), without making a wrapper per verb.
-                if has_control_characters(command):
-                    self._reset_timeout()
-                    self.stage = "other"
-                    await self.push(replies.CONTROL_CHARACTERS)
-                    continue
-                if command not in self._smtp_verbs:
-                    aiosmtpd_log.warning("%r unrecognised: %s", session.peer, command)
-                    bogus_budget -= 1
-                    if bogus_budget < 1:
-                        aiosmtpd_log.warning("%r too many bogus commands", session.peer)
-                        await self.push("502 5.5.1 Too many unrecognized commands, goodbye.")
-                        self.transport.close()
-                        continue
-                    await self.push(f'500 Error: command "{command}" not recognized')
-                    continue
-
-                # Received a valid command, reset the timer.
-                self._reset_timeout()
-                await self._run_command(command, getattr(self, "smtp_" + command), arg)
-            except asyncio.CancelledError:
-                # The connection got reset during the DATA command.
-                aiosmtpd_log.info("%r Connection lost during _handle_client()", session.peer)
-                self._writer.close()
-                raise
-            except ConnectionResetError:
-                aiosmtpd_log.info("%r Connection lost during _handle_client()", session.peer)
-                self._writer.close()
-                raise
-            except Exception as error:
-                status = None
-                try:
-                    status = await self.handle_exception(error)
-                except Exception as inner_error:
-                    try:
-                        aiosmtpd_log.exception("%r Exception in handle_exception()", session.peer)
-                        status = f"500 Error: ({inner_error.__class__.__name__}) {inner_error}"
-                    except Exception:
-                        status = "500 Error: Cannot describe error"
-                finally:
-                    if isinstance(error, TLSSetupException):
-                        self.transport.close()
-                        self.connection_lost(error)
-                    else:
-                        await self.push(status)  # type: ignore[arg-type]  # as aiosmtpd: never None here
 
 
 # RFC 5322 §3.2.3 atext, ASCII only: a local part of these is a dot-atom the email parser returns unchanged.
