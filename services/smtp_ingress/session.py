@@ -119,6 +119,7 @@ class IngressSMTP(SMTP):
         # Label children bound once per listener (clones share them), not looked up per connection.
         self._connections_accepted = metrics.CONNECTIONS.labels(listener, "accepted")
         self._active_sessions = metrics.ACTIVE_SESSIONS.labels(listener)
+        self._builtin_auth = any(impl.is_builtin for impl in self._auth_methods.values())
         self._init_session()
 
     def clone(self) -> IngressSMTP:
@@ -140,18 +141,20 @@ class IngressSMTP(SMTP):
         new.session = new.envelope = new.transport = None
         new._handler_coroutine = new._timeout_handle = new._tls_protocol = new._original_transport = None
         new._tls_handshake_okay = True
-        # Built-in AUTH mechanisms are methods of the session; the handler's (ours: PLAIN, LOGIN) are shared.
-        new._auth_methods = {
-            name: impl._replace(method=getattr(new, impl.method.__name__)) if impl.is_builtin else impl
-            for name, impl in self._auth_methods.items()
-        }
+        # Built-in AUTH mechanisms are methods of the session; the handler's (ours: PLAIN, LOGIN) are shared, and
+        # so is the table when it holds no built-in one (aiosmtpd only reads it).
+        if self._builtin_auth:
+            new._auth_methods = {
+                name: impl._replace(method=getattr(new, impl.method.__name__)) if impl.is_builtin else impl
+                for name, impl in self._auth_methods.items()
+            }
         new._init_session()
         return new
 
     def _init_session(self) -> None:
         """The state of one connection, on a new session or a clone."""
         # aiosmtpd keeps these limits in a class-level dict shared by all sessions; give each session its own.
-        self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
+        self.command_size_limits = collections.defaultdict(_command_size_limit)
         self._smtp_methods = _CommandTable(self._smtp_verbs, self)
         self.stage = "connect"
         self.client_ip = ""
@@ -476,7 +479,9 @@ class IngressSMTP(SMTP):
         else:
             status = await self._call_handler_hook("QUIT")
             await self.push("221 Bye" if status is MISSING else status)
-            self._quit = True
+            self._quit = True  # aiosmtpd cancels its task here
+            assert self.transport is not None
+            self.transport.close()
 
     async def _handle_client(self) -> None:
         """aiosmtpd 1.4.6's command loop: the same checks in the same order with the same replies, plus ours.
@@ -672,6 +677,10 @@ def plain_path(arg: str) -> tuple[str, str] | None:
     if rest[:1] == "(":
         return None
     return address, rest
+
+
+def _command_size_limit() -> int:
+    return SMTP.command_size_limit
 
 
 class _CommandTable(dict[str, Any]):
