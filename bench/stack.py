@@ -40,7 +40,11 @@ def process_tree(pid: int) -> list[int]:
     """A process and all its descendants (an ingress with POSTROOM_SMTP_WORKERS > 1 is a parent and N workers)."""
     pids, index = [pid], 0
     while index < len(pids):
-        for task in Path(f"/proc/{pids[index]}/task").glob("*/children"):
+        try:
+            tasks = list(Path(f"/proc/{pids[index]}/task").glob("*/children"))
+        except OSError:  # the process ended while we looked (a forking server's worker)
+            tasks = []
+        for task in tasks:
             try:
                 pids += [int(child) for child in task.read_text().split()]
             except OSError:
