@@ -126,6 +126,21 @@ async def wait_stored(store: Store, count: int) -> None:
     await wait_until(enough, what=f"{count} stored")
 
 
+async def slow_then_stored(broker: Broker, users: Store, count: int) -> list[Envelope]:
+    """A slow remote delivery first, then `count` local ones, all stored: their acks are held behind the slow one."""
+    await broker.publish(["slow@remote.test"])
+    local = [await publish(broker, LOCAL[i % 5], i) for i in range(count)]
+    await wait_stored(users, count)
+    return local
+
+
+async def wait_held(handle: Worker, count: int) -> None:
+    async def held() -> bool:
+        return handle.pending() == count
+
+    await wait_until(held, what=f"{count} finished and held behind the slow one")
+
+
 async def assert_once(store: Store, envelopes: list[Envelope]) -> None:
     found = await stored(store)
     for envelope in envelopes:
@@ -169,9 +184,7 @@ async def test_acks_behind_a_slow_delivery_go_out_alone_after_the_hold(
     worker: Callable[..., Awaitable[Worker]], broker: Broker, users: Store
 ) -> None:
     handle = await worker(ack_hold="0.05", prefetch=100, concurrency=100)
-    await broker.publish(["slow@remote.test"])
-    local = [await publish(broker, LOCAL[i % 5], i) for i in range(6)]
-    await wait_stored(users, 6)
+    local = await slow_then_stored(broker, users, 6)
 
     async def acked() -> bool:
         return handle.pending() == 0
@@ -194,14 +207,8 @@ async def test_channel_closed_between_completion_and_ack(
 ) -> None:
     handle = await worker(ack_hold="3600", prefetch=100, concurrency=100)
     old = await handle.underlay()
-    await broker.publish(["slow@remote.test"])
-    local = [await publish(broker, LOCAL[i % 5], i) for i in range(5)]
-    await wait_stored(users, 5)
-
-    async def held() -> bool:
-        return handle.pending() == 5
-
-    await wait_until(held, what="five finished and held behind the slow one")
+    local = await slow_then_stored(broker, users, 5)
+    await wait_held(handle, 5)
     # An ack of a tag the channel never had: the broker closes the channel (406); aio_pika opens a new one and
     # consumes again, so all six come back with new tags from 1 while the old deliveries are still in hand.
     await old.basic_ack(10_000)
@@ -242,14 +249,8 @@ async def test_connection_lost_between_completion_and_ack_then_consuming_again(
     try:
         url = AMQP_URL.replace(f":{port}", f":{proxy.port}").rstrip("/") + "/?reconnect_interval=0.2"
         handle = await worker(url, ack_hold="3600", prefetch=100, concurrency=100)
-        await broker.publish(["slow@remote.test"])
-        local = [await publish(broker, LOCAL[i % 5], i) for i in range(5)]
-        await wait_stored(users, 5)
-
-        async def held() -> bool:
-            return handle.pending() == 5
-
-        await wait_until(held, what="five finished and held behind the slow one")
+        local = await slow_then_stored(broker, users, 5)
+        await wait_held(handle, 5)
         proxy.cut()  # as if the broker crashed: the connection is gone, the held acks were never written
         proxy.enable()
 
