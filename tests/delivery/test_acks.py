@@ -36,9 +36,13 @@ class FakeChannel:
 
 
 async def next_iteration() -> None:
-    """Let the batcher's flush (scheduled with call_soon) run: deterministic, not a timing wait."""
+    """Run the callbacks the batcher scheduled (its flush with call_soon, then a write it waits on): each round
+    ends with a callback queued behind theirs, so it is their order, not a time, that this waits on."""
+    loop = asyncio.get_running_loop()
     for _ in range(3):
-        await asyncio.sleep(0)
+        behind = loop.create_future()
+        loop.call_soon(behind.set_result, None)
+        await behind
 
 
 async def test_out_of_order_completion_is_one_multiple_ack_per_run() -> None:

@@ -13,13 +13,14 @@ from services.smtp_ingress.publisher import Publisher
 from shared.tasks import cancel_and_wait
 
 
-async def reconnect_loop_that_loses_one_cancel(attempts: list[int]) -> None:
+async def reconnect_loop_that_loses_one_cancel(attempts: list[int], started: asyncio.Event) -> None:
     """The shape of a supervisor whose connect swallowed the cancel (asyncio.wait_for in 3.11, gh-86296)."""
     swallowed = False
     while True:
         attempts.append(1)
+        started.set()
         try:
-            await asyncio.sleep(3600)
+            await asyncio.Event().wait()  # a connect that never answers; only a cancel ends it
         except asyncio.CancelledError:
             if swallowed:
                 raise
@@ -28,23 +29,25 @@ async def reconnect_loop_that_loses_one_cancel(attempts: list[int]) -> None:
 
 async def test_a_lost_cancel_is_repeated_until_the_task_ends() -> None:
     attempts: list[int] = []
-    task = asyncio.create_task(reconnect_loop_that_loses_one_cancel(attempts))
-    await asyncio.sleep(0)
+    started = asyncio.Event()
+    task = asyncio.create_task(reconnect_loop_that_loses_one_cancel(attempts, started))
+    await started.wait()
     assert await cancel_and_wait(task, timeout=30)
     assert task.cancelled()
     assert len(attempts) == 2
 
 
 async def test_a_task_that_never_ends_is_given_up_after_the_timeout() -> None:
-    release = asyncio.Event()
+    release, running = asyncio.Event(), asyncio.Event()
 
     async def deaf() -> None:
+        running.set()
         while not release.is_set():
             with contextlib.suppress(asyncio.CancelledError):
                 await release.wait()
 
     task = asyncio.create_task(deaf())
-    await asyncio.sleep(0)
+    await running.wait()
     assert not await cancel_and_wait(task, timeout=0.3)
     release.set()
     await task
@@ -68,7 +71,7 @@ async def test_publisher_stops_when_its_connect_swallows_the_cancel(monkeypatch:
         connects.append(1)
         connecting.set()
         try:
-            await asyncio.sleep(3600)
+            await asyncio.Event().wait()  # a connect that never answers; only a cancel ends it
         except asyncio.CancelledError:
             if len(connects) > 1:
                 raise
