@@ -97,9 +97,6 @@ class IngressApp:
         inflight = list(self.handler.inflight)
         if inflight:
             await asyncio.wait(inflight, timeout=self.settings.smtp_publish_timeout)
-        background = list(self.handler.background)
-        if background:
-            await asyncio.wait(background, timeout=5)
         await self.publisher.stop()
         if self.health is not None:
             await self.health.stop()

@@ -49,7 +49,6 @@ class IngressHandler:
         self.publisher = publisher
         self.authenticator = authenticator
         self.inflight: set[asyncio.Task[None]] = set()
-        self.background: set[asyncio.Task[None]] = set()  # work left running after a reply (app.stop waits)
         self._accepted_total: dict[str, Any] = {}  # postroom_smtp_messages_accepted_total by listener
 
     # -- greeting ---------------------------------------------------------------------------------------------
@@ -121,7 +120,7 @@ class IngressHandler:
         queue_id = new_queue_id()
         spool = _take_spool(envelope)
         try:
-            prefix, queued, facts = self._prepare_with_facts(server, session, envelope, spool, queue_id)
+            prefix, queued, facts = self._prepare(server, session, envelope, spool, queue_id)
         except Exception:
             spool.close()
             log.exception("preparing message failed", queue_id=queue_id)
@@ -147,15 +146,9 @@ class IngressHandler:
 
     def _prepare(
         self, server: Any, session: Any, envelope: Any, spool: MessageSpool, queue_id: str
-    ) -> tuple[bytes, Envelope]:
-        """The headers we put in front of the spooled text (Received:, and Message-ID/Date on submission)."""
-        prefix, queued, _ = self._prepare_with_facts(server, session, envelope, spool, queue_id)
-        return prefix, queued
-
-    def _prepare_with_facts(
-        self, server: Any, session: Any, envelope: Any, spool: MessageSpool, queue_id: str
     ) -> tuple[bytes, Envelope, ReceivedFacts]:
-        """`_prepare`, and the facts of the Received: header (the trace's `accepted` event states them too)."""
+        """The headers we put in front of the spooled text (Received:, and Message-ID/Date on submission), the
+        queued envelope, and the facts of the Received: header (the trace's `accepted` event states them too)."""
         tls = server.tls_facts()
         auth_user = str(session.auth_data) if session.authenticated else None
         helo = session.host_name if session.host_name and valid_helo(session.host_name) else None

@@ -207,7 +207,7 @@ async def test_submission_headers_look_at_a_spooled_file(namespace: str, tmp_pat
         spool = MessageSpool(str(tmp_path), memory_limit=100)
         spool.write(header + b"\r\n" + b"body line\r\n" * 1000)
         assert not spool.in_memory
-        prefix, _ = handler._prepare(FakeServer(), session, envelope, spool, "01ABCDEFGHJKMNPQRSTVWXYZ00")
+        prefix, _, _ = handler._prepare(FakeServer(), session, envelope, spool, "01ABCDEFGHJKMNPQRSTVWXYZ00")
         spool.close()
         assert prefix.startswith(b"Received: ")
         assert (b"\r\nMessage-ID: <01ABCDEFGHJKMNPQRSTVWXYZ00@" in prefix) is added

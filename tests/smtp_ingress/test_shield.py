@@ -101,8 +101,6 @@ async def test_cancelled_data_hook_lets_the_publish_finish(namespace: str) -> No
 
     publisher.release.set()
     await asyncio.wait(list(handler.inflight), timeout=5)
-    if handler.background:
-        await asyncio.wait(list(handler.background), timeout=5)
     assert [e.recipients for e in publisher.published] == [("alice@local.test",)]
     assert store.trace.events == ["accepted", "queued"]
 
