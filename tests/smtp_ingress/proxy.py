@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import threading
 
-from tests.helpers import free_port
+from tests.helpers import AMQP_URL, free_port
+
+AMQP_PORT = int(AMQP_URL.rsplit(":", 1)[1].split("/")[0])
 
 
 class TcpProxy:
@@ -25,6 +27,17 @@ class TcpProxy:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
+
+    def __enter__(self) -> TcpProxy:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    @property
+    def amqp_url(self) -> str:
+        """The test broker's URL, through this proxy (for a proxy made by `broker_proxy`)."""
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
 
     def start(self) -> TcpProxy:
         self._thread.start()
@@ -112,3 +125,12 @@ class TcpProxy:
         self._call(close())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+
+
+def broker_proxy(enabled: bool = True) -> TcpProxy:
+    """A started proxy in front of the test RabbitMQ (forwarding unless `enabled` is false); stop it, or use it in a
+    `with` block."""
+    proxy = TcpProxy("127.0.0.1", AMQP_PORT).start()
+    if enabled:
+        proxy.enable()
+    return proxy

@@ -21,9 +21,9 @@ from services.smtp_ingress.session import IngressEnvelope
 from services.smtp_ingress.spool import MessageSpool
 from shared.envelope import Envelope
 from shared.errors import ConfigError
-from tests.helpers import AMQP_URL, wait_until_sync
+from tests.helpers import wait_until_sync
 from tests.smtp_ingress.conftest import ALICE, RunningIngress, ingress_settings, queue_depth, read_queue, send
-from tests.smtp_ingress.proxy import TcpProxy
+from tests.smtp_ingress.proxy import TcpProxy, broker_proxy
 from tests.smtp_ingress.rawsmtp import RawSMTP
 from tests.smtp_ingress.test_hardening import open_transaction
 from tests.smtp_ingress.test_shield import FakeServer
@@ -112,12 +112,6 @@ def publishing(ingress: RunningIngress) -> Callable[[], bool]:
     return lambda: bool(ingress.app.handler.inflight)
 
 
-def broker_proxy() -> TcpProxy:
-    proxy = TcpProxy("127.0.0.1", int(AMQP_URL.rsplit(":", 1)[1].split("/")[0])).start()
-    proxy.enable()
-    return proxy
-
-
 def check_recovers(ingress: RunningIngress, namespace: str, proxy: TcpProxy) -> None:
     """Nothing of the interrupted message was queued; the next large message is queued whole."""
     proxy.enable()
@@ -134,17 +128,14 @@ def test_broker_lost_in_the_middle_of_a_large_publish_is_451_and_recovers(
     make_ingress: Callable[..., RunningIngress], accounts: None, namespace: str
 ) -> None:
     """The broker got the Basic.Publish, the header and some body frames when the connection broke."""
-    proxy = broker_proxy()
-    try:
-        ingress = make_ingress(amqp_url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/", smtp_publish_timeout=30)
+    with broker_proxy() as proxy:
+        ingress = make_ingress(amqp_url=proxy.amqp_url, smtp_publish_timeout=30)
         proxy.stall_after(1 * MIB)  # the message is far larger than that and than the sockets' buffers
         sender = Sender(ingress.port("smtp"), big_text(24 * MIB))
         wait_until_sync(lambda: proxy.stalled() and publishing(ingress)(), 60, what="publish stalled part way")
         proxy.cut()
         assert sender.reply() == replies.TEMPORARY_FAILURE
         check_recovers(ingress, namespace, proxy)
-    finally:
-        proxy.stop()
 
 
 def test_publish_timeout_in_the_middle_of_a_large_publish_drops_the_connection(
@@ -152,9 +143,8 @@ def test_publish_timeout_in_the_middle_of_a_large_publish_drops_the_connection(
 ) -> None:
     """Timing out part way leaves the channel inside an unfinished content: the ingress must drop the connection
     (the broker discards the partial message) rather than put the next publish's frames after it."""
-    proxy = broker_proxy()
-    try:
-        ingress = make_ingress(amqp_url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/", smtp_publish_timeout=3)
+    with broker_proxy() as proxy:
+        ingress = make_ingress(amqp_url=proxy.amqp_url, smtp_publish_timeout=3)
         before = REGISTRY.get_sample_value("postroom_smtp_publish_failures_total", {"reason": "timeout"}) or 0
         proxy.stall_after(1 * MIB)
         assert Sender(ingress.port("smtp"), big_text(24 * MIB)).reply() == replies.TEMPORARY_FAILURE
@@ -162,8 +152,6 @@ def test_publish_timeout_in_the_middle_of_a_large_publish_drops_the_connection(
         assert REGISTRY.get_sample_value("postroom_smtp_publish_failures_total", {"reason": "timeout"}) == before + 1
         assert not ingress.ready()  # dropped at once, not left for the next publish to trip over
         check_recovers(ingress, namespace, proxy)
-    finally:
-        proxy.stop()
 
 
 def test_small_and_large_publishes_share_the_channel(ingress: RunningIngress, namespace: str) -> None:

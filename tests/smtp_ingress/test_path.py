@@ -25,7 +25,7 @@ from tests.smtp_ingress.conftest import (
     read_queue,
     send,
 )
-from tests.smtp_ingress.proxy import TcpProxy
+from tests.smtp_ingress.proxy import broker_proxy
 
 
 def queued_id(reply: bytes) -> str:
@@ -93,9 +93,8 @@ def _data_reply(port: int) -> tuple[int, bytes]:
 def test_broker_outage_is_451_and_recovers_without_restart(
     make_ingress: Callable[..., RunningIngress], accounts: None, namespace: str
 ) -> None:
-    proxy = TcpProxy("127.0.0.1", int(AMQP_URL.rsplit(":", 1)[1].split("/")[0])).start()
-    try:
-        ingress = make_ingress(wait_ready=False, amqp_url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/")
+    with broker_proxy(enabled=False) as proxy:
+        ingress = make_ingress(wait_ready=False, amqp_url=proxy.amqp_url)
         assert not ingress.ready()
         code, reply = _data_reply(ingress.port("smtp"))
         assert f"{code} {reply.decode()}" == replies.TEMPORARY_FAILURE
@@ -116,16 +115,14 @@ def test_broker_outage_is_451_and_recovers_without_restart(
         code, reply = _data_reply(ingress.port("smtp"))
         assert code == 250
         assert [m.message_id for m in read_queue(namespace)] == [queued_id(reply)]
-    finally:
-        proxy.stop()
 
 
 def test_service_process_starts_without_broker_and_recovers(
     base_env: dict[str, str], accounts: None, namespace: str, tmp_path: Any
 ) -> None:
     """`python -m services.smtp_ingress` starts with the broker away (readyz 503, DATA 451) and heals itself."""
-    proxy = TcpProxy("127.0.0.1", int(AMQP_URL.rsplit(":", 1)[1].split("/")[0])).start()
-    env = {**base_env, "POSTROOM_AMQP_URL": f"amqp://guest:guest@127.0.0.1:{proxy.port}/"}
+    proxy = broker_proxy(enabled=False)
+    env = {**base_env, "POSTROOM_AMQP_URL": proxy.amqp_url}
     service = ServiceProcess("smtp_ingress", env, tmp_path)
     try:
         _start_without_readiness(service)
@@ -181,15 +178,11 @@ def test_unroutable_message_is_returned_and_answered_451(ingress: RunningIngress
 def test_stalled_broker_is_a_451_after_the_publish_timeout(
     make_ingress: Callable[..., RunningIngress], accounts: None, namespace: str
 ) -> None:
-    proxy = TcpProxy("127.0.0.1", int(AMQP_URL.rsplit(":", 1)[1].split("/")[0])).start()
-    proxy.enable()
-    try:
-        ingress = make_ingress(amqp_url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/", smtp_publish_timeout=0.5)
+    with broker_proxy() as proxy:
+        ingress = make_ingress(amqp_url=proxy.amqp_url, smtp_publish_timeout=0.5)
         before = REGISTRY.get_sample_value("postroom_smtp_publish_failures_total", {"reason": "timeout"}) or 0
         proxy.stall()
         code, reply = _data_reply(ingress.port("smtp"))
         assert f"{code} {reply.decode()}" == replies.TEMPORARY_FAILURE
         assert REGISTRY.get_sample_value("postroom_smtp_publish_failures_total", {"reason": "timeout"}) == before + 1
         proxy.resume()
-    finally:
-        proxy.stop()

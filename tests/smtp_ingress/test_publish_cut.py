@@ -16,14 +16,8 @@ from shared.envelope import Envelope
 from shared.queue_id import new_queue_id
 from tests.helpers import AMQP_URL, wait_until, wait_until_sync
 from tests.smtp_ingress.conftest import ALICE, SIMPLE_MESSAGE, RunningIngress, read_queue, send
-from tests.smtp_ingress.proxy import TcpProxy
+from tests.smtp_ingress.proxy import broker_proxy
 from tests.smtp_ingress.test_path import queued_id
-
-
-def broker_proxy() -> TcpProxy:
-    proxy = TcpProxy("127.0.0.1", int(AMQP_URL.rsplit(":", 1)[1].split("/")[0])).start()
-    proxy.enable()
-    return proxy
 
 
 class Client:
@@ -55,9 +49,8 @@ class Client:
 def test_broker_lost_while_small_publishes_await_their_confirms(
     make_ingress: Callable[..., RunningIngress], accounts: None, namespace: str
 ) -> None:
-    proxy = broker_proxy()
-    try:
-        ingress = make_ingress(amqp_url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/", smtp_publish_timeout=60)
+    with broker_proxy() as proxy:
+        ingress = make_ingress(amqp_url=proxy.amqp_url, smtp_publish_timeout=60)
         timeouts = REGISTRY.get_sample_value("postroom_smtp_publish_failures_total", {"reason": "timeout"}) or 0
         proxy.stall()  # the frames leave the ingress but never reach the broker; no confirm comes back
         clients = [Client(ingress.port("smtp"), 1) for _ in range(5)]
@@ -74,17 +67,14 @@ def test_broker_lost_while_small_publishes_await_their_confirms(
         [(code, reply)] = Client(ingress.port("smtp"), 1).join()
         assert code == 250
         assert [m.message_id for m in read_queue(namespace, count=10, timeout=3)] == [queued_id(reply)]
-    finally:
-        proxy.stop()
 
 
 def test_broker_cut_amid_a_stream_of_messages_loses_and_duplicates_nothing(
     make_ingress: Callable[..., RunningIngress], accounts: None, namespace: str
 ) -> None:
     """Six sessions keep sending while the broker connection is cut at whatever moment it happens to be."""
-    proxy = broker_proxy()
-    try:
-        ingress = make_ingress(amqp_url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/", smtp_publish_timeout=60)
+    with broker_proxy() as proxy:
+        ingress = make_ingress(amqp_url=proxy.amqp_url, smtp_publish_timeout=60)
         accepted = threading.Semaphore(0)
         clients = [Client(ingress.port("smtp"), 25, accepted.release) for _ in range(6)]
         for _ in range(30):
@@ -101,8 +91,6 @@ def test_broker_cut_amid_a_stream_of_messages_loses_and_duplicates_nothing(
         assert len(queued) == len(set(queued))  # nothing published twice
         assert set(confirmed) <= set(queued)  # every 250 is in the queue
         assert len(queued) <= len(results)
-    finally:
-        proxy.stop()
 
 
 async def test_concurrent_publishes_joined_in_the_write_queue_each_get_their_own_confirm(namespace: str) -> None:
