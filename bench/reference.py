@@ -27,8 +27,11 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
+from argon2 import PasswordHasher
+
 from bench.run import DOMAIN, load_average, pop3_body, pop3_download, save_result, smtp_source_command
 from bench.stack import cpu_seconds, free_port, process_tree
+from services.store.passwords import DEFAULT_MEMORY_KIB, DEFAULT_PARALLELISM, DEFAULT_TIME_COST
 
 # The downloader of bench.run logs in with this password.
 PASSWORD = "bench-password"
@@ -375,7 +378,16 @@ def ensure_dovecot() -> str:
     return shutil.which("dovecot", path="/usr/sbin:/usr/bin") or "/usr/sbin/dovecot"
 
 
-def dovecot_config(root: Path, port: int, users: list[str], messages: int, body: bytes) -> Path:
+def password_entry(scheme: str) -> str:
+    """The passwd-file password of every reference user: argon2id at Postroom's default cost (what its pop3 checks
+    at each login, so both sides pay the same for the 20 logins), or PLAIN (no hashing at all)."""
+    if scheme == "plain":
+        return "{PLAIN}" + PASSWORD
+    hasher = PasswordHasher(DEFAULT_TIME_COST, DEFAULT_MEMORY_KIB, DEFAULT_PARALLELISM)
+    return "{ARGON2ID}" + hasher.hash(PASSWORD)
+
+
+def dovecot_config(root: Path, port: int, users: list[str], messages: int, body: bytes, scheme: str) -> Path:
     """dovecot.conf of a private instance: POP3 only, passwd-file users, maildirs filled with the messages."""
     owner = pwd.getpwnam(MAIL_USER)
     # Maildir files hold LF lines, as an MTA writes them; Dovecot sends them with CRLF. S= and W= in the name
@@ -391,7 +403,8 @@ def dovecot_config(root: Path, port: int, users: list[str], messages: int, body:
             name = f"{stamp}.M{n}P{os.getpid()}.reference,S={len(stored)},W={len(body)}:2,S"
             (box / "cur" / name).write_bytes(stored)
     chown_tree(mail, owner.pw_uid, owner.pw_gid)
-    (root / "users").write_text("".join(f"{user}:{{PLAIN}}{PASSWORD}::::::\n" for user in users))
+    password = password_entry(scheme)
+    (root / "users").write_text("".join(f"{user}:{password}::::::\n" for user in users))
     config = root / "dovecot.conf"
     config.write_text(
         f"""base_dir = {root / "run"}
@@ -439,7 +452,7 @@ def run_dovecot(args: argparse.Namespace) -> dict[str, Any]:
 
     with scratch(args.keep) as root:
         port = free_port()
-        config = dovecot_config(root, port, users, args.messages, body)
+        config = dovecot_config(root, port, users, args.messages, body, args.scheme)
         log = root / "dovecot.log"
         with (root / "master.log").open("ab") as out:
             proc = subprocess.Popen([dovecot, "-F", "-c", str(config)], stdout=out, stderr=out)
@@ -476,6 +489,7 @@ def run_dovecot(args: argparse.Namespace) -> dict[str, Any]:
                 "messages": total,
                 "size": args.size,
                 "batch": args.batch,
+                "password_scheme": args.scheme,
                 "passes": passes,
             }
         finally:
@@ -506,6 +520,12 @@ def main() -> None:
     dovecot.add_argument("--size", type=int, default=10240)
     dovecot.add_argument("--batch", type=int, default=50, help="RETR commands pipelined at once")
     dovecot.add_argument("--passes", type=int, default=2, help="downloads in a row (the first builds the index)")
+    dovecot.add_argument(
+        "--scheme",
+        choices=("argon2id", "plain"),
+        default="argon2id",
+        help="how the users' passwords are stored: argon2id at Postroom's default cost (default), or PLAIN",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: Postfix and Dovecot switch to their own users")
