@@ -8,7 +8,7 @@ import sys
 
 from services.smtp_ingress.app import IngressApp
 from services.smtp_ingress.config import IngressSettings
-from services.smtp_ingress.workers import supervise, worker_index
+from services.smtp_ingress.workers import siblings_ready, supervise, worker_index
 from services.store import passwords
 from shared.errors import ConfigError
 from shared.logging import configure_logging
@@ -29,6 +29,10 @@ async def main(index: int) -> None:
     stop = wait_for_stop_signal()
     app = IngressApp(settings)
     await app.start()
+    listen = settings.metrics_listen
+    if index == 0 and settings.smtp_workers > 1 and app.health is not None and listen is not None and listen.port:
+        # The base port's /readyz speaks for every worker (the orchestrator probes that one).
+        app.health.add_check("workers", siblings_ready(listen, settings.smtp_workers))
     # What exists now (modules, settings, clients) lives as long as the process: keep it out of the cyclic
     # collector's full passes, which otherwise walk all ~95,000 of these objects (~70 ms a pass) under load.
     gc.freeze()

@@ -8,11 +8,17 @@ import sys
 import time
 from types import FrameType
 
+import aiohttp
+
+from shared.health import ReadinessCheck
 from shared.logging import get_logger
+from shared.netaddr import HostPort
 
 log = get_logger(__name__)
 
 WORKER_FLAG = "--worker"
+# How long worker 0's /readyz waits for each sibling's answer; a probe's own timeout is usually 1 s or more.
+SIBLING_TIMEOUT = 0.5
 
 
 def worker_index(argv: list[str]) -> int | None:
@@ -58,3 +64,24 @@ def supervise(count: int) -> int:
         if worker.returncode not in (0, -signal.SIGTERM, -signal.SIGINT):
             status = status or (worker.returncode if worker.returncode > 0 else 1)
     return status
+
+
+def siblings_ready(listen: HostPort, count: int) -> ReadinessCheck:
+    """Worker 0's readiness check of workers 1..count-1 (each serves /readyz on the metrics port + its index).
+
+    An orchestrator probes one port, worker 0's: without this, a pod would be ready while another worker still
+    connects to the broker and answers 451 to the clients the kernel hands it.
+    """
+    # A wildcard listen address is reached on loopback; a specific one on itself.
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(listen.host, listen.host)
+    urls = [f"http://{HostPort(host, listen.port + index)}/readyz" for index in range(1, count)]
+
+    async def check() -> bool:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SIBLING_TIMEOUT)) as session:
+            for url in urls:
+                async with session.get(url) as response:
+                    if response.status != 200:
+                        return False
+        return True
+
+    return check

@@ -1,9 +1,13 @@
-"""POSTROOM_SMTP_WORKERS=2: two processes share the SMTP port; each serves its own /metrics; SIGTERM stops both."""
+"""POSTROOM_SMTP_WORKERS=2: two processes share the SMTP port; each serves its own /metrics; the base port's /readyz
+speaks for both; SIGTERM stops both."""
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import smtplib
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +26,14 @@ def accepted_total(port: int) -> float:
         for line in text.splitlines()
         if line.startswith("postroom_smtp_messages_accepted_total{")
     )
+
+
+def readiness(port: int) -> tuple[int, dict[str, bool]]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as response:
+            return response.status, json.loads(response.read())["checks"]
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())["checks"]
 
 
 def children(pid: int) -> list[int]:
@@ -54,3 +66,25 @@ def test_two_workers_share_the_port_and_stop_together(
     assert service.proc.wait(30) == 0
     # The supervisor reaped both workers before exiting.
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def test_the_base_port_is_ready_only_when_every_worker_is(
+    start_service: Callable[..., ServiceProcess], accounts: None
+) -> None:
+    service = start_service("smtp_ingress", POSTROOM_SMTP_WORKERS="2")
+    assert service.proc is not None
+    first, second = sorted(children(service.proc.pid))
+    wait_until_sync(lambda: readiness(service.metrics_port)[0] == 200, what="both workers ready")
+    assert readiness(service.metrics_port)[1]["workers"] is True
+    # Worker 1 stops answering (a stalled process): the port the orchestrator probes says not ready.
+    os.kill(second, signal.SIGSTOP)
+    try:
+        status, checks = readiness(service.metrics_port)
+        assert status == 503
+        assert checks == {"amqp": True, "redis": True, "listeners": True, "workers": False}
+    finally:
+        os.kill(second, signal.SIGCONT)
+    wait_until_sync(lambda: readiness(service.metrics_port)[0] == 200, what="ready again")
+    service.proc.send_signal(signal.SIGTERM)
+    assert service.proc.wait(30) == 0
+    assert not Path(f"/proc/{first}").exists()
