@@ -63,7 +63,7 @@ class AckBatcher:
         self.interval = interval
         self.hold_limit = max(1, hold_limit)
         self._windows: dict[int, Window] = {}  # by id() of the channel
-        self._scheduled = False
+        self._scheduled: asyncio.Handle | None = None  # the flush due after the ack interval
         self._timer: asyncio.TimerHandle | None = None
         self.stats = {"acked": 0, "frames": 0, "writes": 0}  # deliveries acked, Basic.Ack frames, frame writes
 
@@ -112,25 +112,28 @@ class AckBatcher:
             if window.outbox and not window.closed:
                 with contextlib.suppress(Exception):
                     await window.channel.write_queue.put(self._frame(window))
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for handle in (self._timer, self._scheduled):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._scheduled = None
         log.info("acks written", **self.stats)
 
     def _schedule(self) -> None:
-        if not self._scheduled:
-            self._scheduled = True
+        if self._scheduled is None:
+            loop = asyncio.get_running_loop()
             if self.interval > 0:
-                asyncio.get_running_loop().call_later(self.interval, self._flush)
+                self._scheduled = loop.call_later(self.interval, self._flush)
             else:
-                asyncio.get_running_loop().call_soon(self._flush)
+                self._scheduled = loop.call_soon(self._flush)
 
     def _on_timer(self) -> None:
         self._timer = None
         self._flush()
 
     def _flush(self, force: bool = False) -> None:
-        self._scheduled = False
+        if self._scheduled is not None:
+            self._scheduled.cancel()  # a forced flush (close) does the scheduled one's work
+            self._scheduled = None
         loop = asyncio.get_running_loop()
         now = loop.time()
         wake: float | None = None
