@@ -44,6 +44,8 @@ class Publisher:
         self._exchange = await self.topology.declare(self._channel, sorted(set(self.delays)))
 
     async def close(self) -> None:
+        if self._closing:
+            await asyncio.wait(list(self._closing), timeout=5)
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
 
