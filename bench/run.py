@@ -4,6 +4,7 @@
 .venv/bin/python -m bench.run pop3 --sessions 20 --messages 200 --size 10240
 .venv/bin/python -m bench.run idle --connections 1000
 .venv/bin/python -m bench.run big --size-mib 25
+.venv/bin/python -m bench.run big --size-mib 25 --defer
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import redis
 
-from bench.stack import Stack, tree_rss_bytes
+from bench.stack import SERVICES, Stack, tree_rss_bytes
 from services.store import Store
+from shared.topology import Topology
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 RESULTS = Path(__file__).resolve().parent / "results"
 DOMAIN = "bench.test"
 
@@ -312,6 +316,11 @@ def run_idle(args: argparse.Namespace) -> dict[str, Any]:
         cleanup(namespace)
 
 
+# --defer: the big message goes to a remote domain whose next hop refuses connections, so the delivery republishes
+# it into this delay queue (long enough that it does not come back during the run).
+DEFER_DELAY = 3600
+
+
 def run_big(args: argparse.Namespace) -> dict[str, Any]:
     import poplib
 
@@ -319,37 +328,53 @@ def run_big(args: argparse.Namespace) -> dict[str, Any]:
     user = f"big@{DOMAIN}"
     size = args.size_mib * 2**20
     env = {"POSTROOM_MAX_MESSAGE_SIZE": str(size + 2**20), **args.env}
+    services: tuple[str, ...] = SERVICES
+    if args.defer:
+        # Nothing listens on port 9 (discard) here: the relay connection is refused, a temporary failure.
+        env |= {"POSTROOM_TRANSPORT_MAP": "remote.example=[127.0.0.1]:9", "POSTROOM_RETRY_SCHEDULE": f"{DEFER_DELAY}s"}
+        user, services = "x@remote.example", ("smtp_ingress", "delivery")
     stack = Stack(namespace, RESULTS / namespace, extra_env=env)
     line = b"y" * 998 + b"\r\n"
     message = b"Subject: big\r\n\r\n" + line * (size // len(line))
+    result: dict[str, Any] = {}
     try:
-        asyncio.run(prepare_users(namespace, [user]))
-        stack.start()
+        asyncio.run(prepare_users(namespace, [] if args.defer else [user]))
+        stack.start(only=services)
         start_profiling(stack, args, namespace)
         before = {name: tree_rss_bytes(proc.pid) for name, proc in stack.procs.items()}
         with smtplib.SMTP("127.0.0.1", stack.port("POSTROOM_SMTP_LISTEN"), timeout=300) as smtp:
             smtp.sendmail("load@remote.test", [user], message)
         deadline = time.monotonic() + args.timeout
-        while asyncio.run(count_messages(namespace, user)) < 1:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the big message did not arrive")
-            time.sleep(0.1)
-        pop = poplib.POP3("127.0.0.1", stack.port("POSTROOM_POP3_LISTEN"), timeout=300)
-        pop.user(user)
-        pop.pass_("bench-password")
-        _, lines, octets = pop.retr(1)
-        pop.quit()
-        if not b"\r\n".join(lines).endswith(message.rstrip(b"\r\n")):
-            raise RuntimeError("the retrieved message differs from the one sent")
+        if args.defer:
+            deferred = 'postroom_delivery_messages_total{result="deferred"}'
+            while metric_value(stack, "delivery", deferred) < 1:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the big message was not deferred")
+                time.sleep(0.1)
+            result["deferred"] = metric_value(stack, "delivery", deferred)
+            result["delay_queue_depth"] = asyncio.run(queue_depth(Topology(namespace).delay_queue(DEFER_DELAY)))
+        else:
+            while asyncio.run(count_messages(namespace, user)) < 1:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the big message did not arrive")
+                time.sleep(0.1)
+            pop = poplib.POP3("127.0.0.1", stack.port("POSTROOM_POP3_LISTEN"), timeout=300)
+            pop.user(user)
+            pop.pass_("bench-password")
+            _, lines, octets = pop.retr(1)
+            pop.quit()
+            if not b"\r\n".join(lines).endswith(message.rstrip(b"\r\n")):
+                raise RuntimeError("the retrieved message differs from the one sent")
+            result["retrieved_octets"] = octets
         stack.stop_profiling()
         peak = stack.peak_rss()
         limit = 4 * len(message)
         return {
-            "scenario": "big",
+            "scenario": "big-defer" if args.defer else "big",
             "env": args.env,
             "loadavg": load_average(),
             "message_bytes": len(message),
-            "retrieved_octets": octets,
+            **result,
             "limit_4x": mib(limit),
             "rss_before": {name: mib(v) for name, v in before.items()},
             "peak_rss": {name: mib(v) for name, v in peak.items()},
@@ -361,6 +386,26 @@ def run_big(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         stack.stop()
         cleanup(namespace)
+
+
+def metric_value(stack: Stack, service: str, series: str) -> float:
+    """One series of a service's /metrics page, named as it prints it (labels included); 0 when absent."""
+    url = f"http://127.0.0.1:{stack.metrics_ports[service]}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            name, _, value = line.rpartition(" ")
+            if name == series:
+                return float(value)
+    return 0.0
+
+
+async def queue_depth(queue: str) -> int:
+    """Ready messages in `queue` (a passive declare)."""
+    connection = await aio_pika.connect(AMQP_URL, timeout=5)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return int(declared.declaration_result.message_count or 0)
 
 
 def save_result(name: str, result: dict[str, Any]) -> None:
@@ -393,6 +438,9 @@ def main() -> None:
     idle.add_argument("--connections", type=int, default=1000)
     big = sub.add_parser("big", help="one big message through the whole path")
     big.add_argument("--size-mib", type=int, default=25)
+    big.add_argument(
+        "--defer", action="store_true", help="to a remote domain whose next hop refuses: deferred to a delay queue"
+    )
     args = parser.parse_args()
     args.env = dict(item.split("=", 1) for item in args.env)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

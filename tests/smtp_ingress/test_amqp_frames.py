@@ -1,4 +1,4 @@
-"""The frames the ingress marshals itself (amqp_stream.py) are byte for byte what aio_pika and aiormq would send."""
+"""The frames Postroom marshals itself (shared/amqp_frames.py) are byte for byte what aio_pika and aiormq send."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pamqp.body import ContentBody
 from pamqp.encode import field_table
 from pamqp.header import ContentHeader
 
-from services.smtp_ingress.amqp_stream import content_header_frame, envelope_table, message_frames
+from shared.amqp_frames import content_header_frame, envelope_table, message_frames
 from shared.envelope import Envelope
 
 ENVELOPES = [
