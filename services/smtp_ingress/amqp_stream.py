@@ -30,8 +30,8 @@ from aiormq.channel import Channel
 from pamqp import commands as spec
 from pamqp.encode import table_integer
 
-from services.smtp_ingress.spool import MessageSpool
 from shared.envelope import HEADER_PREFIX, Envelope
+from shared.spool import MessageSpool
 
 _FRAME_HEAD = struct.Struct(">BHI")  # frame type, channel, payload size
 _FRAME_END = b"\xce"
