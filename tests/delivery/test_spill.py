@@ -25,7 +25,7 @@ from services.store import Store
 from shared.envelope import Envelope
 from shared.errors import ConfigError
 from shared.settings import load_settings
-from shared.spool import MEMORY_LIMIT
+from shared.spool import MEMORY_LIMIT, MessageSpool
 from tests.delivery.conftest import Broker, mailbox, make_message, metric
 from tests.helpers import AMQP_URL, REDIS_URL, ServiceProcess, wait_until
 from tests.smtp_ingress.proxy import TcpProxy
@@ -133,6 +133,57 @@ async def test_waiting_bodies_stay_within_the_budget_and_spill(
         assert remote.bodies[queue_id] == [digest], "each large message relayed once, byte for byte"
     assert all(len(remote.bodies[e.queue_id]) == 1 for e in small)
     assert await broker.depth(broker.topology.incoming) == 0, "every delivery acked"
+
+
+async def test_an_unreadable_spool_file_requeues_the_message(
+    store: Store, broker: Broker, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_settings(
+        DeliverySettings,
+        namespace=namespace,
+        large_concurrency=1,
+        delivery_memory_budget=0,
+        delivery_spool_dir=str(tmp_path),
+        retry_schedule="1s,2s",
+    )
+    connection: Any = await aio_pika.connect_robust(AMQP_URL)
+    remote = SizeGatedRemote()
+    publisher = Publisher(connection, broker.topology, settings.retry_schedule)
+    await publisher.start()
+    consumer = Consumer(settings, store, connection, publisher, remote)
+    failures: list[int] = []
+    read = MessageSpool.read
+
+    def failing_once(spool: MessageSpool) -> bytes:
+        if not failures:
+            failures.append(1)
+            raise OSError(5, "Input/output error")
+        return read(spool)
+
+    monkeypatch.setattr(MessageSpool, "read", failing_once)
+    await consumer.start()
+    try:
+        first = await broker.publish(["first@remote.test"], big_message(1))
+        second = await broker.publish(["second@remote.test"], big_message(2))
+
+        async def spilled() -> bool:
+            return remote.active == 1 and consumer.waiting.spooled == 1
+
+        await wait_until(spilled, what="the second message spilled behind the first")
+        remote.gate.set()
+
+        async def finished() -> bool:
+            return set(remote.bodies) == {first.queue_id, second.queue_id} and remote.active == 0
+
+        await wait_until(finished, what="both relayed, the second after its redelivery")
+    finally:
+        await consumer.stop()
+        await publisher.close()
+        await connection.close()
+    assert failures == [1]
+    assert remote.bodies[second.queue_id] == [hashlib.sha256(big_message(2)).hexdigest()]
+    assert consumer.waiting.spooled == 0 and spool_fds(tmp_path) == 0
+    assert await broker.depth(broker.topology.incoming) == 0
 
 
 def test_unwritable_spool_dir_stops_the_start(namespace: str, tmp_path: Path) -> None:
