@@ -5,6 +5,7 @@
 .venv/bin/python -m bench.run idle --connections 1000
 .venv/bin/python -m bench.run big --size-mib 25
 .venv/bin/python -m bench.run big --size-mib 25 --defer
+.venv/bin/python -m bench.run burst --messages 70 --size-mib 25
 """
 
 from __future__ import annotations
@@ -408,6 +409,68 @@ async def queue_depth(queue: str) -> int:
         return int(declared.declaration_result.message_count or 0)
 
 
+def run_burst(args: argparse.Namespace) -> dict[str, Any]:
+    """`messages` big messages queued while the delivery is stopped (SIGSTOP), then let go at once: the broker
+    pushes up to the prefetch of them to the delivery, so its peak memory shows how it holds waiting bodies."""
+    import os
+    import signal
+    from concurrent.futures import ThreadPoolExecutor
+
+    namespace = f"bench-{uuid.uuid4().hex[:8]}"
+    users = [f"burst{i}@{DOMAIN}" for i in range(args.messages)]
+    size = args.size_mib * 2**20
+    env = {"POSTROOM_MAX_MESSAGE_SIZE": str(size + 2**20), **args.env}
+    stack = Stack(namespace, RESULTS / namespace, extra_env=env)
+    line = b"y" * 998 + b"\r\n"
+    message = b"Subject: burst\r\n\r\n" + line * (size // len(line))
+
+    def send(user: str) -> None:
+        with smtplib.SMTP("127.0.0.1", stack.port("POSTROOM_SMTP_LISTEN"), timeout=300) as smtp:
+            smtp.sendmail("load@remote.test", [user], message)
+
+    def delivered() -> int:
+        return sum(asyncio.run(count_messages(namespace, user)) for user in users)
+
+    try:
+        asyncio.run(prepare_users(namespace, users))
+        stack.start(only=("smtp_ingress", "delivery"))
+        before = {name: tree_rss_bytes(proc.pid) for name, proc in stack.procs.items()}
+        delivery = stack.procs["delivery"].pid
+        os.kill(delivery, signal.SIGSTOP)
+        try:
+            queued_at = time.monotonic()
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(send, users))
+            queued = time.monotonic() - queued_at
+        finally:
+            os.kill(delivery, signal.SIGCONT)
+        started = time.monotonic()
+        deadline = started + args.timeout
+        count = delivered()
+        while count < args.messages and time.monotonic() < deadline:
+            time.sleep(0.5)
+            count = delivered()
+        drained = time.monotonic() - started
+        spilled = metric_total(stack, "delivery", "postroom_delivery_spilled_messages_total")
+        peak = stack.peak_rss()
+        return {
+            "scenario": "burst",
+            "env": args.env,
+            "loadavg": load_average(),
+            "messages": args.messages,
+            "message_bytes": len(message),
+            "delivered": count,
+            "queue_s": round(queued, 1),
+            "drain_s": round(drained, 1),
+            "spilled": int(spilled),
+            "rss_before": {name: mib(v) for name, v in before.items()},
+            "peak_rss": {name: mib(v) for name, v in peak.items()},
+        }
+    finally:
+        stack.stop()
+        cleanup(namespace)
+
+
 def save_result(name: str, result: dict[str, Any]) -> None:
     """Keep the run's JSON in bench/results/<name>-<time>.json and print it."""
     RESULTS.mkdir(exist_ok=True)
@@ -441,11 +504,14 @@ def main() -> None:
     big.add_argument(
         "--defer", action="store_true", help="to a remote domain whose next hop refuses: deferred to a delay queue"
     )
+    burst = sub.add_parser("burst", help="big messages queued while the delivery is stopped, then let go")
+    burst.add_argument("--messages", type=int, default=70)
+    burst.add_argument("--size-mib", type=int, default=25)
     args = parser.parse_args()
     args.env = dict(item.split("=", 1) for item in args.env)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
-    runner = {"smtp": run_smtp, "pop3": run_pop3, "idle": run_idle, "big": run_big}[args.scenario]
+    runner = {"smtp": run_smtp, "pop3": run_pop3, "idle": run_idle, "big": run_big, "burst": run_burst}[args.scenario]
     result = runner(args)
     save_result(args.scenario, result)
 

@@ -18,6 +18,7 @@ from services.store import Store
 from shared.connections import connect_amqp
 from shared.health import HealthServer
 from shared.logging import get_logger
+from shared.spool import check_spool_dir
 from shared.topology import Topology
 
 log = get_logger(__name__)
@@ -30,6 +31,7 @@ class DeliveryApp:
 
     def __init__(self, settings: DeliverySettings) -> None:
         self.settings = settings
+        check_spool_dir(settings.delivery_spool_dir, "POSTROOM_DELIVERY_SPOOL_DIR")
         self.labels = queue_labels(Topology(settings.namespace), settings.retry_schedule)
         self.health = HealthServer(settings.metrics_listen) if settings.metrics_listen else None
         self.store = Store.connect(

@@ -10,7 +10,7 @@ from pydantic_settings import NoDecode
 from services.delivery.retry import parse_schedule
 from services.delivery.transport_map import Route, parse_route, parse_transport_map
 from shared.netaddr import HostPort, parse_host_port
-from shared.settings import CommonSettings, Delay, Duration, ListenAddress, duration_value
+from shared.settings import CommonSettings, Delay, Duration, ListenAddress, OptionalPath, duration_value
 
 
 class DeliverySettings(CommonSettings):
@@ -26,6 +26,15 @@ class DeliverySettings(CommonSettings):
     # slower one waits at most `ack_hold` (or until prefetch/4 wait) and is then acked alone.
     ack_interval: Delay = Field(default=0.01, le=1.0)
     ack_hold: Delay = 0.1
+    # The broker pushes up to `prefetch` messages whatever their size, so large ones (over 1 MiB, shared/spool.py)
+    # waiting for a worker are kept in memory only up to `delivery_memory_budget` bytes in all; beyond it each
+    # is spilled to an unlinked file in `delivery_spool_dir` (unset: the system's temporary directory) until it
+    # gets a worker. At most `large_concurrency` large messages are worked on at once, so the bodies in memory
+    # stay under budget + large_concurrency * POSTROOM_MAX_MESSAGE_SIZE + prefetch * 1 MiB of small ones.
+    # 128 MiB keeps five 25 MiB messages ready in memory; 4 lets big mail to slow remote hosts overlap.
+    delivery_memory_budget: int = Field(default=128 * 1024 * 1024, ge=0)
+    large_concurrency: int = Field(default=4, ge=1, le=1000)
+    delivery_spool_dir: OptionalPath = None
 
     retry_schedule: Annotated[tuple[int, ...], NoDecode] = (60, 300, 900, 1800, 3600, 7200, 14400)
     max_queue_lifetime: Duration = 5 * 86400

@@ -25,10 +25,12 @@ from services.delivery.local import STORE_UNAVAILABLE, deliver_local
 from services.delivery.outcome import Outcome, Status
 from services.delivery.publisher import Publisher
 from services.delivery.routing import Router, Target
+from services.delivery.waiting import WaitingRoom
 from services.store import Store
 from shared.envelope import Envelope
 from shared.logging import get_logger
 from shared.queue_id import is_queue_id
+from shared.spool import MEMORY_LIMIT as LARGE_MESSAGE
 from shared.topology import DELIVERY_LIMIT, Topology
 
 log = get_logger(__name__)
@@ -109,6 +111,10 @@ class Consumer:
         self.topology = Topology(settings.namespace)
         self.router = Router(store.accounts, settings.alias_depth_limit)
         self._slots = asyncio.Semaphore(settings.concurrency)
+        # Large messages (over LARGE_MESSAGE bytes) take one of these as well, taken before a worker slot so that
+        # large ones waiting never keep a slot from small ones; their waiting bodies are bounded by `waiting`.
+        self._large = asyncio.Semaphore(settings.large_concurrency)
+        self.waiting = WaitingRoom(settings.delivery_memory_budget, settings.delivery_spool_dir)
         self._tasks: set[asyncio.Task[None]] = set()
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
@@ -175,7 +181,10 @@ class Consumer:
             await self._channel.close()
 
     async def _on_delivery(self, delivered: DeliveredMessage) -> None:
-        await self._on_message(Delivery(delivered))
+        message = Delivery(delivered)
+        # From here the body lives in `message` alone, so that spilling it to a file frees it (waiting.py).
+        del delivered
+        await self._on_message(message)
 
     async def _on_message(self, message: Incoming) -> None:
         task = asyncio.current_task()
@@ -184,6 +193,9 @@ class Consumer:
         try:
             # Registered at once, in delivery order: a batched ack never covers a delivery still being worked on.
             window = self._track(message)
+            if len(message.body) > LARGE_MESSAGE:
+                await self._on_large(message, window)
+                return
             async with self._slots:
                 metrics.IN_FLIGHT.inc()
                 try:
@@ -193,6 +205,39 @@ class Consumer:
         finally:
             if task is not None:
                 self._tasks.discard(task)
+
+    async def _on_large(self, message: Incoming, window: Window | None) -> None:
+        """A large message waits for a large slot and a worker with its body in memory while the budget allows,
+        else in a spool file; it is still an unacked delivery, so a crash meanwhile loses nothing."""
+        # Both free: the slots are taken without suspending, so the body never waits and is not counted.
+        waiting = self.waiting.hold(message) if self._large.locked() or self._slots.locked() else None
+        try:
+            async with self._large, self._slots:
+                if waiting is not None:
+                    try:
+                        self.waiting.take(waiting, message)
+                    except OSError as exc:
+                        await self._unreadable(message, window, exc)
+                        return
+                metrics.IN_FLIGHT.inc()
+                try:
+                    await self.handle(message, window)
+                finally:
+                    metrics.IN_FLIGHT.dec()
+        finally:
+            if waiting is not None:
+                self.waiting.discard(waiting)
+
+    async def _unreadable(self, message: Incoming, window: Window | None, exc: OSError) -> None:
+        """Its spool file could not be read back: hand the delivery back to the broker, which still has it."""
+        log.error("reading a spilled message failed; requeued", message_id=message.message_id, error=str(exc))
+        metrics.MESSAGES.labels("requeued").inc()
+        try:
+            await message.nack(requeue=True)
+        except Exception as error:
+            log.warning("nack failed; the message will be redelivered", message_id=message.message_id, error=str(error))
+            return
+        self._settled(message, window)
 
     async def handle(self, message: Incoming, window: Window | None = None) -> None:
         """Work on one delivery and settle it: acks of tracked deliveries (`window`) go out batched, nacks and

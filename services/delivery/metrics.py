@@ -39,6 +39,15 @@ BOUNCES_SUPPRESSED = Counter(
 DEAD_LETTERS = Counter(
     "postroom_delivery_dead_letters_total", "Messages this worker rejected to the dead queue, by reason.", ["reason"]
 )
+WAITING_BODY_BYTES = Gauge(
+    "postroom_delivery_waiting_body_bytes",
+    "Bytes of large message bodies (over 1 MiB) held in memory while they wait for a worker.",
+)
+SPOOLED = Gauge("postroom_delivery_spooled_messages", "Large messages waiting for a worker in a spool file.")
+SPILLS = Counter(
+    "postroom_delivery_spilled_messages_total",
+    "Large messages written to a spool file on arrival because the memory budget for waiting bodies was used up.",
+)
 CONSUMER_UP = Gauge("postroom_delivery_consumer_up", "1 while the queue consumer is running.")
 
 # The per-message series, looked up once: `labels()` hashes and locks on every call.

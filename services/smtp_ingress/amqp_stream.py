@@ -14,7 +14,6 @@ from typing import Any
 from aiormq.abc import ChannelFrame
 from aiormq.channel import Channel
 
-from services.smtp_ingress.spool import MessageSpool
 from shared.amqp_frames import (
     body_frames,
     content_header_frame,
@@ -26,6 +25,7 @@ from shared.amqp_frames import (
     unregister,
 )
 from shared.envelope import Envelope
+from shared.spool import MessageSpool
 
 # Publishes waiting in the write queue are joined into buffers of at most this size (each join copies the buffer).
 JOIN_LIMIT = 64 * 1024

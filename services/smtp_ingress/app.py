@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import ssl
-import tempfile
 import warnings
 
 from services.smtp_ingress import metrics
@@ -20,6 +19,7 @@ from services.store import Store
 from shared.errors import ConfigError
 from shared.health import HealthServer
 from shared.logging import get_logger
+from shared.spool import check_spool_dir
 from shared.tls import server_context
 
 log = get_logger(__name__)
@@ -35,17 +35,6 @@ def tls_context(settings: IngressSettings) -> ssl.SSLContext:
         raise ConfigError(f"POSTROOM_TLS_CERT/POSTROOM_TLS_KEY: cannot load the certificate and key: {exc}") from None
 
 
-def check_spool_dir(path: str | None) -> None:
-    """Fail at start, naming the variable, rather than at the first large message."""
-    if path is None:
-        return
-    try:
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"POSTROOM_SMTP_SPOOL_DIR: cannot create files in {path}: {exc.strerror or exc}") from None
-
-
 class IngressApp:
     """The running ingress: start, readiness, graceful stop."""
 
@@ -56,7 +45,7 @@ class IngressApp:
         # On the implicit-TLS listener AUTH is allowed without STARTTLS because the whole session is TLS.
         warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS", UserWarning, "aiosmtpd")
         metrics.initialise()
-        check_spool_dir(settings.smtp_spool_dir)
+        check_spool_dir(settings.smtp_spool_dir, "POSTROOM_SMTP_SPOOL_DIR")
         # Concurrent sessions share Redis round trips (RCPT lookups, trace writes): see services/store/coalesce.py.
         self.store = Store.connect(settings.redis_url, settings.namespace, settings.redis_cluster, coalesce=True)
         self.publisher = Publisher(settings.amqp_url, settings.namespace, settings.smtp_publish_timeout)

@@ -20,13 +20,13 @@ from services.smtp_ingress.policy import (
     valid_helo,
 )
 from services.smtp_ingress.publisher import Publisher
-from services.smtp_ingress.spool import MessageSpool
 from services.store import Store
 from services.store.keys import normalize_address
 from shared.envelope import Envelope
 from shared.errors import TemporaryError
 from shared.logging import get_logger
 from shared.queue_id import new_queue_id
+from shared.spool import MessageSpool
 
 log = get_logger(__name__)
 

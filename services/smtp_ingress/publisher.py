@@ -15,10 +15,10 @@ from aiormq.channel import Channel
 
 from services.smtp_ingress import metrics
 from services.smtp_ingress.amqp_stream import IncomingExchange
-from services.smtp_ingress.spool import MessageSpool
 from shared.envelope import Envelope
 from shared.errors import TemporaryError
 from shared.logging import get_logger
+from shared.spool import MessageSpool
 from shared.tasks import cancel_and_wait
 from shared.topology import Topology
 

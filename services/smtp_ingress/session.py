@@ -31,8 +31,8 @@ from services.smtp_ingress.config import Network
 from services.smtp_ingress.data import TOO_LONG, TOO_MUCH, DataDecoder
 from services.smtp_ingress.limits import ConnectionLimiter
 from services.smtp_ingress.policy import client_ip, has_control_characters, is_trusted
-from services.smtp_ingress.spool import MEMORY_LIMIT, MessageSpool
 from shared.logging import get_logger
+from shared.spool import MEMORY_LIMIT, MessageSpool
 
 log = get_logger(__name__)
 

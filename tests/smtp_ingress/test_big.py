@@ -18,9 +18,9 @@ from services.smtp_ingress import replies
 from services.smtp_ingress.app import IngressApp
 from services.smtp_ingress.handler import IngressHandler
 from services.smtp_ingress.session import IngressEnvelope
-from services.smtp_ingress.spool import MessageSpool
 from shared.envelope import Envelope
 from shared.errors import ConfigError
+from shared.spool import MessageSpool
 from tests.helpers import wait_until_sync
 from tests.smtp_ingress.conftest import ALICE, RunningIngress, ingress_settings, queue_depth, read_queue, send
 from tests.smtp_ingress.proxy import TcpProxy, broker_proxy

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from services.smtp_ingress.data import LINE_LIMIT, TOO_LONG, TOO_MUCH, DataDecoder
 from services.smtp_ingress.message import normalise_line_ends
-from services.smtp_ingress.spool import MessageSpool
+from shared.spool import MessageSpool
 
 
 def aiosmtpd_reading(stream: bytes) -> tuple[bytes, bytes, int]:

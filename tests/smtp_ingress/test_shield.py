@@ -16,9 +16,9 @@ from services.smtp_ingress import replies
 from services.smtp_ingress.handler import IngressHandler
 from services.smtp_ingress.publisher import Publisher
 from services.smtp_ingress.session import IngressEnvelope
-from services.smtp_ingress.spool import MessageSpool
 from shared.envelope import Envelope
 from shared.errors import TemporaryError
+from shared.spool import MessageSpool
 from tests.helpers import wait_until_sync
 from tests.smtp_ingress.conftest import RunningIngress, ingress_settings, read_queue
 from tests.smtp_ingress.rawsmtp import RawSMTP

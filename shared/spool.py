@@ -1,4 +1,5 @@
-"""Where the text of one message waits between DATA and its publish: memory while small, a temporary file after."""
+"""Where the text of one message waits (the ingress: DATA to publish; the delivery: arrival to a worker): memory
+while small, an unlinked temporary file after."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import tempfile
 from collections.abc import Iterator
 from typing import IO
 
+from shared.errors import ConfigError
+
 # A message up to this size stays in memory and is published as one `bytes` (the cheap path for ordinary mail);
-# a larger one goes to a file, so the ingress never holds a 25 MiB message in memory (docs/performance.md).
+# a larger one goes to a file, so the ingress never holds a 25 MiB message in memory (docs/performance.md). The
+# delivery calls a message above it large: one it may spill to a file while it waits for a worker.
 MEMORY_LIMIT = 1024 * 1024
 
 
@@ -62,6 +66,13 @@ class MessageSpool:
         self._file.seek(0)
         return self._file.read(limit)
 
+    def read(self) -> bytes:
+        """The whole text, from memory or from the file."""
+        if self._file is None:
+            return self.getvalue()
+        self._file.seek(0)
+        return self._file.read(self.size)
+
     def chunks(self, prefix: bytes, size: int) -> Iterator[bytes]:
         """`prefix` then the text, cut into pieces of exactly `size` bytes (the last one shorter)."""
         if self._file is None:
@@ -85,3 +96,14 @@ class MessageSpool:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def check_spool_dir(path: str | None, variable: str) -> None:
+    """Fail at start, naming the variable, rather than at the first large message."""
+    if path is None:
+        return
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{variable}: cannot create files in {path}: {exc.strerror or exc}") from None
