@@ -217,7 +217,14 @@ ROWS = [
                 [
                     Query("sum(postroom_delivery_in_flight_messages)", "messages in flight"),
                     Query("sum(postroom_delivery_consumer_up)", "consumers running"),
+                    Query("sum(postroom_delivery_spooled_messages)", "large messages waiting on disk"),
                 ],
+            ),
+            Panel(
+                "Large messages waiting in memory",
+                [Query("sum(postroom_delivery_waiting_body_bytes)", "bodies over 1 MiB waiting for a worker")],
+                "Held in memory up to POSTROOM_DELIVERY_MEMORY_BUDGET per worker; beyond it they wait in spool files.",
+                unit="bytes",
             ),
         ],
     ),
