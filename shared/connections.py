@@ -2,17 +2,38 @@
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, TypeVar
 
 import aio_pika
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika.abc import AbstractConnection, AbstractRobustConnection
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
+
+Connection = TypeVar("Connection", aio_pika.Connection, aio_pika.RobustConnection)
+
+
+async def _open(kind: type[Connection], url: str, name: str, timeout: float) -> Connection:
+    """`aio_pika.connect` / `connect_robust`, except that a failed attempt closes what it opened: aio_pika leaves
+    it to the garbage collector, whose `__del__` schedules the close on a loop that may have stopped by then."""
+    connection = kind(aio_pika.connection.make_url(url), client_properties={"connection_name": name})
+    try:
+        await connection.connect(timeout=timeout)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await connection.close()
+        raise
+    return connection
 
 
 async def connect_amqp(url: str, name: str) -> AbstractRobustConnection:
     """A connection that reconnects by itself and re-opens its channels after a broker restart."""
-    return await aio_pika.connect_robust(url, client_properties={"connection_name": name}, timeout=10)
+    return await _open(aio_pika.RobustConnection, url, name, 10)
+
+
+async def connect_amqp_once(url: str, name: str, timeout: float = 10) -> AbstractConnection:
+    """A plain connection, for a caller that reconnects in its own way (or not at all)."""
+    return await _open(aio_pika.Connection, url, name, timeout)
 
 
 def connect_redis(url: str, cluster: bool = False, max_connections: int = 200, **options: Any) -> Any:

@@ -8,13 +8,13 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aio_pika.exceptions import DeliveryError, PublishError
 from aiormq.channel import Channel
 
 from services.smtp_ingress import metrics
 from services.smtp_ingress.amqp_stream import IncomingExchange
+from shared.connections import connect_amqp_once
 from shared.envelope import Envelope
 from shared.errors import TemporaryError
 from shared.logging import get_logger
@@ -83,9 +83,7 @@ class Publisher:
             delay = min(delay * 2, RECONNECT_MAX)
 
     async def _connect(self) -> asyncio.Future[None]:
-        connection = await aio_pika.connect(
-            self.url, timeout=5, client_properties={"connection_name": "postroom-smtp-ingress"}
-        )
+        connection = await connect_amqp_once(self.url, "postroom-smtp-ingress", timeout=5)
         self._connection = connection
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         self._channel = channel

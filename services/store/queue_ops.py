@@ -19,6 +19,7 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
+from shared.connections import connect_amqp_once
 from shared.envelope import HEADER_PREFIX
 from shared.topology import Topology
 
@@ -117,7 +118,7 @@ class QueueOps:
         async with self._connect_lock:
             if self._connection is None or self._connection.is_closed:
                 try:
-                    self._connection = await aio_pika.connect(self.amqp_url, timeout=10)
+                    self._connection = await connect_amqp_once(self.amqp_url, "postroom-store")
                 except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
                     raise QueueError(f"cannot reach RabbitMQ (POSTROOM_AMQP_URL): {exc}") from None
             return self._connection
@@ -128,7 +129,10 @@ class QueueOps:
         try:
             channel = await connection.channel(publisher_confirms=confirms, on_return_raises=confirms)
         except (aiormq.exceptions.AMQPError, OSError) as exc:
+            # Opened again on the next request; this one is closed, not left to the garbage collector.
             self._connection = None
+            with contextlib.suppress(Exception):
+                await connection.close()
             raise QueueError(f"RabbitMQ refused a channel: {exc}") from None
         try:
             yield channel

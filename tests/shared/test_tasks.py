@@ -77,7 +77,7 @@ async def test_publisher_stops_when_its_connect_swallows_the_cancel(monkeypatch:
                 raise
         raise ConnectionRefusedError("refused")
 
-    monkeypatch.setattr(publisher_module.aio_pika, "connect", connect)
+    monkeypatch.setattr(publisher_module, "connect_amqp_once", connect)
     monkeypatch.setattr(publisher_module, "RECONNECT_MIN", 0)
     publisher = Publisher("amqp://guest:guest@127.0.0.1:1/", "tasks-test", timeout=1)
     publisher.start()
