@@ -77,8 +77,8 @@ async def _deliver_traced(namespace: str, message: bytes) -> tuple[int, bool]:
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
-        stored = await mailbox(store, "big@example.test")
-        return peak, stored == [expected] and len(expected) == size
+        kept = await mailbox(store, "big@example.test")
+        return peak, kept == [expected] and len(expected) == size
     finally:
         await connection.close()
         await store.close()

@@ -28,7 +28,7 @@ def reference(millis: int, randomness: int) -> str:
 def test_same_ids_as_the_reference_encoding(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     rng = random.Random(seed)
     noise = rng.choice([bytes(10), b"\xff" * 10, rng.randbytes(10)])
-    monkeypatch.setattr(queue_id.os, "urandom", lambda n: noise[:n])
+    monkeypatch.setattr(os, "urandom", lambda n: noise[:n])
     now = rng.choice([0.0, 1_700_000_000.123, 2**48 / 1000 - 0.001, rng.uniform(0, 2**47 / 1000)])
     expected = reference(int(now * 1000), int.from_bytes(noise, "big"))
     assert new_queue_id(now) == expected
@@ -37,4 +37,4 @@ def test_same_ids_as_the_reference_encoding(seed: int, monkeypatch: pytest.Monke
 
 def test_random_part_comes_from_urandom() -> None:
     assert len({new_queue_id(1.0) for _ in range(100)}) == 100
-    assert os.urandom is queue_id.os.urandom
+    assert os.urandom is queue_id.os.urandom  # type: ignore[attr-defined]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import aio_pika
 import pamqp.frame
@@ -93,5 +94,6 @@ def test_message_frames_are_aiormqs(size: int) -> None:
         pieces = [body]
     else:
         pieces = [body[start : start + limit] for start in range(0, size, limit)]
-    expected = b"".join(pamqp.frame.marshal(frame, 7) for frame in [publish, header, *map(ContentBody, pieces)])
+    frames: list[Any] = [publish, header, *map(ContentBody, pieces)]
+    expected = b"".join(pamqp.frame.marshal(frame, 7) for frame in frames)
     assert message_frames(pamqp.frame.marshal(publish, 7), 7, limit, body, envelope) == expected

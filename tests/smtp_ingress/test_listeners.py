@@ -18,13 +18,12 @@ from prometheus_client import REGISTRY
 from services.smtp_ingress import replies
 from shared.envelope import Envelope
 from shared.tls import self_signed_pair
-from tests.helpers import ROOT
+from tests.helpers import ROOT, client_tls
 from tests.smtp_ingress.conftest import (
     ALICE,
     BOB,
     PASSWORD,
     RunningIngress,
-    client_tls,
     read_queue,
     send,
 )

@@ -121,5 +121,5 @@ async def test_concurrent_publishes_joined_in_the_write_queue_each_get_their_own
     finally:
         await publisher.stop()
     queued = await asyncio.to_thread(read_queue, namespace, 400, 5)
-    assert sorted(m.message_id for m in queued) == sorted(e.queue_id for e in envelopes)
+    assert sorted(str(m.message_id) for m in queued) == sorted(e.queue_id for e in envelopes)
     assert all(m.body == str(m.message_id).encode() * 40 and m.delivery_mode == 2 for m in queued)

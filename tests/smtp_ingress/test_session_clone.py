@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiosmtpd.smtp import SMTP
@@ -41,9 +41,10 @@ async def test_clone_has_fresh_connection_state_and_bound_methods() -> None:
         assert getattr(clone, name) is not getattr(other, name)
     assert clone._handle_hooks is template._handle_hooks
     assert clone._active_sessions is template._active_sessions  # label children bound once per listener
-    assert clone._smtp_methods.session is clone
-    verbs = set(dict(clone._smtp_methods.items()))
-    assert verbs == set(template._smtp_methods.verbs)
+    methods: Any = clone._smtp_methods  # a mapping of verbs that also knows its session (session.py)
+    assert methods.session is clone
+    verbs = set(dict(methods.items()))
+    assert verbs == set(cast(Any, template._smtp_methods).verbs)
     assert {"EHLO", "MAIL", "RCPT", "DATA", "QUIT"} <= verbs
     # A verb's guarded method is made once per session.
     assert clone._smtp_methods.get("MAIL") is clone._smtp_methods.get("MAIL")

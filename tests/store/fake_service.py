@@ -29,8 +29,8 @@ def main(crash_with: int | None = None) -> None:
     print(f"fake up pid={os.getpid()} metrics={os.environ.get('POSTROOM_METRICS_LISTEN', '')}", flush=True)
     print("to stderr", file=sys.stderr, flush=True)
     if ready_file:
-        with open(ready_file, "wb") as fifo:
-            fifo.write(b"1")
+        with open(ready_file, "wb") as ready:
+            ready.write(b"1")
     signal.alarm(60)  # bounded: SIGALRM's default action ends it should a test forget it
     while True:
         signal.pause()

@@ -32,7 +32,7 @@ def fuzz_admin() -> Iterator[AdminThread]:
 
 @schema.parametrize()
 @settings(max_examples=30, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-def test_api_fuzz(case: schemathesis.Case, fuzz_admin: AdminThread) -> None:
+def test_api_fuzz(case: schemathesis.Case, fuzz_admin: AdminThread) -> None:  # type: ignore[type-arg]
     # Data that fits the schema may still be refused for what it means (an unknown domain, an address that is not
     # one): that is a documented 4xx, so "positive data must be accepted" does not apply here.
     response = case.call_and_validate(

@@ -35,7 +35,7 @@ def one_line_error(result) -> str:  # type: ignore[no-untyped-def]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("postroom: error: ")
     assert "Traceback" not in result.output
-    return lines[0]
+    return str(lines[0])
 
 
 async def test_domain_add_list_remove(postroom, store: Store) -> None:  # type: ignore[no-untyped-def]
