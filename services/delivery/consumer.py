@@ -197,14 +197,18 @@ class Consumer:
                 await self._on_large(message, window)
                 return
             async with self._slots:
-                metrics.IN_FLIGHT.inc()
-                try:
-                    await self.handle(message, window)
-                finally:
-                    metrics.IN_FLIGHT.dec()
+                await self._work(message, window)
         finally:
             if task is not None:
                 self._tasks.discard(task)
+
+    async def _work(self, message: Incoming, window: Window | None) -> None:
+        """`handle` on a worker slot the caller holds, counted as in flight."""
+        metrics.IN_FLIGHT.inc()
+        try:
+            await self.handle(message, window)
+        finally:
+            metrics.IN_FLIGHT.dec()
 
     async def _on_large(self, message: Incoming, window: Window | None) -> None:
         """A large message waits for a large slot and a worker with its body in memory while the budget allows,
@@ -219,11 +223,7 @@ class Consumer:
                     except OSError as exc:
                         await self._unreadable(message, window, exc)
                         return
-                metrics.IN_FLIGHT.inc()
-                try:
-                    await self.handle(message, window)
-                finally:
-                    metrics.IN_FLIGHT.dec()
+                await self._work(message, window)
         finally:
             if waiting is not None:
                 self.waiting.discard(waiting)

@@ -4,9 +4,10 @@ message is still delivered once and byte for byte, and a worker killed while hol
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,25 @@ class SizeGatedRemote:
         return [outcome.delivered(t.address, "250 ok", "smtp", "mx.remote.test") for t in targets]
 
 
+@contextlib.asynccontextmanager
+async def consuming(
+    settings: DeliverySettings, store: Store, broker: Broker
+) -> AsyncIterator[tuple[Consumer, SizeGatedRemote]]:
+    """A consumer (not started yet) relaying through a SizeGatedRemote on a connection of its own; stopped and
+    closed on the way out."""
+    connection: Any = await aio_pika.connect_robust(AMQP_URL)
+    remote = SizeGatedRemote()
+    publisher = Publisher(connection, broker.topology, settings.retry_schedule)
+    await publisher.start()
+    consumer = Consumer(settings, store, connection, publisher, remote)
+    try:
+        yield consumer, remote
+    finally:
+        await consumer.stop()
+        await publisher.close()
+        await connection.close()
+
+
 async def test_waiting_bodies_stay_within_the_budget_and_spill(
     store: Store, broker: Broker, namespace: str, tmp_path: Path
 ) -> None:
@@ -87,14 +107,9 @@ async def test_waiting_bodies_stay_within_the_budget_and_spill(
         delivery_spool_dir=str(tmp_path),
         retry_schedule="1s,2s",
     )
-    connection: Any = await aio_pika.connect_robust(AMQP_URL)
-    remote = SizeGatedRemote()
-    publisher = Publisher(connection, broker.topology, settings.retry_schedule)
-    await publisher.start()
-    consumer = Consumer(settings, store, connection, publisher, remote)
     spills_before = REGISTRY.get_sample_value(SPILLS) or 0.0
-    await consumer.start()
-    try:
+    async with consuming(settings, store, broker) as (consumer, remote):
+        await consumer.start()
         expected: dict[str, str] = {}
         for i in range(count):
             message = big_message(i)
@@ -122,10 +137,6 @@ async def test_waiting_bodies_stay_within_the_budget_and_spill(
             return sum(len(v) for v in remote.bodies.values()) == count + 5 and remote.active == 0
 
         await wait_until(finished, what="every message relayed")
-    finally:
-        await consumer.stop()
-        await publisher.close()
-        await connection.close()
     assert room.peak <= budget
     assert room.held == 0 and room.spooled == 0
     assert spool_fds(tmp_path) == 0 and os.listdir(tmp_path) == []
@@ -146,11 +157,6 @@ async def test_an_unreadable_spool_file_requeues_the_message(
         delivery_spool_dir=str(tmp_path),
         retry_schedule="1s,2s",
     )
-    connection: Any = await aio_pika.connect_robust(AMQP_URL)
-    remote = SizeGatedRemote()
-    publisher = Publisher(connection, broker.topology, settings.retry_schedule)
-    await publisher.start()
-    consumer = Consumer(settings, store, connection, publisher, remote)
     failures: list[int] = []
     read = MessageSpool.read
 
@@ -161,8 +167,8 @@ async def test_an_unreadable_spool_file_requeues_the_message(
         return read(spool)
 
     monkeypatch.setattr(MessageSpool, "read", failing_once)
-    await consumer.start()
-    try:
+    async with consuming(settings, store, broker) as (consumer, remote):
+        await consumer.start()
         first = await broker.publish(["first@remote.test"], big_message(1))
         second = await broker.publish(["second@remote.test"], big_message(2))
 
@@ -176,10 +182,6 @@ async def test_an_unreadable_spool_file_requeues_the_message(
             return set(remote.bodies) == {first.queue_id, second.queue_id} and remote.active == 0
 
         await wait_until(finished, what="both relayed, the second after its redelivery")
-    finally:
-        await consumer.stop()
-        await publisher.close()
-        await connection.close()
     assert failures == [1]
     assert remote.bodies[second.queue_id] == [hashlib.sha256(big_message(2)).hexdigest()]
     assert consumer.waiting.spooled == 0 and spool_fds(tmp_path) == 0
