@@ -24,11 +24,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import redis
 
 from bench.stack import SERVICES, Stack, tree_rss_bytes
 from services.store import Store
+from shared.connections import connect_amqp_once
 from shared.topology import Topology
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -69,13 +69,17 @@ def cleanup(namespace: str) -> None:
     )
 
 
-def metric_total(stack: Stack, service: str, name: str, port_offset: int = 0) -> float:
-    """Sum of every series of one counter on a service's /metrics page."""
+def metric_lines(stack: Stack, service: str, port_offset: int = 0) -> list[str]:
+    """The lines of a service's /metrics page."""
     url = f"http://127.0.0.1:{stack.metrics_ports[service] + port_offset}/metrics"
     with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
+        return list(response.read().decode().splitlines())
+
+
+def metric_total(stack: Stack, service: str, name: str, port_offset: int = 0) -> float:
+    """Sum of every series of one counter on a service's /metrics page."""
     total = 0.0
-    for line in text.splitlines():
+    for line in metric_lines(stack, service, port_offset):
         if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " "):
             total += float(line.rsplit(" ", 1)[1])
     return total
@@ -322,6 +326,12 @@ def run_idle(args: argparse.Namespace) -> dict[str, Any]:
 DEFER_DELAY = 3600
 
 
+def big_message(size_mib: int, subject: str) -> bytes:
+    """About `size_mib` MiB of 1000-octet lines under a one-field header."""
+    line = b"y" * 998 + b"\r\n"
+    return f"Subject: {subject}\r\n\r\n".encode() + line * (size_mib * 2**20 // len(line))
+
+
 def run_big(args: argparse.Namespace) -> dict[str, Any]:
     import poplib
 
@@ -335,8 +345,7 @@ def run_big(args: argparse.Namespace) -> dict[str, Any]:
         env |= {"POSTROOM_TRANSPORT_MAP": "remote.example=[127.0.0.1]:9", "POSTROOM_RETRY_SCHEDULE": f"{DEFER_DELAY}s"}
         user, services = "x@remote.example", ("smtp_ingress", "delivery")
     stack = Stack(namespace, RESULTS / namespace, extra_env=env)
-    line = b"y" * 998 + b"\r\n"
-    message = b"Subject: big\r\n\r\n" + line * (size // len(line))
+    message = big_message(args.size_mib, "big")
     result: dict[str, Any] = {}
     try:
         asyncio.run(prepare_users(namespace, [] if args.defer else [user]))
@@ -391,18 +400,16 @@ def run_big(args: argparse.Namespace) -> dict[str, Any]:
 
 def metric_value(stack: Stack, service: str, series: str) -> float:
     """One series of a service's /metrics page, named as it prints it (labels included); 0 when absent."""
-    url = f"http://127.0.0.1:{stack.metrics_ports[service]}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        for line in response.read().decode().splitlines():
-            name, _, value = line.rpartition(" ")
-            if name == series:
-                return float(value)
+    for line in metric_lines(stack, service):
+        name, _, value = line.rpartition(" ")
+        if name == series:
+            return float(value)
     return 0.0
 
 
 async def queue_depth(queue: str) -> int:
     """Ready messages in `queue` (a passive declare)."""
-    connection = await aio_pika.connect(AMQP_URL, timeout=5)
+    connection = await connect_amqp_once(AMQP_URL, "postroom-bench", timeout=5)
     async with connection:
         channel = await connection.channel()
         declared = await channel.declare_queue(queue, passive=True)
@@ -421,8 +428,7 @@ def run_burst(args: argparse.Namespace) -> dict[str, Any]:
     size = args.size_mib * 2**20
     env = {"POSTROOM_MAX_MESSAGE_SIZE": str(size + 2**20), **args.env}
     stack = Stack(namespace, RESULTS / namespace, extra_env=env)
-    line = b"y" * 998 + b"\r\n"
-    message = b"Subject: burst\r\n\r\n" + line * (size // len(line))
+    message = big_message(args.size_mib, "burst")
 
     def send(user: str) -> None:
         with smtplib.SMTP("127.0.0.1", stack.port("POSTROOM_SMTP_LISTEN"), timeout=300) as smtp:
