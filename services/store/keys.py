@@ -1,15 +1,20 @@
 """The Redis schema: every key name Postroom uses is built here and nowhere else.
 
-Global keys (one slot each, only ever touched by single-key commands):
+The namespace (POSTROOM_NAMESPACE, `[A-Za-z0-9_.-]`) never holds a brace, so only the tags below decide slots.
+
+Global keys (one slot each, only ever touched by single-key commands, so what their members or fields hold, e.g.
+an alias source with a brace, never matters for slots):
     {ns}:domains                      set of local domains
     {ns}:users                        set of account addresses
     {ns}:aliases                      hash: source address (or "@domain" catch-all) -> JSON list of targets
     {ns}:stats:trace-events           counter: trace events ever written (the store's metric reads it)
 
-Per message trace, hash-tagged by queue id (single-key commands only; pipelined, never in a script):
+Per message trace, hash-tagged by queue id (single-key commands only; pipelined, never in a script; a queue id is
+our own `[0-9A-Z]{26}`, and even a foreign one with a brace would only move its one key to another slot):
     {ns}:trace:{queue_id}             list of JSON events, capped at trace.MAX_EVENTS, expiring after the retention
 
-Per mailbox, all sharing the hash tag `{address}` so every Lua script is Redis Cluster safe (DESIGN invariant 9):
+Per mailbox, all sharing one hash tag so every Lua script is Redis Cluster safe (DESIGN invariant 9). The tag is
+the normalised address, `{alice@example.com}`, unless the address holds a brace or no `@` (see `mailbox_tag`):
     {ns}:{addr}:account               hash: password (argon2id PHC string), quota (bytes, 0 = none), created
     {ns}:{addr}:index                 zset: uid -> arrival sequence (POP3 message order)
     {ns}:{addr}:sizes                 hash: uid -> size in octets (CRLF, as RETR sends before dot-stuffing)
@@ -26,12 +31,29 @@ A user's removal (accounts.remove_user) runs CLOSE_MAILBOX, then deletes the mai
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 
 def normalize_address(address: str) -> str:
     """Mailbox identity: the address lower-cased (local parts are case-insensitive here, as in most MTAs)."""
     return address.strip().lower()
+
+
+def mailbox_tag(address: str) -> str:
+    """The hash tag of a mailbox's keys (without its braces): one Redis Cluster slot, one mailbox.
+
+    Redis hashes the text between the first `{` and the first `}` after it, if that is not empty (Cluster spec,
+    "Hash tags"). `{` and `}` are atext (RFC 5322 §3.2.3), so a local part may hold them: `}ops@example.com` as
+    `{}ops@example.com}` leaves an empty tag and spreads the mailbox over many slots. Such an address gets a digest
+    instead, which holds neither brace nor `@`; a plain tag always holds an `@`, so the two kinds never meet and the
+    mapping stays one-to-one. Every address with an `@` and no brace keeps the tag it always had (no migration).
+    """
+    address = normalize_address(address)
+    if "@" in address and "{" not in address and "}" not in address:
+        return address
+    # surrogatepass: text that came through surrogateescape still maps to some tag instead of raising here.
+    return "#" + hashlib.sha256(address.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -60,7 +82,7 @@ class Keys:
         return f"{self.namespace}:trace:{{{queue_id}}}"
 
     def mailbox(self, address: str) -> MailboxKeys:
-        return MailboxKeys(f"{self.namespace}:{{{normalize_address(address)}}}")
+        return MailboxKeys(f"{self.namespace}:{{{mailbox_tag(address)}}}")
 
 
 @dataclass(frozen=True)
