@@ -1,10 +1,24 @@
 """Queue operations over plain AMQP 0-9-1 (no management plugin): status, dead letters listed, requeued, purged.
 
-Depth and consumers come from passive queue declarations. Dead letters are read by cycling the dead queue: each
-message is taken with basic.get, copied to the tail of the same queue (or to `incoming` when requeued) on a channel
-with publisher confirms, and only then acked. Nothing is lost if we die half-way (at worst a message is there twice),
-and no message's delivery count grows with each look, as a get-then-nack-requeue would make it (RabbitMQ 4 quorum
-queues drop a message past their default delivery limit).
+Status touches no message: depth and consumers come from passive queue declarations only.
+
+Listing touches at most `limit` dead letters and copies none: they are taken with basic.get (unacked), read, and
+handed back with one basic.nack(requeue). The broker keeps the very messages, bodies and properties untouched and
+nothing re-sent; if we die half-way the broker hands back what we held, so a listing can neither lose nor duplicate.
+What a return costs, with quorum queues (RabbitMQ 3.10+):
+- the messages handed back go to the back of the dead queue, so a listing moves what it shows to the end and the
+  next listing shows the ones after (RabbitMQ keeps no order among more than a few dozen returned at once);
+- they carry the redelivered flag and an `x-delivery-count` one higher. The dead queue has no delivery limit, so on
+  RabbitMQ 3.x nothing follows from that. RabbitMQ 4.3+ counts a basic.nack as "released", not as a failed
+  delivery; 4.0-4.2 count every return against their default delivery limit of 20, and there the dead queue needs
+  a `delivery-limit: -1` policy, or dead letters listed twenty times would be dropped.
+Taking and republishing each message instead, as listing once did, rewrites what it touches (new messages, every
+body sent back and forth) and moves it to the back too; keeping the order that way meant cycling the whole queue
+on every look, up to 10,000 bodies whatever the limit.
+
+Requeueing cycles the dead queue: each message is taken with basic.get, copied to `incoming` (the chosen ones) or
+to the tail of the same queue (the others) on a channel with publisher confirms, and only then acked. Nothing is
+lost if we die half-way (at worst a message is there twice). Purging is queue.purge.
 """
 
 from __future__ import annotations
@@ -25,6 +39,8 @@ from shared.topology import Topology
 
 # A dead queue larger than this is cycled only this far in one call (bounded time per request).
 MAX_CYCLE = 10_000
+# How long a listing waits for the dead letters it handed back to be ready again (see QueueOps._returned).
+RETURN_WAIT = 5.0
 # Messages taken before their copies are published together and the confirms awaited as one.
 _BATCH = 200
 # Broker-set headers a requeued message must not carry back into the work queue.
@@ -204,8 +220,37 @@ class QueueOps:
         return listed[:limit], moved
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        """The dead letters, oldest first (at most `limit`); they stay in the dead queue."""
-        return (await self._cycle_dead(None, False, limit))[0]
+        """The first `limit` dead letters of the dead queue, touching no others; they stay in it, moved to its back."""
+        if limit <= 0:
+            return []
+        async with self._dead_lock, self._channel() as channel:
+            try:
+                dead = await channel.declare_queue(self.topology.dead, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                return []
+            ready = dead.declaration_result.message_count or 0
+            taken: list[AbstractIncomingMessage] = []
+            while len(taken) < limit:
+                message = await dead.get(no_ack=False, fail=False)
+                if message is None:
+                    break
+                taken.append(message)
+            if taken:
+                # nack, not reject: RabbitMQ 4.3+ counts basic.reject as a failed delivery, basic.nack as not.
+                await taken[-1].nack(multiple=True, requeue=True)
+                await self._returned(channel, ready)
+            return [_dead_letter(message) for message in taken]
+
+    async def _returned(self, channel: AbstractChannel, ready: int) -> None:
+        """Wait, briefly, until the dead queue is as deep as before we took from it: a quorum queue applies returns
+        after answering, and a status or listing right after ours should find the messages there. Bounded: other
+        clients may take from the queue meanwhile, so the depth may never come back."""
+        deadline = asyncio.get_running_loop().time() + RETURN_WAIT
+        while asyncio.get_running_loop().time() < deadline:
+            queue = await channel.declare_queue(self.topology.dead, passive=True)
+            if (queue.declaration_result.message_count or 0) >= ready:
+                return
+            await asyncio.sleep(0.02)
 
     async def requeue(self, queue_ids: Iterable[str] | None) -> int:
         """Move dead letters (all of them when `queue_ids` is None) back to `incoming`; how many moved."""

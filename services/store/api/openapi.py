@@ -267,14 +267,17 @@ OPENAPI: dict[str, Any] = {
         "/api/v1/queue": {
             "get": {
                 "operationId": "queueStatus",
-                "summary": "Depth and consumers of every queue, and the oldest dead letters",
+                "summary": "Depth and consumers of every queue; with limit, the first dead letters too",
                 "parameters": [
                     {
                         "name": "limit",
                         "in": "query",
                         "required": False,
-                        "description": "How many dead letters to list (0: none)",
-                        "schema": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 100},
+                        "description": (
+                            "How many dead letters to list (0: none, and no message is touched). Listed ones are"
+                            " handed back to the dead queue, at its back, marked redelivered"
+                        ),
+                        "schema": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 0},
                     }
                 ],
                 "responses": {"200": _json(_ref("QueueStatus"), "The queues"), **_errors(404)},

@@ -175,7 +175,8 @@ def _limit(request: web.Request, default: int = 100, maximum: int = 1000) -> int
 
 async def queue_status(request: web.Request) -> web.Response:
     queue = _queue(request)
-    limit = _limit(request)
+    # Depths only unless dead letters are asked for: a look at the queue must not touch what is in it.
+    limit = _limit(request, default=0)
     status = await queue.status()
     dead = await queue.dead_letters(limit) if limit else []
     return web.json_response({"queues": [asdict(q) for q in status], "dead_letters": [asdict(d) for d in dead]})

@@ -61,7 +61,7 @@ def dead() -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
 @json_option
 def dead_list(limit: int, as_json: bool) -> None:
-    """List dead letters, oldest first (they stay in the queue)."""
+    """List the first dead letters (at most --limit, no other is touched); they stay, moved to the queue's back."""
     letters = run_with_queue(lambda ops: ops.dead_letters(limit))
     if as_json:
         emit_json([asdict(d) for d in letters])
