@@ -67,20 +67,28 @@ return 0
 """
 
 # KEYS: account. ARGV: field1, value1, field2, value2, ...
-# Creates the account only when it does not exist yet. 1 created, 0 already there.
+# Creates the account only when it does not exist yet. 1 created, 0 already there. An account holding exactly these
+# values is this very call's, repeated after its connection died (the password hash is salted): 1 again.
 CREATE_ACCOUNT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  for i = 1, #ARGV, 2 do
+    if redis.call('HGET', KEYS[1], ARGV[i]) ~= ARGV[i + 1] then return 0 end
+  end
+  return 1
+end
 redis.call('HSET', KEYS[1], unpack(ARGV))
 return 1
 """
 
 # KEYS: account. ARGV: field, value, expected ('' = any).
 # Sets a field of an existing account only: a concurrent removal must not be undone by a late HSET recreating
-# the hash, and a rehash after login must not overwrite a password changed meanwhile. 1 set, 0 no account,
-# -1 the field no longer holds `expected`.
+# the hash, and a rehash after login must not overwrite a password changed meanwhile. 1 set (or already holding
+# `value`: this call repeated after its connection died), 0 no account, -1 the field no longer holds `expected`.
 UPDATE_ACCOUNT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if ARGV[3] ~= '' and redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[3] then return -1 end
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current == ARGV[2] then return 1 end
+if ARGV[3] ~= '' and current ~= ARGV[3] then return -1 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
@@ -96,8 +104,10 @@ return existed
 
 # KEYS: lock, account. ARGV: token, ttl ms. 1 when taken; 0 when held by another session or the account is gone
 # (so a session that logged in just before its user was removed cannot lock, and then delete from, a dead mailbox).
+# A lock already holding this (fresh, random) token is this call's, repeated after its connection died: 1 again.
 ACQUIRE_LOCK = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
