@@ -9,6 +9,9 @@ import aio_pika
 from aio_pika.abc import AbstractConnection, AbstractRobustConnection
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 Connection = TypeVar("Connection", aio_pika.Connection, aio_pika.RobustConnection)
 
@@ -36,16 +39,45 @@ async def connect_amqp_once(url: str, name: str, timeout: float = 10) -> Abstrac
     return await _open(aio_pika.Connection, url, name, timeout)
 
 
+# A command that meets a dead connection is sent again on a new one, this many times, 0.1 s then 0.2 s apart.
+REDIS_RETRIES = 2
+
+
+def redis_retry() -> Retry:
+    """How a Redis client rides over a restart or failover: after a Redis restart every pooled connection is dead,
+    and without a retry the first command on each one fails (a /readyz, a POP3 login, an RCPT answered 451).
+
+    Only connection errors are retried (refused, reset, closed by the server, LOADING), never timeouts: a Redis that
+    hangs must still fail within the configured socket timeouts, not a multiple of them, and one that stays down
+    fails after the short backoff. Repeating a command whose connection died after it was sent may run it twice,
+    which every command the store sends allows: reads; SET, HSET, SADD, SREM, DEL, EXPIRE and the lock scripts reach
+    the same state again (a repeated SADD of a domain may report it as already there); STORE_MESSAGE finds its dedup
+    key and answers "duplicate", which delivery counts as stored; DELETE_MESSAGES finds nothing left to remove;
+    CREATE_ACCOUNT, UPDATE_ACCOUNT and ACQUIRE_LOCK recognise their own earlier write (lua.py). What may count twice
+    is a trace event or a counter (RPUSH, INCRBY), which only inform.
+    """
+    return Retry(ExponentialBackoff(cap=0.2, base=0.05), REDIS_RETRIES, supported_errors=(RedisConnectionError,))
+
+
 def connect_redis(url: str, cluster: bool = False, max_connections: int = 200, **options: Any) -> Any:
     """A Redis client (plain or cluster); bytes in, bytes out, so message bodies stay untouched.
 
     The single-node pool waits for a free connection (up to 10 s) instead of failing: redis-py's default pool raises
-    MaxConnectionsError once its limit of commands is in flight, which would turn a burst into errors.
+    MaxConnectionsError once its limit of commands is in flight, which would turn a burst into errors. Both kinds
+    reconnect transparently (`redis_retry`); the cluster client also retries a timeout, after refreshing its slot
+    map, which is how redis-py follows a failover.
     `options` are passed to redis-py as they are (e.g. `socket_connect_timeout`).
     """
     if cluster:
-        return RedisCluster.from_url(url, decode_responses=False, **options)
+        return RedisCluster.from_url(url, **{"decode_responses": False, "retry": redis_retry(), **options})
     pool = BlockingConnectionPool.from_url(
-        url, **{"max_connections": max_connections, "timeout": 10, "health_check_interval": 30, **options}
+        url,
+        **{
+            "max_connections": max_connections,
+            "timeout": 10,
+            "health_check_interval": 30,
+            "retry": redis_retry(),
+            **options,
+        },
     )
     return Redis(connection_pool=pool)

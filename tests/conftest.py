@@ -14,6 +14,7 @@ from services.store import Store
 from shared.topology import Topology
 from tests.helpers import AMQP_URL, REDIS_URL, ServiceProcess, free_port
 from tests.redis_cluster import redis_cluster  # noqa: F401  (session fixture: a private 3-master Redis Cluster)
+from tests.redis_private import private_redis  # noqa: F401  (a redis-server of one test, to restart or stop)
 
 DEFAULT_TEST_DELAYS = [1, 2, 5, 60, 300, 900, 1800, 3600, 7200, 14400]
 

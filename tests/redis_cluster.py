@@ -52,30 +52,43 @@ class RedisClusterProcesses:
         done = subprocess.run(["redis-cli", *args], capture_output=True, timeout=30, check=True)
         return done.stdout.decode()
 
-    def start(self) -> RedisClusterProcesses:
-        for port in self.ports:
-            node_dir = self.directory / str(port)
-            node_dir.mkdir(parents=True)
-            log = (node_dir / "redis.log").open("ab")
-            args = ["--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes"]
-            args += ["--cluster-config-file", "nodes.conf", "--save", "", "--appendonly", "no", "--dir", str(node_dir)]
-            self.procs.append(subprocess.Popen(["redis-server", *args], stdout=log, stderr=log))
-        for port in self.ports:
-            wait_until_sync(lambda p=port: self._ping(p), timeout=20, what=f"redis node {port}")  # type: ignore[misc]
-        nodes = [f"127.0.0.1:{port}" for port in self.ports]
-        self._cli("--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes")
+    def _spawn(self, port: int) -> subprocess.Popen[bytes]:
+        node_dir = self.directory / str(port)
+        node_dir.mkdir(parents=True, exist_ok=True)
+        log = (node_dir / "redis.log").open("ab")
+        args = ["--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes"]
+        args += ["--cluster-config-file", "nodes.conf", "--save", "", "--appendonly", "no", "--dir", str(node_dir)]
+        return subprocess.Popen(["redis-server", *args], stdout=log, stderr=log)
+
+    def _wait_ok(self) -> None:
         for port in self.ports:
             wait_until_sync(
                 lambda p=port: "cluster_state:ok" in self._cli("-p", str(p), "cluster", "info"),  # type: ignore[misc]
                 timeout=30,
                 what="cluster_state:ok",
             )
+
+    def start(self) -> RedisClusterProcesses:
+        self.procs = [self._spawn(port) for port in self.ports]
+        for port in self.ports:
+            wait_until_sync(lambda p=port: self._ping(p), timeout=20, what=f"redis node {port}")  # type: ignore[misc]
+        nodes = [f"127.0.0.1:{port}" for port in self.ports]
+        self._cli("--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes")
+        self._wait_ok()
         return self
+
+    def restart(self) -> None:
+        """Every node stopped, then started again with its nodes.conf (same slots); the data is gone."""
+        self.stop()
+        self.procs = [self._spawn(port) for port in self.ports]
+        for port in self.ports:
+            wait_until_sync(lambda p=port: self._ping(p), timeout=20, what=f"redis node {port}")  # type: ignore[misc]
+        self._wait_ok()
 
     def _ping(self, port: int) -> bool:
         try:
             return "PONG" in self._cli("-p", str(port), "ping")
-        except subprocess.CalledProcessError:
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
             return False
 
     def stop(self) -> None:

@@ -1,0 +1,77 @@
+"""A private redis-server for tests that restart, stop or otherwise disturb Redis (never the shared one)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import free_port, wait_until_sync
+
+
+class PrivateRedis:
+    """One redis-server on a free loopback port in its own directory. The append-only file keeps the data across
+    `restart()`, as a production Redis with persistence would; the port stays the same."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> PrivateRedis:
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory), "--save", ""]
+        args += ["--appendonly", "yes", "--appendfsync", "always"]
+        log = (self.directory / "redis.log").open("ab")
+        self.proc = subprocess.Popen(["redis-server", *args], stdout=log, stderr=log)
+        wait_until_sync(lambda: self.answers() or self._exited(), timeout=20, what=f"private redis on {self.port}")
+        if not self.answers():
+            raise AssertionError(f"redis-server exited: {(self.directory / 'redis.log').read_text()[-2000:]}")
+        return self
+
+    def answers(self) -> bool:
+        """PING answered PONG (not LOADING, not refused)."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def _exited(self) -> bool:
+        return self.proc is None or self.proc.poll() is not None
+
+    def stop(self) -> None:
+        """SIGTERM: Redis closes every client connection, syncs its append-only file and exits."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def restart(self) -> None:
+        """Stop, then start on the same port (Redis binds with SO_REUSEADDR)."""
+        self.stop()
+        self.start()
+
+
+@pytest.fixture
+def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
+    """A redis-server of this test alone, stopped at teardown; skipped where redis-server is not installed."""
+    if not shutil.which("redis-server"):
+        pytest.skip("redis-server not installed")
+    redis = PrivateRedis(tmp_path_factory.mktemp("redis-private"))
+    try:
+        yield redis.start()
+    finally:
+        redis.stop()
