@@ -36,7 +36,11 @@ def validate_address(address: str) -> str:
     """A dot-atom local part (UTF-8 allowed, RFC 6531) at a valid domain, within RFC 5321 length limits."""
     address = address.strip()
     local, domain = split_address(address)
-    if len(local.encode()) > 64 or len(address.encode()) > 254:
+    try:
+        octets = len(address.encode())
+    except UnicodeEncodeError:  # undecodable bytes of a command-line argument (surrogate escapes)
+        raise AddressError(f"bad address {address!r}: not UTF-8") from None
+    if len(local.encode()) > 64 or octets > 254:
         raise AddressError(f"bad address {address!r}: too long")
     if not (_LOCAL_ATOM.match(local) or (not local.isascii() and local.isprintable() and "@" not in local)):
         raise AddressError(f"bad address {address!r}")

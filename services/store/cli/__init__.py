@@ -27,6 +27,9 @@ def _describe(exc: BaseException) -> str | None:
 
     if isinstance(exc, AccountError | AddressError | QueueError):
         return str(exc)
+    if isinstance(exc, UnicodeError):
+        # An argument with bytes that are not UTF-8 (Python keeps them as surrogate escapes) cannot name a key.
+        return "arguments must be UTF-8 text"
     if isinstance(exc, aiormq.exceptions.AMQPError):
         return f"RabbitMQ: {exc!r}"
     if isinstance(exc, ConfigError):
