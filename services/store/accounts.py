@@ -188,7 +188,7 @@ class Accounts:
 
     # -- aliases ---------------------------------------------------------------------------------------------
     async def add_alias(self, source: str, targets: list[str]) -> None:
-        source = source.strip().lower()
+        source = normalize_address(source)
         if source.startswith("@"):
             domain = validate_domain(source[1:])
         else:
@@ -204,14 +204,14 @@ class Accounts:
         await self.redis.hset(self.keys.aliases, source, json.dumps(clean))
 
     async def remove_alias(self, source: str) -> bool:
-        return bool(await self.redis.hdel(self.keys.aliases, source.strip().lower()))
+        return bool(await self.redis.hdel(self.keys.aliases, normalize_address(source)))
 
     async def list_aliases(self) -> dict[str, list[str]]:
         raw = await self.redis.hgetall(self.keys.aliases)
         return {_text(k): json.loads(_text(v)) for k, v in sorted(raw.items())}
 
     async def alias_targets(self, source: str) -> list[str] | None:
-        raw = await self.redis.hget(self.keys.aliases, source.strip().lower())
+        raw = await self.redis.hget(self.keys.aliases, normalize_address(source))
         return None if raw is None else list(json.loads(_text(raw)))
 
     async def recipient_exists(self, address: str) -> bool:

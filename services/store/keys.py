@@ -36,8 +36,10 @@ from dataclasses import dataclass
 
 
 def normalize_address(address: str) -> str:
-    """Mailbox identity: the address lower-cased (local parts are case-insensitive here, as in most MTAs)."""
-    return address.strip().lower()
+    """Mailbox identity: the address lower-cased (local parts are case-insensitive here, as in most MTAs), without
+    the trailing dots of a fully qualified domain, which validate_address drops too: `carol@example.test.` is the
+    account `carol@example.test` everywhere, not a password check of one and a mailbox lock of another."""
+    return address.strip().lower().rstrip(".")
 
 
 def mailbox_tag(address: str) -> str:

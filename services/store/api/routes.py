@@ -16,6 +16,7 @@ from services.store.api.errors import ApiError
 from services.store.api.keys import QUEUE_KEY, STORE_KEY
 from services.store.api.models import AliasIn, Body, DomainIn, RequeueIn, UserIn, UserPatch
 from services.store.api.openapi import OPENAPI
+from services.store.keys import normalize_address
 from shared.queue_id import is_queue_id
 
 BodyT = TypeVar("BodyT", bound=Body)
@@ -154,12 +155,12 @@ async def add_alias(request: web.Request) -> web.Response:
     body = await _body(request, AliasIn)
     store = _store(request)
     await store.accounts.add_alias(body.address, body.targets)
-    source = body.address.strip().lower()
+    source = normalize_address(body.address)
     return web.json_response({"address": source, "targets": await store.accounts.alias_targets(source)}, status=201)
 
 
 async def remove_alias(request: web.Request) -> web.Response:
-    source = _param(request, "address").strip().lower()
+    source = normalize_address(_param(request, "address"))
     if not await _store(request).accounts.remove_alias(source):
         raise NotFoundError(f"no such alias {source}")
     return _no_content()
