@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
 from services.delivery.retry import parse_schedule
+from services.delivery.tls import SMTPS_PORT, check_ca_file
 from services.delivery.transport_map import Route, parse_route, parse_transport_map
 from shared.netaddr import HostPort, parse_host_port
 from shared.settings import CommonSettings, Delay, Duration, ListenAddress, OptionalPath, duration_value
@@ -49,7 +50,12 @@ class DeliverySettings(CommonSettings):
     transport_map: Annotated[dict[str, Route], NoDecode] = Field(default_factory=dict)
     relay_host: Route | None = None
     relay_username: str | None = None
-    relay_password: SecretStr | None = None
+    # Validated even when unset, so that a username without a password stops the start instead of never sending AUTH.
+    relay_password: SecretStr | None = Field(default=None, validate_default=True)
+    # TLS from the first byte (RFC 8314) to the relay host; unset: exactly when its port is 465.
+    relay_implicit_tls: bool | None = None
+    # Extra trusted CAs (a PEM bundle) for the relay host's certificate, besides the system's.
+    relay_tls_ca_file: OptionalPath = None
 
     # RFC 5321 §4.5.3.2 minimum timeouts: greeting 5 min, MAIL/RCPT 5 min, DATA termination 10 min.
     # The TCP connect itself is not covered by the RFC; 30 s as in Postfix's smtp_connect_timeout.
@@ -89,6 +95,36 @@ class DeliverySettings(CommonSettings):
     @classmethod
     def _transport_map(cls, value: Any) -> dict[str, Route]:
         return value if isinstance(value, dict) else parse_transport_map(str(value))
+
+    @field_validator("relay_password")
+    @classmethod
+    def _relay_credentials(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if (value is None) != (info.data.get("relay_username") is None):
+            raise ValueError("POSTROOM_RELAY_USERNAME and POSTROOM_RELAY_PASSWORD are set together or not at all")
+        return value
+
+    @field_validator("relay_username", "relay_password", "relay_implicit_tls", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("relay_tls_ca_file")
+    @classmethod
+    def _ca_file(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_ca_file(value)
+        return value
+
+    @property
+    def relay_authenticates(self) -> bool:
+        """Credentials are configured: the relay host gets AUTH, and therefore only verified TLS."""
+        return self.relay_username is not None and self.relay_password is not None
+
+    @property
+    def relay_uses_implicit_tls(self) -> bool:
+        if self.relay_implicit_tls is not None:
+            return self.relay_implicit_tls
+        return self.relay_host is not None and self.relay_host.port == SMTPS_PORT
 
     @field_validator("relay_host", mode="before")
     @classmethod

@@ -1,4 +1,4 @@
-"""Remote delivery over SMTP with aiosmtplib: next hops in order, opportunistic STARTTLS, per-recipient results."""
+"""Remote delivery over SMTP with aiosmtplib: next hops in order, STARTTLS or implicit TLS, per-recipient results."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from services.delivery.mx import MailHost, MailResolver, is_ip_literal
 from services.delivery.outcome import Outcome
 from services.delivery.routing import Target
 from services.delivery.smtpdata import send_data
+from services.delivery.tls import HopTLS, OutboundTLS
 from services.delivery.transport_map import SMTP_PORT, Route
 from shared.envelope import Envelope
 from shared.errors import PermanentError, PostroomError, TemporaryError
@@ -32,21 +33,22 @@ class _TLSFailed(Exception):
     """The STARTTLS handshake or the EHLO after it failed."""
 
 
+class _TLSRefused(Exception):
+    """A hop that must have verified TLS does not offer it, or its certificate does not verify: nothing was sent
+    beyond EHLO (and STARTTLS)."""
+
+    def __init__(self, error: TemporaryError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
 @dataclass(frozen=True)
 class Hop:
     host: str
     address: str
     port: int
+    tls: HopTLS
     relay: bool = False  # the relay host: authenticate when credentials are configured
-
-
-def opportunistic_tls_context() -> ssl.SSLContext:
-    """STARTTLS without certificate checks, as MTAs do for opportunistic TLS (RFC 7435): encryption against
-    passive listeners; a failed check would only make us fall back to plaintext anyway."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def _reply(code: int, message: str) -> str:
@@ -60,7 +62,7 @@ class RemoteDelivery:
     def __init__(self, settings: DeliverySettings, resolver: MailResolver) -> None:
         self.settings = settings
         self.resolver = resolver
-        self.tls_context = opportunistic_tls_context()
+        self.tls = OutboundTLS(settings.relay_tls_ca_file)
 
     async def __call__(self, envelope: Envelope, body: bytes, domain: str, targets: Sequence[Target]) -> list[Outcome]:
         route = transport_map.lookup(self.settings.transport_map, domain)
@@ -89,6 +91,10 @@ class RemoteDelivery:
             hosts = [MailHost(route.host, 0)]
         else:
             hosts = await self.resolver.mail_hosts(route.host if route else domain)
+        relay_tls = None
+        if relay and route is not None:
+            s = self.settings
+            relay_tls = self.tls.for_relay(route.host, s.relay_authenticates, s.relay_uses_implicit_tls)
         lookup_error: PostroomError | None = None
         for host in hosts:
             try:
@@ -100,7 +106,7 @@ class RemoteDelivery:
                 # RFC 5321 §5.1: no MX and no address records: the domain has no mail host at all.
                 raise PermanentError(f"domain {domain} has no MX and no address records", enhanced="5.1.2")
             for address in addresses or []:
-                yield Hop(host.name, address, port, relay)
+                yield Hop(host.name, address, port, relay_tls or self.tls.for_mx(host.name), relay)
         if lookup_error is not None:
             raise lookup_error
 
@@ -110,6 +116,9 @@ class RemoteDelivery:
         """One SMTP transaction. A list is a decision for every target; an error means: try the next hop."""
         try:
             return await self._transaction(hop, envelope, body, targets, tls=True)
+        except _TLSRefused as exc:
+            log.warning("no verified TLS; nothing sent", host=hop.host, address=hop.address, error=str(exc))
+            return exc.error
         except _TLSFailed as exc:
             # Opportunistic TLS (RFC 7435): a failed handshake is no reason not to deliver; try again in plaintext.
             log.info("STARTTLS failed; retrying in plaintext", host=hop.host, address=hop.address, error=str(exc))
@@ -135,23 +144,42 @@ class RemoteDelivery:
         # The TCP connect gets its own short timeout (a dead host should not hold us for 5 minutes); the 220
         # greeting then gets the RFC 5321 §4.5.3.2.1 five minutes.
         sock = await _connect(hop.address, hop.port, s.smtp_connect_timeout)
+        hop_tls = hop.tls
+        # Implicit TLS (RFC 8314 §3.3): the handshake first, within the greeting timeout, then the 220 over it.
         client = aiosmtplib.SMTP(
-            sock=sock, local_hostname=s.hostname, timeout=s.smtp_command_timeout, start_tls=False, validate_certs=False
+            sock=sock,
+            hostname=hop_tls.server_name,
+            use_tls=hop_tls.implicit,
+            tls_context=hop_tls.context,
+            local_hostname=s.hostname,
+            timeout=s.smtp_command_timeout,
+            start_tls=False,
+            validate_certs=False,
         )
         try:
             await client.connect(timeout=s.smtp_greeting_timeout)
-        except BaseException:
+        except BaseException as exc:
             sock.close()
+            if hop_tls.required and _ssl_cause(exc) is not None:
+                raise _TLSRefused(_unverified(hop, exc)) from exc
             raise
         try:
             await client.ehlo()
-            if tls and client.supports_extension("starttls"):
+            if tls and not hop_tls.implicit and client.supports_extension("starttls"):
                 try:
-                    await client.starttls(tls_context=self.tls_context, server_hostname=hop.host)
+                    await client.starttls(tls_context=hop_tls.context, server_hostname=hop_tls.server_name)
                     await client.ehlo()
                 except _HOP_FAILURES as exc:
+                    if hop_tls.required:
+                        raise _TLSRefused(_unverified(hop, exc)) from exc
                     raise _TLSFailed(str(exc) or type(exc).__name__) from exc
-            if hop.relay and s.relay_username and s.relay_password is not None:
+            elif hop_tls.required and not hop_tls.implicit:
+                # RFC 3207 §4: a client that needs TLS and is not offered it must not go on in the clear. 4.7.4,
+                # "security features not supported" (RFC 3463), as Postfix says when TLS is required and not offered.
+                text = f"{hop.host}[{hop.address}] offers no STARTTLS; relay credentials not sent"
+                raise _TLSRefused(TemporaryError(text, enhanced="4.7.4"))
+            if hop.relay and s.relay_username is not None and s.relay_password is not None:
+                # Reached only over TLS that verified: with credentials set the relay hop's TLS is `required`.
                 await client.login(s.relay_username, s.relay_password.get_secret_value())
             return await self._send(client, hop, envelope, body, targets)
         finally:
@@ -215,6 +243,33 @@ class RemoteDelivery:
         enhanced = _enhanced(code, message)
         make = outcome.permanent if code >= 500 else outcome.temporary
         return _from(make(target.address, enhanced, reply, TRANSPORT, hop.host), target)
+
+
+def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS error behind `exc` (aiosmtplib wraps a failed implicit-TLS handshake in SMTPConnectError)."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _unverified(hop: Hop, exc: BaseException) -> TemporaryError:
+    """A hop that must have verified TLS did not get it. A failed handshake or certificate check is 4.7.5,
+    "cryptographic failure" (RFC 3463), as Postfix reports an unverified server certificate; a STARTTLS the server
+    refuses is 4.7.4, "security features not supported". Temporary both: a renewed certificate, a fixed CA bundle or
+    the server's TLS back in service cures it, and the message waits for that in the delay queues."""
+    cause = _ssl_cause(exc)
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        detail, enhanced = f"certificate not verified for {hop.tls.server_name}: {cause.verify_message}", "4.7.5"
+    elif cause is not None:
+        detail, enhanced = f"TLS handshake failed: {cause}", "4.7.5"
+    else:
+        detail, enhanced = f"STARTTLS failed: {exc}", "4.7.4"
+    return TemporaryError(f"{hop.host}[{hop.address}]: {detail}; relay credentials not sent", enhanced=enhanced)
 
 
 async def _connect(address: str, port: int, timeout: float) -> socket.socket:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+from aiosmtpd.smtp import SMTP
 
 from shared.tls import self_signed_pair
 
@@ -67,12 +67,6 @@ class SinkHandler:
         return "250 2.0.0 Ok: queued"
 
 
-def _authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
-    if isinstance(data, LoginPassword) and data.login == b"relayuser" and data.password == b"relaypass":
-        return AuthResult(success=True, auth_data=data.login)
-    return AuthResult(success=False, handled=False)
-
-
 class Sink:
     """One SMTP server on `address`:25 (or another port); `received` lists what it accepted."""
 
@@ -82,7 +76,6 @@ class Sink:
         behaviour: Behaviour | None = None,
         port: int = 25,
         tls_dir: Path | None = None,
-        auth: bool = False,
         smtputf8: bool = True,
     ) -> None:
         self.handler = SinkHandler(behaviour or Behaviour())
@@ -92,9 +85,6 @@ class Sink:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(cert, key)
             kwargs["tls_context"] = context
-        if auth:
-            kwargs["authenticator"] = _authenticator
-            kwargs["auth_require_tls"] = False
         self.controller = Controller(
             self.handler, hostname=address, port=port, server_hostname="sink.test", ready_timeout=10, **kwargs
         )

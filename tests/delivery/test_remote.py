@@ -160,18 +160,6 @@ async def test_transport_map_overrides_mx(zone: Any, dns_server: Any, sinks: Any
     assert ("mapped.test", "MX") not in dns_server.queries
 
 
-async def test_relay_host_with_auth(dns_server: Any, sinks: Any, loopback_net: str) -> None:
-    relay = sinks(f"{loopback_net}.11", port=587, auth=True)
-    remote = remote_for(
-        dns_server, relay_host=f"[{loopback_net}.11]:587", relay_username="relayuser", relay_password="relaypass"
-    )
-    [result] = await send(remote, "anywhere.test", "u@anywhere.test")
-    assert result.status is Status.DELIVERED, result
-    [got] = relay.received
-    assert got.auth == "relayuser"
-    assert dns_server.queries == []
-
-
 async def test_address_literal_needs_no_dns(dns_server: Any, sinks: Any, loopback_net: str) -> None:
     sink = sinks(f"{loopback_net}.12")
     domain = f"[{loopback_net}.12]"

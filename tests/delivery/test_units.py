@@ -38,6 +38,7 @@ def test_settings_parse_lists(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POSTROOM_DNS_NAMESERVERS", "127.0.0.1:5353, ::1, [::1]:53")
     monkeypatch.setenv("POSTROOM_TRANSPORT_MAP", "a.test=[10.0.0.1]:2525")
     monkeypatch.setenv("POSTROOM_RELAY_HOST", "[relay.test]:587")
+    monkeypatch.setenv("POSTROOM_RELAY_USERNAME", "relayuser")
     monkeypatch.setenv("POSTROOM_RELAY_PASSWORD", "hunter2")
     settings = load_settings(DeliverySettings)
     assert settings.dns_nameservers == (HostPort("127.0.0.1", 5353), HostPort("::1", 53), HostPort("::1", 53))
