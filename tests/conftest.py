@@ -13,6 +13,7 @@ import pytest
 from services.store import Store
 from shared.topology import Topology
 from tests.helpers import AMQP_URL, REDIS_URL, ServiceProcess, free_port
+from tests.rabbitmq_node import rabbitmq_node  # noqa: F401  (session fixture: a private RabbitMQ node)
 from tests.redis_cluster import redis_cluster  # noqa: F401  (session fixture: a private 3-master Redis Cluster)
 from tests.redis_private import private_redis  # noqa: F401  (a redis-server of one test, to restart or stop)
 
