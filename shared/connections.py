@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any, TypeVar
 
@@ -37,6 +38,21 @@ async def connect_amqp(url: str, name: str) -> AbstractRobustConnection:
 async def connect_amqp_once(url: str, name: str, timeout: float = 10) -> AbstractConnection:
     """A plain connection, for a caller that reconnects in its own way (or not at all)."""
     return await _open(aio_pika.Connection, url, name, timeout)
+
+
+def publishing_blocked(connection: AbstractConnection) -> bool:
+    """True while the broker blocks this connection (connection.blocked: a memory or disk alarm).
+
+    RabbitMQ blocks a connection the first time it publishes during an alarm: from then on it reads nothing from
+    that socket (acks included) until the alarm clears and it sends connection.unblocked. aiormq records the state
+    only in a private event, which its public `ready()` waits on; it is read here and nowhere else (aiormq is pinned
+    to 7.2 in pyproject.toml; tests/shared/test_connections.py fails if an upgrade moves it).
+    """
+    transport = connection.transport
+    if transport is None:
+        return False
+    unblocked = getattr(transport.connection, "_Connection__connection_unblocked", None)
+    return isinstance(unblocked, asyncio.Event) and not unblocked.is_set()
 
 
 # A command that meets a dead connection is sent again on a new one, this many times, 0.1 s then 0.2 s apart.

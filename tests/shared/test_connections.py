@@ -1,14 +1,16 @@
-"""A refused AMQP connect closes the connection object it made (aio_pika leaves that to the garbage collector)."""
+"""AMQP connection helpers: a refused connect closes the connection object it made (aio_pika leaves that to the
+garbage collector); the blocked state (a broker alarm) is read from aiormq."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 
 import aio_pika
 import pytest
 
-from shared.connections import connect_amqp, connect_amqp_once
-from tests.helpers import free_port
+from shared.connections import connect_amqp, connect_amqp_once, publishing_blocked
+from tests.helpers import AMQP_URL, free_port
 
 
 def _open_connections_to(port: int) -> list[aio_pika.Connection]:
@@ -24,3 +26,19 @@ async def test_a_refused_connect_leaves_no_open_connection_behind() -> None:
         with pytest.raises(Exception):  # noqa: B017 (aiormq's or the OS's refusal, whichever it wraps)
             await connect(f"amqp://guest:guest@127.0.0.1:{port}/", "refused-test")
     assert _open_connections_to(port) == []
+
+
+async def test_publishing_blocked_reads_the_state_aiormq_keeps() -> None:
+    """The seam `publishing_blocked` rides (aiormq's private unblocked event, which its public `ready()` awaits):
+    this fails when an aiormq upgrade moves it. The blocked state itself: tests/*/test_broker_alarm.py."""
+    connection = await connect_amqp_once(AMQP_URL, "blocked-seam-test")
+    try:
+        assert connection.transport is not None
+        unblocked = getattr(connection.transport.connection, "_Connection__connection_unblocked", None)
+        assert isinstance(unblocked, asyncio.Event) and unblocked.is_set()
+        assert not publishing_blocked(connection)
+        unblocked.clear()  # what aiormq does on connection.blocked
+        assert publishing_blocked(connection)
+        unblocked.set()
+    finally:
+        await connection.close()
