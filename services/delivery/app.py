@@ -1,4 +1,4 @@
-"""The delivery service assembled: health server, Redis store, broker connection, publisher, consumer, poller."""
+"""The delivery service assembled: health server, Redis store, broker connections, publisher, consumer, poller."""
 
 from __future__ import annotations
 
@@ -27,7 +27,13 @@ MAX_CONNECT_BACKOFF = 30.0
 
 
 class DeliveryApp:
-    """Starts the parts in order and stops them in reverse; a broker that is down at start is waited for."""
+    """Starts the parts in order and stops them in reverse; a broker that is down at start is waited for.
+
+    Two broker connections: one consumes and acks (and polls queue depths), the other publishes retries, bounces
+    and notices. During a memory or disk alarm RabbitMQ blocks a connection once it publishes and reads nothing
+    more from it; on one shared connection the acks of finished messages would wait behind a blocked retry until
+    the alarm clears. Each connection reconnects by itself (aio_pika's robust connection).
+    """
 
     def __init__(self, settings: DeliverySettings) -> None:
         self.settings = settings
@@ -42,7 +48,8 @@ class DeliveryApp:
             socket_timeout=settings.redis_timeout,
             coalesce=True,
         )
-        self.connection: AbstractRobustConnection | None = None
+        self.consuming: AbstractRobustConnection | None = None  # the consumer's channel (and its acks), depth polls
+        self.publishing: AbstractRobustConnection | None = None  # the publisher's confirming channel
         self.publisher: Publisher | None = None
         self.consumer: Consumer | None = None
         self.poller: DepthPoller | None = None
@@ -52,19 +59,23 @@ class DeliveryApp:
         metrics.init_series(list(self.labels))
         if self.health is not None:
             self.health.add_check("consumer", self._consuming)
+            self.health.add_check("publisher", self._publishing)
             self.health.add_check("redis", self.store.ping)
             await self.health.start()
-        self.connection = await self._connect(stop)
-        if self.connection is None:
+        self.consuming = await self._connect(stop, "postroom-delivery-consumer")
+        if self.consuming is None:
+            return False
+        self.publishing = await self._connect(stop, "postroom-delivery-publisher")
+        if self.publishing is None:
             return False
         topology = Topology(self.settings.namespace)
-        self.publisher = Publisher(self.connection, topology, self.settings.retry_schedule)
+        self.publisher = Publisher(self.publishing, topology, self.settings.retry_schedule)
         await self.publisher.start()
         resolver = MailResolver(self.settings.dns_nameservers, self.settings.dns_timeout)
         remote = RemoteDelivery(self.settings, resolver)
-        self.consumer = Consumer(self.settings, self.store, self.connection, self.publisher, remote)
+        self.consumer = Consumer(self.settings, self.store, self.consuming, self.publisher, remote)
         await self.consumer.start()
-        self.poller = DepthPoller(self.connection, self.labels, self.settings.queue_poll_interval)
+        self.poller = DepthPoller(self.consuming, self.labels, self.settings.queue_poll_interval)
         self.poller.start()
         log.info("delivery ready", namespace=self.settings.namespace)
         return True
@@ -78,8 +89,9 @@ class DeliveryApp:
             await self.poller.stop()
         if self.publisher is not None:
             await self.publisher.close()
-        if self.connection is not None:
-            await self.connection.close()
+        for connection in (self.publishing, self.consuming):
+            if connection is not None:
+                await connection.close()
         await self.store.close()
         if self.health is not None:
             await self.health.stop()
@@ -87,11 +99,14 @@ class DeliveryApp:
     async def _consuming(self) -> bool:
         return self.consumer is not None and self.consumer.running
 
-    async def _connect(self, stop: asyncio.Event) -> AbstractRobustConnection | None:
+    async def _publishing(self) -> bool:
+        return self.publisher is not None and self.publisher.ready
+
+    async def _connect(self, stop: asyncio.Event, name: str) -> AbstractRobustConnection | None:
         delay = 1.0
         while not stop.is_set():
             try:
-                return await connect_amqp(self.settings.amqp_url, "postroom-delivery")
+                return await connect_amqp(self.settings.amqp_url, name)
             except Exception as exc:
                 log.warning("broker unreachable; retrying", error=str(exc), retry_in=delay)
             with contextlib.suppress(TimeoutError):

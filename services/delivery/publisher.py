@@ -28,7 +28,11 @@ STREAM_THRESHOLD = 1 << 20
 
 
 class Publisher:
-    """One confirming channel; `publish` returns only once the broker has the message, and raises otherwise."""
+    """One confirming channel; `publish` returns only once the broker has the message, and raises otherwise.
+
+    Its connection is not the consumer's: RabbitMQ blocks a connection that publishes during a resource alarm and
+    then reads nothing from it, so acks sent on the same connection would wait behind a blocked retry.
+    """
 
     def __init__(self, connection: AbstractRobustConnection, topology: Topology, delays: tuple[int, ...]) -> None:
         self.connection = connection
@@ -58,6 +62,11 @@ class Publisher:
     async def enqueue(self, body: bytes, envelope: Envelope) -> None:
         """Into `incoming`, as the ingress does (used for bounces and delay notices)."""
         await self._publish(body, envelope, self.topology.incoming)
+
+    @property
+    def ready(self) -> bool:
+        """The confirming channel is open (false while the robust connection reconnects)."""
+        return self._channel is not None and not self._channel.is_closed
 
     async def _publish(self, body: bytes, envelope: Envelope, routing_key: str) -> None:
         if self._exchange is None:
