@@ -69,21 +69,26 @@ class Publisher:
         return self._channel is not None and not self._channel.is_closed
 
     async def _publish(self, body: bytes, envelope: Envelope, routing_key: str) -> None:
-        if self._exchange is None:
+        if self._exchange is None or self._channel is None:
             raise RuntimeError("publisher not started")
-        if len(body) > STREAM_THRESHOLD:
-            # The whole publish, the wait for the channel lock and for the confirm included, as aio_pika's timeout.
-            async with asyncio.timeout(PUBLISH_TIMEOUT):
+        # The whole publish, the wait for an alarm to clear, for the channel lock and for the confirm included.
+        async with asyncio.timeout(PUBLISH_TIMEOUT):
+            # While the broker blocks this connection (a memory or disk alarm) it reads nothing from it: a message
+            # written then would sit in its socket past the timeout and still be queued when the alarm clears, next
+            # to the one published again after the redelivery. Wait, writing nothing, until it is unblocked.
+            underlay = await self._channel.get_underlay_channel()
+            await underlay.connection.ready()
+            if len(body) > STREAM_THRESHOLD:
                 await self._publish_streamed(body, envelope, routing_key)
-            return
-        message = aio_pika.Message(
-            body,
-            headers=envelope.to_headers(),
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=envelope.queue_id,
-        )
-        # mandatory + on_return_raises: an unroutable message raises instead of vanishing.
-        await self._exchange.publish(message, routing_key, mandatory=True, timeout=PUBLISH_TIMEOUT)
+                return
+            message = aio_pika.Message(
+                body,
+                headers=envelope.to_headers(),
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                message_id=envelope.queue_id,
+            )
+            # mandatory + on_return_raises: an unroutable message raises instead of vanishing.
+            await self._exchange.publish(message, routing_key, mandatory=True, timeout=PUBLISH_TIMEOUT)
 
     async def _publish_streamed(self, body: bytes, envelope: Envelope, routing_key: str) -> None:
         """The message aio_pika would publish (same frames, tests/delivery/test_publisher.py), written a frame at a

@@ -1,5 +1,6 @@
 """A broker resource alarm on a private RabbitMQ node (tests/rabbitmq_node.py): the delivery's acks do not wait
-behind its own blocked publishes, and both of its connections come back after the broker drops them."""
+behind its own blocked publishes, a publish while blocked writes nothing, and both connections come back after the
+broker drops them."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ import aio_pika
 import pytest
 from aiosmtpd.controller import Controller
 
+from services.delivery import publisher as publisher_module
+from services.delivery.publisher import Publisher
 from services.store import Store
+from shared.connections import connect_amqp, publishing_blocked
+from shared.envelope import Envelope
+from shared.queue_id import new_queue_id
+from shared.topology import Topology
 from tests.delivery.conftest import Broker, mailbox
 from tests.delivery.smtpsink import Behaviour, SinkHandler
 from tests.helpers import ServiceProcess, http_status, wait_until
@@ -186,3 +193,32 @@ async def test_both_connections_come_back_after_the_broker_drops_them(
     [retry] = await node_broker.get_all(delay_queue)
     assert retry.message_id == deferred.queue_id
     assert [m.uid for m in await store.mailboxes.snapshot("alice@example.test")] == [stored.queue_id]
+
+
+async def test_a_retry_publish_waits_out_the_block_without_writing(
+    rabbitmq_node: RabbitMQNode, node_broker: Broker, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A publish that times out while the broker blocks the connection has written nothing, so the broker does not
+    queue it when the alarm clears (the message, redelivered meanwhile, publishes its retry again: that one counts).
+    Only the publish that met the alarm first was written: the broker says it blocks a connection only then."""
+    node = rabbitmq_node
+    monkeypatch.setattr(publisher_module, "PUBLISH_TIMEOUT", 2.0)
+    connection = await connect_amqp(node.url, "postroom-test-publisher")
+    publisher = Publisher(connection, Topology(namespace), (DELAY_SECONDS,))
+    await publisher.start()
+    first, second, third = (Envelope(new_queue_id(), "s@remote.test", ("u@later.test",)) for _ in range(3))
+    try:
+        with node.memory_alarm():
+            with pytest.raises(TimeoutError):
+                await publisher.defer(b"first", first, DELAY_SECONDS)
+            assert publishing_blocked(connection)
+            with pytest.raises(TimeoutError):
+                await publisher.defer(b"second", second, DELAY_SECONDS)
+        # Confirmed after everything written before it on this connection has been read by the broker.
+        await publisher.defer(b"third", third, DELAY_SECONDS)
+        assert not publishing_blocked(connection)
+    finally:
+        await publisher.close()
+        await connection.close()
+    queued = [m.message_id for m in await node_broker.get_all(node_broker.topology.delay_queue(DELAY_SECONDS))]
+    assert queued == [first.queue_id, third.queue_id]
