@@ -33,12 +33,12 @@ PUBLISH_CONFIRM_SECONDS = Histogram(
 )
 PUBLISH_FAILURES = Counter(
     "postroom_smtp_publish_failures_total",
-    "Publishes answered 451: broker down, nack, return or timeout.",
+    "Publishes answered 451: broker down or blocking publishes (alarm), nack, return or timeout.",
     ["reason"],
 )
 BROKER_CONNECTED = Gauge("postroom_smtp_broker_connected", "1 while the AMQP connection and channel are open.")
 
-PUBLISH_FAILURE_REASONS = ("unavailable", "nack", "returned", "timeout", "error")
+PUBLISH_FAILURE_REASONS = ("unavailable", "blocked", "nack", "returned", "timeout", "error")
 AUTH_MECHANISMS = ("PLAIN", "LOGIN")
 # The rejections an operator watches most, created at zero so the first one shows up in rate().
 COMMON_REJECTIONS = (

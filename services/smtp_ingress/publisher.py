@@ -14,7 +14,7 @@ from aiormq.channel import Channel
 
 from services.smtp_ingress import metrics
 from services.smtp_ingress.amqp_stream import IncomingExchange
-from shared.connections import connect_amqp_once
+from shared.connections import connect_amqp_once, publishing_blocked
 from shared.envelope import Envelope
 from shared.errors import TemporaryError
 from shared.logging import get_logger
@@ -119,6 +119,7 @@ class Publisher:
         exchange = self._exchange
         if exchange is None or not self.ready:
             raise self._failure("unavailable", "no broker connection")
+        self._refuse_while_blocked()
         await self._confirmed(exchange.publish(body, envelope))
 
     async def publish_spooled(self, prefix: bytes, spool: MessageSpool, envelope: Envelope) -> None:
@@ -126,6 +127,7 @@ class Publisher:
         exchange, connection = self._exchange, self._connection
         if exchange is None or connection is None or not self.ready:
             raise self._failure("unavailable", "no broker connection")
+        self._refuse_while_blocked()
 
         def drop_connection() -> None:
             # Part of the message went out: the channel is inside an unfinished content, so the connection goes
@@ -137,6 +139,14 @@ class Publisher:
             task.add_done_callback(self._closing.discard)
 
         await self._confirmed(exchange.publish_streamed(prefix, spool, envelope, on_partial=drop_connection))
+
+    def _refuse_while_blocked(self) -> None:
+        """451 at once while the broker blocks our connection (a memory or disk alarm), without writing anything:
+        the broker reads nothing from the connection until the alarm clears, so a publish written now would wait
+        out the timeout, be answered 451, and still be queued when the alarm clears, a second copy once the client
+        sends the message again. New publishes go out again as soon as the broker sends connection.unblocked."""
+        if self._connection is not None and publishing_blocked(self._connection):
+            raise self._failure("blocked", "the broker blocks publishing (resource alarm)")
 
     async def _confirmed(self, publish: Coroutine[Any, Any, object]) -> None:
         """Wait for the publish's confirm, within the publish timeout; every failure becomes a TemporaryError."""

@@ -164,11 +164,11 @@ class Queued:
     delivery_mode: int
 
 
-def read_queue(namespace: str, count: int = 1, timeout: float = 10) -> list[Queued]:
+def read_queue(namespace: str, count: int = 1, timeout: float = 10, url: str = AMQP_URL) -> list[Queued]:
     """Take `count` messages off the namespace's incoming queue (acked), waiting up to `timeout` seconds."""
 
     async def go() -> list[Queued]:
-        connection = await aio_pika.connect(AMQP_URL, timeout=5)
+        connection = await aio_pika.connect(url, timeout=5)
         async with connection:
             channel = await connection.channel()
             await Topology(namespace).declare(channel)

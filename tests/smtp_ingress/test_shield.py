@@ -128,6 +128,7 @@ async def test_nack_is_a_temporary_error() -> None:
 
     class Open:
         is_closed = False
+        transport = None  # no aiormq connection behind it: never blocked
 
     publisher = Publisher("amqp://unused/", "ns", timeout=1)
     publisher._exchange, publisher._connection, publisher._channel = NackingExchange(), Open(), Open()  # type: ignore[assignment]
