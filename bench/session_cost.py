@@ -6,8 +6,8 @@ import asyncio
 import time
 from typing import Any
 
-from services.smtp_ingress.limits import ConnectionLimiter
 from services.smtp_ingress.session import IngressSMTP, SessionRegistry
+from shared.limits import ConnectionLimiter
 
 ROUNDS = 5
 SESSIONS = 5000
@@ -22,7 +22,7 @@ class _Handler:
 
 
 async def main() -> None:
-    registry = SessionRegistry(ConnectionLimiter(10, 10, exempt=lambda ip: False), (), 3, 60.0)
+    registry = SessionRegistry(ConnectionLimiter(10, 10), (), 3, 60.0)
     loop = asyncio.get_running_loop()
 
     def build() -> IngressSMTP:

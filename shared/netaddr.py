@@ -1,8 +1,12 @@
-"""Parsing of `host:port` listen addresses and `host[:port]` lists from settings."""
+"""Parsing of `host:port` listen addresses, client IP addresses and network lists (CIDRs) from settings."""
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
+from typing import Any
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
@@ -34,3 +38,34 @@ def parse_host_port(text: str, default_port: int | None = None) -> HostPort:
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ValueError(f"bad port in {text!r}")
     return HostPort(host or "0.0.0.0", int(port_text))
+
+
+def parse_networks(value: Any) -> tuple[Network, ...]:
+    """`127.0.0.0/8,::1/128` (comma or space separated, or a sequence); empty means none."""
+    sequence = isinstance(value, tuple | list)
+    items = [str(v) for v in value] if sequence else str(value or "").replace(",", " ").split()
+    try:
+        return tuple(ipaddress.ip_network(item, strict=False) for item in items)
+    except ValueError as exc:
+        raise ValueError(f"bad network: {exc}") from None
+
+
+def canonical_ip(host: object) -> str:
+    """An IP address as text in one spelling: scope id dropped, IPv4-mapped IPv6 unwrapped; other text as it is."""
+    text = str(host)
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return text
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+def in_networks(ip: str, networks: tuple[Network, ...]) -> bool:
+    """True when `ip` (an address as text) lies in one of `networks`; False for anything that is not an address."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(address.version == net.version and address in net for net in networks)

@@ -9,7 +9,7 @@ from pydantic import BeforeValidator, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.errors import ConfigError
-from shared.netaddr import HostPort, parse_host_port
+from shared.netaddr import HostPort, Network, parse_host_port, parse_networks
 
 ENV_PREFIX = "POSTROOM_"
 
@@ -66,6 +66,8 @@ Duration = Annotated[float, BeforeValidator(duration_value), NoDecode]
 Delay = Annotated[float, BeforeValidator(delay_value), NoDecode]
 ListenAddress = Annotated[HostPort | None, BeforeValidator(listen_address), NoDecode]
 OptionalPath = Annotated[str | None, BeforeValidator(optional_path)]
+# CIDRs, comma or space separated (`10.0.0.0/8, ::1/128`); empty: none.
+Networks = Annotated[tuple[Network, ...], BeforeValidator(parse_networks), NoDecode]
 
 
 class CommonSettings(BaseSettings):
@@ -99,7 +101,10 @@ def load_settings(cls: type[SettingsT], **overrides: Any) -> SettingsT:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            field = ".".join(str(part) for part in error["loc"]) or "?"
             message = str(error["msg"]).removeprefix("Value error, ")
+            if not error["loc"]:
+                problems.append(message)  # a rule across settings (a model validator): its text names them
+                continue
+            field = ".".join(str(part) for part in error["loc"])
             problems.append(f"{ENV_PREFIX}{field.upper()}: {message}")
         raise ConfigError("; ".join(problems)) from None

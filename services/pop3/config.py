@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Self
+
+from pydantic import Field, model_validator
 
 from services.store.passwords import Argon2Settings
 from shared.netaddr import HostPort
+from shared.proxy import ProxySettings
 from shared.settings import CommonSettings, Delay, Duration, ListenAddress, OptionalPath
 
 
-class Pop3Settings(CommonSettings, Argon2Settings):
+class Pop3Settings(CommonSettings, Argon2Settings, ProxySettings):
     """Listeners, TLS, authentication policy (argon2id cost included) and session limits of the POP3 service."""
 
     metrics_listen: ListenAddress = HostPort("0.0.0.0", 9103)
@@ -33,7 +36,13 @@ class Pop3Settings(CommonSettings, Argon2Settings):
     pop3_redis_connections: int = Field(default=200, ge=1, le=10000)
     pop3_max_connections: int = Field(default=5000, ge=1)
     pop3_max_connections_per_ip: int = Field(default=50, ge=1)
-    # Behind a load balancer speaking the PROXY protocol (v1 or v2), every connection starts with its header and the
-    # client address it carries is the one limits, the loopback rule and the logs use. pop3s: header, then TLS.
+    # Behind a load balancer speaking the PROXY protocol (v1 or v2): only POSTROOM_PROXY_TRUSTED_NETWORKS may
+    # connect, every connection starts with its header, and the client address it carries is the one the per-IP
+    # cap and the logs use (the loopback rule: POSTROOM_PROXY_TRUST_CLIENT_NETWORKS). pop3s: header, then TLS.
     pop3_proxy_protocol: bool = False
     pop3_proxy_protocol_timeout: Duration = 10.0
+
+    @model_validator(mode="after")
+    def _proxy_networks(self) -> Self:
+        self.require_proxy_networks(self.pop3_proxy_protocol, "POSTROOM_POP3_PROXY_PROTOCOL")
+        return self

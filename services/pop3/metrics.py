@@ -7,6 +7,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 
 from services.pop3.command import KNOWN_VERBS
+from shared.proxy import DROP_REASONS
 
 LISTENERS = ("pop3", "pop3s")
 RESULTS = ("ok", "err")
@@ -17,6 +18,12 @@ SESSIONS_ACTIVE = Gauge("postroom_pop3_sessions_active", "POP3 sessions currentl
 CONNECTIONS = Counter("postroom_pop3_connections_total", "POP3 connections accepted", ["listener"])
 CONNECTIONS_REFUSED = Counter(
     "postroom_pop3_connections_refused_total", "POP3 connections refused by the global or per-IP cap"
+)
+PROXY_DROPPED = Counter(
+    "postroom_pop3_proxy_dropped_total",
+    "Connections closed before their session under the PROXY protocol: a peer outside "
+    "POSTROOM_PROXY_TRUSTED_NETWORKS, the global cap, a missing or bad header, a failed TLS handshake.",
+    ["reason"],
 )
 SESSIONS_CLOSED = Counter("postroom_pop3_sessions_closed_total", "POP3 sessions ended, by reason", ["reason"])
 COMMANDS = Counter("postroom_pop3_commands_total", "POP3 commands answered", ["command", "result"])
@@ -45,6 +52,8 @@ def _initialise() -> None:
         CONNECTIONS.labels(listener)
     for reason in CLOSE_REASONS:
         SESSIONS_CLOSED.labels(reason)
+    for reason in DROP_REASONS:
+        PROXY_DROPPED.labels(reason)
     for verb in (*sorted(KNOWN_VERBS), "UNKNOWN", "INVALID"):
         for result in RESULTS:
             COMMANDS.labels(verb, result)

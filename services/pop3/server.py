@@ -4,24 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from aiosmtpd.proxy_protocol import get_proxy
 
 from services.pop3 import metrics, replies
 from services.pop3.connection import Connection
 from services.pop3.session import Session
-from services.pop3.state import ServerContext
+from services.pop3.state import ServerContext, is_loopback
 from shared.errors import ConfigError
+from shared.limits import ConnectionLimiter, Reservation
 from shared.logging import get_logger
 from shared.netaddr import HostPort
+from shared.proxy import ProxiedPeer, ProxyListener
 from shared.settings import ENV_PREFIX
 
 log = get_logger(__name__)
 
 PeerOf = Callable[[Connection], str]
+# A listening asyncio.Server, or a ProxyListener when POSTROOM_POP3_PROXY_PROTOCOL is on.
+Listening = asyncio.Server | ProxyListener
 
 
 def default_peer_of(conn: Connection) -> str:
@@ -48,27 +49,16 @@ class Pop3Server:
         if settings.pop3s_listen is not None:
             self.listeners.append(Listener("pop3s", settings.pop3s_listen, True))
         self.ports: dict[str, int] = {}
-        self._servers: list[asyncio.Server] = []
+        self.limiter = ConnectionLimiter(settings.pop3_max_connections, settings.pop3_max_connections_per_ip)
+        self._servers: list[Listening] = []
         self._sessions: dict[asyncio.Task[None], Session] = {}
-        self._per_ip: dict[str, int] = {}
-        self._handshakes: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
         for listener in self.listeners:
             if listener.implicit_tls and self.ctx.tls_context is None:
                 raise RuntimeError("the pop3s listener needs a TLS context")
             try:
-                server = await loop.create_server(
-                    lambda listener=listener: self._protocol(listener),
-                    listener.address.host,
-                    listener.address.port,
-                    ssl=self.ctx.tls_context if self._tls_by_transport(listener) else None,
-                    ssl_handshake_timeout=(
-                        self.ctx.settings.pop3_tls_handshake_timeout if self._tls_by_transport(listener) else None
-                    ),
-                    reuse_address=True,
-                )
+                server = await self._listen(listener)
             except OSError as exc:
                 await self.stop(grace=0)
                 variable = f"{ENV_PREFIX}{listener.name.upper()}_LISTEN"
@@ -77,56 +67,57 @@ class Pop3Server:
             self.ports[listener.name] = server.sockets[0].getsockname()[1]
             log.info("pop3 listening", listener=listener.name, address=str(listener.address))
 
-    def _protocol(self, listener: Listener) -> Connection:
-        return Connection(lambda conn: self._accept(listener, conn), self.ctx.settings.pop3_line_limit)
-
-    def _tls_by_transport(self, listener: Listener) -> bool:
-        # With the PROXY protocol the plaintext header comes first, so pop3s starts TLS after reading it.
-        return listener.implicit_tls and not self.ctx.settings.pop3_proxy_protocol
+    async def _listen(self, listener: Listener) -> Listening:
+        settings = self.ctx.settings
+        tls = self.ctx.tls_context if listener.implicit_tls else None
+        if settings.pop3_proxy_protocol:
+            # The balancer's header comes first, then (pop3s) the TLS handshake: shared/proxy.py reads it.
+            proxy = ProxyListener(
+                listener.name,
+                listener.address,
+                factory=lambda peer, reservation: self._proxied_protocol(listener, peer, reservation),
+                trusted=settings.proxy_trusted_networks,
+                limiter=self.limiter,
+                header_timeout=settings.pop3_proxy_protocol_timeout,
+                tls=tls,
+                handshake_timeout=settings.pop3_tls_handshake_timeout,
+                on_drop=lambda reason: metrics.PROXY_DROPPED.labels(reason).inc(),
+            )
+            await proxy.start()
+            return proxy
+        return await asyncio.get_running_loop().create_server(
+            lambda: Connection(lambda conn: self._accept(listener, conn), settings.pop3_line_limit),
+            listener.address.host,
+            listener.address.port,
+            ssl=tls,
+            ssl_handshake_timeout=settings.pop3_tls_handshake_timeout if tls is not None else None,
+            reuse_address=True,
+        )
 
     def _accept(self, listener: Listener, conn: Connection) -> None:
+        ip = self.peer_of(conn)
+        self._admit(listener, conn, ip, is_loopback(ip))
+
+    def _proxied_protocol(self, listener: Listener, peer: ProxiedPeer, reservation: Reservation) -> Connection:
+        settings = self.ctx.settings
+        # The loopback rule trusts a header's address only with the operator's opt-in, never a LOCAL/UNKNOWN one.
+        local = settings.proxy_trust_client_networks and peer.client is not None and is_loopback(peer.client)
+        return Connection(
+            lambda conn: self._admit(listener, conn, peer.address, local, reservation), settings.pop3_line_limit
+        )
+
+    def _admit(
+        self, listener: Listener, conn: Connection, peer_ip: str, local: bool, reservation: Reservation | None = None
+    ) -> None:
         metrics.CONNECTIONS.labels(listener.name).inc()
-        if self.ctx.settings.pop3_proxy_protocol:
-            task = asyncio.get_running_loop().create_task(self._accept_proxied(listener, conn))
-            self._handshakes.add(task)
-            task.add_done_callback(self._handshakes.discard)
-            return
-        self._admit(listener, conn, self.peer_of(conn))
-
-    async def _accept_proxied(self, listener: Listener, conn: Connection) -> None:
-        """Read the PROXY header (and for pop3s do the TLS handshake), then admit the real client."""
-        settings = self.ctx.settings
-        try:
-            async with asyncio.timeout(settings.pop3_proxy_protocol_timeout):
-                proxy = await get_proxy(conn)
-            if not proxy.valid:
-                raise ValueError(proxy.error or "not a PROXY header")
-            source = proxy.src_addr
-            # A LOCAL command or an UNKNOWN family (the balancer's own health check) carries no client address.
-            peer_ip = str(ipaddress.ip_address(source)) if source else self.peer_of(conn)
-            if listener.implicit_tls:
-                assert self.ctx.tls_context is not None
-                await conn.start_tls(self.ctx.tls_context, settings.pop3_tls_handshake_timeout)
-        except Exception as exc:  # malformed header, timeout, failed handshake, peer gone: nothing to answer
-            log.info("pop3 proxy header refused", listener=listener.name, error=f"{type(exc).__name__}: {exc}")
-            conn.abort()
-            return
-        self._admit(listener, conn, peer_ip)
-
-    def _admit(self, listener: Listener, conn: Connection, peer_ip: str) -> None:
-        settings = self.ctx.settings
-        if (
-            len(self._sessions) >= settings.pop3_max_connections
-            or self._per_ip.get(peer_ip, 0) >= settings.pop3_max_connections_per_ip
-        ):
+        if self.limiter.admit(peer_ip, reservation=reservation) is not None:
             # Refused before any per-session state exists, so a connection flood costs almost nothing.
             metrics.CONNECTIONS_REFUSED.inc()
             with contextlib.suppress(Exception):
                 conn.write(replies.ERR_TOO_MANY_CONNECTIONS.encode())
             conn.close()
             return
-        self._per_ip[peer_ip] = self._per_ip.get(peer_ip, 0) + 1
-        session = Session(conn, self.ctx, peer_ip, tls=listener.implicit_tls)
+        session = Session(conn, self.ctx, peer_ip, tls=listener.implicit_tls, local=local)
         task = asyncio.get_running_loop().create_task(session.run(), name=f"pop3-session-{listener.name}")
         self._sessions[task] = session
         task.add_done_callback(self._forget)
@@ -134,12 +125,7 @@ class Pop3Server:
     def _forget(self, task: asyncio.Task[None]) -> None:
         session = self._sessions.pop(task, None)
         if session is not None:
-            ip = session.state.peer_ip
-            remaining = self._per_ip.get(ip, 1) - 1
-            if remaining > 0:
-                self._per_ip[ip] = remaining
-            else:
-                self._per_ip.pop(ip, None)
+            self.limiter.release(session.state.peer_ip)
 
     @property
     def serving(self) -> bool:
@@ -153,8 +139,6 @@ class Pop3Server:
         """Stop accepting; end idle sessions now and busy ones after `grace` seconds. Nothing is deleted."""
         for server in self._servers:
             server.close()
-        for handshake in list(self._handshakes):
-            handshake.cancel()
         grace = self.ctx.settings.pop3_shutdown_grace if grace is None else grace
         for task, session in list(self._sessions.items()):
             session.stopping = True

@@ -29,12 +29,12 @@ class AbortSession(Exception):
 class Session:
     """One POP3 session over one Connection; handlers decide, this loop speaks."""
 
-    def __init__(self, conn: Connection, ctx: ServerContext, peer_ip: str, tls: bool) -> None:
+    def __init__(self, conn: Connection, ctx: ServerContext, peer_ip: str, tls: bool, local: bool = False) -> None:
         self.conn = conn
         self.ctx = ctx
         self.settings = ctx.settings
         peer = f"{peer_ip}:{conn.peer()[1]}"
-        self.state = SessionState(ctx=ctx, peer_ip=peer_ip, tls=tls, log=log.bind(peer=peer))
+        self.state = SessionState(ctx=ctx, peer_ip=peer_ip, tls=tls, log=log.bind(peer=peer), local=local)
         self.bad_commands = 0
         self.close_reason = "disconnect"
         self.busy = False

@@ -50,6 +50,9 @@ class SessionState:
     peer_ip: str
     tls: bool
     log: Any
+    # The client is on loopback, as far as we may believe: a direct peer's address, or a PROXY header's only when
+    # POSTROOM_PROXY_TRUST_CLIENT_NETWORKS says so (the balancer-to-us hop crosses a network either way).
+    local: bool = False
     state: State = State.AUTHORIZATION
     user: str | None = None
     utf8: bool = False
@@ -59,7 +62,7 @@ class SessionState:
     @property
     def plaintext_auth_allowed(self) -> bool:
         """RFC 2595 §2.1: cleartext passwords only over TLS, from loopback, or where configured."""
-        return self.tls or self.ctx.settings.pop3_allow_plaintext_auth or is_loopback(self.peer_ip)
+        return self.tls or self.ctx.settings.pop3_allow_plaintext_auth or self.local
 
     @property
     def can_start_tls(self) -> bool:

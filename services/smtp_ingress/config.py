@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
-import ipaddress
-from typing import Annotated, Any
+from typing import Self
 
-from pydantic import Field, field_validator
-from pydantic_settings import NoDecode
+from pydantic import Field, field_validator, model_validator
 
+from services.store.addresses import AddressError, validate_domain
 from services.store.passwords import Argon2Settings
-from shared.netaddr import HostPort
-from shared.settings import CommonSettings, Delay, Duration, ListenAddress, OptionalPath
+from shared.netaddr import HostPort, Network, parse_networks
+from shared.proxy import ProxySettings
+from shared.settings import CommonSettings, Delay, Duration, ListenAddress, Networks, OptionalPath
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def parse_networks(value: Any) -> tuple[Network, ...]:
-    """`127.0.0.0/8,::1/128` (comma or space separated); empty means no trusted network."""
-    if isinstance(value, tuple | list):
-        return tuple(ipaddress.ip_network(v, strict=False) for v in value)
-    items = str(value or "").replace(",", " ").split()
-    try:
-        return tuple(ipaddress.ip_network(item, strict=False) for item in items)
-    except ValueError as exc:
-        raise ValueError(f"bad network: {exc}") from None
+__all__ = ["IngressSettings", "Network", "parse_networks"]
 
 
-class IngressSettings(CommonSettings, Argon2Settings):
+class IngressSettings(CommonSettings, Argon2Settings, ProxySettings):
     """Listeners, TLS, relay policy, limits and timeouts of the ingress; an empty listen value disables it."""
 
     metrics_listen: ListenAddress = HostPort("0.0.0.0", 9101)
@@ -35,7 +24,7 @@ class IngressSettings(CommonSettings, Argon2Settings):
     smtps_listen: ListenAddress = HostPort("0.0.0.0", 465)
     tls_cert: OptionalPath = None
     tls_key: OptionalPath = None
-    trusted_networks: Annotated[tuple[Network, ...], NoDecode] = parse_networks("127.0.0.0/8,::1/128")
+    trusted_networks: Networks = parse_networks("127.0.0.0/8,::1/128")
     max_message_size: int = Field(default=26214400, ge=1024)
     max_recipients: int = Field(default=100, ge=1)
     # RFC 5321 §4.5.3.2.7: a server should wait at least 5 minutes for the next command.
@@ -51,15 +40,34 @@ class IngressSettings(CommonSettings, Argon2Settings):
     # temporary directory. It needs room for the large messages in flight at once.
     smtp_spool_dir: OptionalPath = None
     smtp_drain_timeout: Duration = 30.0
-    # Behind a load balancer speaking the PROXY protocol (v1 or v2), every connection must start with its header;
-    # the client address it carries is the one policy, caps and the Received: header use.
+    # Behind a load balancer speaking the PROXY protocol (v1 or v2): only POSTROOM_PROXY_TRUSTED_NETWORKS may
+    # connect, every connection starts with its header, and the client address it carries is the one the per-IP
+    # cap, the logs and the Received: header use (relay trust: POSTROOM_PROXY_TRUST_CLIENT_NETWORKS).
     smtp_proxy_protocol: bool = False
+    # How long a connection from the balancer may take to send its header (it holds a global slot meanwhile).
+    smtp_proxy_protocol_timeout: Duration = 10.0
+    # Whether the Received: header names the authenticated account (RFC 5321 §4.4 leaves it to the operator; off,
+    # the header says only that the client authenticated, "ESMTPA", as the account is nobody else's business).
+    smtp_received_auth: bool = False
+    # Whose postmaster `RCPT TO:<Postmaster>` reaches (RFC 5321 §4.1.1.3); unset: see postmaster.primary_domain.
+    primary_domain: str | None = None
     # N > 1: N processes share the listening ports with SO_REUSEPORT (the kernel spreads connections); worker i
     # serves /metrics on the metrics port + i (each worker is its own scrape target; /readyz on the base port is
     # worker 0's). See docs/performance.md.
     smtp_workers: int = Field(default=1, ge=1, le=64)
 
-    @field_validator("trusted_networks", mode="before")
+    @field_validator("primary_domain", mode="before")
     @classmethod
-    def _networks(cls, value: Any) -> tuple[Network, ...]:
-        return parse_networks(value)
+    def _primary_domain(cls, value: object) -> str | None:
+        text = str(value or "").strip()
+        if not text:
+            return None
+        try:
+            return validate_domain(text)
+        except AddressError as exc:
+            raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _proxy_networks(self) -> Self:
+        self.require_proxy_networks(self.smtp_proxy_protocol, "POSTROOM_SMTP_PROXY_PROTOCOL")
+        return self

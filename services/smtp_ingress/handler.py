@@ -14,7 +14,6 @@ from services.smtp_ingress.message import ReceivedFacts, received_header, submis
 from services.smtp_ingress.policy import (
     NULL_SENDER,
     check_address,
-    client_ip,
     has_control_characters,
     split_domain,
     valid_helo,
@@ -226,12 +225,6 @@ class IngressHandler:
 
     async def auth_LOGIN(self, server: Any, args: list[str]) -> AuthResult:
         return await self.authenticator.login(server, server.client_ip, args)
-
-    # -- PROXY protocol (only called when POSTROOM_SMTP_PROXY_PROTOCOL is on) --------------------------------------
-    async def handle_PROXY(self, server: Any, session: Any, envelope: Any, proxy_data: Any) -> bool:
-        if proxy_data.src_addr is None:
-            return True  # PROXY UNKNOWN / LOCAL: the balancer's own health check; keep the socket's address
-        return bool(server.rebind_client(client_ip((str(proxy_data.src_addr),))))
 
     # -- small commands ---------------------------------------------------------------------------------------
     async def handle_NOOP(self, server: Any, session: Any, envelope: Any, arg: str | None) -> str:

@@ -4,39 +4,6 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-
-from services.smtp_ingress import replies
-
-
-class ConnectionLimiter:
-    """Counts open sessions; refuses a new one over the global cap or the per-IP cap (exempt IPs skip the latter)."""
-
-    def __init__(self, total: int, per_ip: int, exempt: Callable[[str], bool]) -> None:
-        self.total = total
-        self.per_ip = per_ip
-        self.exempt = exempt
-        self.open = 0
-        self.by_ip: dict[str, int] = {}
-
-    def admit(self, ip: str) -> str | None:
-        """None and the session is counted, or the 421 reply that refuses it."""
-        if self.open >= self.total:
-            return replies.TOO_MANY_CONNECTIONS
-        current = self.by_ip.get(ip, 0)
-        if current >= self.per_ip and not self.exempt(ip):
-            return replies.TOO_MANY_CONNECTIONS_FROM_IP
-        self.open += 1
-        self.by_ip[ip] = current + 1
-        return None
-
-    def release(self, ip: str) -> None:
-        self.open = max(0, self.open - 1)
-        left = self.by_ip.get(ip, 0) - 1
-        if left > 0:
-            self.by_ip[ip] = left
-        else:
-            self.by_ip.pop(ip, None)
 
 
 class AuthThrottle:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from shared.proxy import DROP_REASONS
+
 LISTENERS = ("smtp", "submission", "smtps")
 # Stages of an SMTP session, used as the `stage` label of rejections (never raw client text).
 STAGES = ("connect", "helo", "starttls", "auth", "mail", "rcpt", "data", "other")
@@ -12,6 +14,12 @@ CONNECTIONS = Counter(
     "postroom_smtp_connections_total",
     "TCP connections by listener and admission result (accepted, limit, shutdown).",
     ["listener", "result"],
+)
+PROXY_DROPPED = Counter(
+    "postroom_smtp_proxy_dropped_total",
+    "Connections closed before their session under the PROXY protocol: a peer outside "
+    "POSTROOM_PROXY_TRUSTED_NETWORKS, the global cap, a missing or bad header, a failed TLS handshake.",
+    ["listener", "reason"],
 )
 ACTIVE_SESSIONS = Gauge("postroom_smtp_active_sessions", "SMTP sessions open now.", ["listener"])
 MESSAGES_ACCEPTED = Counter(
@@ -63,6 +71,8 @@ def initialise() -> None:
         MESSAGES_ACCEPTED.labels(listener)
         for result in ("accepted", "limit", "shutdown"):
             CONNECTIONS.labels(listener, result)
+        for reason in DROP_REASONS:
+            PROXY_DROPPED.labels(listener, reason)
     for reason in PUBLISH_FAILURE_REASONS:
         PUBLISH_FAILURES.labels(reason)
     for mechanism in AUTH_MECHANISMS:

@@ -6,7 +6,7 @@ import ipaddress
 import re
 
 from services.smtp_ingress import replies
-from services.smtp_ingress.config import Network
+from shared.netaddr import Network, canonical_ip, in_networks
 
 # Which domain an address belongs to is decided by the text after its last `@` and nothing else: a source
 # route (`<@a,@b:user@c>`) is parsed and ignored by aiosmtpd as RFC 5321 Appendix C allows, `%` and `!` are
@@ -87,22 +87,11 @@ def split_domain(address: str) -> str:
 
 def client_ip(peer: object) -> str:
     """The client's IP address from a socket peername, IPv4-mapped IPv6 unwrapped."""
-    host = peer[0] if isinstance(peer, tuple) and peer else ""
-    try:
-        address = ipaddress.ip_address(str(host).split("%", 1)[0])
-    except ValueError:
-        return str(host)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(address)
+    return canonical_ip(peer[0] if isinstance(peer, tuple) and peer else "")
 
 
 def is_trusted(ip: str, networks: tuple[Network, ...]) -> bool:
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    return any(address.version == net.version and address in net for net in networks)
+    return in_networks(ip, networks)
 
 
 def valid_helo(name: str) -> bool:

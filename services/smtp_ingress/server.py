@@ -7,19 +7,20 @@ import contextlib
 import ssl
 from dataclasses import dataclass
 
-from services.smtp_ingress import replies
+from services.smtp_ingress import metrics, replies
 from services.smtp_ingress.config import IngressSettings
 from services.smtp_ingress.handler import IngressHandler
-from services.smtp_ingress.limits import ConnectionLimiter
-from services.smtp_ingress.policy import is_trusted
 from services.smtp_ingress.session import IngressSMTP, SessionRegistry
 from shared.errors import ConfigError
+from shared.limits import ConnectionLimiter, Reservation
 from shared.logging import get_logger
 from shared.netaddr import HostPort
+from shared.proxy import ProxiedPeer, ProxyListener
 
 log = get_logger(__name__)
 
-PROXY_HEADER_TIMEOUT = 10.0
+# A listening asyncio.Server, or a ProxyListener when POSTROOM_SMTP_PROXY_PROTOCOL is on.
+Listening = asyncio.Server | ProxyListener
 
 
 @dataclass(frozen=True)
@@ -51,19 +52,15 @@ class IngressServer:
         self.settings = settings
         self.handler = handler
         self.tls = tls
-        networks = settings.trusted_networks
         self.registry = SessionRegistry(
-            limiter=ConnectionLimiter(
-                settings.smtp_max_connections,
-                settings.smtp_max_connections_per_ip,
-                exempt=lambda ip: is_trusted(ip, networks),
-            ),
-            trusted_networks=networks,
+            limiter=ConnectionLimiter(settings.smtp_max_connections, settings.smtp_max_connections_per_ip),
+            trusted_networks=settings.trusted_networks,
             max_errors=settings.smtp_max_errors,
             session_timeout=settings.smtp_session_timeout,
             spool_directory=settings.smtp_spool_dir,
+            trust_proxied_clients=settings.proxy_trust_client_networks,
         )
-        self.servers: dict[str, asyncio.Server] = {}
+        self.servers: dict[str, Listening] = {}
         self._templates: dict[str, IngressSMTP] = {}
 
     def _protocol(self, spec: ListenerSpec) -> IngressSMTP:
@@ -72,6 +69,11 @@ class IngressServer:
         if template is None:
             template = self._templates[spec.name] = self._new_protocol(spec)
         return template.clone()
+
+    def _proxied_protocol(self, spec: ListenerSpec, peer: ProxiedPeer, reservation: Reservation) -> IngressSMTP:
+        session = self._protocol(spec)
+        session.proxied = (peer, reservation)
+        return session
 
     def _new_protocol(self, spec: ListenerSpec) -> IngressSMTP:
         return IngressSMTP(
@@ -89,30 +91,50 @@ class IngressServer:
             enable_SMTPUTF8=True,
             decode_data=False,
             timeout=self.settings.smtp_command_timeout,
-            proxy_protocol_timeout=PROXY_HEADER_TIMEOUT if self.settings.smtp_proxy_protocol else None,
             loop=asyncio.get_running_loop(),
         )
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
         for spec in listener_specs(self.settings):
             try:
-                server = await loop.create_server(
-                    lambda spec=spec: self._protocol(spec),
-                    spec.address.host,
-                    spec.address.port,
-                    ssl=self.tls if spec.implicit_tls else None,
-                    reuse_address=True,
-                    # Several worker processes listen on the same port; the kernel balances accepts across them.
-                    reuse_port=self.settings.smtp_workers > 1,
-                    backlog=512,
-                )
+                server = await self._listen(spec)
             except OSError as exc:
                 await self.close()
                 variable = f"POSTROOM_{spec.name.upper()}_LISTEN"
                 raise ConfigError(f"{variable}: cannot listen on {spec.address}: {exc.strerror or exc}") from None
             self.servers[spec.name] = server
             log.info("listening", listener=spec.name, address=str(spec.address))
+
+    async def _listen(self, spec: ListenerSpec) -> Listening:
+        # Several worker processes listen on the same port; the kernel balances accepts across them.
+        reuse_port = self.settings.smtp_workers > 1
+        tls = self.tls if spec.implicit_tls else None
+        if self.settings.smtp_proxy_protocol:
+            # The balancer's header comes first, then (on 465) the TLS handshake: the listener reads it off the
+            # socket before the session exists.
+            dropped = metrics.PROXY_DROPPED
+            listener = ProxyListener(
+                spec.name,
+                spec.address,
+                factory=lambda peer, reservation: self._proxied_protocol(spec, peer, reservation),
+                trusted=self.settings.proxy_trusted_networks,
+                limiter=self.registry.limiter,
+                header_timeout=self.settings.smtp_proxy_protocol_timeout,
+                tls=tls,
+                reuse_port=reuse_port,
+                on_drop=lambda reason: dropped.labels(spec.name, reason).inc(),
+            )
+            await listener.start()
+            return listener
+        return await asyncio.get_running_loop().create_server(
+            lambda: self._protocol(spec),
+            spec.address.host,
+            spec.address.port,
+            ssl=tls,
+            reuse_address=True,
+            reuse_port=reuse_port,
+            backlog=512,
+        )
 
     @property
     def listening(self) -> bool:

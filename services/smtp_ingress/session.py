@@ -13,7 +13,6 @@ from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
 from typing import Any, cast
 
-from aiosmtpd.proxy_protocol import get_proxy
 from aiosmtpd.smtp import (
     ALLOWED_BEFORE_STARTTLS,
     BOGUS_LIMIT,
@@ -27,11 +26,12 @@ from aiosmtpd.smtp import (
 from aiosmtpd.smtp import log as aiosmtpd_log
 
 from services.smtp_ingress import metrics, replies
-from services.smtp_ingress.config import Network
 from services.smtp_ingress.data import TOO_LONG, TOO_MUCH, DataDecoder
-from services.smtp_ingress.limits import ConnectionLimiter
 from services.smtp_ingress.policy import client_ip, has_control_characters, is_trusted
+from shared.limits import ConnectionLimiter, Refusal, Reservation
 from shared.logging import get_logger
+from shared.netaddr import Network
+from shared.proxy import ProxiedPeer
 from shared.spool import MEMORY_LIMIT, MessageSpool
 
 log = get_logger(__name__)
@@ -58,6 +58,10 @@ _REFUSALS = {
     TOO_MUCH: "552 Error: Too much mail data",
     SPOOL_FAILED: replies.TEMPORARY_FAILURE,
 }
+_CAP_REFUSALS = {
+    Refusal.TOTAL: replies.TOO_MANY_CONNECTIONS,
+    Refusal.PER_IP: replies.TOO_MANY_CONNECTIONS_FROM_IP,
+}
 
 
 @dataclass
@@ -70,6 +74,8 @@ class SessionRegistry:
     session_timeout: float
     spool_directory: str | None = None
     spool_memory_limit: int = MEMORY_LIMIT
+    # POSTROOM_PROXY_TRUST_CLIENT_NETWORKS: a client address from a PROXY header may match trusted_networks.
+    trust_proxied_clients: bool = False
     sessions: set[IngressSMTP] = field(default_factory=set)
     draining: bool = False
     empty: asyncio.Event = field(default_factory=asyncio.Event)
@@ -162,7 +168,9 @@ class IngressSMTP(SMTP):
         self.errors = 0
         self.closing = False
         self._admitted: bool | None = None
-        self._counted = True  # holds a slot in the connection limiter
+        # Set by the PROXY listener before the connection is made: the client its header revealed, and the global
+        # slot the connection held while the header was read.
+        self.proxied: tuple[ProxiedPeer, Reservation] | None = None
         self._session_timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0  # of the command timeout (loop time)
         self._timer_armed = False
@@ -187,8 +195,7 @@ class IngressSMTP(SMTP):
     # -- admission and teardown -----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._admitted is None:
-            self.client_ip, self.trusted = self.registry.client(transport.get_extra_info("peername"))
-            refusal = replies.SHUTTING_DOWN if self.registry.draining else self.registry.limiter.admit(self.client_ip)
+            refusal = self._admit(transport)
             if refusal is not None:
                 self._admitted = False
                 result = "shutdown" if refusal == replies.SHUTTING_DOWN else "limit"
@@ -208,18 +215,21 @@ class IngressSMTP(SMTP):
             )
         super().connection_made(transport)
 
-    def rebind_client(self, ip: str) -> bool:
-        """Account the session to the client address a PROXY header revealed; False when its cap refuses it."""
-        limiter = self.registry.limiter
-        limiter.release(self.client_ip)
-        refusal = limiter.admit(ip)
-        self.client_ip = ip
-        self.trusted = is_trusted(ip, self.registry.trusted_networks)
-        if refusal is not None:
-            self._counted = False
-            self.close_with(refusal)
-            return False
-        return True
+    def _admit(self, transport: asyncio.BaseTransport) -> str | None:
+        """Learn who the client is and count it against the caps; None when admitted, else the 421 reply."""
+        registry = self.registry
+        reservation = None
+        if self.proxied is None:
+            self.client_ip, self.trusted = registry.client(transport.get_extra_info("peername"))
+        else:
+            peer, reservation = self.proxied
+            self.client_ip = peer.address
+            # Only the operator's opt-in lets a header's address earn relay trust; LOCAL/UNKNOWN never does.
+            self.trusted = peer.trusted_in(registry.trusted_networks, registry.trust_proxied_clients)
+        if registry.draining:
+            return replies.SHUTTING_DOWN  # the PROXY listener gives the reservation back
+        refused = registry.limiter.admit(self.client_ip, exempt=self.trusted, reservation=reservation)
+        return None if refused is None else _CAP_REFUSALS[refused]
 
     def connection_lost(self, error: Exception | None) -> None:
         if not self._admitted:
@@ -228,8 +238,7 @@ class IngressSMTP(SMTP):
         self._admitted = False
         if self._session_timer is not None:
             self._session_timer.cancel()
-        if self._counted:
-            self.registry.limiter.release(self.client_ip)
+        self.registry.limiter.release(self.client_ip)
         self.registry.sessions.discard(self)
         self._active_sessions.dec()
         if not self.registry.sessions:
@@ -490,6 +499,8 @@ class IngressSMTP(SMTP):
         instead of through a wrapper per verb; aiosmtpd's log calls are skipped when its logger would drop them;
         and after QUIT the session ends where aiosmtpd's self-cancellation would have ended it (at the wait for
         the next line) without raising CancelledError through the task, unless the client already sent more.
+        aiosmtpd's PROXY header wait is left out: a proxied connection's header is read before its session exists
+        (shared/proxy.py), so that it can come before a TLS handshake and be checked against the balancer's networks.
         """
         try:
             session = self.session
@@ -498,24 +509,6 @@ class IngressSMTP(SMTP):
             log_debug = self._log_debug = aiosmtpd_log.isEnabledFor(logging.DEBUG)
             if log_info:
                 aiosmtpd_log.info("%r handling connection", session.peer)
-
-            if self._proxy_timeout is not None:
-                self._reset_timeout(self._proxy_timeout)
-                aiosmtpd_log.debug("%r waiting PROXY handshake", session.peer)
-                session.proxy_data = await get_proxy(self._reader)
-                if session.proxy_data:
-                    aiosmtpd_log.info("%r valid PROXY handshake", session.peer)
-                    status = await self._call_handler_hook("PROXY", session.proxy_data)
-                    aiosmtpd_log.debug("%r handle_PROXY returned %r", session.peer, status)
-                else:
-                    aiosmtpd_log.warning("%r invalid PROXY handshake", session.peer)
-                    status = False
-                if status is MISSING or not status:
-                    aiosmtpd_log.info("%r rejected by handle_PROXY", session.peer)
-                    assert self.transport is not None
-                    self.transport.close()
-                    return
-                self._reset_timeout()
 
             await self.push(f"220 {self.hostname} {self.__ident__}")
             call_limit: collections.defaultdict[str, int] | dict[str, int]
@@ -634,7 +627,7 @@ class IngressSMTP(SMTP):
                     self._writer.close()
                     raise
                 except Exception as error:
-                    status = None
+                    status: Any = None  # the handler's reply text, as in aiosmtpd
                     try:
                         status = await self.handle_exception(error)
                     except Exception as inner_error:

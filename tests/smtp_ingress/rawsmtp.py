@@ -10,8 +10,12 @@ from tests.helpers import client_tls
 class RawSMTP:
     """Sends bytes as given and reads replies line by line."""
 
-    def __init__(self, port: int, timeout: float = 10) -> None:
-        self.sock: socket.socket = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port: int, timeout: float = 10, source: str | None = None, header: bytes = b"") -> None:
+        """Connect (from the loopback address `source`, if given) and send `header` (e.g. a PROXY header) first."""
+        address = None if source is None else (source, 0)
+        self.sock: socket.socket = socket.create_connection(("127.0.0.1", port), timeout, address)
+        if header:
+            self.sock.sendall(header)
         self.file = self.sock.makefile("rb")
 
     def send(self, data: bytes) -> None:

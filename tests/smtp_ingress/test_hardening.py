@@ -183,30 +183,3 @@ def test_internal_error_is_generic_451(make_ingress: Callable[..., RunningIngres
         assert raw.command("MAIL FROM:<sender@remote.example>") == replies.SENDER_OK
         assert raw.command("RCPT TO:<alice@local.test>") == replies.TEMPORARY_FAILURE
         assert raw.command("NOOP") == replies.OK
-
-
-def test_proxy_protocol_gives_the_real_client_address(
-    make_ingress: Callable[..., RunningIngress], accounts: None, namespace: str
-) -> None:
-    ingress = make_ingress(smtp_proxy_protocol=True, trusted_networks="192.0.2.0/24")
-    with RawSMTP(ingress.port("smtp")) as raw:
-        raw.send(b"PROXY TCP4 192.0.2.9 127.0.0.1 40000 25\r\n")
-        assert raw.reply().startswith("220 ")
-        raw.command("EHLO client.example.org")
-        assert raw.command("MAIL FROM:<sender@remote.example>") == replies.SENDER_OK
-        assert raw.command("RCPT TO:<someone@remote.example>") == replies.RECIPIENT_OK  # 192.0.2.9 is trusted
-        assert raw.command("DATA") == replies.START_DATA
-        raw.send(b"Subject: x\r\n\r\nbody\r\n.\r\n")
-        assert raw.reply().startswith("250 ")
-    [message] = read_queue(namespace)
-    assert message.body.startswith(b"Received: from client.example.org ([192.0.2.9])")
-    assert Envelope.from_headers(message.headers).client_address == "192.0.2.9"
-    with RawSMTP(ingress.port("smtp")) as raw:
-        raw.send(b"PROXY TCP4 198.51.100.1 127.0.0.1 40000 25\r\n")
-        raw.reply()
-        raw.command("EHLO client.example.org")
-        raw.command("MAIL FROM:<sender@remote.example>")
-        assert raw.command("RCPT TO:<someone@remote.example>") == replies.RELAY_DENIED
-    with RawSMTP(ingress.port("smtp")) as raw:
-        raw.send(b"EHLO no-proxy-header.example\r\n")
-        assert raw.rest() == b""  # no PROXY header: closed without a greeting

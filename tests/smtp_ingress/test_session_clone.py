@@ -11,9 +11,9 @@ import pytest
 from aiosmtpd.smtp import SMTP
 
 from services.smtp_ingress.config import parse_networks
-from services.smtp_ingress.limits import ConnectionLimiter
 from services.smtp_ingress.policy import client_ip, is_trusted
 from services.smtp_ingress.session import _CLIENT_CACHE_SIZE, IngressSMTP, SessionRegistry, plain_path
+from shared.limits import ConnectionLimiter
 
 
 class _Handler:
@@ -25,7 +25,7 @@ class _Handler:
 
 
 def _session() -> IngressSMTP:
-    registry = SessionRegistry(ConnectionLimiter(10, 10, exempt=lambda ip: False), (), 3, 60.0)
+    registry = SessionRegistry(ConnectionLimiter(10, 10), (), 3, 60.0)
     return IngressSMTP(
         _Handler(), registry=registry, listener="smtp", hostname="mx.test", loop=asyncio.get_running_loop()
     )
@@ -181,7 +181,7 @@ def test_plain_paths_take_the_fast_path() -> None:
 
 def test_registry_remembers_client_facts_per_host() -> None:
     networks = parse_networks("127.0.0.0/8,::1/128,2001:db8::/32")
-    registry = SessionRegistry(ConnectionLimiter(10, 10, exempt=lambda ip: False), networks, 3, 60.0)
+    registry = SessionRegistry(ConnectionLimiter(10, 10), networks, 3, 60.0)
     peers: list[object] = [
         ("127.0.0.1", 40000),
         ("192.0.2.7", 40001),

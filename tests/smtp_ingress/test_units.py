@@ -13,7 +13,7 @@ import pytest
 from services.smtp_ingress import message, metrics, policy, replies
 from services.smtp_ingress.auth import decode_initial_response, parse_plain
 from services.smtp_ingress.config import IngressSettings
-from services.smtp_ingress.limits import AuthThrottle, ConnectionLimiter
+from services.smtp_ingress.limits import AuthThrottle
 from services.smtp_ingress.message import (
     ReceivedFacts,
     header_names,
@@ -176,13 +176,3 @@ def test_auth_throttle_grows_per_ip_and_per_account() -> None:
     assert throttle.delay("198.51.100.7", "ALICE", now=1) == 8  # same account, another IP
     assert throttle.delay("198.51.100.7", "carol", now=1) == 1
     assert throttle.delay("192.0.2.1", "bob", now=100) == 1  # forgotten after the window
-
-
-def test_connection_limiter() -> None:
-    limiter = ConnectionLimiter(total=3, per_ip=1, exempt=lambda ip: ip == "127.0.0.1")
-    assert limiter.admit("192.0.2.1") is None
-    assert limiter.admit("192.0.2.1") == replies.TOO_MANY_CONNECTIONS_FROM_IP
-    assert limiter.admit("127.0.0.1") is None and limiter.admit("127.0.0.1") is None
-    assert limiter.admit("198.51.100.1") == replies.TOO_MANY_CONNECTIONS
-    limiter.release("192.0.2.1")
-    assert limiter.admit("198.51.100.1") is None
