@@ -9,7 +9,6 @@ from typing import Any
 from services.pop3.config import Pop3Settings
 from services.pop3.server import Pop3Server
 from services.pop3.state import ServerContext
-from services.pop3.throttle import FailureDelays
 from services.store import Store, passwords
 from shared.connections import connect_redis
 from shared.errors import ConfigError
@@ -30,7 +29,7 @@ async def main() -> None:
         settings=settings,
         store=store,
         tls_context=_tls(settings),
-        failures=FailureDelays(settings.pop3_auth_failure_delay, settings.pop3_auth_failure_delay_max),
+        throttle=store.login_throttle(settings.pop3_auth_failure_delay, settings.pop3_auth_failure_delay_max),
     )
     server = Pop3Server(ctx)
     health = HealthServer(settings.metrics_listen) if settings.metrics_listen is not None else None

@@ -10,8 +10,7 @@ from typing import Any
 
 from services.pop3.config import Pop3Settings
 from services.pop3.maildrop import Maildrop
-from services.pop3.throttle import FailureDelays
-from services.store import Store
+from services.store import LoginThrottle, Store
 
 
 class State(enum.Enum):
@@ -29,7 +28,7 @@ class ServerContext:
     settings: Pop3Settings
     store: Store
     tls_context: ssl.SSLContext | None
-    failures: FailureDelays
+    throttle: LoginThrottle
 
 
 def is_loopback(ip: str) -> bool:

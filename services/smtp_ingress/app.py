@@ -12,7 +12,6 @@ from services.smtp_ingress import metrics
 from services.smtp_ingress.auth import Authenticator
 from services.smtp_ingress.config import IngressSettings
 from services.smtp_ingress.handler import IngressHandler
-from services.smtp_ingress.limits import AuthThrottle
 from services.smtp_ingress.publisher import Publisher
 from services.smtp_ingress.server import IngressServer
 from services.store import Store
@@ -49,7 +48,7 @@ class IngressApp:
         # Concurrent sessions share Redis round trips (RCPT lookups, trace writes): see services/store/coalesce.py.
         self.store = Store.connect(settings.redis_url, settings.namespace, settings.redis_cluster, coalesce=True)
         self.publisher = Publisher(settings.amqp_url, settings.namespace, settings.smtp_publish_timeout)
-        throttle = AuthThrottle(settings.smtp_auth_failure_delay, settings.smtp_auth_failure_delay_max)
+        throttle = self.store.login_throttle(settings.smtp_auth_failure_delay, settings.smtp_auth_failure_delay_max)
         self.handler = IngressHandler(settings, self.store, self.publisher, Authenticator(self.store, throttle))
         tls = tls_context(settings)
         self.server = IngressServer(settings, self.handler, tls)

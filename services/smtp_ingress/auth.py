@@ -10,8 +10,8 @@ from typing import Any
 from aiosmtpd.smtp import MISSING, AuthResult
 
 from services.smtp_ingress import metrics, replies
-from services.smtp_ingress.limits import AuthThrottle
-from services.store import Store
+from services.store import LoginThrottle, Store
+from services.store.addresses import AddressError, account_address
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -42,19 +42,20 @@ def parse_plain(blob: bytes) -> tuple[str, str] | None:
 
 
 class Authenticator:
-    """Verifies credentials and slows down failures per client IP and per account."""
+    """Verifies credentials; failures wait as the store's login throttle says (shared with POP3 and every replica)."""
 
-    def __init__(self, store: Store, throttle: AuthThrottle) -> None:
+    def __init__(self, store: Store, throttle: LoginThrottle) -> None:
         self.store = store
         self.throttle = throttle
 
     async def check(self, ip: str, mechanism: str, login: str, password: str) -> AuthResult:
         if await self.store.accounts.authenticate(login, password):
-            self.throttle.record_success(login)
-            log.info("auth ok", client=ip, mechanism=mechanism, user=login.lower())
-            return AuthResult(success=True, auth_data=login.strip().lower())
-        delay = self.throttle.delay(ip, login)
-        self.throttle.record_failure(ip, login)
+            await self.throttle.success(login)
+            account = _account(login)
+            log.info("auth ok", client=ip, mechanism=mechanism, user=account)
+            # The session's identity is the account as the store spells it (MAIL FROM ownership compares it).
+            return AuthResult(success=True, auth_data=account)
+        delay = await self.throttle.failure(ip, login)
         metrics.AUTH_FAILURES.labels(mechanism).inc()
         log.info("auth failed", client=ip, mechanism=mechanism, delay=delay)
         await asyncio.sleep(delay)
@@ -95,3 +96,10 @@ class Authenticator:
         if not login:
             return AuthResult(success=False, handled=False, message=replies.AUTH_BAD_RESPONSE)
         return await self.check(ip, "LOGIN", login, password)
+
+
+def _account(login: str) -> str:
+    try:
+        return account_address(login)
+    except AddressError:  # not reached: authenticate accepts only addresses
+        return login.strip().lower()

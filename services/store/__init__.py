@@ -10,6 +10,7 @@ from services.store.addresses import AddressError
 from services.store.coalesce import Coalescer
 from services.store.keys import Keys
 from services.store.mailbox import Mailboxes, MessageInfo, StoreOutcome
+from services.store.throttle import LoginThrottle
 from services.store.trace import DEFAULT_RETENTION, Trace
 from shared.connections import connect_redis
 from shared.errors import ConfigError
@@ -20,6 +21,7 @@ __all__ = [
     "Accounts",
     "AddressError",
     "AddressFacts",
+    "LoginThrottle",
     "Mailboxes",
     "MessageInfo",
     "Store",
@@ -65,6 +67,10 @@ class Store:
     ) -> Store:
         """A store on a new client; `redis_options` go to redis-py (e.g. socket timeouts for the CLI)."""
         return cls(connect_redis(url, cluster, **redis_options), namespace, trace_retention, coalesce)
+
+    def login_throttle(self, base: float, cap: float) -> LoginThrottle:
+        """The login throttle (shared by every replica of SMTP AUTH and POP3) with a service's delays."""
+        return LoginThrottle(self.redis, self.keys, base, cap)
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())

@@ -8,7 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.store import lua
-from services.store.addresses import AddressError, split_address, validate_address, validate_domain
+from services.store.addresses import (
+    AddressError,
+    account_address,
+    split_address,
+    validate_address,
+    validate_domain,
+)
 from services.store.coalesce import Coalescer, round_trip
 from services.store.keys import Keys, normalize_address
 from services.store.passwords import hash_password, hash_password_off_loop, verify_password
@@ -173,7 +179,7 @@ class Accounts:
     async def authenticate(self, address: str, password: str) -> bool:
         """True when the password is right; equal work for unknown users; rehashes when parameters changed."""
         try:
-            box = self.keys.mailbox(validate_address(address))
+            box = self.keys.mailbox(account_address(address))
         except AddressError:
             await verify_password(None, password)
             return False

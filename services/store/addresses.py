@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from services.store.keys import normalize_address
+
 _LOCAL_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 _DOMAIN_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
@@ -47,3 +49,12 @@ def validate_address(address: str) -> str:
     if any(c in local for c in ' "\\<>()[],;:@'):
         raise AddressError(f"bad address {address!r}")
     return f"{local}@{validate_domain(domain)}"
+
+
+def account_address(login: str) -> str:
+    """The account a login names, spelt as its keys are: `" CAROL@Example.Test.. "` is `carol@example.test`.
+
+    What `Accounts.authenticate` looks up, so login, the session that follows it and the login throttle agree on
+    which account it is. AddressError when the login is not an address.
+    """
+    return normalize_address(validate_address(login))

@@ -9,6 +9,12 @@ an alias source with a brace, never matters for slots):
     {ns}:aliases                      hash: source address (or "@domain" catch-all) -> JSON list of targets
     {ns}:stats:trace-events           counter: trace events ever written (the store's metric reads it)
 
+Login throttle (throttle.py), counters expiring `throttle.WINDOW` after their last failure; single-key commands only
+(so a brace in an account moves its one key to another slot, harmlessly):
+    {ns}:throttle:account:{account}   failed logins of one account (its normalised address, or a digest of a login
+                                      that is no address)
+    {ns}:throttle:ip:{client}         failed logins from one IPv4 address or IPv6 /64
+
 Per message trace, hash-tagged by queue id (single-key commands only; pipelined, never in a script; a queue id is
 our own `[0-9A-Z]{26}`, and even a foreign one with a brace would only move its one key to another slot):
     {ns}:trace:{queue_id}             list of JSON events, capped at trace.MAX_EVENTS, expiring after the retention
@@ -79,6 +85,12 @@ class Keys:
     @property
     def trace_events(self) -> str:
         return f"{self.namespace}:stats:trace-events"
+
+    def throttle_account(self, account: str) -> str:
+        return f"{self.namespace}:throttle:account:{account}"
+
+    def throttle_client(self, client: str) -> str:
+        return f"{self.namespace}:throttle:ip:{client}"
 
     def trace(self, queue_id: str) -> str:
         return f"{self.namespace}:trace:{{{queue_id}}}"

@@ -13,8 +13,7 @@ import pytest
 from services.pop3.config import Pop3Settings
 from services.pop3.server import PeerOf, Pop3Server, default_peer_of
 from services.pop3.state import ServerContext
-from services.pop3.throttle import FailureDelays
-from services.store import Store
+from services.store import LoginThrottle, Store
 from shared.netaddr import HostPort
 from shared.queue_id import new_queue_id
 from shared.tls import server_context
@@ -80,7 +79,7 @@ async def start_pop3(namespace: str, store: Store) -> AsyncIterator[StartServer]
 
     async def start(
         peer_of: PeerOf = default_peer_of,
-        failures: FailureDelays | None = None,
+        throttle: LoginThrottle | None = None,
         backend: Store | None = None,
         **overrides: Any,
     ) -> Pop3Server:
@@ -89,7 +88,10 @@ async def start_pop3(namespace: str, store: Store) -> AsyncIterator[StartServer]
             settings=settings,
             store=backend or store,
             tls_context=tls_context(),
-            failures=failures or FailureDelays(settings.pop3_auth_failure_delay, settings.pop3_auth_failure_delay_max),
+            throttle=throttle
+            or (backend or store).login_throttle(
+                settings.pop3_auth_failure_delay, settings.pop3_auth_failure_delay_max
+            ),
         )
         server = Pop3Server(ctx, peer_of=peer_of)
         await server.start()

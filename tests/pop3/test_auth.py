@@ -8,7 +8,6 @@ import pytest
 
 from services.pop3 import metrics, replies
 from services.pop3.server import Pop3Server
-from services.pop3.throttle import FailureDelays
 from services.store import Store
 from tests.pop3.conftest import PASSWORD, USER, Client, StartServer, deliver, message
 
@@ -101,17 +100,33 @@ async def test_too_many_failures_close_the_connection(pop3: Pop3Server, account:
     assert await client.closed()
 
 
-async def test_failure_delay_is_applied(start_pop3: StartServer, account: str) -> None:
-    """The server consults the per-IP/per-account delays and records each failure (growth: test_units)."""
-    delays = FailureDelays(base=0.01, maximum=0.05)
-    server = await start_pop3(failures=delays)
+async def test_failures_are_counted_by_the_shared_throttle(start_pop3: StartServer, store: Store, account: str) -> None:
+    """The server records each failure in the store's throttle, under the account however the login spells it
+    (the doubling rule itself: tests/store/test_throttle.py)."""
+    throttle = store.login_throttle(0.01, 0.05)
+    server = await start_pop3(throttle=throttle)
     client = await Client.connect(server.ports["pop3"])
     assert await client.login(password="bad") == ERR_AUTH
-    assert await client.login(password="bad") == ERR_AUTH
-    assert delays.delay("127.0.0.1", USER) == 0.02
+    assert await client.login(user=USER.upper() + ".", password="bad") == ERR_AUTH
+    assert await throttle.failures(login=USER) == 2
+    assert await throttle.failures(ip="127.0.0.1") == 2
     assert (await client.login()).startswith("+OK")
-    assert delays.delay("198.51.100.1", USER) == 0  # success clears the account's count
+    assert await throttle.failures(login=USER) == 0  # success clears the account's count
+    assert await throttle.failures(ip="127.0.0.1") == 2  # but not the address's
     await client.close()
+
+
+async def test_any_spelling_of_the_account_opens_its_one_maildrop(
+    start_pop3: StartServer, store: Store, account: str
+) -> None:
+    await deliver(store, message("hello"))
+    server = await start_pop3()
+    first = await Client.connect(server.ports["pop3"])
+    assert await first.login(user="ALICE@Pop.Test..") == "+OK " + replies.ok_maildrop(1, len(message("hello"))).text
+    second = await Client.connect(server.ports["pop3"])
+    assert await second.login() == "-ERR " + replies.ERR_IN_USE.text  # the same lock, whatever the spelling
+    await first.close()
+    await second.close()
 
 
 async def test_apop_is_off(pop3: Pop3Server, account: str) -> None:

@@ -1,4 +1,4 @@
-"""Small units: failure delays, SASL decoding, loopback detection, capability lists."""
+"""Small units: SASL decoding, loopback detection, capability lists."""
 
 from __future__ import annotations
 
@@ -8,37 +8,6 @@ import pytest
 
 from services.pop3 import sasl
 from services.pop3.state import is_loopback
-from services.pop3.throttle import MAX_TRACKED, FailureDelays
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_failure_delay_grows_per_ip_and_per_account_and_is_forgotten() -> None:
-    clock = Clock()
-    delays = FailureDelays(base=1.0, maximum=8.0, forget_after=60, clock=clock)
-    assert delays.delay("192.0.2.1", "a@x") == 0
-    assert [delays.record_failure("192.0.2.1", f"user{i}@x") for i in range(6)] == [1, 2, 4, 8, 8, 8]
-    # Per account, from many IPs (a distributed guess at one password).
-    assert [delays.record_failure(f"198.51.100.{i}", "victim@x") for i in range(3)] == [1, 2, 4]
-    # A success clears the account's count but not the guessing IP's.
-    delays.record_success("victim@x")
-    assert delays.delay("203.0.113.9", "victim@x") == 0
-    assert delays.delay("192.0.2.1", "someone@x") == 8
-    clock.now += 61
-    assert delays.delay("192.0.2.1", "someone@x") == 0
-
-
-def test_failure_delay_memory_is_bounded_and_can_be_off() -> None:
-    delays = FailureDelays(base=0.0, maximum=1.0)
-    for i in range(MAX_TRACKED + 50):
-        assert delays.record_failure(f"10.0.{i // 256}.{i % 256}", "a@x") == 0
-    assert len(delays._failures) <= MAX_TRACKED
 
 
 def test_sasl_plain() -> None:

@@ -196,3 +196,14 @@ def test_bad_configuration_stops_the_process_naming_the_variable(base_env: dict[
         )
         assert result.returncode == 2, result.stderr
         assert variable in result.stderr.decode() and b"Traceback" not in result.stderr
+
+
+def test_any_spelling_of_the_account_logs_in_as_that_account(ingress: RunningIngress, namespace: str) -> None:
+    """The session's identity is the account as the store spells it, so MAIL FROM ownership and the throttle agree
+    with the login about who it is."""
+    with ingress.smtp("smtps") as client:
+        client.login(" ALICE@Local.Test.. ", PASSWORD)
+        code, reply = send(client, ALICE, [BOB], b"Subject: x\r\n\r\nbody\r\n")
+    assert code == 250, reply
+    [message] = read_queue(namespace)
+    assert Envelope.from_headers(message.headers).auth_user == ALICE

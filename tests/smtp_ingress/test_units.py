@@ -13,7 +13,6 @@ import pytest
 from services.smtp_ingress import message, metrics, policy, replies
 from services.smtp_ingress.auth import decode_initial_response, parse_plain
 from services.smtp_ingress.config import IngressSettings
-from services.smtp_ingress.limits import AuthThrottle
 from services.smtp_ingress.message import (
     ReceivedFacts,
     header_names,
@@ -165,14 +164,3 @@ def test_plain_parsing() -> None:
     assert parse_plain(b"alice@local.test\x00alice@local.test\x00pw") == ("alice@local.test", "pw")
     assert parse_plain(b"bob@local.test\x00alice@local.test\x00pw") is None
     assert parse_plain(b"\x00\x00pw") is None
-
-
-def test_auth_throttle_grows_per_ip_and_per_account() -> None:
-    throttle = AuthThrottle(base=1, cap=8, window=60)
-    assert throttle.delay("192.0.2.1", "alice", now=0) == 1
-    for _ in range(3):
-        throttle.record_failure("192.0.2.1", "alice", now=0)
-    assert throttle.delay("192.0.2.1", "bob", now=1) == 8  # same IP, another account
-    assert throttle.delay("198.51.100.7", "ALICE", now=1) == 8  # same account, another IP
-    assert throttle.delay("198.51.100.7", "carol", now=1) == 1
-    assert throttle.delay("192.0.2.1", "bob", now=100) == 1  # forgotten after the window

@@ -10,6 +10,7 @@ from services.pop3.command import Apop, Auth, Pass, User
 from services.pop3.maildrop import Maildrop
 from services.pop3.response import Challenge, MultiLine, Outcome, Reply
 from services.pop3.state import SessionState, State
+from services.store.addresses import account_address
 
 
 async def user(session: SessionState, command: User) -> Outcome:
@@ -117,7 +118,7 @@ async def login(session: SessionState, name: str, password: str, mechanism: str)
     if not valid:
         metrics.AUTH_FAILURES.labels(mechanism).inc()
         session.auth_failures += 1
-        delay = ctx.failures.record_failure(session.peer_ip, name)
+        delay = await ctx.throttle.failure(session.peer_ip, name)
         session.log.info("pop3 login failed", user=name, mechanism=mechanism, delay=delay)
         if delay > 0:
             # The delay slows guessing; it also hides from timing whether the account exists (both paths wait).
@@ -125,7 +126,9 @@ async def login(session: SessionState, name: str, password: str, mechanism: str)
         if session.auth_failures >= ctx.settings.pop3_max_auth_failures:
             return replies.ERR_TOO_MANY_AUTH_FAILURES
         return replies.ERR_AUTH_FAILED
-    ctx.failures.record_success(name)
+    await ctx.throttle.success(name)
+    # The maildrop (and its lock) of the account as the store spells it, however the login wrote it.
+    name = account_address(name)
     maildrop = await Maildrop.open(ctx.store, name, ctx.settings.pop3_lock_ttl)
     if maildrop is None:
         if not await ctx.store.accounts.user_exists(name):
