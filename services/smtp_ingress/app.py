@@ -57,12 +57,25 @@ class IngressApp:
     async def start(self) -> None:
         self.publisher.start()
         await self.server.start()
+        await self._check_postmaster()
         if self.settings.metrics_listen is not None:
             self.health = HealthServer(self.settings.metrics_listen)
             self.health.add_check("amqp", self._broker_ready)
             self.health.add_check("redis", self._redis_ready)
             self.health.add_check("listeners", self._listeners_ready)
             await self.health.start()
+
+    async def _check_postmaster(self) -> None:
+        """Say at start where `RCPT TO:<Postmaster>` goes, or that it goes nowhere (RFC 5321 §4.5.1 wants it to)."""
+        try:
+            address, why = await asyncio.wait_for(self.handler.postmaster(), 5)
+        except Exception as exc:  # Redis not there yet: the RCPT itself will tell, later
+            log.warning("postmaster check failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        if address is None:
+            log.warning("postmaster not deliverable", reason=why)
+        else:
+            log.info("postmaster", address=address)
 
     async def _broker_ready(self) -> bool:
         return self.publisher.ready

@@ -18,6 +18,7 @@ from services.smtp_ingress.policy import (
     split_domain,
     valid_helo,
 )
+from services.smtp_ingress.postmaster import is_bare_postmaster, postmaster_address
 from services.smtp_ingress.publisher import Publisher
 from services.store import Store
 from services.store.keys import normalize_address
@@ -94,6 +95,11 @@ class IngressHandler:
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
         if len(envelope.rcpt_tos) >= self.settings.max_recipients:
             return replies.TOO_MANY_RECIPIENTS
+        if is_bare_postmaster(address):
+            return await self._postmaster(server, envelope, options)
+        if server.requires_auth and not session.authenticated:
+            # Submission listeners: only mail to the postmaster goes without AUTH (IngressSMTP.check_auth_needed).
+            return replies.AUTH_REQUIRED
         problem = check_address(address, sender=False, smtputf8=bool(envelope.smtp_utf8))
         if problem:
             return problem
@@ -109,10 +115,22 @@ class IngressHandler:
         elif not (session.authenticated or server.trusted):
             log.info("relay denied", client=server.client_ip, domain=split_domain(address))
             return replies.RELAY_DENIED
-        if normalize_address(address) not in (normalize_address(r) for r in envelope.rcpt_tos):
-            envelope.rcpt_tos.append(address)
-            envelope.rcpt_options.extend(options)
+        _add_recipient(envelope, address, options)
         return replies.RECIPIENT_OK
+
+    async def _postmaster(self, server: Any, envelope: Any, options: list[str]) -> str:
+        """RFC 5321 §4.1.1.3: `<Postmaster>` is postmaster@ the primary domain, for anyone, on every listener."""
+        address, why = await self.postmaster()
+        if address is None:
+            log.warning("postmaster not deliverable", client=server.client_ip, reason=why)
+            return replies.NO_SUCH_USER
+        _add_recipient(envelope, address, options)
+        return replies.RECIPIENT_OK
+
+    async def postmaster(self) -> tuple[str | None, str]:
+        """Where `<Postmaster>` goes now (None: nowhere) and a line saying so."""
+        settings = self.settings
+        return await postmaster_address(settings.primary_domain, settings.hostname, self.store.accounts)
 
     # -- message ----------------------------------------------------------------------------------------------
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
@@ -160,8 +178,10 @@ class IngressHandler:
             esmtp=bool(session.extended_smtp),
             tls_version=tls[0] if tls else None,
             tls_cipher=tls[1] if tls else None,
-            auth_user=auth_user,
+            # Who sent it is nobody else's business unless the operator says so (the trace keeps it regardless).
+            auth_user=auth_user if self.settings.smtp_received_auth else None,
             recipient=recipients[0] if len(recipients) == 1 else None,
+            authenticated=auth_user is not None,
         )
         extra = b""
         if auth_user:
@@ -248,6 +268,13 @@ class IngressHandler:
         else:
             log.error("session error", error=f"{type(error).__name__}: {error}", exc_info=error)
         return replies.TEMPORARY_FAILURE
+
+
+def _add_recipient(envelope: Any, address: str, options: list[str]) -> None:
+    """Add a recipient once (however its address is cased)."""
+    if normalize_address(address) not in (normalize_address(r) for r in envelope.rcpt_tos):
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
 
 
 def _take_spool(envelope: Any) -> MessageSpool:

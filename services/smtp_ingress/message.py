@@ -43,9 +43,10 @@ class ReceivedFacts:
     esmtp: bool
     tls_version: str | None
     tls_cipher: str | None
-    auth_user: str | None
+    auth_user: str | None  # named only when the operator opts in (POSTROOM_SMTP_RECEIVED_AUTH)
     recipient: str | None  # given only for a single recipient (RFC 5321 §4.4 "for", privacy)
     when: float | None = None
+    authenticated: bool = False  # the client used AUTH ("ESMTPA", RFC 3848), named or not
 
 
 def _address_literal(ip: str) -> str:
@@ -59,7 +60,7 @@ def received_header(facts: ReceivedFacts) -> bytes:
     protocol = "ESMTP" if facts.esmtp else "SMTP"
     if facts.tls_version:
         protocol += "S"
-    if facts.auth_user:
+    if facts.authenticated or facts.auth_user:
         protocol += "A"
     comments = []
     if facts.tls_version and facts.tls_cipher and _CIPHER.match(facts.tls_cipher):

@@ -183,6 +183,11 @@ class IngressSMTP(SMTP):
         envelope = self.envelope
         return envelope is not None and envelope.mail_from is not None
 
+    @property
+    def requires_auth(self) -> bool:
+        """A submission listener (587, 465): sending needs AUTH, except to the postmaster."""
+        return bool(self._auth_required)
+
     def tls_facts(self) -> tuple[str, str] | None:
         """(protocol version, cipher) when the session is encrypted (STARTTLS or implicit TLS)."""
         transport = self.transport
@@ -325,6 +330,14 @@ class IngressSMTP(SMTP):
         if self.local_part_limit and len(localpart) > self.local_part_limit:
             return None, None
         return addr, rest
+
+    async def check_auth_needed(self, caller_method: str) -> bool:
+        """aiosmtpd's AUTH gate, except for a transaction: RFC 5321 §4.5.1 wants mail to the postmaster accepted
+        on every listener, so on submission listeners MAIL passes and the handler's RCPT hook refuses every other
+        recipient with 530 until AUTH (DATA then has postmaster recipients only, or none)."""
+        if caller_method in ("MAIL", "RCPT", "DATA"):
+            return False
+        return bool(await super().check_auth_needed(caller_method))
 
     # -- DATA -----------------------------------------------------------------------------------------------
     def _create_envelope(self) -> IngressEnvelope:

@@ -60,8 +60,11 @@ def test_submission_requires_starttls_then_auth(ingress: RunningIngress) -> None
         assert reply_text(code, reply) == replies.STARTTLS_REQUIRED
         client.starttls(context=client_tls())
         client.ehlo("client.example.org")
-        code, reply = client.mail(ALICE)
+        # MAIL passes (mail to the postmaster needs no AUTH, RFC 5321 §4.5.1); any other recipient needs AUTH.
+        assert reply_text(*client.mail(ALICE)) == replies.SENDER_OK
+        code, reply = client.rcpt(BOB)
         assert reply_text(code, reply) == replies.AUTH_REQUIRED
+        assert reply_text(*client.docmd("DATA")) == replies.NEED_RCPT
 
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
@@ -80,7 +83,8 @@ def test_submission_with_auth_adds_message_id_date_and_auth_facts(
     envelope = Envelope.from_headers(message.headers)
     assert envelope.auth_user == ALICE and envelope.recipients == ("someone@remote.example",)
     head = message.body.split(b"\r\n\r\n", 1)[0].decode()
-    assert "with ESMTPSA id" in head and f"(authenticated sender: {ALICE})" in head and "(using TLSv1." in head
+    assert "with ESMTPSA id" in head and "(using TLSv1." in head
+    assert ALICE not in head.partition("\r\nMessage-ID:")[0]  # Received: does not name the account by default
     assert f"Message-ID: <{envelope.queue_id}@mx.postroom.test>" in head
     assert "\r\nDate: " in head
 
@@ -101,7 +105,8 @@ def test_implicit_tls_listener_offers_auth_not_starttls_and_requires_auth(ingres
         client.ehlo("client.example.org")
         assert "starttls" not in client.esmtp_features
         assert sorted(client.esmtp_features["auth"].split()) == ["LOGIN", "PLAIN"]
-        code, reply = client.mail(ALICE)
+        assert reply_text(*client.mail(ALICE)) == replies.SENDER_OK
+        code, reply = client.rcpt("someone@remote.example")
         assert reply_text(code, reply) == replies.AUTH_REQUIRED
 
 
@@ -207,3 +212,19 @@ def test_any_spelling_of_the_account_logs_in_as_that_account(ingress: RunningIng
     assert code == 250, reply
     [message] = read_queue(namespace)
     assert Envelope.from_headers(message.headers).auth_user == ALICE
+
+
+def test_received_names_the_account_only_when_the_operator_opts_in(
+    make_ingress: Callable[..., RunningIngress], accounts: None, namespace: str
+) -> None:
+    for opted_in in (False, True):
+        ingress = make_ingress(smtp_received_auth=opted_in)
+        with ingress.smtp("smtps") as client:
+            client.login(ALICE, PASSWORD)
+            assert send(client, ALICE, [BOB], b"Subject: x\r\n\r\nbody\r\n")[0] == 250
+        [message] = read_queue(namespace)
+        received = message.body.split(b"\r\nSubject:", 1)[0].split(b"\r\nMessage-ID:", 1)[0].decode()
+        assert received.startswith("Received: ") and "with ESMTPSA id" in received
+        assert (f"(authenticated sender: {ALICE})" in received) is opted_in
+        assert (ALICE in received) is opted_in, received
+        assert Envelope.from_headers(message.headers).auth_user == ALICE  # the envelope (and trace) keep it

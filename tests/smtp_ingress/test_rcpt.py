@@ -39,7 +39,7 @@ class _Accounts:
 
 def _rcpt(accounts: _Accounts, address: str, *, trusted: bool = False, authenticated: bool = False) -> Any:
     handler = IngressHandler(ingress_settings("unused"), SimpleNamespace(accounts=accounts), None, None)  # type: ignore[arg-type]
-    server = SimpleNamespace(trusted=trusted, client_ip="192.0.2.7")
+    server = SimpleNamespace(trusted=trusted, client_ip="192.0.2.7", requires_auth=False)
     session = SimpleNamespace(authenticated=authenticated)
     envelope = SimpleNamespace(rcpt_tos=[], rcpt_options=[], smtp_utf8=False)
     return handler.handle_RCPT(server, session, envelope, address, [])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import time
@@ -88,6 +89,9 @@ def test_received_header_shape() -> None:
     assert "\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)\r\n" in header
     assert "with ESMTPSA id 01ABCDEFGHJKMNPQRSTVWXYZ00\r\n\tfor <bob@remote.example>;\r\n" in header
     assert header.endswith("\r\n") and all(len(line) < 998 for line in header.split("\r\n"))
+    # Authenticated but not named (POSTROOM_SMTP_RECEIVED_AUTH off): ESMTPSA, no account anywhere.
+    unnamed = received_header(dataclasses.replace(facts, auth_user=None, authenticated=True)).decode()
+    assert "with ESMTPSA id" in unnamed and "alice" not in unnamed and "authenticated sender" not in unnamed
 
 
 def test_date_formatted_once_a_second_reads_as_before() -> None:
