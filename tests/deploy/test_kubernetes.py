@@ -186,6 +186,9 @@ def test_proxy_protocol_is_a_configmap_setting_that_the_component_turns_on() -> 
     for variable in ("POSTROOM_SMTP_PROXY_PROTOCOL", "POSTROOM_POP3_PROXY_PROTOCOL"):
         assert config(render("prod"))[variable] == "false"
         assert config(render("prod", ("proxy-protocol",)))[variable] == "true"
+    # PROXY on without the balancer's networks stops both services at start; without PROXY none are set.
+    assert "POSTROOM_PROXY_TRUSTED_NETWORKS" not in config(render("prod"))
+    assert config(render("prod", ("proxy-protocol",)))["POSTROOM_PROXY_TRUSTED_NETWORKS"].strip()
     with_proxy = render("prod", ("proxy-protocol",))
     for service in ("smtp", "pop3"):
         annotations = of_kind(with_proxy, "Service")[service]["metadata"]["annotations"]
@@ -276,6 +279,7 @@ def test_the_proxy_protocol_component_turns_the_setting_on_in_the_services() -> 
         checked += 1
         fields = [field for field in type(settings).model_fields if field.endswith("proxy_protocol")]
         assert all(getattr(settings, field) is True for field in fields), (component, fields)
+        assert getattr(settings, "proxy_trusted_networks", None), f"{component}: PROXY on, no balancer networks"
         assert annotated == bool(fields), f"{service_name}: PROXY from the load balancer {annotated}, read {fields}"
     assert services["smtp"]["metadata"]["annotations"]
     if not checked:
