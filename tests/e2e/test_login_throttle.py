@@ -58,8 +58,8 @@ async def test_replicas_of_both_protocols_share_one_counter_per_account(
     assert await asyncio.to_thread(smtp_auth_fails, second, " CAROL@Example.Test.. ") == 535
     assert await asyncio.to_thread(pop3_login_fails, pop3, "Carol@Example.Test.")
 
+    # The third failure, in a third process, waited as the third one: 4 x the base delay.
+    assert f"delay={BASE_DELAY * 4}" in pop3.log()
     throttle = store.login_throttle(BASE_DELAY, 1.0)
     assert await throttle.failures(login="carol@example.test") == 3
     assert await throttle.failures(ip="127.0.0.1") == 3
-    # The third failure, in a third process, waited as the third one: 4 x the base delay.
-    assert f"delay={BASE_DELAY * 4}" in pop3.log()
