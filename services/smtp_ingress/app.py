@@ -57,13 +57,13 @@ class IngressApp:
     async def start(self) -> None:
         self.publisher.start()
         await self.server.start()
-        await self._check_postmaster()
         if self.settings.metrics_listen is not None:
             self.health = HealthServer(self.settings.metrics_listen)
             self.health.add_check("amqp", self._broker_ready)
             self.health.add_check("redis", self._redis_ready)
             self.health.add_check("listeners", self._listeners_ready)
             await self.health.start()
+        await self._check_postmaster()
 
     async def _check_postmaster(self) -> None:
         """Say at start where `RCPT TO:<Postmaster>` goes, or that it goes nowhere (RFC 5321 §4.5.1 wants it to)."""
