@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import ssl
@@ -31,6 +32,30 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def free_port_run(count: int, host: str = "127.0.0.1") -> int:
+    """The first of `count` consecutive free ports, below the kernel's ephemeral range.
+
+    For a service that listens on port + i (the ingress's workers' metrics): a port the kernel hands out to
+    outgoing connections could be taken by any process's connect() between this check and the service's bind.
+    """
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as ranges:
+        ephemeral_low = int(ranges.read().split()[0])
+    for _ in range(500):
+        first = random.randint(20000, ephemeral_low - count - 1)
+        if all(_port_free(host, first + i) for i in range(count)):
+            return first
+    raise RuntimeError(f"no {count} consecutive free ports below {ephemeral_low}")
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 async def wait_until(
@@ -69,7 +94,8 @@ class ServiceProcess:
 
     def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
         self.name = name
-        self.metrics_port = free_port()
+        listen = env.get("POSTROOM_METRICS_LISTEN")  # a test's own port, else any free one
+        self.metrics_port = int(listen.rsplit(":", 1)[1]) if listen else free_port()
         self.env = {**os.environ, **env, "POSTROOM_METRICS_LISTEN": f"127.0.0.1:{self.metrics_port}"}
         self.log_path = log_dir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None

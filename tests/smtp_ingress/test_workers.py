@@ -12,7 +12,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.helpers import ServiceProcess, http_status, wait_until_sync
+from tests.helpers import ServiceProcess, free_port_run, http_status, wait_until_sync
 from tests.smtp_ingress.conftest import BOB, SIMPLE_MESSAGE, read_queue, send
 
 MESSAGES = 12
@@ -36,6 +36,11 @@ def readiness(port: int) -> tuple[int, dict[str, bool]]:
         return error.code, json.loads(error.read())["checks"]
 
 
+def metrics_ports() -> str:
+    """Worker i serves metrics on the base port + i: two free ports in a row, none of which a connect() can take."""
+    return f"127.0.0.1:{free_port_run(2)}"
+
+
 def children(pid: int) -> list[int]:
     return [int(c) for task in Path(f"/proc/{pid}/task").glob("*/children") for c in task.read_text().split()]
 
@@ -43,7 +48,7 @@ def children(pid: int) -> list[int]:
 def test_two_workers_share_the_port_and_stop_together(
     start_service: Callable[..., ServiceProcess], base_env: dict[str, str], accounts: None, namespace: str
 ) -> None:
-    service = start_service("smtp_ingress", POSTROOM_SMTP_WORKERS="2")
+    service = start_service("smtp_ingress", POSTROOM_SMTP_WORKERS="2", POSTROOM_METRICS_LISTEN=metrics_ports())
     assert service.proc is not None
     workers = children(service.proc.pid)
     assert len(workers) == 2
@@ -71,7 +76,7 @@ def test_two_workers_share_the_port_and_stop_together(
 def test_the_base_port_is_ready_only_when_every_worker_is(
     start_service: Callable[..., ServiceProcess], accounts: None
 ) -> None:
-    service = start_service("smtp_ingress", POSTROOM_SMTP_WORKERS="2")
+    service = start_service("smtp_ingress", POSTROOM_SMTP_WORKERS="2", POSTROOM_METRICS_LISTEN=metrics_ports())
     assert service.proc is not None
     first, second = sorted(children(service.proc.pid))
     wait_until_sync(lambda: readiness(service.metrics_port)[0] == 200, what="both workers ready")
