@@ -79,7 +79,7 @@ def received_header(facts: ReceivedFacts) -> bytes:
 
 
 def _rfc5322_date(when: float) -> str:
-    # The text changes once a second, so each second is formatted once (it was ~1% of the CPU per message).
+    # The text changes once a second, so each second is formatted once rather than once per message.
     # datetime rounds to microseconds: the last half microsecond of a second prints as the next one.
     second = math.floor(when)
     if when - second >= 0.999999:
