@@ -9,6 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from shared.errors import ConfigError
+from shared.logging import fatal
 
 
 def wait_for_stop_signal() -> asyncio.Event:
@@ -31,13 +32,13 @@ def run_service(main: Callable[[], Awaitable[None]]) -> None:
     try:
         runner(main())
     except ConfigError as exc:
-        print(f"postroom: configuration error: {exc}", file=sys.stderr)
+        fatal(f"configuration error: {exc}")
         sys.exit(2)
     except OSError as exc:
         # A port taken or not allowed is an operator's problem with a clear fix: one line, not a traceback.
         if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
             raise
-        print(f"postroom: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+        fatal(f"cannot listen: {exc.strerror or exc}")
         sys.exit(2)
     except KeyboardInterrupt:
         pass

@@ -11,7 +11,7 @@ from services.smtp_ingress.config import IngressSettings
 from services.smtp_ingress.workers import siblings_ready, supervise, worker_index
 from services.store import passwords
 from shared.errors import ConfigError
-from shared.logging import configure_logging
+from shared.logging import configure_logging, fatal
 from shared.service import run_service, wait_for_stop_signal
 from shared.settings import load_settings
 
@@ -46,7 +46,7 @@ def entry() -> None:
         try:
             settings = load_settings(IngressSettings)
         except ConfigError as exc:
-            print(f"postroom: configuration error: {exc}", file=sys.stderr)
+            fatal(f"configuration error: {exc}")
             sys.exit(2)
         if settings.smtp_workers > 1:
             configure_logging(settings.log_level, settings.log_format, service="smtp")
