@@ -51,6 +51,10 @@ class QueueError(Exception):
     """RabbitMQ is unreachable or refused an operation; the text is safe to show."""
 
 
+class BrokerUnavailable(QueueError):
+    """RabbitMQ cannot be reached or gives no channel: worth trying again later (the CLI's exit status 75)."""
+
+
 @dataclass(frozen=True)
 class QueueInfo:
     name: str
@@ -136,7 +140,7 @@ class QueueOps:
                 try:
                     self._connection = await connect_amqp_once(self.amqp_url, "postroom-store")
                 except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
-                    raise QueueError(f"cannot reach RabbitMQ (POSTROOM_AMQP_URL): {exc}") from None
+                    raise BrokerUnavailable(f"cannot reach RabbitMQ (POSTROOM_AMQP_URL): {exc}") from None
             return self._connection
 
     @contextlib.asynccontextmanager
@@ -149,7 +153,7 @@ class QueueOps:
             self._connection = None
             with contextlib.suppress(Exception):
                 await connection.close()
-            raise QueueError(f"RabbitMQ refused a channel: {exc}") from None
+            raise BrokerUnavailable(f"RabbitMQ refused a channel: {exc}") from None
         try:
             yield channel
         finally:

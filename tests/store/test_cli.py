@@ -29,8 +29,8 @@ def postroom(namespace: str, store_env: dict[str, str]):  # type: ignore[no-unty
     return invoke
 
 
-def one_line_error(result) -> str:  # type: ignore[no-untyped-def]
-    assert result.exit_code == 1, result.output
+def one_line_error(result, status: int = 1) -> str:  # type: ignore[no-untyped-def]
+    assert result.exit_code == status, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("postroom: error: ")
@@ -96,9 +96,10 @@ def test_user_errors_are_one_line(postroom) -> None:  # type: ignore[no-untyped-
     )
     assert "bad address" in one_line_error(postroom("user", "add", "not-an-address", "--password-stdin", input="x\n"))
     assert "no password" in one_line_error(postroom("user", "add", "e@x.test", "--password-stdin", input=""))
-    one_line_error(postroom("user", "add", "e@x.test", "--quota", "-1", "--password-stdin", input="x\n"))
-    one_line_error(postroom("user", "add"))
-    one_line_error(postroom("no-such-command"))
+    # Usage errors: exit status 2, as click's own.
+    one_line_error(postroom("user", "add", "e@x.test", "--quota", "-1", "--password-stdin", input="x\n"), 2)
+    one_line_error(postroom("user", "add"), 2)
+    one_line_error(postroom("no-such-command"), 2)
 
 
 async def test_alias_add_list_remove(postroom, store: Store) -> None:  # type: ignore[no-untyped-def]
@@ -114,14 +115,14 @@ async def test_alias_add_list_remove(postroom, store: Store) -> None:  # type: i
     assert await store.accounts.recipient_exists("anyone@example.test")
     assert postroom("alias", "remove", "@example.test").exit_code == 0
     assert "no such alias" in one_line_error(postroom("alias", "remove", "@example.test"))
-    one_line_error(postroom("alias", "add", "x@example.test"))
+    one_line_error(postroom("alias", "add", "x@example.test"), 2)
 
 
 def test_redis_unreachable_is_one_line(postroom) -> None:  # type: ignore[no-untyped-def]
     from tests.helpers import free_port
 
     result = postroom("domain", "list", env={"POSTROOM_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
-    assert "cannot reach Redis" in one_line_error(result)
+    assert "cannot reach Redis" in one_line_error(result, 75)
 
 
 def test_bad_setting_is_one_line(postroom) -> None:  # type: ignore[no-untyped-def]
@@ -137,5 +138,5 @@ def test_console_script_end_to_end(namespace: str) -> None:
     assert ok.returncode == 0 and ok.stdout.strip() == b"domain example.test added"
     env["POSTROOM_REDIS_URL"] = "redis://127.0.0.1:1/0"
     bad = subprocess.run([*cmd, "user", "list"], env=env, capture_output=True, cwd=ROOT, timeout=30)
-    assert bad.returncode == 1
+    assert bad.returncode == 75
     assert bad.stderr.decode().count("\n") == 1 and bad.stderr.startswith(b"postroom: error: cannot reach Redis")
