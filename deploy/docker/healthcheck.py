@@ -1,4 +1,7 @@
-"""Container HEALTHCHECK: exit 0 when this container's service answers `/healthz` on its metrics port, else 1."""
+"""Container HEALTHCHECK: exit 0 when this container's service answers `/healthz` on its metrics port, else 1.
+
+With `--ready` it asks `/readyz` instead: 200 only while the service's Redis, broker and listeners are up. The
+compose stack uses that, so `docker compose ps` shows a Postroom container healthy only when it can do its work."""
 
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ def pid1_cmdline() -> list[str]:
     return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
-def health_url(listen: str | None, cmdline: list[str]) -> str | None:
+def health_url(listen: str | None, cmdline: list[str], path: str = "/healthz") -> str | None:
     """Where to ask: the host and port of POSTROOM_METRICS_LISTEN (wildcards mean loopback), else the default port."""
     if listen is not None and listen.strip():
         host, _, port = listen.strip().rpartition(":")
@@ -39,11 +42,11 @@ def health_url(listen: str | None, cmdline: list[str]) -> str | None:
             host = "127.0.0.1"
         elif ":" in host and not host.startswith("["):
             host = f"[{host}]"
-        return f"http://{host}:{port}/healthz"
+        return f"http://{host}:{port}{path}"
     service = service_of(cmdline)
     if service is None:
         return None
-    return f"http://127.0.0.1:{DEFAULT_PORTS[service]}/healthz"
+    return f"http://127.0.0.1:{DEFAULT_PORTS[service]}{path}"
 
 
 def check(url: str, timeout: float = 3.0) -> bool:
@@ -54,8 +57,13 @@ def check(url: str, timeout: float = 3.0) -> bool:
         return False
 
 
-def main() -> int:
-    url = health_url(os.environ.get("POSTROOM_METRICS_LISTEN"), pid1_cmdline())
+def main(argv: list[str] | None = None) -> int:
+    args = argv or []
+    if any(arg != "--ready" for arg in args):
+        print("usage: healthcheck.py [--ready]", file=sys.stderr)
+        return 2
+    path = "/readyz" if args else "/healthz"
+    url = health_url(os.environ.get("POSTROOM_METRICS_LISTEN"), pid1_cmdline(), path)
     if url is None:
         print("healthcheck: set POSTROOM_METRICS_LISTEN (no service found in PID 1's command line)", file=sys.stderr)
         return 1
@@ -66,4 +74,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

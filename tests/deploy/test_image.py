@@ -164,3 +164,36 @@ def test_working_directory_is_not_writable_by_the_service() -> None:
     """`python -m` imports from the working directory first: a writable one would let a planted module shadow ours."""
     (workdir,) = instructions("WORKDIR")
     assert workdir.value[0] == "/opt/postroom"
+
+
+@contextlib.contextmanager
+def probe_server(statuses: dict[str, int]) -> Iterator[int]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(statuses.get(self.path, 404))
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_ready_flag_asks_readyz(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Alive but not ready (Redis or the broker down): healthy for the image, not for compose's --ready check."""
+    module = healthcheck()
+    with probe_server({"/healthz": 200, "/readyz": 503}) as port:
+        monkeypatch.setenv("POSTROOM_METRICS_LISTEN", f"0.0.0.0:{port}")
+        assert module.main([]) == 0
+        assert module.main(["--ready"]) == 1
+    with probe_server({"/healthz": 200, "/readyz": 200}) as port:
+        monkeypatch.setenv("POSTROOM_METRICS_LISTEN", f"0.0.0.0:{port}")
+        assert module.main(["--ready"]) == 0
+    assert module.main(["--readyz"]) == 2
