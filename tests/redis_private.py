@@ -5,30 +5,36 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import free_port, wait_until_sync
 
+DEFAULT_CONFIG = ("--save", "", "--appendonly", "yes", "--appendfsync", "always")
+
 
 class PrivateRedis:
     """One redis-server on a free loopback port in its own directory. The append-only file keeps the data across
-    `restart()`, as a production Redis with persistence would; the port stays the same."""
+    `restart()`, as a production Redis with persistence would; the port stays the same. `config` replaces the
+    persistence arguments (e.g. a deployment's own command line); `password` is its requirepass, if it has one."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, config: Sequence[str] = DEFAULT_CONFIG, password: str | None = None) -> None:
         self.directory = directory
         self.port = free_port()
+        self.config = list(config)
+        self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> PrivateRedis:
-        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory), "--save", ""]
-        args += ["--appendonly", "yes", "--appendfsync", "always"]
+        # The place and port last: redis-server takes the last value of an option given twice.
+        args = [*self.config, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)]
         log = (self.directory / "redis.log").open("ab")
         self.proc = subprocess.Popen(["redis-server", *args], stdout=log, stderr=log)
         wait_until_sync(lambda: self.answers() or self._exited(), timeout=20, what=f"private redis on {self.port}")
@@ -40,6 +46,10 @@ class PrivateRedis:
         """PING answered PONG (not LOADING, not refused)."""
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+                if self.password:
+                    sock.sendall(f"AUTH {self.password}\r\n".encode())
+                    if not sock.recv(64).startswith(b"+OK"):
+                        return False
                 sock.sendall(b"PING\r\n")
                 return sock.recv(64).startswith(b"+PONG")
         except OSError:
