@@ -21,7 +21,7 @@ def prometheus_rule(alerts: dict[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
-        "metadata": {"name": "postroom"},
+        "metadata": {"name": "postroom", "labels": {"app.kubernetes.io/name": "postroom"}},
         "spec": {"groups": alerts["groups"]},
     }
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -11,13 +13,13 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.queries import ALERTS, ROOT
+from tests.deploy.queries import ALERTS, DASHBOARD, ROOT
 from tests.deploy.settings_check import check_service_env, service_settings, unknown_variables
 from tests.deploy.tools import require, run
 
 KUSTOMIZE = ROOT / "deploy" / "kubernetes"
 OVERLAYS = ("dev", "prod")
-COMPONENTS = ("keda-delivery", "servicemonitor", "proxy-protocol", "tls")
+COMPONENTS = ("keda-delivery", "servicemonitor", "monitoring-labels", "proxy-protocol", "tls")
 # Oldest and newest Kubernetes minor versions the manifests are checked against.
 K8S_VERSIONS = ("1.29.0", "1.37.0")
 # Custom resources: kubernetes-validate has no schema for them, so they are checked by the tests below instead.
@@ -52,6 +54,26 @@ def render(overlay: str, components: tuple[str, ...] = ()) -> tuple[Manifest, ..
 
 def of_kind(docs: tuple[Manifest, ...], kind: str) -> dict[str, Manifest]:
     return {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] == kind}
+
+
+# A kustomize generator's name: the name given, a dash and ten characters of the content hash.
+GENERATED = re.compile(r"^(?P<base>.+)-[a-z0-9]{10}$")
+
+
+def generated(docs: tuple[Manifest, ...], kind: str, base: str) -> Manifest:
+    """The one ConfigMap or Secret that kustomize generated as `base` (its name carries the content hash)."""
+    (doc,) = [
+        doc
+        for name, doc in of_kind(docs, kind).items()
+        if (match := GENERATED.match(name)) is not None and match["base"] == base
+    ]
+    return doc
+
+
+def secret_values(docs: tuple[Manifest, ...], base: str = "postroom-secrets") -> dict[str, str]:
+    secret = generated(docs, "Secret", base)
+    values = {key: base64.b64decode(value).decode() for key, value in secret.get("data", {}).items()}
+    return {**values, **secret.get("stringData", {})}
 
 
 def validate(doc: Manifest, version: str) -> None:
@@ -134,15 +156,166 @@ def test_dev_backends_meet_the_restricted_pod_security_profile() -> None:
     assert redis_args[redis_args.index("--appendfsync") + 1] == "everysec"
 
 
+def quantity(text: str) -> int:
+    """Bytes of a Kubernetes quantity (Mi, Gi) or a Redis size (768mb)."""
+    match = re.fullmatch(r"(\d+)\s*(Ki|Mi|Gi|kb|mb|gb|GB|MB)?", str(text).strip())
+    assert match is not None, text
+    unit = (match[2] or "").lower().rstrip("bi")
+    return int(match[1]) * int(1024 ** " kmg".index(unit or " "))
+
+
+def test_dev_redis_snapshots_and_refuses_writes_below_its_memory_limit() -> None:
+    """AOF and RDB snapshots; maxmemory with noeviction (stored mail is never evicted) below the container limit,
+    with room for the fork of a snapshot; its exporter beside it, scraped on the Service's metrics port."""
+    pod = of_kind(render("dev"), "StatefulSet")["redis"]["spec"]["template"]["spec"]
+    redis, exporter = pod["containers"]
+    args = redis["args"]
+    save = args[args.index("--save") + 1].split()
+    assert save and len(save) % 2 == 0 and all(part.isdigit() for part in save)
+    assert args[args.index("--maxmemory-policy") + 1] == "noeviction"
+    maxmemory = quantity(args[args.index("--maxmemory") + 1])
+    assert 0.5 <= maxmemory / quantity(redis["resources"]["limits"]["memory"]) <= 0.8
+    assert exporter["image"].startswith("oliver006/redis_exporter:")
+    env = {e["name"]: e for e in exporter["env"]}
+    assert env["REDIS_ADDR"]["value"] == "redis://127.0.0.1:6379"
+    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "REDIS_PASSWORD"
+    assert {"name": "metrics", "containerPort": 9121} in exporter["ports"]
+
+
+def test_dev_rabbitmq_sizes_its_memory_alarm_by_its_limit() -> None:
+    docs = render("dev")
+    pod = of_kind(docs, "StatefulSet")["rabbitmq"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"].startswith("/etc/rabbitmq/conf.d/"))
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    configmap = of_kind(docs, "ConfigMap")[volume["configMap"]["name"]]
+    settings = dict(
+        line.split(" = ", 1)
+        for line in configmap["data"][mount["subPath"]].splitlines()
+        if line and not line.startswith("#")
+    )
+    assert quantity(settings["total_memory_available_override_value"]) == quantity(
+        container["resources"]["limits"]["memory"]
+    )
+
+
+def pod_templates(docs: tuple[Manifest, ...]) -> dict[str, Manifest]:
+    return {
+        f"{doc['kind']}/{doc['metadata']['name']}": doc["spec"]["template"]["spec"]
+        for doc in docs
+        if doc["kind"] in ("Deployment", "StatefulSet")
+    }
+
+
+def references(pod: Manifest) -> set[tuple[str, str]]:
+    """(kind, name) of every ConfigMap and Secret a pod reads: envFrom, env valueFrom, volumes."""
+    found: set[tuple[str, str]] = set()
+    for container in pod["containers"]:
+        for source in container.get("envFrom", []):
+            for key, kind in (("configMapRef", "ConfigMap"), ("secretRef", "Secret")):
+                if key in source:
+                    found.add((kind, source[key]["name"]))
+        for entry in container.get("env", []):
+            for key, kind in (("configMapKeyRef", "ConfigMap"), ("secretKeyRef", "Secret")):
+                if key in entry.get("valueFrom", {}):
+                    found.add((kind, entry["valueFrom"][key]["name"]))
+    for volume in pod.get("volumes", []):
+        if "configMap" in volume:
+            found.add(("ConfigMap", volume["configMap"]["name"]))
+        if "secret" in volume:
+            found.add(("Secret", volume["secret"]["secretName"]))
+    return found
+
+
+@pytest.mark.parametrize(("overlay", "components"), VARIANTS, ids=lambda v: "+".join(v) if isinstance(v, tuple) else v)
+def test_every_configmap_and_secret_a_pod_reads_is_generated_with_a_hash(
+    overlay: str, components: tuple[str, ...]
+) -> None:
+    """A change of configuration or secret changes the name, so the pod template, so the pods roll."""
+    docs = render(overlay, components)
+    shipped = {(doc["kind"], doc["metadata"]["name"]) for doc in docs}
+    for where, pod in pod_templates(docs).items():
+        for kind, name in references(pod):
+            if (kind, name) == ("Secret", "postroom-tls"):
+                continue  # made by cert-manager (components/tls), not by these manifests
+            assert (kind, name) in shipped, (where, kind, name)
+            assert GENERATED.match(name), f"{where} reads {kind} {name}, which no content hash names"
+
+
+def test_a_changed_setting_or_password_rolls_the_pods(tmp_path: Path) -> None:
+    kubectl = require("kubectl")
+    overlay = tmp_path / "changed"
+    overlay.mkdir()
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(KUSTOMIZE / "overlays" / "dev", overlay)],
+        "configMapGenerator": [
+            {"name": "postroom-config", "behavior": "merge", "literals": ["POSTROOM_LOG_LEVEL=info"]}
+        ],
+        "secretGenerator": [
+            {"name": "postroom-secrets", "behavior": "merge", "literals": ["POSTROOM_ADMIN_TOKEN=a-new-token"]}
+        ],
+    }
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    result = run([kubectl, "kustomize", str(overlay)])
+    assert result.returncode == 0, result.stderr
+    changed = pod_templates(tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc))
+    before = pod_templates(render("dev"))
+    for name in (f"Deployment/{deployment}" for deployment in SERVICES):
+        assert references(changed[name]) & references(before[name]) == set(), name
+
+
+def test_no_replica_count_where_an_autoscaler_owns_it() -> None:
+    """An HPA (or KEDA's) sets the count; a count in the Deployment would reset it at every `kubectl apply`."""
+    for overlay, components in [*VARIANTS, ("dev", ("keda-delivery",))]:
+        docs = render(overlay, components)
+        scaled = {hpa["spec"]["scaleTargetRef"]["name"] for hpa in of_kind(docs, "HorizontalPodAutoscaler").values()}
+        scaled |= {obj["spec"]["scaleTargetRef"]["name"] for obj in of_kind(docs, "ScaledObject").values()}
+        assert scaled >= {"smtp-ingress", "pop3"}
+        for name, deployment in of_kind(docs, "Deployment").items():
+            if name in scaled:
+                assert "replicas" not in deployment["spec"], (overlay, components, name)
+            else:
+                assert deployment["spec"]["replicas"] >= 1, (overlay, components, name)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_emptydir_volumes_have_their_ephemeral_storage_requested(overlay: str) -> None:
+    """The scheduler places a pod only where the node's disk has room for its spool and /tmp (and its logs)."""
+    for where, pod in pod_templates(render(overlay)).items():
+        sizes = {
+            v["name"]: quantity(v["emptyDir"]["sizeLimit"])
+            for v in pod.get("volumes", [])
+            if "emptyDir" in v and v["emptyDir"].get("medium") != "Memory"
+        }
+        for container in pod["containers"]:
+            mounted = sum(sizes.get(m["name"], 0) for m in container.get("volumeMounts", []))
+            if mounted:
+                requested = quantity(container["resources"]["requests"]["ephemeral-storage"])
+                assert requested >= mounted, (where, container["name"], requested, mounted)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_dashboard_ships_as_a_configmap_for_the_grafana_sidecar(overlay: str) -> None:
+    configmap = of_kind(render(overlay), "ConfigMap")["postroom-dashboard"]
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert configmap["metadata"]["annotations"]["grafana_folder"] == "Postroom"
+    assert configmap["data"]["postroom.json"] == DASHBOARD.read_text()
+    # `kubectl apply` keeps the whole object in an annotation limited to 256 KiB.
+    assert len(DASHBOARD.read_text().encode()) < 200 * 1024
+
+
 def test_prod_uses_external_backends_through_the_secret() -> None:
     docs = render("prod")
     assert of_kind(docs, "StatefulSet") == {}
-    secret = of_kind(docs, "Secret")["postroom-secrets"]["stringData"]
+    secret = secret_values(docs)
     assert secret["POSTROOM_AMQP_URL"].startswith("amqps://")
     assert secret["POSTROOM_REDIS_URL"].startswith("rediss://")
+    name = generated(docs, "Secret", "postroom-secrets")["metadata"]["name"]
     for deployment in of_kind(docs, "Deployment").values():
         sources = deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"]
-        assert {"secretRef": {"name": "postroom-secrets"}} in sources
+        assert {"secretRef": {"name": name}} in sources
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -180,8 +353,7 @@ def test_mail_ports_are_load_balanced_and_keep_the_client_address(overlay: str) 
 
 def test_proxy_protocol_is_a_configmap_setting_that_the_component_turns_on() -> None:
     def config(docs: tuple[Manifest, ...]) -> dict[str, str]:
-        (configmap,) = of_kind(docs, "ConfigMap").values()
-        return dict(configmap["data"])
+        return dict(generated(docs, "ConfigMap", "postroom-config")["data"])
 
     for variable in ("POSTROOM_SMTP_PROXY_PROTOCOL", "POSTROOM_POP3_PROXY_PROTOCOL"):
         assert config(render("prod"))[variable] == "false"
@@ -218,15 +390,25 @@ def test_keda_scales_delivery_on_the_queue_the_services_use() -> None:
     (scaled,) = of_kind(docs, "ScaledObject").values()
     assert scaled["spec"]["scaleTargetRef"]["name"] == "delivery"
     (trigger,) = scaled["spec"]["triggers"]
-    (configmap,) = of_kind(docs, "ConfigMap").values()
+    configmap = generated(docs, "ConfigMap", "postroom-config")
     assert trigger["metadata"]["queueName"] == Topology(configmap["data"]["POSTROOM_NAMESPACE"]).incoming
-    auth = of_kind(docs, "TriggerAuthentication")[trigger["authenticationRef"]["name"]]
-    (ref,) = auth["spec"]["secretTargetRef"]
-    assert ref["name"] in of_kind(docs, "Secret") and ref["key"] == "POSTROOM_AMQP_URL"
+    # hostFromEnv: KEDA reads the URL from the delivery container's own environment (its envFrom Secret, whatever
+    # the hash in its name), so no reference to a generated name can go stale.
+    assert trigger["metadata"]["hostFromEnv"] == "POSTROOM_AMQP_URL"
+    assert "POSTROOM_AMQP_URL" in container_env(docs, "delivery")
+    assert "TriggerAuthentication" not in {doc["kind"] for doc in docs}
 
 
-def test_service_monitor_scrapes_the_four_metrics_services() -> None:
-    docs = render("prod", ("servicemonitor",))
+@pytest.mark.parametrize(
+    ("overlay", "expected"),
+    [
+        ("prod", {f"postroom-{name}" for name in SERVICES}),
+        ("dev", {f"postroom-{name}" for name in SERVICES} | {"redis", "rabbitmq"}),
+    ],
+)
+def test_service_monitor_scrapes_the_services_and_the_dev_backends(overlay: str, expected: set[str]) -> None:
+    """Job label = Service name: postroom-*, and in dev "redis" (its exporter) and "rabbitmq", as the alerts read."""
+    docs = render(overlay, ("servicemonitor",))
     (monitor,) = of_kind(docs, "ServiceMonitor").values()
     selector = monitor["spec"]["selector"]["matchLabels"]
     selected = {
@@ -234,10 +416,21 @@ def test_service_monitor_scrapes_the_four_metrics_services() -> None:
         for name, service in of_kind(docs, "Service").items()
         if selector.items() <= service["metadata"].get("labels", {}).items()
     }
-    assert selected == {f"postroom-{name}" for name in SERVICES}
+    assert selected == expected
     port = monitor["spec"]["endpoints"][0]["port"]
     for name in selected:
         assert port in {p["name"] for p in of_kind(docs, "Service")[name]["spec"]["ports"]}
+
+
+def test_monitoring_labels_component_labels_the_servicemonitor_and_rule_only() -> None:
+    docs = render("prod", ("servicemonitor", "monitoring-labels"))
+    labelled = {
+        (doc["kind"], doc["metadata"]["name"]) for doc in docs if "release" in doc["metadata"].get("labels", {})
+    }
+    assert labelled == {("ServiceMonitor", "postroom"), ("PrometheusRule", "postroom")}
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        (doc,) = of_kind(docs, kind).values()
+        assert doc["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
 
 def test_prometheus_rule_is_generated_from_alerts_yml() -> None:
@@ -250,8 +443,8 @@ def test_prometheus_rule_is_generated_from_alerts_yml() -> None:
 
 def container_env(docs: tuple[Manifest, ...], deployment: str) -> dict[str, str]:
     """What the container sees: the ConfigMap, the Secret and its own env entries (later ones win, as in Kubernetes)."""
-    (configmap,) = of_kind(docs, "ConfigMap").values()
-    secret = of_kind(docs, "Secret")["postroom-secrets"]["stringData"]
+    configmap = generated(docs, "ConfigMap", "postroom-config")
+    secret = secret_values(docs)
     container = of_kind(docs, "Deployment")[deployment]["spec"]["template"]["spec"]["containers"][0]
     return {**configmap["data"], **secret, **{e["name"]: e["value"] for e in container["env"] if "value" in e}}
 
