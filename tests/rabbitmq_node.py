@@ -37,6 +37,8 @@ class RabbitMQNode:
         self.name = f"postroom-test-{uuid.uuid4().hex[:8]}@localhost"
         self.port = free_port()
         self.dist_port = free_port()
+        # rabbitmq_prometheus's /metrics (resource alarms, memory and disk against their limits, messages).
+        self.prometheus_port = free_port()
         # Not under pytest's tmp_path: that is private to root (0700) and the node runs as `rabbitmq`.
         self.directory = Path(tempfile.mkdtemp(prefix="postroom-rabbitmq-"))
         self.log_path = self.directory / "server.log"
@@ -48,8 +50,12 @@ class RabbitMQNode:
 
     def _environment(self) -> dict[str, str]:
         d = self.directory
-        (d / "rabbitmq.conf").write_text(f"listeners.tcp.default = 127.0.0.1:{self.port}\n")
-        (d / "enabled_plugins").write_text("[].\n")  # no management listener to collide with the shared node's
+        (d / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
+            f"prometheus.tcp.ip = 127.0.0.1\nprometheus.tcp.port = {self.prometheus_port}\n"
+        )
+        # No management listener to collide with the shared node's; the Prometheus endpoint on a port of its own.
+        (d / "enabled_plugins").write_text("[rabbitmq_prometheus].\n")
         (d / "rabbitmq-env.conf").write_text("")  # not the system's, which names the shared node
         for sub in ("mnesia", "log"):
             (d / sub).mkdir()

@@ -168,6 +168,18 @@ def redis_exporter(tmp_path: Path) -> Iterator[int | None]:
         proc.wait(20)
 
 
+@pytest.fixture
+def broker(request: pytest.FixtureRequest) -> tuple[str | None, int | None]:
+    """The session's private RabbitMQ node (its AMQP URL and rabbitmq_prometheus port), so the broker the services
+    use is scraped too; (None, None) where no private node can run (not root, no rabbitmq-server): the services
+    then use the shared broker, whose plugins are not a test's to enable, and the RabbitMQ panels may be empty."""
+    try:
+        node = request.getfixturevalue("rabbitmq_node")
+    except pytest.skip.Exception:
+        return None, None
+    return node.url, node.prometheus_port
+
+
 def port_of(env: dict[str, str], name: str) -> int:
     return parse_host_port(env[name]).port
 
@@ -233,16 +245,22 @@ async def test_prometheus_scrapes_every_service_and_runs_every_dashboard_query_a
     start_service: Callable[..., ServiceProcess],
     start_prometheus: Callable[[dict[str, int]], Prometheus],
     redis_exporter: int | None,
+    broker: tuple[str | None, int | None],
     namespace: str,
 ) -> None:
+    amqp_url, broker_metrics = broker
     await store.accounts.add_domain("example.test")
     await store.accounts.add_user("alice@example.test", PASSWORD)
     # Faster store gauges and no POP3 failure delay, so the test waits on nothing but the traffic itself.
     fast = {"POSTROOM_STATS_INTERVAL": "1s", "POSTROOM_POP3_AUTH_FAILURE_DELAY": "0"}
+    if amqp_url is not None:
+        fast["POSTROOM_AMQP_URL"] = amqp_url
     services = {name: start_service(name, **fast) for name in SERVICES}
     jobs = {f"postroom-{name.replace('_', '-')}": service.metrics_port for name, service in services.items()}
     if redis_exporter is not None:
         jobs["redis"] = redis_exporter
+    if broker_metrics is not None:
+        jobs["rabbitmq"] = broker_metrics
     prometheus = start_prometheus(jobs)
     session = await stack.enter_async_context(aiohttp.ClientSession())
 
@@ -289,11 +307,13 @@ async def test_prometheus_scrapes_every_service_and_runs_every_dashboard_query_a
 
     if redis_exporter is not None:
         await holds("redis_up == 1")
+    if broker_metrics is not None:
+        await holds('up{job="rabbitmq"} == 1')
     failures = sorted(MUST_BE_POSITIVE - {q.name for q in dashboard_queries()})  # a renamed panel
     answered = []
     for q in dashboard_queries() + alert_queries():
         result = await query(session, prometheus, q.runnable())
-        failures += check(q, result, redis_exporter is not None)
+        failures += check(q, result, redis_exporter is not None, broker_metrics is not None)
         if q.source == "dashboard" and result.get("status") == "success" and values(result):
             answered.append(q)
     assert failures == []
@@ -316,15 +336,14 @@ async def test_prometheus_scrapes_every_service_and_runs_every_dashboard_query_a
     assert [r["name"] for r in rules if r["state"] == "firing" and r["labels"].get("severity") == "critical"] == []
 
 
-def check(q: NamedQuery, result: dict[str, Any], redis_scraped: bool) -> list[str]:
+def check(q: NamedQuery, result: dict[str, Any], redis_scraped: bool, broker_scraped: bool) -> list[str]:
     """What is wrong with one query's answer: an error, no series for a dashboard panel, or no data after traffic."""
     if result.get("status") != "success":
         return [f"{q.source} {q.name}: {result.get('errorType')}: {result.get('error')}"]
     if q.source == "alert":
         return []  # alerts are quiet in a healthy system: an empty answer is the expected one
-    # RabbitMQ's own metrics need its rabbitmq_prometheus plugin, which is not ours to enable on the shared broker:
-    # those panels must evaluate, and may be empty here.
-    if "rabbitmq_" in q.expr or ("redis_" in q.expr and not redis_scraped):
+    # Without a private broker (or Debian's redis_exporter) those panels must evaluate, and may be empty.
+    if ("rabbitmq_" in q.expr and not broker_scraped) or ("redis_" in q.expr and not redis_scraped):
         return []
     found = values(result)
     if not found:
