@@ -14,6 +14,7 @@ from services.delivery import outcome, transport_map
 from services.delivery.config import DeliverySettings
 from services.delivery.mx import MailHost, MailResolver, is_ip_literal
 from services.delivery.outcome import Outcome
+from services.delivery.replytext import readable, reply
 from services.delivery.routing import Target
 from services.delivery.smtpdata import send_data
 from services.delivery.tls import HopTLS, OutboundTLS
@@ -49,10 +50,6 @@ class Hop:
     port: int
     tls: HopTLS
     relay: bool = False  # the relay host: authenticate when credentials are configured
-
-
-def _reply(code: int, message: str) -> str:
-    return f"{code} {' '.join(message.split())}"
 
 
 class RemoteDelivery:
@@ -130,10 +127,12 @@ class RemoteDelivery:
             return self._hop_error(hop, exc)
 
     def _hop_error(self, hop: Hop, exc: BaseException) -> PostroomError:
+        # Every reply and error text is made readable here, where it enters an outcome (replytext.py).
         if isinstance(exc, aiosmtplib.SMTPResponseException):
-            text = f"{hop.host}[{hop.address}] said: {_reply(exc.code, exc.message)}"
+            text = f"{hop.host}[{hop.address}] said: {reply(exc.code, exc.message)}"
         else:
-            text = f"connect to {hop.host}[{hop.address}]:{hop.port}: {type(exc).__name__} {exc}".strip()
+            error = f"{type(exc).__name__} {readable(str(exc))}".strip()
+            text = f"connect to {hop.host}[{hop.address}]:{hop.port}: {error}"
         log.info("hop failed", host=hop.host, address=hop.address, error=text)
         return TemporaryError(text, enhanced="4.4.1")
 
@@ -172,7 +171,7 @@ class RemoteDelivery:
                 except _HOP_FAILURES as exc:
                     if hop_tls.required:
                         raise _TLSRefused(_unverified(hop, exc)) from exc
-                    raise _TLSFailed(str(exc) or type(exc).__name__) from exc
+                    raise _TLSFailed(readable(str(exc)) or type(exc).__name__) from exc
             elif hop_tls.required and not hop_tls.implicit:
                 # RFC 3207 §4: a client that needs TLS and is not offered it must not go on in the clear. 4.7.4,
                 # "security features not supported" (RFC 3463), as Postfix says when TLS is required and not offered.
@@ -235,14 +234,14 @@ class RemoteDelivery:
             return results + [
                 _from(outcome.temporary(t.address, "4.4.2", text, TRANSPORT, hop.host), t) for t in accepted
             ]
-        reply = _reply(response.code, response.message)
-        return results + [_from(outcome.delivered(t.address, reply, TRANSPORT, hop.host), t) for t in accepted]
+        text = reply(response.code, response.message)
+        return results + [_from(outcome.delivered(t.address, text, TRANSPORT, hop.host), t) for t in accepted]
 
     def _refused(self, target: Target, hop: Hop, code: int, message: str) -> Outcome:
-        reply = _reply(code, message)
-        enhanced = _enhanced(code, message)
+        text = reply(code, message)
+        enhanced = _enhanced(code, readable(message))
         make = outcome.permanent if code >= 500 else outcome.temporary
-        return _from(make(target.address, enhanced, reply, TRANSPORT, hop.host), target)
+        return _from(make(target.address, enhanced, text, TRANSPORT, hop.host), target)
 
 
 def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
