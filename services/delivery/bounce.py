@@ -1,26 +1,45 @@
-"""RFC 3464 delivery status notifications: a multipart/report from the null sender back to the original sender."""
+"""RFC 3464 delivery status notifications: a multipart/report from the null sender back to the original sender.
+
+`compose` is total: whatever text the outcomes, the envelope and the settings hold (replies in any bytes, lone
+surrogates, control characters, endless lines), it returns a well-formed report, because a bounce that cannot be
+composed leaves the sender untold and the message stuck (tests/delivery/test_bounce_property.py).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
+import textwrap
 import time
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
-from services.delivery.outcome import Outcome
+from services.delivery.outcome import Outcome, Status
+from services.delivery.replytext import readable
 from shared.envelope import Envelope
 from shared.queue_id import is_queue_id, new_queue_id
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f]+")
 _SMTP_REPLY = re.compile(r"^[245]\d\d[ -]")
+_STATUS = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
+# RFC 2046 §5.1.1: the characters a boundary may be made of (space excepted), at most 70 of them.
+_NOT_BCHARS = re.compile(r"[^0-9A-Za-z'()+_,\-./:=?]")
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_LONG_LINE = re.compile(rb"[^\r\n]{999}")
+# RFC 5322 §2.1.1: at most 998 octets per line. Text we write stays below it: addresses are cut to this many
+# octets, diagnostics to readable()'s length, and longer lines are folded or wrapped. Fields are folded only past
+# _FOLD (ASCII there), so that a usual diagnostic stays on one line, as parsers hand it back unfolded.
+_ADDRESS_OCTETS = 512
+_FOLD = 900
+_XTEXT_SPECIALS = "+=\\"
 
 
 def report_queue_id(envelope: Envelope, kind: str = "bounce") -> str:
     """A queue id for the report derived from the original's, so a redelivered original bounces into the
     same id and a local sender's mailbox stores that bounce once (the dedup key is per queue id)."""
-    digest = int.from_bytes(hashlib.sha256(f"{envelope.queue_id}:{envelope.attempt}:{kind}".encode()).digest()[:10])
+    seed = f"{envelope.queue_id}:{envelope.attempt}:{kind}".encode("utf-8", "surrogatepass")
+    digest = int.from_bytes(hashlib.sha256(seed).digest()[:10])
     tail = "".join(_ALPHABET[(digest >> (5 * i)) & 31] for i in reversed(range(16)))
     head = envelope.queue_id[:10] if is_queue_id(envelope.queue_id) else new_queue_id()[:10]
     return head + tail
@@ -32,40 +51,141 @@ def header_section(message: bytes) -> bytes:
     return message if end < 0 else message[: end + 2]
 
 
+def _returned_headers(message: bytes) -> bytes:
+    """The header section as text/rfc822-headers content: CRLF line ends, ending in CRLF, no line over 998
+    octets (a longer one is folded: RFC 5322 §2.2.3 lets a field continue on a line that starts with a space)."""
+    section = header_section(message)
+    if b"\r" in section.replace(b"\r\n", b"") or b"\n" in section.replace(b"\r\n", b""):
+        section = _LINE_END.sub(b"\r\n", section)
+    if section and not section.endswith(b"\r\n"):
+        section += b"\r\n"
+    if _LONG_LINE.search(section) is None:
+        return section
+    lines = []
+    for line in section.split(b"\r\n"):
+        pieces = [line[i : i + 990] for i in range(0, len(line), 990)] or [b""]
+        lines.append(b"\r\n ".join(pieces))
+    return b"\r\n".join(lines)
+
+
+def _cut(text: str, octets: int) -> str:
+    """At most `octets` bytes of UTF-8, cut at a character boundary."""
+    data = text.encode()
+    return text if len(data) <= octets else data[:octets].decode("utf-8", "ignore")
+
+
 def _clean(text: str) -> str:
-    """One line, no control characters: remote replies must not be able to add header fields."""
-    return _UNSAFE.sub(" ", text).strip()
+    """One line of readable text: remote replies must not be able to add header fields or break the report."""
+    return readable(text)
+
+
+def _address(text: str) -> str:
+    return _cut(readable(text).replace(" ", ""), _ADDRESS_OCTETS)
+
+
+def _host(hostname: str) -> str:
+    """Our host name as an ASCII domain (an A-label when it is an IDN), for fields that want one."""
+    host = _address(hostname)
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            host = re.sub(r"[^A-Za-z0-9.-]", "", host)
+    return host or "localhost"
+
+
+def _ascii(text: str, also: str = "", limit: int = 10**9) -> str:
+    """Non-ASCII characters (and those in `also`) as RFC 6533 embedded Unicode `\\x{HEX}`, at most `limit`
+    characters in all: the delivery-status part stays US-ASCII, as RFC 3464's field syntax requires; the
+    human-readable part keeps the UTF-8."""
+    pieces, length = [], 0
+    for c in text:
+        piece = c if c.isascii() and c not in also else f"\\x{{{ord(c):X}}}"
+        length += len(piece)
+        if length > limit:
+            break
+        pieces.append(piece)
+    return "".join(pieces)
 
 
 def _date(timestamp: float) -> str:
-    """An RFC 5322 date in UTC with a +0000 zone."""
-    return format_datetime(datetime.fromtimestamp(timestamp, UTC))
+    """An RFC 5322 date in UTC with a +0000 zone (a time from a broken header becomes the epoch or year 9999)."""
+    if not math.isfinite(timestamp):
+        timestamp = 0.0
+    return format_datetime(datetime.fromtimestamp(min(max(timestamp, 0.0), 253402300799.0), UTC))
 
 
 def _address_field(address: str) -> str:
-    # RFC 6533: UTF-8 addresses use the utf-8 address type.
-    return f"rfc822; {address}" if address.isascii() else f"utf-8; {address}"
+    # RFC 6533 §3: a UTF-8 address in message/delivery-status is utf-8-addr-xtext ("+", "=", "\" escaped too).
+    # An address field cannot be folded: an escaped address is cut to fit one line.
+    if address.isascii():
+        return f"rfc822; {address}"
+    return "utf-8; " + _ascii(address, also=_XTEXT_SPECIALS, limit=_FOLD)
 
 
-def _diagnostic(found: Outcome) -> str:
+def _status(found: Outcome, action: str) -> str:
+    """The RFC 3463 code: the outcome's when well-formed, its class made to match the action (5 for failed,
+    4 for delayed; RFC 3464 §2.3.4)."""
+    code = found.enhanced if _STATUS.match(found.enhanced) else ""
+    if not code:
+        code = "5.0.0" if found.status is Status.PERMANENT else "4.0.0"
+    wanted = "5" if action == "failed" else "4"
+    return wanted + code[1:]
+
+
+def _diagnostic(found: Outcome, action: str) -> str:
     text = _clean(found.diagnostic)
     if found.transport == "smtp" and _SMTP_REPLY.match(text + " "):
         return f"smtp; {text}"
-    return f"x-postroom; {found.enhanced} {text}"
+    code = found.enhanced if _STATUS.match(found.enhanced) else _status(found, action)
+    return f"x-postroom; {code} {text}"
+
+
+def _fold(name: str, value: str) -> str:
+    """`Name: value` folded at spaces (RFC 5322 §2.2.3) so no line passes _FOLD octets; a word longer than that is
+    split, since no line may pass 998."""
+    words = [word[i : i + _FOLD] for word in value.split(" ") for i in range(0, max(len(word), 1), _FOLD)]
+    lines: list[str] = []
+    line = f"{name}:"
+    for n, word in enumerate(words):
+        if n and len(line) + 1 + len(word) > _FOLD:
+            lines.append(line)
+            line = ""
+        line += " " + word
+    lines.append(line)
+    return "\r\n".join(lines)
+
+
+def _wrapped(text: str) -> list[str]:
+    """Plain-text lines of at most 200 characters (800 octets of UTF-8)."""
+    return textwrap.wrap(text, 200, break_long_words=True, break_on_hyphens=False) or [""]
 
 
 def _recipient_block(found: Outcome, action: str, now: float) -> str:
     lines = []
-    if found.original and found.original.lower() != found.recipient.lower():
-        lines.append(f"Original-Recipient: {_address_field(found.original)}")
-    lines.append(f"Final-Recipient: {_address_field(found.recipient)}")
+    recipient, original = _address(found.recipient), _address(found.original)
+    if original and original.lower() != recipient.lower():
+        lines.append(f"Original-Recipient: {_address_field(original)}")
+    lines.append(f"Final-Recipient: {_address_field(recipient)}")
     lines.append(f"Action: {action}")
-    lines.append(f"Status: {found.enhanced}")
-    if found.remote_mta:
-        lines.append(f"Remote-MTA: dns; {_clean(found.remote_mta)}")
-    lines.append(f"Diagnostic-Code: {_diagnostic(found)}")
+    lines.append(f"Status: {_status(found, action)}")
+    remote_mta = _ascii(_address(found.remote_mta))
+    if remote_mta:
+        lines.append(_fold("Remote-MTA", f"dns; {remote_mta}"))
+    lines.append(_fold("Diagnostic-Code", _ascii(_diagnostic(found, action))))
     lines.append(f"Last-Attempt-Date: {_date(now)}")
     return "\r\n".join(lines) + "\r\n"
+
+
+def _boundary(queue_id: str, hostname: str, contents: list[bytes]) -> str:
+    """A boundary of legal characters that occurs in none of the parts (RFC 2046 §5.1.1)."""
+    base = _NOT_BCHARS.sub("", f"{queue_id}/{hostname}")[:64]
+    for n in range(1000):
+        boundary = base if n == 0 else f"{base}={n}"
+        delimiter = f"--{boundary}".encode()
+        if not any(delimiter in content for content in contents):
+            return boundary
+    raise AssertionError("no free boundary")  # a thousand delimiters in one report: cannot happen
 
 
 def compose(
@@ -79,8 +199,8 @@ def compose(
     """The report and its envelope: MAIL FROM <> (RFC 3464 §2, RFC 5321 §4.5.5) to the original MAIL FROM."""
     now = time.time() if now is None else now
     queue_id = report_queue_id(envelope, "bounce" if action == "failed" else action)
-    boundary = f"{queue_id}/{hostname}"
-    arrival = _date(envelope.first_seen)
+    host = _host(hostname)
+    sender = _address(envelope.mail_from)
     if action == "failed":
         subject = "Undelivered Mail Returned to Sender"
         intro = "your message could not be delivered\r\nto one or more recipients. It has been returned to you."
@@ -88,26 +208,30 @@ def compose(
         subject = "Delayed Mail (still being retried)"
         intro = "your message could not be delivered yet.\r\nIt is still being retried; you need not resend it."
     human = [
-        f"This is the mail system at host {hostname}.",
+        f"This is the mail system at host {host}.",
         "",
         f"I'm sorry to have to inform you that {intro}",
         "",
-        *(f"<{o.recipient}>: {_clean(o.diagnostic)}" for o in failed),
+        *(line for o in failed for line in _wrapped(f"<{_address(o.recipient)}>: {_clean(o.diagnostic)}")),
         "",
     ]
     status = [
-        f"Reporting-MTA: dns; {hostname}",
-        f"X-Postroom-Queue-ID: {envelope.queue_id}",
-        f"Arrival-Date: {arrival}",
+        _fold("Reporting-MTA", f"dns; {_ascii(host)}"),
+        _fold("X-Postroom-Queue-ID", _ascii(_address(envelope.queue_id))),
+        f"Arrival-Date: {_date(envelope.first_seen)}",
         "",
     ]
     blocks = "\r\n".join(_recipient_block(o, action, now) for o in failed)
-    parts = [
-        f"From: Mail Delivery System <MAILER-DAEMON@{hostname}>",
-        f"To: <{envelope.mail_from}>",
+    human_text = "\r\n".join(human).encode()
+    status_text = ("\r\n".join(status) + "\r\n" + blocks).encode()
+    returned_headers = _returned_headers(message)
+    boundary = _boundary(queue_id, host, [human_text, status_text, returned_headers])
+    head = [
+        f"From: Mail Delivery System <MAILER-DAEMON@{host}>",
+        f"To: <{sender}>",
         f"Subject: {subject}",
         f"Date: {_date(now)}",
-        f"Message-ID: <{queue_id}@{hostname}>",
+        f"Message-ID: <{queue_id}@{host}>",
         "Auto-Submitted: auto-replied",  # RFC 3834: no automatic answer to this one
         "MIME-Version: 1.0",
         f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
@@ -119,26 +243,27 @@ def compose(
         "Content-Type: text/plain; charset=utf-8",
         "Content-Transfer-Encoding: 8bit",
         "",
-        *human,
-        f"--{boundary}",
-        "Content-Description: Delivery report",
-        "Content-Type: message/delivery-status",
         "",
-        *status,
     ]
-    head = "\r\n".join(parts).encode() + b"\r\n" + blocks.encode()
-    returned = (
-        f"\r\n--{boundary}\r\nContent-Description: Undelivered Message Headers\r\n"
-        "Content-Type: text/rfc822-headers\r\n\r\n"
-    ).encode()
-    tail = f"\r\n--{boundary}--\r\n".encode()
-    report = head + returned + header_section(message) + tail
+    report = b"".join(
+        (
+            "\r\n".join(head).encode(),
+            human_text,
+            f"\r\n--{boundary}\r\nContent-Description: Delivery report\r\n"
+            "Content-Type: message/delivery-status\r\n\r\n".encode(),
+            status_text,
+            f"\r\n--{boundary}\r\nContent-Description: Undelivered Message Headers\r\n"
+            "Content-Type: text/rfc822-headers\r\n\r\n".encode(),
+            returned_headers,
+            f"\r\n--{boundary}--\r\n".encode(),
+        )
+    )
     eight_bit = not report.isascii()
     report_envelope = Envelope(
         queue_id=queue_id,
         mail_from="",
-        recipients=(envelope.mail_from,),
+        recipients=(sender,),
         first_seen=now,
-        esmtp=(("BODY=8BITMIME",) if eight_bit else ()) + (() if envelope.mail_from.isascii() else ("SMTPUTF8",)),
+        esmtp=(("BODY=8BITMIME",) if eight_bit else ()) + (() if sender.isascii() else ("SMTPUTF8",)),
     )
     return report, report_envelope
