@@ -5,8 +5,10 @@ from __future__ import annotations
 # KEYS: dedup, account, usage, seq, index, sizes, body
 # ARGV: uid, body, dedup ttl (seconds)
 # Returns {status, detail}: 1 stored (detail = sequence), 0 duplicate, -1 over quota, -2 no such mailbox.
+# A uid still in the mailbox is a duplicate too, whether or not its dedup key expired (invariant 4): a dead letter
+# requeued after the dedup TTL can never store a second copy or count its size twice.
 STORE_MESSAGE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return {0, 0} end
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('HEXISTS', KEYS[6], ARGV[1]) == 1 then return {0, 0} end
 if redis.call('EXISTS', KEYS[2]) == 0 then return {-2, 0} end
 local size = string.len(ARGV[2])
 local quota = tonumber(redis.call('HGET', KEYS[2], 'quota') or '0') or 0

@@ -81,7 +81,8 @@ class Mailboxes:
         self._acquire = redis.register_script(lua.ACQUIRE_LOCK)
 
     async def deliver(self, address: str, queue_id: str, message: bytes) -> StoreOutcome:
-        """Store `message` for `address` once per queue id; safe to repeat after a crash (DESIGN invariant 4)."""
+        """Store `message` for `address` once per queue id; safe to repeat after a crash, and for ever: a uid still
+        in the mailbox is a duplicate even once its dedup key expired (DESIGN invariant 4)."""
         status, _ = await self._store(
             keys=self._store_keys(address, queue_id), args=[queue_id, to_crlf(message), self.dedup_ttl]
         )

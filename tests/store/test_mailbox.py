@@ -81,3 +81,17 @@ async def test_deliver_many_survives_an_emptied_script_cache(store: Store) -> No
     results = await store.mailboxes.deliver_many(["a@example.test", "b@example.test"], queue_id, b"x\r\n")
     assert results == [StoreOutcome.STORED, StoreOutcome.STORED]
     assert [len(await store.mailboxes.snapshot(a)) for a in ("a@example.test", "b@example.test")] == [1, 1]
+
+
+async def test_a_uid_still_in_the_mailbox_is_a_duplicate_once_its_dedup_key_expired(store: Store) -> None:
+    """Invariant 4 for ever: a redelivery after the dedup TTL (a dead letter requeued weeks later) stores nothing
+    and counts nothing twice, because the uid is still in the mailbox."""
+    await make_user(store)
+    queue_id = new_queue_id()
+    assert await store.mailboxes.deliver(ADDRESS, queue_id, b"once\r\n") == StoreOutcome.STORED
+    await store.redis.delete(store.keys.mailbox(ADDRESS).dedup(queue_id))  # what 8 days do
+    assert await store.mailboxes.deliver(ADDRESS, queue_id, b"once\r\n") == StoreOutcome.DUPLICATE
+    assert await store.mailboxes.deliver_many([ADDRESS], queue_id, b"once\r\n") == [StoreOutcome.DUPLICATE]
+    assert [m.uid for m in await store.mailboxes.snapshot(ADDRESS)] == [queue_id]
+    user = await store.accounts.get_user(ADDRESS)
+    assert user is not None and (user.messages, user.bytes) == (1, 6)
