@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 # KEYS: dedup, account, usage, seq, index, sizes, body
-# ARGV: uid, body, dedup ttl (seconds)
+# ARGV: uid, body, dedup ttl (seconds), header lines stored before the body ('' or absent: none)
 # Returns {status, detail}: 1 stored (detail = sequence), 0 duplicate, -1 over quota, -2 no such mailbox.
 # A uid still in the mailbox is a duplicate too, whether or not its dedup key expired (invariant 4): a dead letter
-# requeued after the dedup TTL can never store a second copy or count its size twice.
+# requeued after the dedup TTL can never store a second copy or count its size twice. The header (Return-Path) is
+# its own argument so that the caller never builds a second copy of a large body: Redis joins the two (SET, APPEND).
 STORE_MESSAGE = """
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('HEXISTS', KEYS[6], ARGV[1]) == 1 then return {0, 0} end
 if redis.call('EXISTS', KEYS[2]) == 0 then return {-2, 0} end
-local size = string.len(ARGV[2])
+local head = ARGV[4] or ''
+local size = string.len(head) + string.len(ARGV[2])
 local quota = tonumber(redis.call('HGET', KEYS[2], 'quota') or '0') or 0
 local used = tonumber(redis.call('HGET', KEYS[3], 'bytes') or '0') or 0
 if quota > 0 and used + size > quota then return {-1, used} end
 local seq = redis.call('INCR', KEYS[4])
-redis.call('SET', KEYS[7], ARGV[2])
+if head == '' then
+  redis.call('SET', KEYS[7], ARGV[2])
+else
+  redis.call('SET', KEYS[7], head)
+  redis.call('APPEND', KEYS[7], ARGV[2])
+end
 redis.call('ZADD', KEYS[5], seq, ARGV[1])
 redis.call('HSET', KEYS[6], ARGV[1], size)
 redis.call('HINCRBY', KEYS[3], 'bytes', size)

@@ -80,16 +80,17 @@ class Mailboxes:
         self._release = redis.register_script(lua.RELEASE_LOCK)
         self._acquire = redis.register_script(lua.ACQUIRE_LOCK)
 
-    async def deliver(self, address: str, queue_id: str, message: bytes) -> StoreOutcome:
+    async def deliver(self, address: str, queue_id: str, message: bytes, header: bytes = b"") -> StoreOutcome:
         """Store `message` for `address` once per queue id; safe to repeat after a crash, and for ever: a uid still
-        in the mailbox is a duplicate even once its dedup key expired (DESIGN invariant 4)."""
+        in the mailbox is a duplicate even once its dedup key expired (DESIGN invariant 4). `header` (CRLF-ended
+        lines, e.g. Return-Path) goes before the message, joined by Redis, and counts towards size and quota."""
         status, _ = await self._store(
-            keys=self._store_keys(address, queue_id), args=[queue_id, to_crlf(message), self.dedup_ttl]
+            keys=self._store_keys(address, queue_id), args=[queue_id, to_crlf(message), self.dedup_ttl, header]
         )
         return _STORE_OUTCOMES[int(status)]
 
     async def deliver_many(
-        self, addresses: Sequence[str], queue_id: str, message: bytes
+        self, addresses: Sequence[str], queue_id: str, message: bytes, header: bytes = b""
     ) -> list[StoreOutcome | Exception]:
         """`deliver` into several mailboxes in one round trip: a pipeline of the same store script, one call per
         mailbox, so each call stays atomic, idempotent and in one hash slot (invariants 4, 5 and 9). With a
@@ -100,8 +101,8 @@ class Mailboxes:
         calls may or may not have run; the dedup keys make repeating them safe.
         """
         if len(addresses) == 1 and self.coalescer is None:
-            return [await self.deliver(addresses[0], queue_id, message)]
-        args = [queue_id, to_crlf(message), self.dedup_ttl]
+            return [await self.deliver(addresses[0], queue_id, message, header)]
+        args = [queue_id, to_crlf(message), self.dedup_ttl, header]
         all_keys = [self._store_keys(address, queue_id) for address in addresses]
         if isinstance(self.redis, RedisCluster):
             # redis-py refuses scripts in a cluster pipeline: one call per mailbox, all at once.

@@ -95,3 +95,19 @@ async def test_a_uid_still_in_the_mailbox_is_a_duplicate_once_its_dedup_key_expi
     assert [m.uid for m in await store.mailboxes.snapshot(ADDRESS)] == [queue_id]
     user = await store.accounts.get_user(ADDRESS)
     assert user is not None and (user.messages, user.bytes) == (1, 6)
+
+
+async def test_a_header_goes_before_the_body_and_counts_towards_size_and_quota(store: Store) -> None:
+    """Return-Path is passed on its own and joined by Redis (no second copy of the body in the caller)."""
+    header = b"Return-Path: <s@origin.test>\r\n"
+    body = b"Subject: hi\r\n\r\nhello\r\n"
+    await make_user(store, quota=len(header) + len(body))
+    queue_id = new_queue_id()
+    assert await store.mailboxes.deliver(ADDRESS, queue_id, body, header) == StoreOutcome.STORED
+    assert await store.mailboxes.read(ADDRESS, queue_id) == header + body
+    [info] = await store.mailboxes.snapshot(ADDRESS)
+    assert info.size == len(header) + len(body)
+    user = await store.accounts.get_user(ADDRESS)
+    assert user is not None and (user.messages, user.bytes) == (1, len(header) + len(body))
+    # The quota is full to the byte: the header alone is one byte too many for another message.
+    assert await store.mailboxes.deliver_many([ADDRESS], new_queue_id(), b"", b"x") == [StoreOutcome.OVER_QUOTA]
