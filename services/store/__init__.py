@@ -10,6 +10,7 @@ from services.store.addresses import AddressError
 from services.store.coalesce import Coalescer
 from services.store.keys import Keys
 from services.store.mailbox import Mailboxes, MessageInfo, StoreOutcome
+from services.store.progress import Progress
 from services.store.throttle import LoginThrottle
 from services.store.trace import DEFAULT_RETENTION, Trace
 from shared.connections import connect_redis
@@ -24,6 +25,7 @@ __all__ = [
     "LoginThrottle",
     "Mailboxes",
     "MessageInfo",
+    "Progress",
     "Store",
     "StoreOutcome",
     "Trace",
@@ -53,6 +55,8 @@ class Store:
         coalescer = Coalescer(redis) if coalesce else None
         self.accounts = Accounts(redis, self.keys, coalescer)
         self.mailboxes = Mailboxes(redis, self.keys, coalescer=coalescer)
+        # A finished message's progress lasts as long as its mailbox dedup keys.
+        self.progress = Progress(redis, self.keys, self.mailboxes.dedup_ttl)
         self.trace = Trace(redis, namespace, trace_retention or retention_from_environment(), coalescer=coalescer)
 
     @classmethod

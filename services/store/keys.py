@@ -19,6 +19,10 @@ Per message trace, hash-tagged by queue id (single-key commands only; pipelined,
 our own `[0-9A-Z]{26}`, and even a foreign one with a brace would only move its one key to another slot):
     {ns}:trace:{queue_id}             list of JSON events, capped at trace.MAX_EVENTS, expiring after the retention
 
+Per message delivery progress, hash-tagged by queue id like the trace (one key per script call: RECORD_PROGRESS):
+    {ns}:progress:{queue_id}          hash: final recipient -> durable outcome (stored, duplicate, relayed, bounced,
+                                      deferred:N); no TTL while a redelivery may still come, then the dedup TTL
+
 Per mailbox, all sharing one hash tag so every Lua script is Redis Cluster safe (DESIGN invariant 9). The tag is
 the normalised address, `{alice@example.com}`, unless the address holds a brace or no `@` (see `mailbox_tag`):
     {ns}:{addr}:account               hash: password (argon2id PHC string), quota (bytes, 0 = none), created
@@ -31,7 +35,8 @@ the normalised address, `{alice@example.com}`, unless the address holds a brace 
     {ns}:{addr}:lock                  string with a TTL: POP3 maildrop lock, value = owner token
 
 Every multi-key change is a Lua script in lua.py over the keys of one mailbox only (one slot): STORE_MESSAGE,
-DELETE_MESSAGES, CREATE_ACCOUNT, UPDATE_ACCOUNT, CLOSE_MAILBOX, ACQUIRE_LOCK, REFRESH_LOCK, RELEASE_LOCK.
+DELETE_MESSAGES, CREATE_ACCOUNT, UPDATE_ACCOUNT, CLOSE_MAILBOX, ACQUIRE_LOCK, REFRESH_LOCK, RELEASE_LOCK
+(RECORD_PROGRESS is the one script over a message's key instead).
 A user's removal (accounts.remove_user) runs CLOSE_MAILBOX, then deletes the mailbox keys, then leaves `users`.
 """
 
@@ -94,6 +99,9 @@ class Keys:
 
     def trace(self, queue_id: str) -> str:
         return f"{self.namespace}:trace:{{{queue_id}}}"
+
+    def progress(self, queue_id: str) -> str:
+        return f"{self.namespace}:progress:{{{queue_id}}}"
 
     def mailbox(self, address: str) -> MailboxKeys:
         return MailboxKeys(f"{self.namespace}:{{{mailbox_tag(address)}}}")
