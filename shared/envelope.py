@@ -7,6 +7,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 HEADER_PREFIX = "x-postroom-"
+# Set on a dead letter put back into the work queue (`postroom queue dead requeue`): it may have been partly
+# delivered before, so the delivery reads its progress record.
+REQUEUED = f"{HEADER_PREFIX}requeued"
 
 
 @dataclass(frozen=True)

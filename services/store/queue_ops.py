@@ -34,7 +34,7 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
 from shared.connections import connect_amqp_once
-from shared.envelope import HEADER_PREFIX
+from shared.envelope import HEADER_PREFIX, REQUEUED
 from shared.topology import Topology
 
 # A dead queue larger than this is cycled only this far in one call (bounded time per request).
@@ -106,9 +106,12 @@ def _dead_letter(message: AbstractIncomingMessage) -> DeadLetter:
 
 
 def _copy(message: AbstractIncomingMessage, clean: bool) -> aio_pika.Message:
+    """A copy to publish: `clean` for one going back to work, without the broker's headers and marked as requeued,
+    so the delivery reads its progress record (it may have been partly delivered before it died)."""
     headers = dict(message.headers or {})
     if clean:
         headers = {k: v for k, v in headers.items() if not k.startswith(_BROKER_HEADERS)}
+        headers[REQUEUED] = True
     return aio_pika.Message(
         message.body,
         headers=headers,
@@ -264,7 +267,11 @@ class QueueOps:
         return (await self._cycle_dead(wanted, wanted is None, 0))[1]
 
     async def purge(self) -> int:
-        """Delete every dead letter; how many there were."""
+        """Delete every dead letter; how many there were.
+
+        Their delivery progress records (progress.py) stay: naming them would mean taking every dead letter, body and
+        all (up to 25 MiB each), off the broker instead of one queue.purge. Each is one small hash, and only a
+        message that was handed back to the broker has one without a TTL."""
         async with self._channel() as channel:
             try:
                 dead = await channel.declare_queue(self.topology.dead, passive=True)

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from services.store.cli import cli
 from services.store.queue_ops import QueueError, QueueOps
-from shared.envelope import Envelope
+from shared.envelope import REQUEUED, Envelope
 from shared.queue_id import new_queue_id
 from shared.topology import Topology
 from tests.helpers import AMQP_URL
@@ -107,6 +107,7 @@ async def test_requeue_chosen_then_all(channel: AbstractChannel, namespace: str,
     assert message is not None and message.message_id == ids[1] and message.body.startswith(b"Subject: poison 1")
     assert Envelope.from_headers(dict(message.headers)).queue_id == ids[1]
     assert "x-first-death-reason" not in message.headers
+    assert message.headers[REQUEUED] is True  # the delivery reads its progress record: it may be partly done
     await message.nack(requeue=True)
     assert await ops.requeue(None) == 2
     assert await depth(channel, t.dead) == 0 and await depth(channel, t.incoming) == 4
