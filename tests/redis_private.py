@@ -7,8 +7,10 @@ import socket
 import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
 from tests.helpers import free_port, wait_until_sync
 
@@ -32,15 +34,34 @@ class PrivateRedis:
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
-    def start(self) -> PrivateRedis:
+    def start(self, *options: str, wait: bool = True) -> PrivateRedis:
+        """Start it, with extra redis-server `options` for this run; `wait`: until it answers PING."""
         # The place and port last: redis-server takes the last value of an option given twice.
-        args = [*self.config, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)]
+        args = [*self.config, *options, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)]
         log = (self.directory / "redis.log").open("ab")
         self.proc = subprocess.Popen(["redis-server", *args], stdout=log, stderr=log)
+        if not wait:
+            return self
         wait_until_sync(lambda: self.answers() or self._exited(), timeout=20, what=f"private redis on {self.port}")
         if not self.answers():
             raise AssertionError(f"redis-server exited: {(self.directory / 'redis.log').read_text()[-2000:]}")
         return self
+
+    def command(self, *args: Any) -> Any:
+        """One command on this instance alone (CONFIG SET, REPLICAOF, ...: never on the shared Redis)."""
+        with redis.Redis(port=self.port, password=self.password, socket_timeout=10) as client:
+            return client.execute_command(*args)
+
+    def config_set(self, name: str, value: str | int) -> None:
+        self.command("CONFIG", "SET", name, value)
+
+    def replica_of_nobody(self) -> None:
+        """A replica of a master that does not exist (a failover caught half-way): it keeps its data and refuses
+        writes (READONLY), or every command with `replica-serve-stale-data no` (MASTERDOWN)."""
+        self.command("REPLICAOF", "127.0.0.1", str(free_port()))
+
+    def promote(self) -> None:
+        self.command("REPLICAOF", "NO", "ONE")
 
     def answers(self) -> bool:
         """PING answered PONG (not LOADING, not refused)."""

@@ -21,12 +21,13 @@ from pamqp.commands import Basic
 from services.delivery import bounce, metrics, outcome, retry
 from services.delivery.acks import AckBatcher, Window
 from services.delivery.config import DeliverySettings
-from services.delivery.local import STORE_UNAVAILABLE, deliver_local
+from services.delivery.local import deliver_local, unavailable
 from services.delivery.outcome import Outcome, Status
 from services.delivery.publisher import Publisher
 from services.delivery.routing import Router, Target
 from services.delivery.waiting import WaitingRoom
 from services.store import Store
+from services.store.outage import outage
 from shared.envelope import Envelope
 from shared.logging import get_logger
 from shared.queue_id import is_queue_id
@@ -318,9 +319,12 @@ class Consumer:
             return [outcome.permanent(r, "5.4.6", text) for r in envelope.recipients]
         try:
             plan = await self.router.plan(envelope.recipients)
-        except STORE_UNAVAILABLE as exc:
-            text = f"alias lookup unavailable: {type(exc).__name__}"
-            return [outcome.temporary(r, "4.3.0", text) for r in envelope.recipients]
+        except Exception as exc:
+            reason = outage(exc)
+            if reason is None:
+                raise
+            targets = [Target(r, r, local=False) for r in envelope.recipients]
+            return unavailable(targets, envelope.queue_id, exc, reason, "alias lookup")
         results = list(plan.failed)
         if plan.local:
             results += await deliver_local(self.store.mailboxes, plan.local, envelope.queue_id, body)

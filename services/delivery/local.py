@@ -5,51 +5,51 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from redis.exceptions import BusyLoadingError, ClusterDownError, TryAgainError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
-from services.delivery import outcome
+from services.delivery import metrics, outcome
 from services.delivery.outcome import Outcome
+from services.delivery.replytext import readable
 from services.delivery.routing import Target
 from services.store import Mailboxes, StoreOutcome
+from services.store.outage import outage
+from shared.logging import get_logger
 
-# Failures that mean "the store is not reachable right now", never "this message is bad": retry later.
-STORE_UNAVAILABLE = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    BusyLoadingError,
-    ClusterDownError,
-    TryAgainError,
-    ConnectionError,
-    TimeoutError,
-)
+log = get_logger(__name__)
 
 
 async def deliver_local(
     mailboxes: Mailboxes, targets: Sequence[Target], queue_id: str, message: bytes
 ) -> list[Outcome]:
     """Store once per queue id and mailbox, all mailboxes in one round trip; DUPLICATE (a redelivered message) is as
-    good as STORED. An error that is not an outage raises: the consumer requeues the message."""
+    good as STORED. A store that is unreachable or refuses writes (a replica mid-failover, maxmemory, too few
+    replicas, loading) defers the recipient; any other error raises (the consumer requeues the message).
+    """
     try:
         results = await mailboxes.deliver_many([t.address for t in targets], queue_id, message)
-    except STORE_UNAVAILABLE as exc:
-        return [_unavailable(t, exc) for t in targets]
+    except Exception as exc:
+        reason = outage(exc)
+        if reason is None:
+            raise
+        return unavailable(targets, queue_id, exc, reason, "mail store")
     outcomes = []
     for target, result in zip(targets, results, strict=True):
-        if isinstance(result, STORE_UNAVAILABLE):
-            outcomes.append(_unavailable(target, result))
-        elif isinstance(result, Exception):
-            raise result
+        if isinstance(result, Exception):
+            reason = outage(result)
+            if reason is None:
+                raise result
+            outcomes += unavailable([target], queue_id, result, reason, "mail store")
         else:
             outcomes.append(replace(_outcome(target, result), original=target.original))
     return outcomes
 
 
-def _unavailable(target: Target, exc: Exception) -> Outcome:
-    # The store may or may not have happened; the dedup key makes the retry safe either way.
-    found = outcome.temporary(target.address, "4.3.0", f"mail store unavailable: {type(exc).__name__}")
-    return replace(found, original=target.original)
+def unavailable(targets: Sequence[Target], queue_id: str, exc: Exception, reason: str, what: str) -> list[Outcome]:
+    """Deferred (4.3.0) for a store outage, with the reason in the diagnostic, counted and logged. The store may or
+    may not have happened; the dedup key makes the retry safe either way."""
+    error = readable(str(exc))
+    text = f"{what} unavailable: {reason} ({type(exc).__name__}{': ' + error if error else ''})"
+    metrics.store_errors(reason).inc(len(targets))
+    log.warning("store outage; deferred", queue_id=queue_id, what=what, reason=reason, error=error, n=len(targets))
+    return [replace(outcome.temporary(t.address, "4.3.0", text), original=t.original) for t in targets]
 
 
 def _outcome(target: Target, result: StoreOutcome) -> Outcome:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from services.store.outage import REASONS
+
 ATTEMPTS = Counter(
     "postroom_delivery_attempts_total",
     "Delivery attempts per final recipient, by transport (local, smtp), outcome and status class (2, 4, 5).",
@@ -49,6 +51,12 @@ SPILLS = Counter(
     "Large messages written to a spool file on arrival because the memory budget for waiting bodies was used up.",
 )
 CONSUMER_UP = Gauge("postroom_delivery_consumer_up", "1 while the queue consumer is running.")
+STORE_ERRORS = Counter(
+    "postroom_delivery_store_errors_total",
+    "Recipients deferred because Redis was unreachable or refused (readonly, oom, noreplicas, masterdown, loading, "
+    "misconf, cluster, connection, timeout).",
+    ["reason"],
+)
 
 # The per-message series, looked up once: `labels()` hashes and locks on every call.
 DELIVERED_DELAY = DELAY.labels("delivered")
@@ -56,6 +64,7 @@ BOUNCED_DELAY = DELAY.labels("bounced")
 DONE = MESSAGES.labels("done")
 DEFERRED = MESSAGES.labels("deferred")
 _attempts: dict[tuple[str, str, str], Counter] = {}
+_store_errors: dict[str, Counter] = {}
 
 
 def attempts(transport: str, outcome: str, status_class: str) -> Counter:
@@ -64,6 +73,14 @@ def attempts(transport: str, outcome: str, status_class: str) -> Counter:
     series = _attempts.get(key)
     if series is None:
         series = _attempts[key] = ATTEMPTS.labels(transport, outcome, status_class)
+    return series
+
+
+def store_errors(reason: str) -> Counter:
+    """The STORE_ERRORS series of a reason (one of services.store.outage.REASONS)."""
+    series = _store_errors.get(reason)
+    if series is None:
+        series = _store_errors[reason] = STORE_ERRORS.labels(reason)
     return series
 
 
@@ -84,3 +101,5 @@ def init_series(queue_labels: list[str]) -> None:
     DNS_LOOKUPS.labels("MX", "null_mx")
     DEAD_LETTERS.labels("malformed")
     DEAD_LETTERS.labels("delivery_limit")
+    for reason in REASONS:
+        STORE_ERRORS.labels(reason)
