@@ -327,7 +327,9 @@ class Consumer:
             return unavailable(targets, envelope.queue_id, exc, reason, "alias lookup")
         results = list(plan.failed)
         if plan.local:
-            results += await deliver_local(self.store.mailboxes, plan.local, envelope.queue_id, body)
+            results += await deliver_local(
+                self.store.mailboxes, plan.local, envelope.queue_id, body, envelope.mail_from
+            )
             if self.settings.fault_crash_after_store:
                 # Test hook (POSTROOM_FAULT_CRASH_AFTER_STORE): die after the store and before the ack.
                 os.kill(os.getpid(), signal.SIGKILL)

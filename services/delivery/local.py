@@ -16,15 +16,21 @@ from shared.logging import get_logger
 log = get_logger(__name__)
 
 
+def return_path(sender: str) -> bytes:
+    """The `Return-Path:` line final delivery puts at the top of the message (RFC 5321 §4.4): the envelope sender,
+    `<>` for the null sender. The sender is one line of text whatever the envelope holds (no header injection)."""
+    return f"Return-Path: <{readable(sender).replace(' ', '')}>\r\n".encode()
+
+
 async def deliver_local(
-    mailboxes: Mailboxes, targets: Sequence[Target], queue_id: str, message: bytes
+    mailboxes: Mailboxes, targets: Sequence[Target], queue_id: str, message: bytes, sender: str
 ) -> list[Outcome]:
     """Store once per queue id and mailbox, all mailboxes in one round trip; DUPLICATE (a redelivered message) is as
     good as STORED. A store that is unreachable or refuses writes (a replica mid-failover, maxmemory, too few
     replicas, loading) defers the recipient; any other error raises (the consumer requeues the message).
     """
     try:
-        results = await mailboxes.deliver_many([t.address for t in targets], queue_id, message)
+        results = await mailboxes.deliver_many([t.address for t in targets], queue_id, message, return_path(sender))
     except Exception as exc:
         reason = outage(exc)
         if reason is None:

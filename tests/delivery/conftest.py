@@ -29,6 +29,11 @@ def make_message(subject: str = "hello", body: str = "Hello there.\r\n", sender:
     ).encode()
 
 
+def as_stored(message: bytes, sender: str = "sender@remote.test") -> bytes:
+    """`message` as final delivery stores it: the Return-Path of the envelope sender on top (RFC 5321 §4.4)."""
+    return f"Return-Path: <{sender}>\r\n".encode() + message
+
+
 class Broker:
     """Publishes like the ingress (persistent, mandatory, confirmed) and inspects the namespace's queues."""
 

@@ -16,7 +16,7 @@ from services.store import Store
 from shared.envelope import Envelope
 from shared.queue_id import new_queue_id
 from shared.settings import load_settings
-from tests.delivery.conftest import TEST_SCHEDULE, Broker, crash_after_store_then_redeliver, mailbox
+from tests.delivery.conftest import TEST_SCHEDULE, Broker, as_stored, crash_after_store_then_redeliver, mailbox
 from tests.helpers import AMQP_URL, REDIS_URL, ServiceProcess, wait_until
 
 MiB = 1 << 20
@@ -34,8 +34,8 @@ async def test_big_message_is_stored_byte_exact_once_across_a_crash_before_the_a
     await local_users("big@example.test")
     message = big_message(3 * MiB + 12345)  # RabbitMQ's 128 KiB frames: 25 of them, the last one partial
     after_kill = await crash_after_store_then_redeliver(start_service, broker, store, "big@example.test", message)
-    assert after_kill == [message]
-    assert await mailbox(store, "big@example.test") == [message]
+    assert after_kill == [as_stored(message)]
+    assert await mailbox(store, "big@example.test") == [as_stored(message)]
 
 
 def test_delivery_holds_a_big_body_once(namespace: str) -> None:
@@ -78,7 +78,7 @@ async def _deliver_traced(namespace: str, message: bytes) -> tuple[int, bool]:
         finally:
             tracemalloc.stop()
         kept = await mailbox(store, "big@example.test")
-        return peak, kept == [expected] and len(expected) == size
+        return peak, kept == [as_stored(expected)] and len(expected) == size
     finally:
         await connection.close()
         await store.close()

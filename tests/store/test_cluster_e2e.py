@@ -71,6 +71,7 @@ async def test_mail_path_and_trace_on_a_redis_cluster(
         return list(lines)
 
     lines = await asyncio.to_thread(fetch)
+    assert lines[0] == b"Return-Path: <dan@remote.test>"  # added at final delivery (RFC 5321 §4.4)
     assert b"Subject: cluster" in lines
     assert await cluster_store.mailboxes.snapshot("carol@example.test") == []
 
