@@ -64,6 +64,11 @@ class DeliverySettings(CommonSettings):
     smtp_command_timeout: Duration = 300.0
     smtp_data_timeout: Duration = 600.0
 
+    # The overall deadline of one delivery attempt's remote relays (the SMTP timeouts above are per step): well
+    # under RabbitMQ's consumer_timeout (the deploy files set it to 1h), which would close the channel of a delivery
+    # held unacked longer; past it the domains not finished are deferred (4.4.7), the others keep their outcome.
+    delivery_attempt_timeout: Duration = 600.0
+
     queue_poll_interval: Duration = 10.0
     # A Redis that hangs (rather than refusing) must not hold messages for ever: the call fails, the recipient is
     # deferred, and the dedup key makes the retry safe if the store did happen.

@@ -24,6 +24,7 @@ from services.delivery.config import DeliverySettings
 from services.delivery.local import deliver_local, unavailable
 from services.delivery.outcome import Outcome, Status
 from services.delivery.publisher import Publisher
+from services.delivery.remote import TRANSPORT as TRANSPORT_SMTP
 from services.delivery.routing import Router, Target
 from services.delivery.waiting import WaitingRoom
 from services.store import Store
@@ -313,6 +314,7 @@ class Consumer:
 
     async def deliver(self, envelope: Envelope, body: bytes) -> list[Outcome]:
         """An outcome for every final recipient (after alias expansion); never raises for an outage it knows."""
+        deadline = asyncio.get_running_loop().time() + self.settings.delivery_attempt_timeout
         received = count_received(body)
         if received > self.settings.max_received_headers:
             text = f"mail loop: {received} Received headers"
@@ -335,10 +337,30 @@ class Consumer:
                 os.kill(os.getpid(), signal.SIGKILL)
         if plan.remote:
             for group in await asyncio.gather(
-                *(self.remote(envelope, body, domain, targets) for domain, targets in plan.remote.items())
+                *(self._relay(envelope, body, domain, targets, deadline) for domain, targets in plan.remote.items())
             ):
                 results += group
         return results
+
+    async def _relay(
+        self, envelope: Envelope, body: bytes, domain: str, targets: list[Target], deadline: float
+    ) -> list[Outcome]:
+        """Remote delivery to one domain within the attempt's deadline (POSTROOM_DELIVERY_ATTEMPT_TIMEOUT), so that a
+        tarpitting MX cannot hold the message past the broker's consumer_timeout; cut there, its recipients are
+        deferred (4.4.7), while the other domains keep their outcomes."""
+        scope = asyncio.timeout_at(deadline)
+        try:
+            async with scope:
+                return await self.remote(envelope, body, domain, targets)
+        except TimeoutError:
+            if not scope.expired():
+                raise
+        metrics.ATTEMPT_TIMEOUTS.inc()
+        timeout = self.settings.delivery_attempt_timeout
+        text = f"delivery attempt timed out after {timeout:g}s (POSTROOM_DELIVERY_ATTEMPT_TIMEOUT)"
+        log.warning("delivery attempt timed out", queue_id=envelope.queue_id, domain=domain, timeout=timeout)
+        cut = [outcome.temporary(t.address, "4.4.7", text, TRANSPORT_SMTP) for t in targets]
+        return [replace(found, original=t.original) for found, t in zip(cut, targets, strict=True)]
 
     def _account(self, envelope: Envelope, outcomes: list[Outcome]) -> None:
         age = max(0.0, time.time() - envelope.first_seen)

@@ -57,6 +57,10 @@ STORE_ERRORS = Counter(
     "misconf, cluster, connection, timeout).",
     ["reason"],
 )
+ATTEMPT_TIMEOUTS = Counter(
+    "postroom_delivery_attempt_timeouts_total",
+    "Remote domains whose delivery was cut by POSTROOM_DELIVERY_ATTEMPT_TIMEOUT; their recipients were deferred.",
+)
 
 # The per-message series, looked up once: `labels()` hashes and locks on every call.
 DELIVERED_DELAY = DELAY.labels("delivered")

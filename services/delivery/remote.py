@@ -182,10 +182,15 @@ class RemoteDelivery:
                 await client.login(s.relay_username, s.relay_password.get_secret_value())
             return await self._send(client, hop, envelope, body, targets)
         finally:
-            try:
-                await client.quit(timeout=10)
-            except Exception:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # The attempt's deadline (or a shutdown) cut the session: no QUIT to a server that may never answer.
                 client.close()
+            else:
+                try:
+                    await client.quit(timeout=10)
+                except Exception:
+                    client.close()
 
     async def _send(
         self, client: aiosmtplib.SMTP, hop: Hop, envelope: Envelope, body: bytes, targets: Sequence[Target]
