@@ -1,7 +1,9 @@
 """The queue consumer: deliver each recipient, then decide in one place to ack, defer, bounce or dead-letter.
 
 Invariant 3 of DESIGN.md: a message is acked only after every recipient's outcome is durable — stored in Redis,
-relayed with a 2xx, or carried by a retry or bounce message that the broker has confirmed.
+relayed with a 2xx, or carried by a retry or bounce message that the broker has confirmed. No exception leads to
+an immediate requeue: unsettled recipients are deferred through the delay queues, and what was settled stays
+settled on any redelivery (ledger.py says which mechanism makes each redelivery harmless).
 """
 
 from __future__ import annotations
@@ -21,15 +23,16 @@ from pamqp.commands import Basic
 from services.delivery import bounce, metrics, outcome, retry
 from services.delivery.acks import AckBatcher, Window
 from services.delivery.config import DeliverySettings
+from services.delivery.ledger import Ledger
 from services.delivery.local import deliver_local, unavailable
 from services.delivery.outcome import Outcome, Status
 from services.delivery.publisher import Publisher
 from services.delivery.remote import TRANSPORT as TRANSPORT_SMTP
-from services.delivery.routing import Router, Target
+from services.delivery.routing import Plan, Router, Target
 from services.delivery.waiting import WaitingRoom
-from services.store import Store
+from services.store import Store, StoreOutcome, progress
 from services.store.outage import outage
-from shared.envelope import Envelope
+from shared.envelope import REQUEUED, Envelope
 from shared.logging import get_logger
 from shared.queue_id import is_queue_id
 from shared.spool import MEMORY_LIMIT as LARGE_MESSAGE
@@ -257,25 +260,59 @@ class Consumer:
             await message.reject(requeue=False)
             self._settled(message, window)
             return
+        body = bytes(message.body)
+        ledger = Ledger(self.store.progress, envelope, _resumed(message), _delivery_count(message) >= DELIVERY_LIMIT)
         try:
-            await self.process(envelope, bytes(message.body), redelivered=bool(message.redelivered))
-        except Exception:
-            # A bug or an outage we did not foresee. Requeue: the quorum queue counts deliveries, and a message
-            # that fails every time reaches x-delivery-limit and is dead-lettered instead of looping for ever.
-            log.exception("delivery failed unexpectedly; requeued", queue_id=envelope.queue_id)
-            if _delivery_count(message) >= DELIVERY_LIMIT:
-                # This was its last delivery: the broker dead-letters it when we hand it back.
-                metrics.DEAD_LETTERS.labels("delivery_limit").inc()
-                self._trace(envelope.queue_id, "dead-lettered", reason="delivery limit reached")
-            metrics.MESSAGES.labels("requeued").inc()
-            if await _settle(message.nack(requeue=True), envelope):
-                # Only a nack that went out: an unsent one keeps its tag unfinished, so no multiple ack covers it.
-                self._settled(message, window)
-            return
+            await self.process(envelope, body, ledger)
+        except Exception as exc:
+            if not await self._recover(envelope, body, ledger, exc):
+                await self._requeue(message, window, envelope, ledger)
+                return
         if window is not None and message.delivery_tag:
             self._acks.ack(window, message.delivery_tag)
         else:
             await _settle(message.ack(), envelope)
+
+    async def _recover(self, envelope: Envelope, body: bytes, ledger: Ledger, exc: Exception) -> bool:
+        """An exception nobody foresaw (a bug, a broker refusing a publish): no immediate requeue, which would repeat
+        what was done and, for a failure that repeats, end in the dead-letter queue within seconds. The recipients
+        not settled yet are deferred through the delay queues as a temporary failure, and the progress recorded.
+        False when even that defer could not be made durable: then the message must go back to the broker."""
+        metrics.INTERNAL_ERRORS.inc()
+        unsettled = ledger.unsettled()
+        log.error(
+            "delivery failed unexpectedly; deferring the unsettled recipients",
+            queue_id=envelope.queue_id,
+            unsettled=len(unsettled),
+            exc_info=exc,
+        )
+        if unsettled:
+            if isinstance(exc, DeferFailed):
+                return False  # the broker just refused this very publish: hand the message back instead
+            text = f"internal error ({type(exc).__name__})"
+            deferred = [outcome.temporary(r, "4.3.0", text) for r in unsettled]
+            try:
+                following = await self._defer(envelope, body, deferred)
+            except DeferFailed as error:
+                log.error("deferring after an internal error failed", queue_id=envelope.queue_id, error=str(error))
+                return False
+            ledger.settle(unsettled, progress.deferred(following.attempt))
+        await ledger.write(keep=ledger.last_chance)
+        (metrics.DEFERRED if unsettled else metrics.DONE).inc()
+        return True
+
+    async def _requeue(self, message: Incoming, window: Window | None, envelope: Envelope, ledger: Ledger) -> None:
+        """Hand the message back unacked (the broker redelivers it). Its progress is recorded first, without a TTL,
+        so the redelivery (even one from the dead-letter queue, much later) repeats nothing that was settled."""
+        await ledger.write(keep=True)
+        if _delivery_count(message) >= DELIVERY_LIMIT:
+            # This was its last delivery: the broker dead-letters it when we hand it back.
+            metrics.DEAD_LETTERS.labels("delivery_limit").inc()
+            self._trace(envelope.queue_id, "dead-lettered", reason="delivery limit reached")
+        metrics.MESSAGES.labels("requeued").inc()
+        if await _settle(message.nack(requeue=True), envelope):
+            # Only a nack that went out: an unsent one keeps its tag unfinished, so no multiple ack covers it.
+            self._settled(message, window)
 
     def _track(self, message: Incoming) -> Window | None:
         if not message.delivery_tag:
@@ -287,60 +324,112 @@ class Consumer:
         if window is not None and message.delivery_tag:
             self._acks.settled(window, message.delivery_tag)
 
-    async def process(self, envelope: Envelope, body: bytes, redelivered: bool = False) -> None:
-        """Deliver every recipient, then make each failed one durable as a retry or a bounce before returning."""
+    async def process(self, envelope: Envelope, body: bytes, ledger: Ledger) -> None:
+        """Deliver every recipient not settled before, then make each failed one durable as a retry or a bounce
+        before returning; record progress wherever a later delivery could otherwise repeat a step (ledger.py)."""
         log.info(
             "delivering",
             queue_id=envelope.queue_id,
             attempt=envelope.attempt,
             recipients=len(envelope.recipients),
-            redelivered=redelivered,
+            redelivered=ledger.resumed,
         )
-        outcomes = _restore_originals(await self.deliver(envelope, body), envelope)
+        outcomes = _restore_originals(await self.deliver(envelope, body, ledger), envelope)
         self._account(envelope, outcomes)
         now = time.time()
+        delivered = [o for o in outcomes if o.status is Status.DELIVERED]
         deferred = [o for o in outcomes if o.status is Status.TEMPORARY]
         failed = [o for o in outcomes if o.status is Status.PERMANENT]
         if deferred and retry.expired(envelope.first_seen, now, self.settings.max_queue_lifetime):
             failed += [_give_up(o, envelope) for o in deferred]
             deferred = []
+        # Remote delivery is not idempotent: a relay is recorded before anything else can fail. So is every
+        # outcome of a message with more than one kind of them, so that a failure half-way repeats none.
+        if any(o.transport == TRANSPORT_SMTP for o in delivered) or sum(map(bool, (delivered, deferred, failed))) > 1:
+            ledger.writing = True
+        ledger.settle_each({o.recipient: _durable_state(o) for o in delivered})
+        await ledger.flush()
         if deferred:
-            await self._defer(envelope, body, deferred)
+            following = await self._defer(envelope, body, deferred)
+            ledger.settle((o.recipient for o in deferred), progress.deferred(following.attempt))
+            await ledger.flush()
             if self._delay_notice_due(envelope, now):
                 await self._notify_delay(envelope, body, deferred, now)
         if failed:
             await self._bounce(envelope, body, failed, now)
+            ledger.settle((o.recipient for o in failed), progress.BOUNCED)
+            await ledger.flush()
+        if ledger.resumed:
+            # Finished: the record now expires with the dedup keys (unless a lost ack would dead-letter it).
+            await ledger.write(keep=ledger.last_chance)
         (metrics.DEFERRED if deferred else metrics.DONE).inc()
 
-    async def deliver(self, envelope: Envelope, body: bytes) -> list[Outcome]:
-        """An outcome for every final recipient (after alias expansion); never raises for an outage it knows."""
+    async def deliver(self, envelope: Envelope, body: bytes, ledger: Ledger) -> list[Outcome]:
+        """An outcome for every final recipient (after alias expansion) not settled before; raises only for what
+        nobody foresaw (the caller defers those recipients as an internal error)."""
         deadline = asyncio.get_running_loop().time() + self.settings.delivery_attempt_timeout
+        if ledger.may_be_partly_done:
+            try:
+                await ledger.load()
+            except Exception as exc:
+                reason = outage(exc)
+                if reason is None:
+                    raise
+                if ledger.resumed:
+                    # What was done before is unknown: deliver nothing now rather than relay anything twice.
+                    return unavailable(_targets(envelope), envelope.queue_id, exc, reason, "delivery progress record")
+                # A retry copy's own recipients were deferred, not settled: going on risks nothing new.
+                log.warning("delivery progress unreadable", queue_id=envelope.queue_id, reason=reason)
         received = count_received(body)
         if received > self.settings.max_received_headers:
             text = f"mail loop: {received} Received headers"
-            return [outcome.permanent(r, "5.4.6", text) for r in envelope.recipients]
+            return [outcome.permanent(r, "5.4.6", text) for r in envelope.recipients if not ledger.settled(r)]
         try:
             plan = await self.router.plan(envelope.recipients)
         except Exception as exc:
             reason = outage(exc)
             if reason is None:
                 raise
-            targets = [Target(r, r, local=False) for r in envelope.recipients]
-            return unavailable(targets, envelope.queue_id, exc, reason, "alias lookup")
+            return unavailable(_targets(envelope), envelope.queue_id, exc, reason, "alias lookup")
+        self._skip_settled(envelope, plan, ledger)
         results = list(plan.failed)
         if plan.local:
-            results += await deliver_local(
-                self.store.mailboxes, plan.local, envelope.queue_id, body, envelope.mail_from
-            )
+            try:
+                results += await deliver_local(
+                    self.store.mailboxes, plan.local, envelope.queue_id, body, envelope.mail_from
+                )
+            except Exception as exc:
+                results += self._internal_error(envelope, plan.local, exc)
             if self.settings.fault_crash_after_store:
                 # Test hook (POSTROOM_FAULT_CRASH_AFTER_STORE): die after the store and before the ack.
                 os.kill(os.getpid(), signal.SIGKILL)
         if plan.remote:
             for group in await asyncio.gather(
-                *(self._relay(envelope, body, domain, targets, deadline) for domain, targets in plan.remote.items())
+                *(self._relay(envelope, body, domain, group, deadline) for domain, group in plan.remote.items())
             ):
                 results += group
         return results
+
+    def _skip_settled(self, envelope: Envelope, plan: Plan, ledger: Ledger) -> None:
+        """Take the recipients settled by an earlier delivery of this queue message out of the plan."""
+        ledger.recipients = [
+            *(o.recipient for o in plan.failed),
+            *(t.address for t in plan.local),
+            *(t.address for group in plan.remote.values() for t in group),
+        ]
+        if not ledger.known:
+            return
+        skipped = [r for r in ledger.recipients if ledger.settled(r)]
+        if not skipped:
+            return
+        plan.failed = [o for o in plan.failed if not ledger.settled(o.recipient)]
+        plan.local = [t for t in plan.local if not ledger.settled(t.address)]
+        remote = {d: [t for t in group if not ledger.settled(t.address)] for d, group in plan.remote.items()}
+        plan.remote = {d: group for d, group in remote.items() if group}
+        metrics.SKIPPED.inc(len(skipped))
+        states = {r: ledger.known[r] for r in skipped}
+        log.info("settled before; skipped", queue_id=envelope.queue_id, recipients=len(skipped))
+        self._trace(envelope.queue_id, "skipped", recipients=skipped, states=states)
 
     async def _relay(
         self, envelope: Envelope, body: bytes, domain: str, targets: list[Target], deadline: float
@@ -352,15 +441,27 @@ class Consumer:
         try:
             async with scope:
                 return await self.remote(envelope, body, domain, targets)
-        except TimeoutError:
-            if not scope.expired():
-                raise
+        except Exception as exc:
+            if not (isinstance(exc, TimeoutError) and scope.expired()):
+                return self._internal_error(envelope, targets, exc)
         metrics.ATTEMPT_TIMEOUTS.inc()
         timeout = self.settings.delivery_attempt_timeout
         text = f"delivery attempt timed out after {timeout:g}s (POSTROOM_DELIVERY_ATTEMPT_TIMEOUT)"
         log.warning("delivery attempt timed out", queue_id=envelope.queue_id, domain=domain, timeout=timeout)
         cut = [outcome.temporary(t.address, "4.4.7", text, TRANSPORT_SMTP) for t in targets]
         return [replace(found, original=t.original) for found, t in zip(cut, targets, strict=True)]
+
+    def _internal_error(self, envelope: Envelope, targets: Sequence[Target], exc: Exception) -> list[Outcome]:
+        """Deferred (4.3.0) for an exception nobody foresaw in delivering to `targets`, logged with its traceback."""
+        metrics.INTERNAL_ERRORS.inc()
+        log.error("delivery failed unexpectedly; deferred", queue_id=envelope.queue_id, exc_info=exc)
+        text = f"internal error ({type(exc).__name__})"
+        return [
+            replace(
+                outcome.temporary(t.address, "4.3.0", text, "local" if t.local else TRANSPORT_SMTP), original=t.original
+            )
+            for t in targets
+        ]
 
     def _account(self, envelope: Envelope, outcomes: list[Outcome]) -> None:
         age = max(0.0, time.time() - envelope.first_seen)
@@ -396,15 +497,20 @@ class Consumer:
         # Posted, not awaited: the ack does not wait for the trace, and busy workers share one write (Trace.post).
         self.store.trace.post(envelope.queue_id, SERVICE, events)
 
-    async def _defer(self, envelope: Envelope, body: bytes, deferred: list[Outcome]) -> None:
+    async def _defer(self, envelope: Envelope, body: bytes, deferred: list[Outcome]) -> Envelope:
+        """Publish the retry copy carrying `deferred` (confirmed by the broker) and return its envelope."""
         recipients = tuple(o.recipient for o in deferred)
         following = envelope.retry(recipients, {o.recipient: o.carried() for o in deferred})
         delay = retry.delay_for(self.settings.retry_schedule, following.attempt)
-        await self.publisher.defer(body, following, delay)
+        try:
+            await self.publisher.defer(body, following, delay)
+        except Exception as exc:
+            raise DeferFailed(f"{type(exc).__name__}: {exc}") from exc
         self._trace(envelope.queue_id, "deferred", recipients=list(recipients), delay=delay, attempt=following.attempt)
         log.info(
             "deferred", queue_id=envelope.queue_id, recipients=len(recipients), delay=delay, attempt=following.attempt
         )
+        return following
 
     def _delay_notice_due(self, envelope: Envelope, now: float) -> bool:
         """True on the attempt during which the message's age crosses POSTROOM_DELAY_WARNING_TIME, so the sender
@@ -417,8 +523,14 @@ class Consumer:
         return previous < warn <= age
 
     async def _notify_delay(self, envelope: Envelope, body: bytes, deferred: list[Outcome], now: float) -> None:
+        """Best effort: the recipients are deferred already (durable); a notice the broker refuses is logged, and
+        the message goes on as if it had been sent, rather than repeat the deferral."""
         notice, notice_envelope = bounce.compose(envelope, body, deferred, self.settings.hostname, now, "delayed")
-        await self.publisher.enqueue(notice, notice_envelope)
+        try:
+            await self.publisher.enqueue(notice, notice_envelope)
+        except Exception as exc:
+            log.error("delay notice not sent", queue_id=envelope.queue_id, error=f"{type(exc).__name__}: {exc}")
+            return
         metrics.DELAY_NOTICES.inc()
         log.info("delay notice sent", queue_id=envelope.queue_id, report=notice_envelope.queue_id)
 
@@ -442,6 +554,28 @@ class Consumer:
 
     def _trace(self, queue_id: str, event: str, **fields: Any) -> None:
         self.store.trace.post(queue_id, SERVICE, [(event, fields)])
+
+
+class DeferFailed(Exception):
+    """The broker did not confirm a retry copy: the recipients it would carry are not durable anywhere."""
+
+
+def _resumed(message: Incoming) -> bool:
+    """True when this queue message may have been worked on before: redelivered by the broker (a lost ack, a
+    closed channel, a nack), or a dead letter put back by `postroom queue dead requeue` (which marks its copy)."""
+    headers = message.headers or {}
+    return bool(message.redelivered) or _delivery_count(message) > 0 or bool(headers.get(REQUEUED))
+
+
+def _targets(envelope: Envelope) -> list[Target]:
+    """The envelope recipients as targets, for an outcome decided before routing."""
+    return [Target(r, r, local=False) for r in envelope.recipients]
+
+
+def _durable_state(found: Outcome) -> str:
+    if found.transport == TRANSPORT_SMTP:
+        return progress.RELAYED
+    return progress.DUPLICATE if found.diagnostic == StoreOutcome.DUPLICATE.value else progress.STORED
 
 
 def _restore_originals(outcomes: list[Outcome], envelope: Envelope) -> list[Outcome]:

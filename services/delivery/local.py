@@ -27,7 +27,7 @@ async def deliver_local(
 ) -> list[Outcome]:
     """Store once per queue id and mailbox, all mailboxes in one round trip; DUPLICATE (a redelivered message) is as
     good as STORED. A store that is unreachable or refuses writes (a replica mid-failover, maxmemory, too few
-    replicas, loading) defers the recipient; any other error raises (the consumer requeues the message).
+    replicas, loading) defers the recipient; any other error raises (the consumer defers it as an internal error).
     """
     try:
         results = await mailboxes.deliver_many([t.address for t in targets], queue_id, message, return_path(sender))

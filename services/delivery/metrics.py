@@ -57,9 +57,17 @@ STORE_ERRORS = Counter(
     "misconf, cluster, connection, timeout).",
     ["reason"],
 )
+INTERNAL_ERRORS = Counter(
+    "postroom_delivery_internal_errors_total",
+    "Unexpected exceptions while delivering a queue message; its unsettled recipients were deferred (4.3.0).",
+)
 ATTEMPT_TIMEOUTS = Counter(
     "postroom_delivery_attempt_timeouts_total",
     "Remote domains whose delivery was cut by POSTROOM_DELIVERY_ATTEMPT_TIMEOUT; their recipients were deferred.",
+)
+SKIPPED = Counter(
+    "postroom_delivery_skipped_recipients_total",
+    "Recipients of a redelivered or retried message left alone because the progress record says they are settled.",
 )
 
 # The per-message series, looked up once: `labels()` hashes and locks on every call.

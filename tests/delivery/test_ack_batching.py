@@ -32,7 +32,7 @@ LOCAL = [f"user{i}@example.test" for i in range(5)]
 
 
 class Remote:
-    """Relays at once, except: `slow@` waits for the gate, and `flaky@` fails (a bug) on its first attempt."""
+    """Relays at once, except: `slow@` waits for the gate, and `flaky@` is refused (4xx) on its first attempt."""
 
     def __init__(self) -> None:
         self.gate = asyncio.Event()
@@ -44,8 +44,20 @@ class Remote:
             if target.address.startswith("slow@"):
                 await self.gate.wait()
             if target.address.startswith("flaky@") and self.calls[target.address] == 1:
-                raise RuntimeError("bug on the first attempt")
+                return [outcome.temporary(t.address, "4.4.1", "busy", "smtp", "mx.remote.test") for t in targets]
         return [outcome.delivered(t.address, "250 ok", "smtp", "mx.remote.test") for t in targets]
+
+
+class RefusingPublisher(Publisher):
+    """Refuses the first retry of `flaky@`, as a broker refusing the publish would: that message is nacked."""
+
+    refused = False
+
+    async def defer(self, body: bytes, envelope: Envelope, delay: int) -> None:
+        if not self.refused and any(r.startswith("flaky@") for r in envelope.recipients):
+            self.refused = True
+            raise ConnectionError("the broker refused the retry")
+        await super().defer(body, envelope, delay)
 
 
 class Worker:
@@ -62,7 +74,7 @@ class Worker:
 
     async def start(self) -> Consumer:
         self.connection = await aio_pika.connect_robust(self.url)
-        publisher = Publisher(self.connection, self.broker.topology, self.settings.retry_schedule)
+        publisher = RefusingPublisher(self.connection, self.broker.topology, self.settings.retry_schedule)
         await publisher.start()
         self.consumer = Consumer(self.settings, self.store, self.connection, publisher, self.remote)
         await self.consumer.start()
@@ -155,7 +167,7 @@ async def test_a_slow_delivery_and_a_requeue_in_between_then_one_multiple_ack(
     channel = await handle.underlay()
     await broker.publish(["slow@remote.test"])
     local = [await publish(broker, LOCAL[i % 5], i) for i in range(5)]
-    await broker.publish(["flaky@remote.test"])  # nacked (requeued) and redelivered behind the others
+    await broker.publish(["flaky@remote.test"])  # its retry refused: nacked (requeued), redelivered behind the others
     local += [await publish(broker, LOCAL[i % 5], i) for i in range(5, 10)]
     await wait_stored(users, 10)
 

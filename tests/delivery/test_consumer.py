@@ -16,7 +16,7 @@ from services.delivery.consumer import Consumer
 from services.delivery.outcome import Outcome
 from services.delivery.routing import Target
 from services.store import Store
-from shared.envelope import Envelope
+from shared.envelope import REQUEUED, Envelope
 from shared.queue_id import is_queue_id, new_queue_id
 from shared.settings import load_settings
 from tests.delivery.conftest import dsn_fields, mailbox, make_message, report_parts, text_of
@@ -263,22 +263,157 @@ async def test_delay_notice_once_when_the_warning_time_is_crossed(users: Store) 
     assert [name for name, _ in recorder.log] == ["defer", "ack"]
 
 
-async def test_unexpected_error_requeues_and_traces_the_last_delivery(users: Store) -> None:
+async def test_unexpected_error_defers_instead_of_requeueing(users: Store) -> None:
+    """A bug in delivering a recipient never requeues at once (which would repeat the other recipients' work):
+    the recipient is deferred as an internal error through the delay queue, the others keep their outcome."""
+
     def explode(recipient: str) -> Outcome:
         raise RuntimeError("bug")
 
     recorder = Recorder()
     consumer = make_consumer(users, recorder, FakeRemote(explode))
-    envelope = Envelope(new_queue_id(), "sender@origin.test", ("bob@remote.test",))
+    envelope = Envelope(new_queue_id(), "sender@origin.test", ("bob@remote.test", "alice@example.test"))
+    await run(consumer, recorder, envelope)
+    assert [name for name, _ in recorder.log] == ["defer", "ack"]
+    [(following, _)] = recorder.of("defer")
+    assert following.recipients == ("bob@remote.test",)
+    assert '"enhanced": "4.3.0"' in dict(following.last_errors)["bob@remote.test"]
+    assert "internal error (RuntimeError)" in dict(following.last_errors)["bob@remote.test"]
+    assert len(await mailbox(users, "alice@example.test")) == 1
+
+
+async def test_an_exception_after_a_relay_defers_the_rest_and_the_relay_stays_settled(
+    users: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The consumer's own step fails after a remote relay (here: composing the bounce): the unsettled recipient is
+    deferred, the message acked, and the relay is in the progress record, so no later delivery relays it again."""
+    from services.delivery import bounce
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise UnicodeEncodeError("utf-8", "x", 0, 1, "surrogates not allowed")
+
+    monkeypatch.setattr(bounce, "compose", broken)
+    recorder = Recorder()
+    remote = FakeRemote(
+        lambda r: (
+            outcome.delivered(r, "250 ok", "smtp", "mx.remote.test")
+            if r.startswith("ok")
+            else outcome.permanent(r, "5.1.1", "550 no", "smtp", "mx.remote.test")
+        )
+    )
+    consumer = make_consumer(users, recorder, remote)
+    envelope = Envelope(new_queue_id(), "sender@origin.test", ("ok@remote.test", "gone@remote.test"))
+    await run(consumer, recorder, envelope)
+    assert [name for name, _ in recorder.log] == ["defer", "ack"]
+    [(following, _)] = recorder.of("defer")
+    assert following.recipients == ("gone@remote.test",)
+    assert await users.progress.read(envelope.queue_id) == {
+        "ok@remote.test": "relayed",
+        "gone@remote.test": "deferred:1",
+    }
+
+    # Delivered again (a lost ack): nothing is relayed or deferred twice.
+    recorder.log.clear()
+    message = FakeMessage(recorder, envelope, make_message())
+    message.redelivered = True
+    await consumer.handle(message)  # type: ignore[arg-type]
+    assert recorder.log == [("ack", None)]
+    assert remote.calls == [["ok@remote.test", "gone@remote.test"]]
+
+
+async def test_a_refused_defer_requeues_with_the_progress_kept(users: Store) -> None:
+    """Only when the defer itself cannot be made durable does the message go back unacked; what was settled is
+    recorded first without a TTL (it may come back from the dead-letter queue much later)."""
+    recorder = Recorder(fail=True)
+    remote = FakeRemote(
+        lambda r: (
+            outcome.delivered(r, "250 ok", "smtp")
+            if r.startswith("ok")
+            else outcome.temporary(r, "4.4.1", "down", "smtp")
+        )
+    )
+    consumer = make_consumer(users, recorder, remote)
+    envelope = Envelope(new_queue_id(), "sender@origin.test", ("ok@remote.test", "busy@remote.test"))
     message = FakeMessage(recorder, envelope, make_message())
     message.headers = {**envelope.to_headers(), "x-delivery-count": 10}
     await consumer.handle(message)  # type: ignore[arg-type]
     assert recorder.log == [("nack", True)]
+    assert await users.progress.read(envelope.queue_id) == {"ok@remote.test": "relayed"}
+    assert await users.redis.ttl(users.keys.progress(envelope.queue_id)) == -1  # no TTL: kept
 
     async def traced() -> bool:  # the trace is posted, not awaited before the nack
-        return [e["event"] for e in await users.trace.events(envelope.queue_id)] == ["dead-lettered"]
+        return "dead-lettered" in [e["event"] for e in await users.trace.events(envelope.queue_id)]
 
     await wait_until(traced, what="dead-lettered traced")
+
+    # The redelivery (the broker took the defer again): the relayed recipient is left alone, the record finished.
+    recorder.fail = False
+    recorder.log.clear()
+    message = FakeMessage(recorder, envelope, make_message())
+    message.redelivered = True
+    await consumer.handle(message)  # type: ignore[arg-type]
+    assert [name for name, _ in recorder.log] == ["defer", "ack"]
+    assert remote.calls[-1] == ["busy@remote.test"]
+    assert 0 < await users.redis.ttl(users.keys.progress(envelope.queue_id)) <= users.progress.ttl
+
+
+async def test_a_dead_letter_requeued_any_time_later_repeats_nothing(users: Store) -> None:
+    """At its last delivery before the dead queue (x-delivery-count at the limit) the record is kept without a TTL
+    even though the delivery finished: if that ack is lost the message sits dead for any time. Requeued weeks later
+    (dedup key expired, the user's copy downloaded and deleted), it relays nothing and stores nothing again."""
+    recorder = Recorder()
+    remote = FakeRemote(lambda r: outcome.delivered(r, "250 ok", "smtp", "mx.remote.test"))
+    consumer = make_consumer(users, recorder, remote)
+    envelope = Envelope(new_queue_id(), "sender@origin.test", ("alice@example.test", "bob@remote.test"))
+    last = FakeMessage(recorder, envelope, make_message())
+    last.headers = {**envelope.to_headers(), "x-delivery-count": 10}
+    last.redelivered = True
+    await consumer.handle(last)  # type: ignore[arg-type]
+    assert recorder.log == [("ack", None)]
+    key = users.keys.progress(envelope.queue_id)
+    assert await users.redis.ttl(key) == -1
+    assert await users.progress.read(envelope.queue_id) == {
+        "alice@example.test": "stored",
+        "bob@remote.test": "relayed",
+    }
+
+    box = users.keys.mailbox("alice@example.test")
+    await users.redis.delete(box.dedup(envelope.queue_id))  # 8 days later
+    token = await users.mailboxes.acquire_lock("alice@example.test", 30)
+    assert token is not None
+    assert await users.mailboxes.delete("alice@example.test", token, [envelope.queue_id]) == 1  # POP3 DELE, QUIT
+
+    recorder.log.clear()
+    requeued = FakeMessage(recorder, envelope, make_message())
+    requeued.headers = {**envelope.to_headers(), REQUEUED: True}  # as `postroom queue dead requeue` puts it back
+    await consumer.handle(requeued)  # type: ignore[arg-type]
+    assert recorder.log == [("ack", None)]
+    assert remote.calls == [["bob@remote.test"]]
+    assert await mailbox(users, "alice@example.test") == []
+    user = await users.accounts.get_user("alice@example.test")
+    assert user is not None and (user.messages, user.bytes) == (0, 0)
+    assert 0 < await users.redis.ttl(key) <= users.progress.ttl  # finished now
+
+
+async def test_a_fresh_local_delivery_reads_and_writes_no_progress(users: Store) -> None:
+    """The hot path: a first delivery whose recipients are all stored costs no progress round trip."""
+    recorder = Recorder()
+    consumer = make_consumer(users, recorder, FakeRemote(None))
+    calls: list[str] = []
+    progress = users.progress
+
+    async def read(queue_id: str) -> dict[str, str]:
+        calls.append("read")
+        return {}
+
+    async def record(*args: Any, **kwargs: Any) -> None:
+        calls.append("record")
+
+    progress.read = read  # type: ignore[method-assign]
+    progress.record = record  # type: ignore[method-assign]
+    await run(consumer, recorder, Envelope(new_queue_id(), "sender@origin.test", ("alice@example.test",)))
+    assert [name for name, _ in recorder.log] == ["ack"]
+    assert calls == []
 
 
 async def test_original_recipient_survives_retries(users: Store) -> None:
@@ -317,11 +452,8 @@ async def test_hanging_redis_defers_after_the_timeout(namespace: str) -> None:
 async def test_a_nack_that_failed_is_never_covered_by_a_batched_ack(users: Store) -> None:
     from tests.delivery.test_acks import FakeChannel, next_iteration
 
-    def explode(recipient: str) -> Outcome:
-        raise RuntimeError("bug")
-
     recorder = Recorder()
-    consumer = make_consumer(users, recorder, FakeRemote(explode), ack_hold="3600", ack_interval="0")
+    consumer = make_consumer(users, recorder, FakeRemote(lambda r: outcome.temporary(r, "4.4.1", "down")))
     channel = FakeChannel()
     failing = FakeMessage(recorder, Envelope(new_queue_id(), "sender@origin.test", ("bob@remote.test",)), b"x")
     stored = FakeMessage(recorder, Envelope(new_queue_id(), "sender@origin.test", ("alice@example.test",)), b"y")
@@ -334,6 +466,7 @@ async def test_a_nack_that_failed_is_never_covered_by_a_batched_ack(users: Store
     consumer._acks.track(channel, 2)
     for tag, message in ((1, failing), (2, stored)):
         message.delivery_tag, message.channel = tag, channel  # type: ignore[attr-defined]
+        recorder.fail = message is failing  # the broker refuses the defer: the message goes back unacked
         await consumer.handle(message, window)  # type: ignore[arg-type]
     await next_iteration()
     assert channel.sent() == []  # 2 waits behind 1, whose nack never went out: no multiple ack may cover 1
