@@ -36,6 +36,7 @@ from shared.envelope import REQUEUED, Envelope
 from shared.logging import get_logger
 from shared.queue_id import is_queue_id
 from shared.spool import MEMORY_LIMIT as LARGE_MESSAGE
+from shared.tasks import cancel_and_wait
 from shared.topology import DELIVERY_LIMIT, Topology
 
 log = get_logger(__name__)
@@ -121,6 +122,7 @@ class Consumer:
         self._large = asyncio.Semaphore(settings.large_concurrency)
         self.waiting = WaitingRoom(settings.delivery_memory_budget, settings.delivery_spool_dir)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._working: dict[str, asyncio.Future[None]] = {}  # queue id → done when its delivery here has ended
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
         self._stopping = False
@@ -181,6 +183,9 @@ class Consumer:
         self._tag = None
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=drain_timeout)
+        # Past the drain timeout: what is still in hand stops here, unacked (the broker redelivers it).
+        for task in list(self._tasks):
+            await cancel_and_wait(task)
         await self._acks.close()
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
@@ -189,23 +194,56 @@ class Consumer:
         message = Delivery(delivered)
         # From here the body lives in `message` alone, so that spilling it to a file frees it (waiting.py).
         del delivered
-        await self._on_message(message)
+        # Worked on in a task of our own, and aiormq's returns at once: aiormq cancels its consumer tasks when their
+        # channel closes (broker gone, consumer_timeout, any channel error), which would cut a relay between the
+        # remote 250 and the progress record. Ours finishes; its ack then goes nowhere, and the redelivery finds the
+        # work recorded.
+        task = asyncio.get_running_loop().create_task(self._on_message(message))
+        self._tasks.add(task)
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delivery task failed", exc_info=task.exception())
 
     async def _on_message(self, message: Incoming) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
+        # One queue message at a time in this process: a redelivery (after its channel closed) waits for the
+        # earlier delivery still finishing here, then reads what that one recorded instead of racing it.
+        key = message.message_id or ""
+        earlier = self._working.get(key) if key else None
+        mine: asyncio.Future[None] | None = None
+        if key:
+            mine = self._working[key] = asyncio.get_running_loop().create_future()
         try:
             # Registered at once, in delivery order: a batched ack never covers a delivery still being worked on.
             window = self._track(message)
+            if earlier is not None:
+                await asyncio.shield(earlier)  # shared by later waiters: one cancelled here must not cancel it
             if len(message.body) > LARGE_MESSAGE:
                 await self._on_large(message, window)
                 return
             async with self._slots:
                 await self._work(message, window)
         finally:
+            if mine is not None:
+                if earlier is not None and not earlier.done():
+                    # Cancelled while waiting: whoever waits for this delivery still waits for the earlier one.
+                    earlier.add_done_callback(lambda _: self._release(key, mine))
+                else:
+                    self._release(key, mine)
             if task is not None:
                 self._tasks.discard(task)
+
+    def _release(self, key: str, mine: asyncio.Future[None]) -> None:
+        """This delivery of queue message `key` has ended: the next one waiting for it may start."""
+        if not mine.done():
+            mine.set_result(None)
+        if self._working.get(key) is mine:
+            del self._working[key]
 
     async def _work(self, message: Incoming, window: Window | None) -> None:
         """`handle` on a worker slot the caller holds, counted as in flight."""

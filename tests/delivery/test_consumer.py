@@ -51,6 +51,8 @@ class FakeMessage:
         self.redelivered = False
         self.message_id = envelope.queue_id if envelope else None
         self.recorder = recorder
+        self.delivery_tag: int | None = None  # untracked: settled on its own
+        self.channel: Any = None
 
     async def ack(self) -> None:
         self.recorder.log.append(("ack", None))
@@ -84,7 +86,7 @@ def make_consumer(store: Store, recorder: Recorder, remote: Any, **overrides: An
 
 
 async def run(consumer: Consumer, recorder: Recorder, envelope: Envelope, body: bytes | None = None) -> None:
-    await consumer.handle(FakeMessage(recorder, envelope, body or make_message()))  # type: ignore[arg-type]
+    await consumer.handle(FakeMessage(recorder, envelope, body or make_message()))
 
 
 @pytest.fixture
@@ -210,7 +212,7 @@ async def test_foreign_message_is_dead_lettered(users: Store) -> None:
     recorder = Recorder()
     consumer = make_consumer(users, recorder, FakeRemote(None))
     message = FakeMessage(recorder, None, b"junk", headers={"something": "else"})
-    await consumer.handle(message)  # type: ignore[arg-type]
+    await consumer.handle(message)
     assert recorder.log == [("reject", False)]
 
 
@@ -316,7 +318,7 @@ async def test_an_exception_after_a_relay_defers_the_rest_and_the_relay_stays_se
     recorder.log.clear()
     message = FakeMessage(recorder, envelope, make_message())
     message.redelivered = True
-    await consumer.handle(message)  # type: ignore[arg-type]
+    await consumer.handle(message)
     assert recorder.log == [("ack", None)]
     assert remote.calls == [["ok@remote.test", "gone@remote.test"]]
 
@@ -336,7 +338,7 @@ async def test_a_refused_defer_requeues_with_the_progress_kept(users: Store) -> 
     envelope = Envelope(new_queue_id(), "sender@origin.test", ("ok@remote.test", "busy@remote.test"))
     message = FakeMessage(recorder, envelope, make_message())
     message.headers = {**envelope.to_headers(), "x-delivery-count": 10}
-    await consumer.handle(message)  # type: ignore[arg-type]
+    await consumer.handle(message)
     assert recorder.log == [("nack", True)]
     assert await users.progress.read(envelope.queue_id) == {"ok@remote.test": "relayed"}
     assert await users.redis.ttl(users.keys.progress(envelope.queue_id)) == -1  # no TTL: kept
@@ -351,7 +353,7 @@ async def test_a_refused_defer_requeues_with_the_progress_kept(users: Store) -> 
     recorder.log.clear()
     message = FakeMessage(recorder, envelope, make_message())
     message.redelivered = True
-    await consumer.handle(message)  # type: ignore[arg-type]
+    await consumer.handle(message)
     assert [name for name, _ in recorder.log] == ["defer", "ack"]
     assert remote.calls[-1] == ["busy@remote.test"]
     assert 0 < await users.redis.ttl(users.keys.progress(envelope.queue_id)) <= users.progress.ttl
@@ -368,7 +370,7 @@ async def test_a_dead_letter_requeued_any_time_later_repeats_nothing(users: Stor
     last = FakeMessage(recorder, envelope, make_message())
     last.headers = {**envelope.to_headers(), "x-delivery-count": 10}
     last.redelivered = True
-    await consumer.handle(last)  # type: ignore[arg-type]
+    await consumer.handle(last)
     assert recorder.log == [("ack", None)]
     key = users.keys.progress(envelope.queue_id)
     assert await users.redis.ttl(key) == -1
@@ -386,7 +388,7 @@ async def test_a_dead_letter_requeued_any_time_later_repeats_nothing(users: Stor
     recorder.log.clear()
     requeued = FakeMessage(recorder, envelope, make_message())
     requeued.headers = {**envelope.to_headers(), REQUEUED: True}  # as `postroom queue dead requeue` puts it back
-    await consumer.handle(requeued)  # type: ignore[arg-type]
+    await consumer.handle(requeued)
     assert recorder.log == [("ack", None)]
     assert remote.calls == [["bob@remote.test"]]
     assert await mailbox(users, "alice@example.test") == []
@@ -465,9 +467,45 @@ async def test_a_nack_that_failed_is_never_covered_by_a_batched_ack(users: Store
     window = consumer._acks.track(channel, 1)
     consumer._acks.track(channel, 2)
     for tag, message in ((1, failing), (2, stored)):
-        message.delivery_tag, message.channel = tag, channel  # type: ignore[attr-defined]
+        message.delivery_tag, message.channel = tag, channel
         recorder.fail = message is failing  # the broker refuses the defer: the message goes back unacked
-        await consumer.handle(message, window)  # type: ignore[arg-type]
+        await consumer.handle(message, window)
     await next_iteration()
     assert channel.sent() == []  # 2 waits behind 1, whose nack never went out: no multiple ack may cover 1
     assert consumer._acks.pending() == 1
+
+
+async def test_a_redelivery_in_hand_waits_for_the_earlier_delivery_of_the_same_message(users: Store) -> None:
+    """One queue message at a time per process: the redelivery starts only once the earlier delivery (still relaying
+    after its channel closed) has ended, then finds the relay recorded. A waiter cancelled meanwhile (shutdown)
+    disturbs neither the earlier delivery nor a later waiter."""
+    gate = asyncio.Event()
+
+    class Gated(FakeRemote):
+        async def __call__(
+            self, envelope: Envelope, body: bytes, domain: str, targets: Sequence[Target]
+        ) -> list[Outcome]:
+            found = await super().__call__(envelope, body, domain, targets)
+            await gate.wait()
+            return found
+
+    recorder = Recorder()
+    remote = Gated(lambda r: outcome.delivered(r, "250 ok", "smtp", "mx.remote.test"))
+    consumer = make_consumer(users, recorder, remote)
+    envelope = Envelope(new_queue_id(), "sender@origin.test", ("bob@remote.test",))
+    messages = [FakeMessage(recorder, envelope, make_message()) for _ in range(3)]
+    for message in messages[1:]:
+        message.redelivered = True
+    tasks = [asyncio.create_task(consumer._on_message(m)) for m in messages]
+
+    async def relaying() -> bool:
+        return remote.calls == [["bob@remote.test"]]
+
+    await wait_until(relaying, what="the first delivery relaying")
+    tasks[1].cancel()
+    gate.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert tasks[1].cancelled() and not tasks[0].cancelled() and not tasks[2].cancelled()
+    assert remote.calls == [["bob@remote.test"]]  # the third found it recorded
+    assert recorder.log == [("ack", None), ("ack", None)]
+    assert consumer._working == {}

@@ -1,7 +1,7 @@
 """Every recipient settled once, through the delivery service as a real process: remote replies in any bytes
-(Latin-1 at MAIL, RCPT, DATA or the final dot; in a delay notice and a lifetime bounce) and a dead letter requeued
-after its dedup key expired. The accepted recipients get one copy, the sender one bounce that quotes the reply
-readably, the dead-letter queue stays empty."""
+(Latin-1 at MAIL, RCPT, DATA or the final dot; in a delay notice and a lifetime bounce), a broker connection lost
+between a relay and its ack, and a dead letter requeued after its dedup key expired. The accepted recipients get
+one copy, the sender one bounce that quotes the reply readably, the dead-letter queue stays empty."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from tests.delivery.conftest import (
 from tests.delivery.scripted_mx import Script, ScriptedMX
 from tests.delivery.smtpsink import Sink
 from tests.helpers import AMQP_URL, ServiceProcess, wait_until
+from tests.smtp_ingress.proxy import broker_proxy
 
 SENDER = "sender@origin.test"
 LATIN1 = b"550 5.1.1 M\xfcller unknown"  # raw Latin-1: not UTF-8
@@ -149,6 +150,57 @@ async def test_latin1_in_a_delay_notice_and_a_lifetime_bounce(
         assert "<mueller@latin.test>: 450 4.2.1 Müller unknown" in text
         if not delayed:
             assert "gave up after" in text
+
+
+async def test_a_broker_connection_lost_between_relay_and_ack_repeats_nothing(
+    start_service: Callable[..., ServiceProcess],
+    broker: Broker,
+    store: Store,
+    local_users: Any,
+    zone: Any,
+    dns_server: Any,
+    sinks: Any,
+    loopback_net: str,
+) -> None:
+    """The broker closes the consumer's channel (here: its connection is cut) while the remote MTA takes the message,
+    so the ack cannot go out: the broker redelivers it. The relay still finishes (the work is not cancelled with the
+    channel) and is recorded at once, with the local store of the same message: the redelivery skips both. (A local
+    recipient on its own is recorded nowhere on its first delivery; its redelivery is harmless through the mailbox
+    dedup key: tests/delivery/test_local_path.py::test_crash_after_store_before_ack_stores_exactly_once.)"""
+    await local_users("alice@example.test")
+    zone.add("remote.test", "A", f"{loopback_net}.1")
+    sink: Sink = sinks(f"{loopback_net}.1")
+    with broker_proxy() as proxy:
+        original = sink.handler.handle_DATA
+
+        async def cut_then_accept(server: Any, session: Any, envelope: Any) -> str:
+            if not sink.received:
+                proxy.cut()  # the delivery's broker connection, with this delivery unacked on it
+                proxy.enable()  # the delivery may reconnect: the broker redelivers the message there
+            return await original(server, session, envelope)
+
+        sink.handler.handle_DATA = cut_then_accept  # type: ignore[method-assign]
+        worker = start_service(
+            "delivery",
+            POSTROOM_AMQP_URL=proxy.amqp_url,
+            POSTROOM_RETRY_SCHEDULE=TEST_SCHEDULE,
+            POSTROOM_DNS_NAMESERVERS=dns_server.nameserver,
+        )
+        message = make_message("cut")
+        envelope = await broker.publish(["alice@example.test", "bob@remote.test"], message)
+
+        async def redelivery_done() -> bool:  # it skipped what was recorded, or (as on main) relayed it again
+            skipped = "skipped" in [e["event"] for e in await store.trace.events(envelope.queue_id)]
+            redelivered = "redelivered=True" in worker.log() and (skipped or len(sink.received) > 1)
+            return redelivered and await broker.depth(broker.topology.incoming) == 0
+
+        await wait_until(redelivery_done, timeout=60, what="the redelivery worked on")
+    assert [r.rcpt_tos for r in sink.received] == [["bob@remote.test"]]
+    assert await mailbox(store, "alice@example.test") == [as_stored(message)]
+    events = await store.trace.events(envelope.queue_id)
+    assert [e["recipient"] for e in events if e["event"] == "attempt"] == ["alice@example.test", "bob@remote.test"]
+    [skipped] = [e for e in events if e["event"] == "skipped"]
+    assert skipped["states"] == {"alice@example.test": "stored", "bob@remote.test": "relayed"}
 
 
 async def test_a_dead_letter_requeued_after_its_dedup_key_expired_is_stored_once(
