@@ -283,3 +283,24 @@ def test_compose_environment_is_accepted_by_every_service() -> None:
 def test_every_postroom_variable_in_the_compose_file_is_read_by_a_service() -> None:
     variables = {key for name in POSTROOM for key in compose()["services"][name]["environment"]}
     assert unknown_variables(variables) == set()
+
+
+def consumer_timeout_seconds(conf: str) -> float:
+    """consumer_timeout (ms) from a rabbitmq.conf text, in seconds."""
+    [value] = [line.split("=")[1] for line in conf.splitlines() if line.strip().startswith("consumer_timeout")]
+    return int(value) / 1000
+
+
+def delivery_holds_at_most() -> float:
+    """How long the delivery may hold a message unacked with its defaults: a wait behind prefetch / concurrency
+    others, each bounded by the attempt deadline, then its own attempt."""
+    from services.delivery.config import DeliverySettings
+
+    defaults = DeliverySettings()
+    return (defaults.prefetch / defaults.concurrency + 1) * defaults.delivery_attempt_timeout
+
+
+def test_rabbitmq_consumer_timeout_is_set_above_the_delivery_deadline() -> None:
+    [mount] = [v for v in compose()["services"]["rabbitmq"]["volumes"] if "conf.d" in v]
+    conf = (ROOT / mount.split(":")[0]).read_text()
+    assert consumer_timeout_seconds(conf) > delivery_holds_at_most()

@@ -484,3 +484,10 @@ def test_every_postroom_variable_in_the_manifests_is_read_by_a_service(overlay: 
     docs = render(overlay, COMPONENTS)
     variables = set().union(*(container_env(docs, name) for name in SERVICES))
     assert unknown_variables(variables) == set()
+
+
+def test_dev_rabbitmq_consumer_timeout_is_set_above_the_delivery_deadline() -> None:
+    from tests.deploy.test_compose import consumer_timeout_seconds, delivery_holds_at_most
+
+    [config] = [c for name, c in of_kind(render("dev"), "ConfigMap").items() if name.startswith("rabbitmq-config")]
+    assert consumer_timeout_seconds(config["data"]["20-postroom.conf"]) > delivery_holds_at_most()
