@@ -12,7 +12,8 @@ Rules (invariant 3 of DESIGN.md: ack only after the outcome is durable):
 - A finished delivery behind an unfinished one (a slow remote relay, say) waits at most `hold` seconds, or until
   `hold_limit` of them wait, and is then acked on its own, so a slow message never holds the prefetch window.
 - Delivery tags belong to a channel: each channel has its own window, and a closed channel's window is dropped
-  unsent (the broker requeues what it held; the store's dedup keys make the redelivery harmless).
+  unsent (the broker requeues what it held; the store's dedup keys and the progress record make the redelivery
+  harmless: ledger.py).
 - The frames of one channel are written in the order they were made; an individual ack is never overtaken by a
   multiple ack covering it (that would ack an unknown tag and close the channel).
 """

@@ -628,7 +628,8 @@ def _restore_originals(outcomes: list[Outcome], envelope: Envelope) -> list[Outc
 
 
 async def _settle(settling: Awaitable[Any], envelope: Envelope) -> bool:
-    """Ack or nack; if the channel is gone the broker redelivers, and the dedup keys make that harmless.
+    """Ack or nack; if the channel is gone the broker redelivers, and the dedup keys and the progress record make
+    that harmless (ledger.py).
     True when the frame was written."""
     try:
         await settling

@@ -113,9 +113,9 @@ class Publisher:
             # (the broker discards the incomplete message); the robust connection then opens a new one and restores
             # the channels. The message being worked on was not acked, nor were the others in hand on the consumer's
             # channel of that connection: the broker redelivers them all. Local recipients already stored are
-            # stored once (the store's dedup keys); a remote recipient is tried again (relayed a second time if it
-            # had been relayed, as after any broker loss before the ack), and deferred again if its next hop still
-            # fails, so the retry is queued once in the end.
+            # stored once (the store's dedup keys); a remote recipient already relayed is skipped (the progress
+            # record is written after a relay, before any retry is published), and one whose next hop failed is
+            # deferred again, so the retry is queued once in the end.
             log.warning("broker connection dropped after an incomplete publish", queue_id=envelope.queue_id)
             task = asyncio.create_task(_close(connection))
             self._closing.add(task)
