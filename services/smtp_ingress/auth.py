@@ -7,9 +7,10 @@ import binascii
 from base64 import b64decode
 from typing import Any
 
-from aiosmtpd.smtp import MISSING, AuthResult
+from aiosmtpd.smtp import AuthResult
 
 from services.smtp_ingress import metrics, replies
+from services.smtp_ingress.replies import Reply
 from services.store import LoginThrottle, Store
 from services.store.addresses import AddressError, account_address
 from shared.logging import get_logger
@@ -54,48 +55,54 @@ class Authenticator:
             account = _account(login)
             log.info("auth ok", client=ip, mechanism=mechanism, user=account)
             # The session's identity is the account as the store spells it (MAIL FROM ownership compares it).
-            return AuthResult(success=True, auth_data=account)
+            # aiosmtpd's smtp_AUTH pushes the message: our Reply, though aiosmtpd types it `str`.
+            return AuthResult(success=True, auth_data=account, message=replies.AUTH_OK)  # type: ignore[arg-type]
         delay = await self.throttle.failure(ip, login)
         metrics.AUTH_FAILURES.labels(mechanism).inc()
         log.info("auth failed", client=ip, mechanism=mechanism, delay=delay)
         await asyncio.sleep(delay)
-        return AuthResult(success=False, handled=False, message=replies.AUTH_INVALID)
+        return _refused(replies.AUTH_INVALID)
 
     async def plain(self, server: Any, ip: str, args: list[str]) -> AuthResult:
         if len(args) > 1:
             blob = decode_initial_response(args[1])
             if blob is None:
-                return AuthResult(success=False, handled=False, message=replies.AUTH_BAD_BASE64)
+                return _refused(replies.AUTH_BAD_BASE64)
         else:
-            answer = await server.challenge_auth("")
-            if answer is MISSING:
-                return AuthResult(success=False, handled=True)
+            answer = await server.challenge(replies.CHALLENGE_EMPTY)
+            if isinstance(answer, Reply):
+                return _refused(answer)
             blob = answer
         credentials = parse_plain(blob)
         if credentials is None:
-            return AuthResult(success=False, handled=False, message=replies.AUTH_BAD_RESPONSE)
+            return _refused(replies.AUTH_BAD_RESPONSE)
         return await self.check(ip, "PLAIN", *credentials)
 
     async def login(self, server: Any, ip: str, args: list[str]) -> AuthResult:
         if len(args) > 1:
             user_blob = decode_initial_response(args[1])
             if user_blob is None:
-                return AuthResult(success=False, handled=False, message=replies.AUTH_BAD_BASE64)
+                return _refused(replies.AUTH_BAD_BASE64)
         else:
-            answer = await server.challenge_auth("Username:")
-            if answer is MISSING:
-                return AuthResult(success=False, handled=True)
+            answer = await server.challenge(replies.CHALLENGE_USERNAME)
+            if isinstance(answer, Reply):
+                return _refused(answer)
             user_blob = answer
-        password_blob = await server.challenge_auth("Password:")
-        if password_blob is MISSING:
-            return AuthResult(success=False, handled=True)
+        password_blob = await server.challenge(replies.CHALLENGE_PASSWORD)
+        if isinstance(password_blob, Reply):
+            return _refused(password_blob)
         try:
             login, password = user_blob.decode("utf-8"), password_blob.decode("utf-8")
         except UnicodeDecodeError:
-            return AuthResult(success=False, handled=False, message=replies.AUTH_BAD_RESPONSE)
+            return _refused(replies.AUTH_BAD_RESPONSE)
         if not login:
-            return AuthResult(success=False, handled=False, message=replies.AUTH_BAD_RESPONSE)
+            return _refused(replies.AUTH_BAD_RESPONSE)
         return await self.check(ip, "LOGIN", login, password)
+
+
+def _refused(reply: Reply) -> AuthResult:
+    """A failed exchange; aiosmtpd's smtp_AUTH pushes the message: our Reply, though aiosmtpd types it `str`."""
+    return AuthResult(success=False, handled=False, message=reply)  # type: ignore[arg-type]
 
 
 def _account(login: str) -> str:

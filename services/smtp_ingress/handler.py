@@ -20,6 +20,7 @@ from services.smtp_ingress.policy import (
 )
 from services.smtp_ingress.postmaster import is_bare_postmaster, postmaster_address
 from services.smtp_ingress.publisher import Publisher
+from services.smtp_ingress.replies import Reply
 from services.store import Store
 from services.store.keys import normalize_address
 from shared.envelope import Envelope
@@ -36,10 +37,12 @@ HEADER_SCAN_LIMIT = 256 * 1024
 
 # EHLO keywords we add to aiosmtpd's list (RFC 2920, RFC 2034); HELP is dropped.
 _EXTRA_EXTENSIONS = ("PIPELINING", "ENHANCEDSTATUSCODES")
+# EHLO replies made, by aiosmtpd's lines: they differ only by listener and TLS state.
+_EHLO_CACHE_SIZE = 64
 
 
 class IngressHandler:
-    """Hooks called by `IngressSMTP`; each returns the reply text (constants from `replies`)."""
+    """Hooks called by `IngressSMTP`; each returns a `Reply` (constants from `replies`) for the session to push."""
 
     def __init__(
         self, settings: IngressSettings, store: Store, publisher: Publisher, authenticator: Authenticator
@@ -50,28 +53,36 @@ class IngressHandler:
         self.authenticator = authenticator
         self.inflight: set[asyncio.Task[None]] = set()
         self._accepted_total: dict[str, Any] = {}  # postroom_smtp_messages_accepted_total by listener
+        self._helo = replies.helo(settings.hostname)
+        self._ehlo: dict[tuple[str, ...], Reply] = {}
 
     # -- greeting ---------------------------------------------------------------------------------------------
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
-    ) -> list[str]:
+    ) -> list[Reply]:
+        """aiosmtpd hands over the lines it would send (its name, then its keywords for this session's state) and
+        pushes each item of the list returned: here, our one multi-line reply."""
         if has_control_characters(hostname) or len(hostname) > 255:
             return [replies.HELO_BAD_NAME]
         session.host_name = hostname
-        keywords = [line[4:] for line in responses[1:] if line[4:] != "HELP"]
-        keywords[1:1] = _EXTRA_EXTENSIONS
-        lines = [responses[0], *(f"250-{keyword}" for keyword in keywords)]
-        lines[-1] = "250 " + lines[-1][4:]
-        return lines
+        key = tuple(responses)
+        reply = self._ehlo.get(key)
+        if reply is None:
+            keywords = [line[4:] for line in responses[1:] if line[4:] != "HELP"]
+            keywords[1:1] = _EXTRA_EXTENSIONS
+            reply = replies.ehlo(responses[0][4:], keywords)
+            if len(self._ehlo) < _EHLO_CACHE_SIZE:
+                self._ehlo[key] = reply
+        return [reply]
 
-    async def handle_HELO(self, server: Any, session: Any, envelope: Any, hostname: str) -> str:
+    async def handle_HELO(self, server: Any, session: Any, envelope: Any, hostname: str) -> Reply:
         if has_control_characters(hostname) or len(hostname) > 255:
             return replies.HELO_BAD_NAME
         session.host_name = hostname
-        return f"250 {self.settings.hostname}"
+        return self._helo
 
     # -- envelope ---------------------------------------------------------------------------------------------
-    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> Reply:
         problem = check_address(address, sender=True, smtputf8="SMTPUTF8" in options)
         if problem:
             return problem
@@ -92,7 +103,7 @@ class IngressHandler:
         targets = await self.store.accounts.alias_targets(candidate)
         return targets is not None and user in (normalize_address(t) for t in targets)
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> Reply:
         if len(envelope.rcpt_tos) >= self.settings.max_recipients:
             return replies.TOO_MANY_RECIPIENTS
         if is_bare_postmaster(address):
@@ -118,7 +129,7 @@ class IngressHandler:
         _add_recipient(envelope, address, options)
         return replies.RECIPIENT_OK
 
-    async def _postmaster(self, server: Any, envelope: Any, options: list[str]) -> str:
+    async def _postmaster(self, server: Any, envelope: Any, options: list[str]) -> Reply:
         """RFC 5321 §4.1.1.3: `<Postmaster>` is postmaster@ the primary domain, for anyone, on every listener."""
         address, why = await self.postmaster()
         if address is None:
@@ -133,7 +144,7 @@ class IngressHandler:
         return await postmaster_address(settings.primary_domain, settings.hostname, self.store.accounts)
 
     # -- message ----------------------------------------------------------------------------------------------
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> Reply:
         queue_id = new_queue_id()
         spool = _take_spool(envelope)
         try:
@@ -247,20 +258,20 @@ class IngressHandler:
         return await self.authenticator.login(server, server.client_ip, args)
 
     # -- small commands ---------------------------------------------------------------------------------------
-    async def handle_NOOP(self, server: Any, session: Any, envelope: Any, arg: str | None) -> str:
+    async def handle_NOOP(self, server: Any, session: Any, envelope: Any, arg: str | None) -> Reply:
         return replies.OK
 
-    async def handle_RSET(self, server: Any, session: Any, envelope: Any) -> str:
+    async def handle_RSET(self, server: Any, session: Any, envelope: Any) -> Reply:
         return replies.OK
 
-    async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:
-        return replies.BYE
+    async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> Reply:
+        return replies.BYE  # a closing reply: the session ends once it is written
 
-    async def handle_VRFY(self, server: Any, session: Any, envelope: Any, address: str) -> str:
+    async def handle_VRFY(self, server: Any, session: Any, envelope: Any, argument: str) -> Reply:
         # Never confirm or deny a mailbox (RFC 5321 §3.5.3 allows 252); VRFY must not become a user directory.
         return replies.VRFY_CANNOT
 
-    async def handle_exception(self, error: Exception) -> str:
+    async def handle_exception(self, error: Exception) -> Reply:
         if isinstance(error, TLSSetupException):
             # A client that fails the STARTTLS handshake is common on the Internet, not a fault of ours.
             cause = error.__cause__

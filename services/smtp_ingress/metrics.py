@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 from shared.proxy import DROP_REASONS
@@ -9,6 +11,11 @@ from shared.proxy import DROP_REASONS
 LISTENERS = ("smtp", "submission", "smtps")
 # Stages of an SMTP session, used as the `stage` label of rejections (never raw client text).
 STAGES = ("connect", "helo", "starttls", "auth", "mail", "rcpt", "data", "other")
+# The verbs the ingress answers, the `command` label of replies; "other" is any other verb, or no command at all
+# (the greeting, a timeout, the shutdown).
+COMMANDS = (
+    "HELO", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "VRFY", "EXPN", "HELP", "other",
+)  # fmt: skip
 
 CONNECTIONS = Counter(
     "postroom_smtp_connections_total",
@@ -24,6 +31,12 @@ PROXY_DROPPED = Counter(
 ACTIVE_SESSIONS = Gauge("postroom_smtp_active_sessions", "SMTP sessions open now.", ["listener"])
 MESSAGES_ACCEPTED = Counter(
     "postroom_smtp_messages_accepted_total", "Messages queued and answered with 250.", ["listener"]
+)
+REPLIES = Counter(
+    "postroom_smtp_commands_total",
+    "Replies written, by the command they answer (other: an unknown verb, or none: the greeting, a timeout, the "
+    "shutdown) and code.",
+    ["command", "code"],
 )
 REJECTIONS = Counter(
     "postroom_smtp_rejections_total", "Replies with a 4xx or 5xx code, by session stage and code.", ["stage", "code"]
@@ -62,6 +75,26 @@ COMMON_REJECTIONS = (
     ("other", "500"),
     ("other", "501"),
 )
+
+
+_REPLY_SERIES: dict[tuple[str, int], Any] = {}
+_REJECTION_SERIES: dict[tuple[str, int], Any] = {}
+
+
+def count_reply(command: str, code: int) -> None:
+    """REPLIES.labels(command, code).inc(), with the series looked up once (labels() is costly per reply)."""
+    series = _REPLY_SERIES.get((command, code))
+    if series is None:
+        label = command if command in COMMANDS else "other"
+        series = _REPLY_SERIES[(command, code)] = REPLIES.labels(label, str(code))
+    series.inc()
+
+
+def count_rejection(stage: str, code: int) -> None:
+    series = _REJECTION_SERIES.get((stage, code))
+    if series is None:
+        series = _REJECTION_SERIES[(stage, code)] = REJECTIONS.labels(stage, str(code))
+    series.inc()
 
 
 def initialise() -> None:

@@ -6,6 +6,7 @@ import ipaddress
 import re
 
 from services.smtp_ingress import replies
+from services.smtp_ingress.replies import Reply
 from shared.netaddr import Network, canonical_ip, in_networks
 
 # Which domain an address belongs to is decided by the text after its last `@` and nothing else: a source
@@ -53,7 +54,7 @@ def _valid_domain(domain: str) -> bool:
     return bool(labels) and all(_LABEL.match(label) for label in labels)
 
 
-def check_address(address: str, *, sender: bool, smtputf8: bool) -> str | None:
+def check_address(address: str, *, sender: bool, smtputf8: bool) -> Reply | None:
     """None when the address is acceptable as syntax, else the reply that rejects it."""
     if sender and address == NULL_SENDER:
         return None

@@ -1,33 +1,36 @@
-"""The aiosmtpd protocol object of one connection, extended only where aiosmtpd has no hook for it."""
+"""The aiosmtpd protocol object of one connection: our checks at aiosmtpd's seams, and the one writer of replies.
+
+The path of a command: `_handle_client` (a copy of aiosmtpd's command loop) reads a line; it answers an unknown
+verb itself (`_refuse`) and runs a known one through `_run_command` (our checks), which calls `smtp_<VERB>`:
+aiosmtpd's, or ours where it differs (DATA, HELP, VRFY, QUIT). The verb calls
+the handler's `handle_<VERB>` hook (handler.py), where the mail policy is, and pushes the `Reply` it returns.
+Every reply, ours or aiosmtpd's, goes through `push` to `_deliver`, which writes it, counts it, applies the error
+limit and closes the session when the reply says so.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import binascii
 import collections
+import functools
 import logging
 import re
 import weakref
+from base64 import b64decode
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
 from typing import Any, cast
 
-from aiosmtpd.smtp import (
-    ALLOWED_BEFORE_STARTTLS,
-    BOGUS_LIMIT,
-    MISSING,
-    SMTP,
-    Envelope,
-    TLSSetupException,
-    sanitized_log,
-    syntax,
-)
+from aiosmtpd.smtp import ALLOWED_BEFORE_STARTTLS, MISSING, SMTP, Envelope, TLSSetupException, sanitized_log, syntax
 from aiosmtpd.smtp import log as aiosmtpd_log
 
 from services.smtp_ingress import metrics, replies
 from services.smtp_ingress.data import TOO_LONG, TOO_MUCH, DataDecoder
 from services.smtp_ingress.policy import client_ip, has_control_characters, is_trusted
+from services.smtp_ingress.replies import Reply
 from shared.limits import ConnectionLimiter, Refusal, Reservation
 from shared.logging import get_logger
 from shared.netaddr import Network
@@ -52,12 +55,14 @@ _STAGES = {
 # usually arrive in one.
 DATA_READ_SIZE = 256 * 1024
 SPOOL_FAILED = "spool failed"
-# The reply to refused data: aiosmtpd's texts (`push` translates them as it does aiosmtpd's own), or ours.
+# The reply to refused data.
 _REFUSALS = {
-    TOO_LONG: "500 Line too long (see RFC5321 4.5.3.1.6)",
-    TOO_MUCH: "552 Error: Too much mail data",
+    TOO_LONG: replies.DATA_LINE_TOO_LONG,
+    TOO_MUCH: replies.MESSAGE_TOO_BIG,
     SPOOL_FAILED: replies.TEMPORARY_FAILURE,
 }
+# Replies in the middle of an exchange, after which a draining session must not yet say goodbye.
+_CONTINUATIONS = frozenset({220, 334, 354})
 _CAP_REFUSALS = {
     Refusal.TOTAL: replies.TOO_MANY_CONNECTIONS,
     Refusal.PER_IP: replies.TOO_MANY_CONNECTIONS_FROM_IP,
@@ -102,10 +107,6 @@ class SessionRegistry:
             self.empty.set()
 
 
-# Extensions: admission against the connection caps, a whole-session timer, a 421 before an idle-timeout
-# close, and one `push` through which every reply passes; it rewrites aiosmtpd's own texts into our
-# constants, counts rejections, closes the session after too many errors, and says goodbye during a graceful
-# shutdown. All mail policy stays in the handler's hooks.
 class IngressEnvelope(Envelope):
     """aiosmtpd's envelope plus the message text as our DATA reader spooled it (instead of `original_content`)."""
 
@@ -115,7 +116,7 @@ class IngressEnvelope(Envelope):
 
 
 class IngressSMTP(SMTP):
-    """aiosmtpd's SMTP protocol with admission, error limits and reply translation."""
+    """aiosmtpd's SMTP protocol with admission, timers, our replies and the one writer; the policy is the handler's."""
 
     def __init__(self, handler: Any, *, registry: SessionRegistry, listener: str, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
@@ -126,6 +127,8 @@ class IngressSMTP(SMTP):
         self._connections_accepted = metrics.CONNECTIONS.labels(listener, "accepted")
         self._active_sessions = metrics.ACTIVE_SESSIONS.labels(listener)
         self._builtin_auth = any(impl.is_builtin for impl in self._auth_methods.values())
+        # aiosmtpd's greeting (`220 <hostname> <ident>`) is the one text of its own that varies per listener.
+        self._greeting = (f"220 {self.hostname} {self.__ident__}", replies.greeting(self.hostname))
         self._init_session()
 
     def clone(self) -> IngressSMTP:
@@ -163,6 +166,7 @@ class IngressSMTP(SMTP):
         self.command_size_limits = collections.defaultdict(_command_size_limit)
         self._smtp_methods = _CommandTable(self._smtp_verbs, self)
         self.stage = "connect"
+        self.command = "other"  # the verb being answered (a label of postroom_smtp_commands_total)
         self.client_ip = ""
         self.trusted = False
         self.errors = 0
@@ -203,12 +207,10 @@ class IngressSMTP(SMTP):
             refusal = self._admit(transport)
             if refusal is not None:
                 self._admitted = False
-                result = "shutdown" if refusal == replies.SHUTTING_DOWN else "limit"
+                result = "shutdown" if refusal is replies.SHUTTING_DOWN else "limit"
                 metrics.CONNECTIONS.labels(self.listener, result).inc()
-                metrics.REJECTIONS.labels("connect", "421").inc()
-                # uvloop transports are not asyncio.WriteTransport subclasses, hence the cast.
-                cast(asyncio.WriteTransport, transport).write(refusal.encode() + b"\r\n")
-                transport.close()
+                self.transport = transport
+                self._deliver(refusal)  # a 421: it closes the connection
                 return
             self._admitted = True
             self.registry.sessions.add(self)
@@ -218,9 +220,10 @@ class IngressSMTP(SMTP):
             self._session_timer = asyncio.get_running_loop().call_later(
                 self.registry.session_timeout, self.close_with, replies.SESSION_TOO_LONG
             )
+            self._log_debug = aiosmtpd_log.isEnabledFor(logging.DEBUG)
         super().connection_made(transport)
 
-    def _admit(self, transport: asyncio.BaseTransport) -> str | None:
+    def _admit(self, transport: asyncio.BaseTransport) -> Reply | None:
         """Learn who the client is and count it against the caps; None when admitted, else the 421 reply."""
         registry = self.registry
         reservation = None
@@ -257,8 +260,8 @@ class IngressSMTP(SMTP):
         """Drop the references that make a session a reference cycle, once the connection is gone and the command
         loop has ended (whichever comes last calls this), so that refcounting frees the session at once.
 
-        Otherwise each session (~30 objects, ~75 before the command loop was our own) waits for the cyclic
-        garbage collector, whose passes over all of it cost more than a tenth of the ingress's CPU.
+        Otherwise each session (some 30-75 objects) waits for the cyclic garbage collector, whose passes over all
+        of them cost more than a tenth of the ingress's CPU.
         """
         self._client_connected_cb = None  # a method of ours, kept by StreamReaderProtocol
         self._reader = self._writer = None  # type: ignore[assignment]  # the writer holds us as its protocol
@@ -301,16 +304,10 @@ class IngressSMTP(SMTP):
         # RFC 5321 §4.5.3.2: say 421 before closing an idle session rather than just dropping it.
         self.close_with(replies.TIMEOUT)
 
-    def close_with(self, reply: str) -> None:
-        """Send a final 421 and close; nothing else is said or processed on this session afterwards."""
-        if self.closing:
-            return
-        self.closing = True
-        metrics.REJECTIONS.labels(self.stage, reply[:3]).inc()
-        transport = cast(asyncio.WriteTransport | None, self.transport)
-        if transport is not None and not transport.is_closing():
-            transport.write(reply.encode() + b"\r\n")
-            transport.close()
+    def close_with(self, reply: Reply) -> None:
+        """Say a closing reply (a 421) outside any command: a timer fired, or the service is shutting down."""
+        self.command = "other"
+        self._deliver(reply)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """aiosmtpd's own, less the `typing.Protocol` class it defines on every call (~3% of the CPU), and with a
@@ -357,12 +354,12 @@ class IngressSMTP(SMTP):
         envelope = self.envelope
         assert isinstance(envelope, IngressEnvelope)
         if not envelope.rcpt_tos:
-            await self.push("503 Error: need RCPT command")
+            await self.push(replies.NEED_RCPT)
             return
         if arg:
-            await self.push("501 Syntax: DATA")
+            await self.push(replies.PARAM_SYNTAX)
             return
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        await self.push(replies.START_DATA)
         spool = MessageSpool(self.registry.spool_directory, self.registry.spool_memory_limit)
         try:
             problem = await self._read_data(spool)
@@ -370,7 +367,7 @@ class IngressSMTP(SMTP):
             spool.close()
             raise
         if problem is not None:
-            # RFC 5321 §4.2.5: the reply comes after all the data was read (aiosmtpd's texts, translated by push).
+            # RFC 5321 §4.2.5: the reply comes after all the data was read.
             spool.close()
             await self.push(_REFUSALS[problem])
             self._set_post_data_state()  # type: ignore[no-untyped-call]
@@ -380,7 +377,7 @@ class IngressSMTP(SMTP):
         if status is MISSING:
             spool.close()
         self._set_post_data_state()  # type: ignore[no-untyped-call]
-        await self.push("250 OK" if status is MISSING else status)
+        await self.push(replies.OK if status is MISSING else status)
 
     async def _read_data(self, spool: MessageSpool) -> str | None:
         """Read up to the end of data into `spool`; the problem that makes the message unacceptable, if any."""
@@ -419,117 +416,131 @@ class IngressSMTP(SMTP):
             return SPOOL_FAILED
         return decoder.problem
 
-    # -- replies --------------------------------------------------------------------------------------------
-    async def push(self, status: str | bytes) -> None:
-        if self.closing:
+    # -- replies: the one writer ---------------------------------------------------------------------------
+    async def push(self, status: Reply | str | bytes) -> None:
+        """Write one reply: ours (a `Reply`: from the handler's hooks, which aiosmtpd's verbs push, or from this
+        session), or a text of aiosmtpd's own, which becomes ours here (replies.AIOSMTPD_TEXTS)."""
+        reply = status if type(status) is Reply else self._from_aiosmtpd(status)
+        if not self._deliver(reply):
             return
-        wire = _WIRE.get(status) if isinstance(status, str) else None
-        if wire is None:
-            text = status if isinstance(status, str) else status.decode("utf-8", "replace")
-            text = replies.translate(text, self.stage)
-            code = replies.code_of(text)
-            data = None
-        else:
-            text, data, code = wire
-        if code == 421:
-            self.close_with(text)
-            return
-        if code >= 400:
-            metrics.REJECTIONS.labels(self.stage, str(code)).inc()
-        # aiosmtpd's SMTP.push, without its coroutine call and drain when nothing can block.
-        if data is None:
-            data = bytes(text, "utf-8" if self.enable_SMTPUTF8 else "ascii") + b"\r\n"
-        writer = self._writer
-        writer.write(data)
-        if self._log_debug:
-            aiosmtpd_log.debug("%r << %r", self.session.peer if self.session else None, data[:-2])
-        # StreamWriter.drain() returns at once (it does not even yield) unless one of these holds; its own checks
-        # (FlowControlMixin's flags) in the same order decide what happens then.
+        # aiosmtpd's push awaits StreamWriter.drain() after every reply; drain returns at once (it does not even
+        # yield) unless one of these holds; its own checks (FlowControlMixin's flags) in the same order.
         if (
             self._paused  # type: ignore[attr-defined]
             or self._connection_lost  # type: ignore[attr-defined]
-            or writer.transport.is_closing()
+            or self._writer.transport.is_closing()
             or self._reader.exception() is not None
         ):
-            await writer.drain()
+            await self._writer.drain()
+
+    def _from_aiosmtpd(self, status: Reply | str | bytes) -> Reply:
+        if isinstance(status, Reply):
+            return status  # a subclass
+        text = status if isinstance(status, str) else status.decode("utf-8", "replace")
+        greeting_text, greeting = self._greeting
+        if text == greeting_text:
+            return greeting
+        reply = replies.from_aiosmtpd(text, self.command)
+        if reply is None:
+            # Only an aiosmtpd release the tables were not checked against gets here (test_aiosmtpd_texts).
+            log.warning("aiosmtpd reply text not in replies.AIOSMTPD_TEXTS", text=text[:80])
+            reply = replies.unforeseen(text)
+        return reply
+
+    def _deliver(self, reply: Reply) -> bool:
+        """Write `reply`, count it, and do what follows from it; False once the session is closing.
+
+        A reply that says so closes the session (every 421, and 221 after QUIT); so does the error limit
+        (POSTROOM_SMTP_MAX_ERRORS replies of 5xx) and, during a graceful shutdown, the end of a command outside a
+        transaction. Nothing is written after a closing reply.
+        """
+        # uvloop transports are not asyncio.WriteTransport subclasses, hence the cast.
+        transport = cast(asyncio.WriteTransport | None, self.transport)
+        if self.closing or transport is None or transport.is_closing():
+            return False
+        transport.write(reply.encode())  # the one line that writes an SMTP reply
+        code = reply.code
+        metrics.count_reply(self.command, code)
+        if code >= 400:
+            metrics.count_rejection(self.stage, code)
+        if self._log_debug:
+            aiosmtpd_log.debug("%r << %r", self.session.peer if self.session else None, str(reply))
+        if reply.close:
+            self.closing = True
+            transport.close()
+            return False
         if self.stage == "connect":
             self.stage = "other"  # the greeting is out; what follows answers commands
         if code >= 500:
             self.errors += 1
             if self.errors >= self.registry.max_errors:
-                self.close_with(replies.TOO_MANY_ERRORS)
-        elif (
-            self.registry.draining
-            and not self.in_transaction
-            and code not in (220, 334, 354)
-            and text[3:4] != "-"  # not in the middle of a multi-line reply
-        ):
-            self.close_with(replies.SHUTTING_DOWN)
+                return self._deliver(replies.TOO_MANY_ERRORS)
+        elif self.registry.draining and code not in _CONTINUATIONS and not self.in_transaction:
+            return self._deliver(replies.SHUTTING_DOWN)
+        return True
 
-    def _guard(self, name: str, method: Callable[[str | None], Awaitable[None]]) -> Callable[..., Awaitable[None]]:
-        """A verb's method wrapped in our checks, for callers of `_smtp_methods` (the command loop inlines them)."""
-
-        async def run(arg: str | None) -> None:
-            await self._run_command(name, method, arg)
-
-        return run
-
+    # -- commands -------------------------------------------------------------------------------------------
     async def _run_command(self, name: str, method: Callable[[str | None], Awaitable[None]], arg: str | None) -> None:
+        """Every known verb, through `_CommandTable`: our checks on the argument, then its `smtp_<VERB>`."""
         if self.closing:
-            # The session said its 421; pipelined commands behind it must not take effect.
+            # The session said its last reply; pipelined commands behind it must not take effect.
             raise asyncio.CancelledError
+        self.command = name
         self.stage = _STAGES.get(name, "other")
-        # isprintable() is False for every character has_control_characters looks for (and a few more).
-        if arg and not arg.isprintable() and has_control_characters(arg):
-            await self.push(replies.CONTROL_CHARACTERS)
-            return
-        if name == "AUTH" and arg:
-            # SASL mechanism names are matched case-insensitively by clients and servers alike.
-            mechanism, space, rest = arg.partition(" ")
-            arg = mechanism.upper() + space + rest
         try:
+            # isprintable() is False for every character has_control_characters looks for (and a few more).
+            if arg and not arg.isprintable() and has_control_characters(arg):
+                await self.push(replies.CONTROL_CHARACTERS)
+                return
+            if name == "AUTH" and arg:
+                # SASL mechanism names are matched case-insensitively by clients and servers alike.
+                mechanism, space, rest = arg.partition(" ")
+                arg = mechanism.upper() + space + rest
             await method(arg)
         finally:
-            # Replies aiosmtpd sends before dispatching the next command belong to no command stage.
+            # Replies aiosmtpd sends before dispatching the next command answer no verb.
+            self.command = "other"
             self.stage = "other"
+
+    async def _refuse(self, reply: Reply, arg: str | None) -> None:
+        """A verb we do not know, or one holding control characters."""
+        if self.closing:
+            raise asyncio.CancelledError
+        await self.push(reply)
 
     @syntax("QUIT")
     async def smtp_QUIT(self, arg: str) -> None:
         """aiosmtpd's QUIT, except that it lets `_handle_client` end the session rather than cancel its task."""
         if arg:
-            await self.push("501 Syntax: QUIT")
+            await self.push(replies.PARAM_SYNTAX)
         else:
             status = await self._call_handler_hook("QUIT")
-            await self.push("221 Bye" if status is MISSING else status)
+            await self.push(replies.BYE if status is MISSING else status)
             self._quit = True  # aiosmtpd cancels its task here
             assert self.transport is not None
             self.transport.close()
 
     async def _handle_client(self) -> None:
-        """aiosmtpd 1.4.6's command loop: the same checks in the same order with the same replies, plus ours.
+        """aiosmtpd 1.4.6's command loop: the same checks in the same order, plus ours, with our replies.
 
-        Differences, none visible to a client: our per-command checks (`_run_command`) are called directly
-        instead of through a wrapper per verb; aiosmtpd's log calls are skipped when its logger would drop them;
-        and after QUIT the session ends where aiosmtpd's self-cancellation would have ended it (at the wait for
-        the next line) without raising CancelledError through the task, unless the client already sent more.
-        aiosmtpd's PROXY header wait is left out: a proxied connection's header is read before its session exists
-        (shared/proxy.py), so that it can come before a TLS handshake and be checked against the balancer's networks.
+        Differences: our per-command checks (`_run_command`) are called directly instead of through a wrapper per
+        verb; aiosmtpd's log calls are skipped when its logger would drop them; after QUIT the session ends where
+        aiosmtpd's self-cancellation would have ended it (at the wait for the next line) without raising
+        CancelledError through the task, unless the client already sent more. An unknown verb counts against
+        POSTROOM_SMTP_MAX_ERRORS like any other error (aiosmtpd closes after 5 of them), and command_call_limit,
+        which we do not set, is left out. aiosmtpd's PROXY header wait is left out too: a proxied connection's
+        header is read before its session exists (shared/proxy.py), so that it can come before a TLS handshake and
+        be checked against the balancer's networks.
         """
         try:
             session = self.session
             assert session is not None
             log_info = aiosmtpd_log.isEnabledFor(logging.INFO)
-            log_debug = self._log_debug = aiosmtpd_log.isEnabledFor(logging.DEBUG)
+            log_debug = aiosmtpd_log.isEnabledFor(logging.DEBUG)
             if log_info:
                 aiosmtpd_log.info("%r handling connection", session.peer)
 
-            await self.push(f"220 {self.hostname} {self.__ident__}")
-            call_limit: collections.defaultdict[str, int] | dict[str, int]
-            if self._enforce_call_limit:
-                call_limit = collections.defaultdict(lambda: self._call_limit_default, self._call_limit_base)
-            else:
-                call_limit = {}
-            bogus_budget = BOGUS_LIMIT
+            await self.push(self._greeting[1])
             reader = self._reader
             while self.transport is not None:  # pragma: nobranch
                 try:
@@ -560,7 +571,7 @@ class IngressSMTP(SMTP):
                                 continue
                         # Now that we have read a full line from the client,
                         # send error response and read the next command line.
-                        await self.push("500 Command line too long")
+                        await self.push(replies.LINE_TOO_LONG)
                         continue
                     if log_debug:
                         sanitized_log(aiosmtpd_log.debug, "_handle_client readline: %r", line)
@@ -568,13 +579,13 @@ class IngressSMTP(SMTP):
                     if log_info:
                         sanitized_log(aiosmtpd_log.info, "%r >> %r", session.peer, line)
                     if not line:
-                        await self.push("500 Error: bad syntax")
+                        await self.push(replies.BAD_SYNTAX)
                         continue
                     command_bytes, _, arg_bytes = line.partition(b" ")
                     try:
                         command = command_bytes.upper().decode(encoding="ascii")
                     except UnicodeDecodeError:
-                        await self.push("500 Error: bad syntax")
+                        await self.push(replies.BAD_SYNTAX)
                         continue
                     arg: str | None
                     if not arg_bytes:
@@ -587,49 +598,25 @@ class IngressSMTP(SMTP):
                             try:
                                 arg = str(arg_bytes, encoding="ascii", errors="strict")
                             except UnicodeDecodeError:
-                                await self.push("500 Error: strict ASCII mode")
+                                await self.push(replies.BAD_SYNTAX)
                                 continue
                     max_sz = self.command_size_limits[command] if session.extended_smtp else self.command_size_limit
                     if len(line) > max_sz:
-                        await self.push("500 Command line too long")
+                        await self.push(replies.LINE_TOO_LONG)
                         continue
                     if not self._tls_handshake_okay and command != "QUIT":
-                        await self.push("554 Command refused due to lack of security")
+                        await self.push(replies.STARTTLS_REQUIRED)
                         continue
                     if self.require_starttls and not self._tls_protocol and command not in ALLOWED_BEFORE_STARTTLS:
                         # RFC3207 part 4
-                        await self.push("530 Must issue a STARTTLS command first")
+                        await self.push(replies.STARTTLS_REQUIRED)
                         continue
-
-                    if self._enforce_call_limit:
-                        budget = call_limit[command]
-                        if budget < 1:
-                            aiosmtpd_log.warning("%r over limit for %s", session.peer, command)
-                            await self.push(f"421 4.7.0 {command} sent too many times")
-                            self.transport.close()
-                            continue
-                        call_limit[command] = budget - 1
-
-                    # What `_smtp_methods.get` answers (_CommandTable), without making a wrapper per verb.
-                    if not command.isalpha() and has_control_characters(command):
-                        self._reset_timeout()
-                        self.stage = "other"
-                        await self.push(replies.CONTROL_CHARACTERS)
-                        continue
-                    if command not in self._smtp_verbs:
-                        aiosmtpd_log.warning("%r unrecognised: %s", session.peer, command)
-                        bogus_budget -= 1
-                        if bogus_budget < 1:
-                            aiosmtpd_log.warning("%r too many bogus commands", session.peer)
-                            await self.push("502 5.5.1 Too many unrecognized commands, goodbye.")
-                            self.transport.close()
-                            continue
-                        await self.push(f'500 Error: command "{command}" not recognized')
-                        continue
-
-                    # Received a valid command, reset the timer.
                     self._reset_timeout()
-                    await self._run_command(command, getattr(self, "smtp_" + command), arg)
+                    if command in self._smtp_verbs:
+                        await self._run_command(command, getattr(self, "smtp_" + command), arg)
+                    else:
+                        reply = replies.CONTROL_CHARACTERS if has_control_characters(command) else replies.UNRECOGNISED
+                        await self._refuse(reply, arg)
                 except asyncio.CancelledError:
                     # The connection got reset during the DATA command.
                     aiosmtpd_log.info("%r Connection lost during _handle_client()", session.peer)
@@ -640,24 +627,52 @@ class IngressSMTP(SMTP):
                     self._writer.close()
                     raise
                 except Exception as error:
-                    status: Any = None  # the handler's reply text, as in aiosmtpd
-                    try:
-                        status = await self.handle_exception(error)
-                    except Exception as inner_error:
-                        try:
-                            aiosmtpd_log.exception("%r Exception in handle_exception()", session.peer)
-                            status = f"500 Error: ({inner_error.__class__.__name__}) {inner_error}"
-                        except Exception:
-                            status = "500 Error: Cannot describe error"
-                    finally:
-                        if isinstance(error, TLSSetupException):
-                            self.transport.close()
-                            self.connection_lost(error)
-                        else:
-                            await self.push(status)
+                    status = await self.handle_exception(error)
+                    if isinstance(error, TLSSetupException):
+                        self.transport.close()
+                        self.connection_lost(error)
+                    else:
+                        await self.push(status)
         finally:
             if self.transport is None:  # connection_lost came first
                 self._release()
+
+    async def handle_exception(self, error: Exception) -> Reply:  # type: ignore[override]  # aiosmtpd pushes it
+        """The handler's reply to an error a command raised; never aiosmtpd's, which quotes the error."""
+        try:
+            reply: Reply = await self.event_handler.handle_exception(error)
+        except Exception:
+            log.exception("handle_exception failed")
+            return replies.TEMPORARY_FAILURE
+        return reply
+
+    async def smtp_HELP(self, arg: str | None) -> None:
+        """RFC 5321 §4.1.1.8 leaves HELP's text free: a pointer to the RFC rather than aiosmtpd's list of verbs."""
+        if await self.check_auth_needed("HELP"):
+            return
+        await self.push(replies.HELP)
+
+    async def smtp_VRFY(self, arg: str | None) -> None:
+        """aiosmtpd's VRFY, less its reply that quotes an argument it cannot parse: the hook answers every one."""
+        if await self.check_auth_needed("VRFY"):
+            return
+        if not arg:
+            await self.push(replies.PARAM_SYNTAX)
+            return
+        await self.push(await self._call_handler_hook("VRFY", arg))
+
+    async def challenge(self, prompt: Reply) -> bytes | Reply:
+        """RFC 4954 §4: a 334 continuation, then the client's answer base64-decoded; or the reply that ends the
+        exchange (the client cancelled with `*`, or its answer is not base64). Used by our SASL mechanisms in
+        place of aiosmtpd's `challenge_auth`, whose replies are texts of its own."""
+        await self.push(prompt)
+        answer = (await self._reader.readline()).strip()
+        if answer == b"*":
+            return replies.AUTH_ABORTED
+        try:
+            return b64decode(answer, validate=True)
+        except binascii.Error:
+            return replies.AUTH_BAD_BASE64
 
 
 # RFC 5322 §3.2.3 atext, ASCII only: a local part of these is a dot-atom the email parser returns unchanged.
@@ -690,9 +705,11 @@ def _command_size_limit() -> int:
 
 
 class _CommandTable(dict[str, Any]):
-    """aiosmtpd's verb -> method table; a verb holding control characters gets 501 instead of 'unrecognized'.
+    """aiosmtpd's verb -> method table, which its command loop asks for every command's verb.
 
-    A verb's guarded method is made on its first use in the session, not for all ~20 verbs at every connection.
+    A known verb's method is wrapped in our checks (`_run_command`) on its first use in the session, not for all
+    verbs at every connection. Any other verb is answered here (UNRECOGNISED, or CONTROL_CHARACTERS), not by
+    aiosmtpd, whose reply quotes it; it counts against POSTROOM_SMTP_MAX_ERRORS like every other error.
     """
 
     def __init__(self, verbs: frozenset[str], session: IngressSMTP) -> None:
@@ -707,26 +724,12 @@ class _CommandTable(dict[str, Any]):
         return session
 
     def get(self, key: str, default: Any = None) -> Any:
-        if has_control_characters(key):
-            return self._reject_control
         method = super().get(key)
-        if method is None:
-            if key not in self.verbs:
-                return default
-            method = self[key] = self.session._guard(key, getattr(self.session, "smtp_" + key))
-        return method
-
-    def items(self) -> Any:
-        """Every verb (aiosmtpd's HELP lists them)."""
-        return {verb: self.get(verb) for verb in self.verbs}.items()
-
-    async def _reject_control(self, arg: str | None) -> None:
-        self.session.stage = "other"
-        await self.session.push(replies.CONTROL_CHARACTERS)
-
-
-# Our reply constants as sent: (text, bytes on the wire, code). They translate to themselves in every stage and
-# are ASCII, so their encoding is the same with or without SMTPUTF8.
-_WIRE: dict[str, tuple[str, bytes, int]] = {
-    text: (text, text.encode("ascii") + b"\r\n", replies.code_of(text)) for text in replies._OWN if text.isascii()
-}
+        if method is not None:
+            return method
+        session = self.session
+        if key in self.verbs:
+            method = self[key] = functools.partial(session._run_command, key, getattr(session, "smtp_" + key))
+            return method
+        reply = replies.CONTROL_CHARACTERS if has_control_characters(key) else replies.UNRECOGNISED
+        return functools.partial(session._refuse, reply)

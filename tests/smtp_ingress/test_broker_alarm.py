@@ -43,7 +43,8 @@ def test_451_during_a_memory_alarm_and_250_after_it(
         timeouts, blocked = failures("timeout"), failures("blocked")
         with node.memory_alarm():
             during = [send(client, "sender@remote.example", [ALICE], message(n)) for n in range(1, 1 + DURING_ALARM)]
-            assert [f"{code} {text.decode()}" for code, text in during] == [replies.TEMPORARY_FAILURE] * DURING_ALARM
+            temporary = str(replies.TEMPORARY_FAILURE)
+            assert [f"{code} {text.decode()}" for code, text in during] == [temporary] * DURING_ALARM
             assert ingress.ready(), "still serving: a 451 makes clients try again later, a closed port does not"
         assert failures("timeout") == timeouts + 1
         assert failures("blocked") == blocked + DURING_ALARM - 1

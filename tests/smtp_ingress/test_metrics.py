@@ -21,6 +21,14 @@ def test_counters_and_histograms_follow_a_session(ingress: RunningIngress, names
         "rejected": ("postroom_smtp_rejections_total", {"stage": "rcpt", "code": "550"}),
         "sizes": ("postroom_smtp_message_size_bytes_count", {}),
         "confirms": ("postroom_smtp_publish_confirm_seconds_count", {}),
+        "greeting": ("postroom_smtp_commands_total", {"command": "other", "code": "220"}),
+        "mail": ("postroom_smtp_commands_total", {"command": "MAIL", "code": "250"}),
+        "rcpt_ok": ("postroom_smtp_commands_total", {"command": "RCPT", "code": "250"}),
+        "rcpt_refused": ("postroom_smtp_commands_total", {"command": "RCPT", "code": "550"}),
+        "data": ("postroom_smtp_commands_total", {"command": "DATA", "code": "354"}),
+        "queued": ("postroom_smtp_commands_total", {"command": "DATA", "code": "250"}),
+        "quit": ("postroom_smtp_commands_total", {"command": "QUIT", "code": "221"}),
+        "unknown": ("postroom_smtp_commands_total", {"command": "other", "code": "500"}),
     }
     before = {key: value(name, **labels) for key, (name, labels) in names.items()}
     with ingress.smtp() as client:
@@ -29,6 +37,7 @@ def test_counters_and_histograms_follow_a_session(ingress: RunningIngress, names
         client.mail("sender@remote.example")
         client.rcpt("nobody@local.test")
         client.rset()
+        assert client.docmd("XYZZY")[0] == 500
         assert send(client, "sender@remote.example", [ALICE], SIMPLE_MESSAGE)[0] == 250
     read_queue(namespace)
     after = {key: value(name, **labels) for key, (name, labels) in names.items()}
@@ -38,6 +47,14 @@ def test_counters_and_histograms_follow_a_session(ingress: RunningIngress, names
         "rejected": 1,
         "sizes": 1,
         "confirms": 1,
+        "greeting": 1,
+        "mail": 2,
+        "rcpt_ok": 1,
+        "rcpt_refused": 1,
+        "data": 1,
+        "queued": 1,
+        "quit": 1,
+        "unknown": 1,
     }
 
 

@@ -36,7 +36,7 @@ def rcpt_reply(ingress: RunningIngress, address: str, sender: str = "sender@remo
     with RawSMTP(ingress.port("smtp")) as raw:
         raw.reply()
         raw.command("EHLO client.example.org")
-        assert raw.command(f"MAIL FROM:<{sender}>") == replies.SENDER_OK
+        assert raw.command(f"MAIL FROM:<{sender}>") == str(replies.SENDER_OK)
         return raw.command(f"RCPT TO:{address}")
 
 
@@ -58,7 +58,7 @@ RELAY_TRICKS = [
 def test_no_relay_tricks_for_strangers(untrusted: RunningIngress) -> None:
     # One ingress for all cases (a session each): starting one per case would triple this file's run time.
     results = {address: rcpt_reply(untrusted, address) for address, _ in RELAY_TRICKS}
-    assert results == dict(RELAY_TRICKS)
+    assert results == {address: str(reply) for address, reply in RELAY_TRICKS}
 
 
 def test_source_routed_local_recipient_is_queued_without_route(untrusted: RunningIngress, namespace: str) -> None:
@@ -72,26 +72,26 @@ def test_source_routed_local_recipient_is_queued_without_route(untrusted: Runnin
 
 
 def test_trusted_network_may_relay(ingress: RunningIngress, namespace: str) -> None:
-    assert rcpt_reply(ingress, "<someone@remote.example>") == replies.RECIPIENT_OK
-    assert rcpt_reply(ingress, "<nobody@LOCAL.test>") == replies.NO_SUCH_USER  # a local domain is never relayed
+    assert rcpt_reply(ingress, "<someone@remote.example>") == str(replies.RECIPIENT_OK)
+    assert rcpt_reply(ingress, "<nobody@LOCAL.test>") == str(replies.NO_SUCH_USER)  # a local domain is never relayed
 
 
 def test_catch_all_accepts_any_local_part(untrusted: RunningIngress, namespace: str) -> None:
     run_store(namespace, lambda store: store.accounts.add_alias("@local.test", [ALICE]))
-    assert rcpt_reply(untrusted, "<anything@local.test>") == replies.RECIPIENT_OK
-    assert rcpt_reply(untrusted, "<Alias@LOCAL.test>") == replies.RECIPIENT_OK
+    assert rcpt_reply(untrusted, "<anything@local.test>") == str(replies.RECIPIENT_OK)
+    assert rcpt_reply(untrusted, "<Alias@LOCAL.test>") == str(replies.RECIPIENT_OK)
 
 
 def test_authenticated_user_may_relay_and_use_own_addresses_only(untrusted: RunningIngress, namespace: str) -> None:
     with untrusted.smtp("smtps") as client:
         client.login(ALICE, PASSWORD)
-        assert reply_text(*client.mail(BOB)) == replies.SENDER_NOT_OWNED
-        assert reply_text(*client.mail("<>")) == replies.SENDER_NOT_OWNED
-        assert reply_text(*client.mail("someone@remote.example")) == replies.SENDER_NOT_OWNED
-        assert reply_text(*client.mail("sales@local.test")) == replies.SENDER_OK  # an alias pointing to alice
+        assert reply_text(*client.mail(BOB)) == str(replies.SENDER_NOT_OWNED)
+        assert reply_text(*client.mail("<>")) == str(replies.SENDER_NOT_OWNED)
+        assert reply_text(*client.mail("someone@remote.example")) == str(replies.SENDER_NOT_OWNED)
+        assert reply_text(*client.mail("sales@local.test")) == str(replies.SENDER_OK)  # an alias pointing to alice
         client.rset()
-        assert reply_text(*client.mail("ALICE@local.test")) == replies.SENDER_OK
-        assert reply_text(*client.rcpt("friend@remote.example")) == replies.RECIPIENT_OK
+        assert reply_text(*client.mail("ALICE@local.test")) == str(replies.SENDER_OK)
+        assert reply_text(*client.rcpt("friend@remote.example")) == str(replies.RECIPIENT_OK)
         assert client.data(SIMPLE_MESSAGE)[0] == 250
     [message] = read_queue(namespace)
     assert Envelope.from_headers(message.headers).recipients == ("friend@remote.example",)
@@ -106,7 +106,7 @@ def test_recipient_limit_keeps_earlier_recipients(
         client.mail("sender@remote.example")
         assert client.rcpt(ALICE)[0] == 250
         assert client.rcpt(BOB)[0] == 250
-        assert reply_text(*client.rcpt("sales@local.test")) == replies.TOO_MANY_RECIPIENTS
+        assert reply_text(*client.rcpt("sales@local.test")) == str(replies.TOO_MANY_RECIPIENTS)
         assert client.data(SIMPLE_MESSAGE)[0] == 250
     [message] = read_queue(namespace)
     assert Envelope.from_headers(message.headers).recipients == (ALICE, BOB)
@@ -117,7 +117,7 @@ def test_declared_size_over_limit_is_552_at_mail(ingress: RunningIngress) -> Non
         client.ehlo("client.example.org")
         too_big = ingress.settings.max_message_size + 1
         code, reply = client.mail("sender@remote.example", [f"SIZE={too_big}"])
-    assert reply_text(code, reply) == replies.MESSAGE_TOO_BIG_DECLARED
+    assert reply_text(code, reply) == str(replies.MESSAGE_TOO_BIG_DECLARED)
 
 
 def test_oversized_data_without_size_is_552_and_session_goes_on(
@@ -128,7 +128,7 @@ def test_oversized_data_without_size_is_552_and_session_goes_on(
     with ingress.smtp() as client:
         client.ehlo("client.example.org")
         code, reply = send(client, "sender@remote.example", [ALICE], body)
-        assert reply_text(code, reply) == replies.MESSAGE_TOO_BIG
+        assert reply_text(code, reply) == str(replies.MESSAGE_TOO_BIG)
         code, _ = send(client, "sender@remote.example", [ALICE], SIMPLE_MESSAGE)
         assert code == 250
     assert len(read_queue(namespace)) == 1
@@ -151,8 +151,8 @@ def test_non_ascii_address_needs_smtputf8(ingress: RunningIngress, namespace: st
     with RawSMTP(ingress.port("smtp")) as raw:
         raw.reply()
         raw.command("EHLO client.example.org")
-        assert raw.command("MAIL FROM:<sender@remote.example>") == replies.SENDER_OK
-        assert raw.command("RCPT TO:<jürgen@local.test>") == replies.NON_ASCII_WITHOUT_SMTPUTF8
+        assert raw.command("MAIL FROM:<sender@remote.example>") == str(replies.SENDER_OK)
+        assert raw.command("RCPT TO:<jürgen@local.test>") == str(replies.NON_ASCII_WITHOUT_SMTPUTF8)
         raw.command("RSET")
-        assert raw.command("MAIL FROM:<sender@remote.example> SMTPUTF8") == replies.SENDER_OK
-        assert raw.command("RCPT TO:<jürgen@local.test>") == replies.RECIPIENT_OK
+        assert raw.command("MAIL FROM:<sender@remote.example> SMTPUTF8") == str(replies.SENDER_OK)
+        assert raw.command("RCPT TO:<jürgen@local.test>") == str(replies.RECIPIENT_OK)

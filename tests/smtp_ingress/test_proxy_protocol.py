@@ -58,7 +58,7 @@ def relay_reply(raw: RawSMTP) -> str:
     greeting = raw.reply()
     assert greeting.startswith("220 "), greeting
     raw.command("EHLO client.example.org")
-    assert raw.command("MAIL FROM:<sender@remote.example>") == replies.SENDER_OK
+    assert raw.command("MAIL FROM:<sender@remote.example>") == str(replies.SENDER_OK)
     return raw.command(f"RCPT TO:<{REMOTE}>")
 
 
@@ -85,17 +85,17 @@ def test_a_header_address_never_makes_a_client_trusted_for_relay(proxied: Callab
     ingress = proxied()
     for header in (v1_header("127.0.0.1"), v2_header("127.0.0.1"), V2_LOCAL, V1_UNKNOWN):
         with RawSMTP(ingress.port("smtp"), source=BALANCER, header=header) as raw:
-            assert relay_reply(raw) == replies.RELAY_DENIED, header
-            assert raw.command(f"RCPT TO:<{ALICE}>") == replies.RECIPIENT_OK  # local mail still flows
+            assert relay_reply(raw) == str(replies.RELAY_DENIED), header
+            assert raw.command(f"RCPT TO:<{ALICE}>") == str(replies.RECIPIENT_OK)  # local mail still flows
 
 
 def test_the_operator_may_let_header_addresses_earn_relay_trust(proxied: Callable[..., RunningIngress]) -> None:
     ingress = proxied(proxy_trust_client_networks=True)
     with RawSMTP(ingress.port("smtp"), source=BALANCER, header=v1_header("127.0.0.1")) as raw:
-        assert relay_reply(raw) == replies.RECIPIENT_OK
+        assert relay_reply(raw) == str(replies.RECIPIENT_OK)
     for header in (v2_header("203.0.113.7"), V2_LOCAL, V1_UNKNOWN):
         with RawSMTP(ingress.port("smtp"), source=BALANCER, header=header) as raw:
-            assert relay_reply(raw) == replies.RELAY_DENIED, header
+            assert relay_reply(raw) == str(replies.RELAY_DENIED), header
 
 
 def test_the_revealed_client_is_the_one_recorded(proxied: Callable[..., RunningIngress], namespace: str) -> None:
@@ -113,7 +113,7 @@ def test_commands_behind_the_header_in_the_same_segment_are_kept(proxied: Callab
     ingress = proxied()
     with RawSMTP(ingress.port("smtp"), source=BALANCER, header=v1_header("198.51.100.4") + b"NOOP\r\n") as raw:
         assert raw.reply().startswith("220 ")
-        assert raw.reply() == replies.OK
+        assert raw.reply() == str(replies.OK)
 
 
 def test_a_missing_or_bad_header_from_the_balancer_is_dropped(proxied: Callable[..., RunningIngress]) -> None:
@@ -172,7 +172,7 @@ def test_the_per_ip_cap_counts_revealed_clients_also_for_a_burst(
     open_burst(ingress, 21, sockets)
     answers = greetings(sockets, ["203.0.113.99"] * 21)
     assert sorted(answer[:3] for answer in answers) == ["220"] * 20 + ["421"]
-    assert replies.TOO_MANY_CONNECTIONS_FROM_IP in answers
+    assert str(replies.TOO_MANY_CONNECTIONS_FROM_IP) in answers
 
 
 def test_connections_waiting_for_a_header_are_bounded_by_the_global_cap(

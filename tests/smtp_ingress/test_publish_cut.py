@@ -57,7 +57,7 @@ def test_broker_lost_while_small_publishes_await_their_confirms(
         wait_until_sync(lambda: len(ingress.app.handler.inflight) == 5, 20, what="five publishes awaiting confirms")
         proxy.cut()
         for client in clients:
-            assert [f"{code} {text.decode()}" for code, text in client.join()] == [replies.TEMPORARY_FAILURE]
+            assert [f"{code} {text.decode()}" for code, text in client.join()] == [str(replies.TEMPORARY_FAILURE)]
         # Answered because the connection went, not because the (long) publish timeout ran out.
         assert REGISTRY.get_sample_value("postroom_smtp_publish_failures_total", {"reason": "timeout"}) == timeouts
 

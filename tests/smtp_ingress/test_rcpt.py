@@ -60,7 +60,7 @@ def _rcpt(accounts: _Accounts, address: str, *, trusted: bool = False, authentic
     ],
 )
 async def test_rcpt_decides_with_one_lookup(
-    address: str, trusted: bool, authenticated: bool, catch_all: bool, expected: str
+    address: str, trusted: bool, authenticated: bool, catch_all: bool, expected: replies.Reply
 ) -> None:
     accounts = _Accounts(catch_all)
     assert await _rcpt(accounts, address, trusted=trusted, authenticated=authenticated) == expected

@@ -10,6 +10,7 @@ from typing import Any, cast
 import pytest
 from aiosmtpd.smtp import SMTP
 
+from services.smtp_ingress import replies
 from services.smtp_ingress.config import parse_networks
 from services.smtp_ingress.policy import client_ip, is_trusted
 from services.smtp_ingress.session import _CLIENT_CACHE_SIZE, IngressSMTP, SessionRegistry, plain_path
@@ -43,12 +44,16 @@ async def test_clone_has_fresh_connection_state_and_bound_methods() -> None:
     assert clone._active_sessions is template._active_sessions  # label children bound once per listener
     methods: Any = clone._smtp_methods  # a mapping of verbs that also knows its session (session.py)
     assert methods.session is clone
-    verbs = set(dict(methods.items()))
-    assert verbs == set(cast(Any, template._smtp_methods).verbs)
-    assert {"EHLO", "MAIL", "RCPT", "DATA", "QUIT"} <= verbs
-    # A verb's guarded method is made once per session.
-    assert clone._smtp_methods.get("MAIL") is clone._smtp_methods.get("MAIL")
-    assert clone._smtp_methods.get("NOSUCH") is None
+    assert methods.verbs is cast(Any, template._smtp_methods).verbs
+    assert {"EHLO", "MAIL", "RCPT", "DATA", "QUIT"} <= methods.verbs
+    # A verb's guarded method is made on its first use, once per session.
+    assert dict(methods) == {}
+    assert methods.get("MAIL") is methods.get("MAIL")
+    assert methods.get("MAIL").func.__self__ is clone
+    # Any other verb is answered by the session, not aiosmtpd, and is not kept.
+    assert methods.get("NOSUCH").args == (replies.UNRECOGNISED,)
+    assert methods.get("NO\x00SUCH").args == (replies.CONTROL_CHARACTERS,)
+    assert set(methods) == {"MAIL"}
     # aiosmtpd's built-in LOGIN is bound to the clone; the handler's PLAIN is the handler's.
     assert clone._auth_methods["LOGIN"].method.__self__ is clone
     assert clone._auth_methods["PLAIN"].method.__self__ is template.event_handler

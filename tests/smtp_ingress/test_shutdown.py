@@ -16,8 +16,8 @@ def start_transaction(port: int) -> RawSMTP:
     raw = RawSMTP(port)
     raw.reply()
     raw.command("EHLO client.example.org")
-    assert raw.command("MAIL FROM:<sender@remote.example>") == replies.SENDER_OK
-    assert raw.command("RCPT TO:<alice@local.test>") == replies.RECIPIENT_OK
+    assert raw.command("MAIL FROM:<sender@remote.example>") == str(replies.SENDER_OK)
+    assert raw.command("RCPT TO:<alice@local.test>") == str(replies.RECIPIENT_OK)
     return raw
 
 
@@ -27,16 +27,16 @@ def test_drain_finishes_transactions_and_refuses_new_sessions(ingress: RunningIn
     try:
         assert idle.reply().startswith("220 ")
         drained = asyncio.run_coroutine_threadsafe(ingress.app.server.drain(20), ingress.loop)
-        assert idle.reply() == replies.SHUTTING_DOWN
+        assert idle.reply() == str(replies.SHUTTING_DOWN)
         assert idle.rest() == b""
         with RawSMTP(ingress.port("smtp")) as late:
-            assert late.reply() == replies.SHUTTING_DOWN
+            assert late.reply() == str(replies.SHUTTING_DOWN)
         assert not ingress.ready()
 
-        assert busy.command("DATA") == replies.START_DATA
+        assert busy.command("DATA") == str(replies.START_DATA)
         busy.send(b"Subject: last one\r\n\r\nbody\r\n.\r\n")
         assert busy.reply().startswith("250 2.0.0 Ok: queued as ")
-        assert busy.reply() == replies.SHUTTING_DOWN
+        assert busy.reply() == str(replies.SHUTTING_DOWN)
         assert busy.rest() == b""
         drained.result(20)
     finally:
@@ -57,13 +57,13 @@ def test_sigterm_lets_the_open_transaction_finish_then_exits_0(
 
         def refused() -> bool:
             with RawSMTP(port) as probe:
-                return probe.reply() == replies.SHUTTING_DOWN
+                return probe.reply() == str(replies.SHUTTING_DOWN)
 
         wait_until_sync(refused, 10, what="421 to new sessions")
-        assert busy.command("DATA") == replies.START_DATA
+        assert busy.command("DATA") == str(replies.START_DATA)
         busy.send(b"Subject: last one\r\n\r\nbody\r\n.\r\n")
         assert busy.reply().startswith("250 2.0.0 Ok: queued as ")
-        assert busy.reply() == replies.SHUTTING_DOWN
+        assert busy.reply() == str(replies.SHUTTING_DOWN)
         assert service.proc.wait(20) == 0
     finally:
         busy.close()
