@@ -88,6 +88,18 @@ def test_bad_commands_get_protocol_errors(ingress: RunningIngress) -> None:
     assert results == {command: str(reply) for command, reply in BAD_COMMANDS}
 
 
+def test_truncated_paths_are_syntax_errors(ingress: RunningIngress) -> None:
+    """The email parser raises IndexError on some malformed paths: bad syntax, not a 451 and a logged traceback."""
+    with RawSMTP(ingress.port("smtp")) as raw:
+        raw.reply()
+        raw.command("EHLO client.example.org")
+        for path in ("<", "<a@", "<@x:", "a@", "__\u2003@[%<:.?."):  # the last: AttributeError
+            assert raw.command(f"MAIL FROM:{path}") == str(replies.BAD_SENDER_SYNTAX), path
+        assert raw.command("MAIL FROM:<sender@remote.example>") == str(replies.SENDER_OK)
+        for path in ("<", "<a@", "<@x:", "a@"):
+            assert raw.command(f"RCPT TO:{path}") == str(replies.BAD_RECIPIENT_SYNTAX), path
+
+
 def test_control_characters_in_ehlo_are_refused(ingress: RunningIngress) -> None:
     with RawSMTP(ingress.port("smtp")) as raw:
         raw.reply()
