@@ -1,8 +1,9 @@
 """The aiosmtpd protocol object of one connection: our checks at aiosmtpd's seams, and the one writer of replies.
 
-The path of a command: `_handle_client` (a copy of aiosmtpd's command loop) reads a line; it answers an unknown
-verb itself (`_refuse`) and runs a known one through `_run_command` (our checks), which calls `smtp_<VERB>`:
-aiosmtpd's, or ours where it differs (DATA, HELP, VRFY, QUIT). The verb calls
+The path of a command: aiosmtpd's command loop (`SMTP._handle_client`) reads a line and asks `_smtp_methods` for
+its verb; that table (`_CommandTable`) answers an unknown verb itself (`_refuse`) and runs a known one through
+`_run_command` (our checks), which calls `smtp_<VERB>`: aiosmtpd's, or ours where it differs (DATA, HELP, VRFY).
+The verb calls
 the handler's `handle_<VERB>` hook (handler.py), where the mail policy is, and pushes the `Reply` it returns.
 Every reply, ours or aiosmtpd's, goes through `push` to `_deliver`, which writes it, counts it, applies the error
 limit and closes the session when the reply says so.
@@ -24,7 +25,7 @@ from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
 from typing import Any, cast
 
-from aiosmtpd.smtp import ALLOWED_BEFORE_STARTTLS, MISSING, SMTP, Envelope, TLSSetupException, sanitized_log, syntax
+from aiosmtpd.smtp import MISSING, SMTP, Envelope
 from aiosmtpd.smtp import log as aiosmtpd_log
 
 from services.smtp_ingress import metrics, replies
@@ -178,7 +179,6 @@ class IngressSMTP(SMTP):
         self._session_timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0  # of the command timeout (loop time)
         self._timer_armed = False
-        self._quit = False  # QUIT answered: the command loop ends the session
         self._log_debug = False  # aiosmtpd's logger logs at DEBUG (read once per session)
 
     # -- facts the handler reads ----------------------------------------------------------------------------
@@ -422,7 +422,7 @@ class IngressSMTP(SMTP):
     async def push(self, status: Reply | str | bytes) -> None:
         """Write one reply: ours (a `Reply`: from the handler's hooks, which aiosmtpd's verbs push, or from this
         session), or a text of aiosmtpd's own, which becomes ours here (replies.AIOSMTPD_TEXTS)."""
-        reply = status if type(status) is Reply else self._from_aiosmtpd(status)
+        reply = status if isinstance(status, Reply) else self._from_aiosmtpd(status)
         if not self._deliver(reply):
             return
         # aiosmtpd's push awaits StreamWriter.drain() after every reply; drain returns at once (it does not even
@@ -435,9 +435,7 @@ class IngressSMTP(SMTP):
         ):
             await self._writer.drain()
 
-    def _from_aiosmtpd(self, status: Reply | str | bytes) -> Reply:
-        if isinstance(status, Reply):
-            return status  # a subclass
+    def _from_aiosmtpd(self, status: str | bytes) -> Reply:
         text = status if isinstance(status, str) else status.decode("utf-8", "replace")
         greeting_text, greeting = self._greeting
         if text == greeting_text:
@@ -510,131 +508,10 @@ class IngressSMTP(SMTP):
             raise asyncio.CancelledError
         await self.push(reply)
 
-    @syntax("QUIT")
-    async def smtp_QUIT(self, arg: str) -> None:
-        """aiosmtpd's QUIT, except that it lets `_handle_client` end the session rather than cancel its task."""
-        if arg:
-            await self.push(replies.PARAM_SYNTAX)
-        else:
-            status = await self._call_handler_hook("QUIT")
-            await self.push(replies.BYE if status is MISSING else status)
-            self._quit = True  # aiosmtpd cancels its task here
-            assert self.transport is not None
-            self.transport.close()
-
     async def _handle_client(self) -> None:
-        """aiosmtpd 1.4.6's command loop: the same checks in the same order, plus ours, with our replies.
-
-        Differences: our per-command checks (`_run_command`) are called directly instead of through a wrapper per
-        verb; aiosmtpd's log calls are skipped when its logger would drop them; after QUIT the session ends where
-        aiosmtpd's self-cancellation would have ended it (at the wait for the next line) without raising
-        CancelledError through the task, unless the client already sent more. An unknown verb counts against
-        POSTROOM_SMTP_MAX_ERRORS like any other error (aiosmtpd closes after 5 of them), and command_call_limit,
-        which we do not set, is left out. aiosmtpd's PROXY header wait is left out too: a proxied connection's
-        header is read before its session exists (shared/proxy.py), so that it can come before a TLS handshake and
-        be checked against the balancer's networks.
-        """
+        """aiosmtpd's command loop; when it ends after the connection is gone, the session's cycles are cut."""
         try:
-            session = self.session
-            assert session is not None
-            log_info = aiosmtpd_log.isEnabledFor(logging.INFO)
-            log_debug = aiosmtpd_log.isEnabledFor(logging.DEBUG)
-            if log_info:
-                aiosmtpd_log.info("%r handling connection", session.peer)
-
-            await self.push(self._greeting[1])
-            reader = self._reader
-            while self.transport is not None:  # pragma: nobranch
-                try:
-                    if self._quit:
-                        if reader._buffer or reader.at_eof() or reader.exception() is not None:  # type: ignore[attr-defined]
-                            # More came behind QUIT: aiosmtpd's own way, a cancel that lands at the next wait.
-                            self._quit = False
-                            assert self._handler_coroutine is not None
-                            self._handler_coroutine.cancel()
-                        else:
-                            # The next read would wait, where aiosmtpd's cancel lands: end as its handler does.
-                            if log_info:
-                                aiosmtpd_log.info("%r Connection lost during _handle_client()", session.peer)
-                            self._writer.close()
-                            return
-                    try:
-                        line: bytes = await reader.readuntil()
-                    except asyncio.LimitOverrunError as error:
-                        # Line too long. Read until end of line before sending 500.
-                        await reader.read(error.consumed)
-                        while True:
-                            try:
-                                await reader.readuntil()
-                                break
-                            except asyncio.LimitOverrunError as e:
-                                # Line is even longer...
-                                await reader.read(e.consumed)
-                                continue
-                        # Now that we have read a full line from the client,
-                        # send error response and read the next command line.
-                        await self.push(replies.LINE_TOO_LONG)
-                        continue
-                    if log_debug:
-                        sanitized_log(aiosmtpd_log.debug, "_handle_client readline: %r", line)
-                    line = line.rstrip(b"\r\n")
-                    if log_info:
-                        sanitized_log(aiosmtpd_log.info, "%r >> %r", session.peer, line)
-                    if not line:
-                        await self.push(replies.BAD_SYNTAX)
-                        continue
-                    command_bytes, _, arg_bytes = line.partition(b" ")
-                    try:
-                        command = command_bytes.upper().decode(encoding="ascii")
-                    except UnicodeDecodeError:
-                        await self.push(replies.BAD_SYNTAX)
-                        continue
-                    arg: str | None
-                    if not arg_bytes:
-                        arg = None
-                    else:
-                        arg_bytes = arg_bytes.strip()
-                        if self.enable_SMTPUTF8:
-                            arg = str(arg_bytes, encoding="utf-8", errors="surrogateescape")
-                        else:
-                            try:
-                                arg = str(arg_bytes, encoding="ascii", errors="strict")
-                            except UnicodeDecodeError:
-                                await self.push(replies.BAD_SYNTAX)
-                                continue
-                    max_sz = self.command_size_limits[command] if session.extended_smtp else self.command_size_limit
-                    if len(line) > max_sz:
-                        await self.push(replies.LINE_TOO_LONG)
-                        continue
-                    if not self._tls_handshake_okay and command != "QUIT":
-                        await self.push(replies.STARTTLS_REQUIRED)
-                        continue
-                    if self.require_starttls and not self._tls_protocol and command not in ALLOWED_BEFORE_STARTTLS:
-                        # RFC3207 part 4
-                        await self.push(replies.STARTTLS_REQUIRED)
-                        continue
-                    self._reset_timeout()
-                    if command in self._smtp_verbs:
-                        await self._run_command(command, getattr(self, "smtp_" + command), arg)
-                    else:
-                        reply = replies.CONTROL_CHARACTERS if has_control_characters(command) else replies.UNRECOGNISED
-                        await self._refuse(reply, arg)
-                except asyncio.CancelledError:
-                    # The connection got reset during the DATA command.
-                    aiosmtpd_log.info("%r Connection lost during _handle_client()", session.peer)
-                    self._writer.close()
-                    raise
-                except ConnectionResetError:
-                    aiosmtpd_log.info("%r Connection lost during _handle_client()", session.peer)
-                    self._writer.close()
-                    raise
-                except Exception as error:
-                    status = await self.handle_exception(error)
-                    if isinstance(error, TLSSetupException):
-                        self.transport.close()
-                        self.connection_lost(error)
-                    else:
-                        await self.push(status)
+            await super()._handle_client()
         finally:
             if self.transport is None:  # connection_lost came first
                 self._release()

@@ -10,7 +10,7 @@ from typing import Any, cast
 import pytest
 from aiosmtpd.smtp import SMTP
 
-from services.smtp_ingress import replies
+from services.smtp_ingress import metrics, replies
 from services.smtp_ingress.config import parse_networks
 from services.smtp_ingress.policy import client_ip, is_trusted
 from services.smtp_ingress.session import _CLIENT_CACHE_SIZE, IngressSMTP, SessionRegistry, plain_path
@@ -59,6 +59,11 @@ async def test_clone_has_fresh_connection_state_and_bound_methods() -> None:
     assert clone._auth_methods["PLAIN"].method.__self__ is template.event_handler
     assert clone.session is None and clone.envelope is None and clone.transport is None
     assert clone._admitted is None and clone.stage == "connect"
+
+
+async def test_every_verb_is_a_label_of_the_commands_metric() -> None:
+    """postroom_smtp_commands_total{command} takes a verb from a fixed set: a new smtp_<VERB> must join it."""
+    assert set(cast(Any, _session()._smtp_methods).verbs) == set(metrics.COMMANDS) - {"other"}
 
 
 def _outcome(parse: Callable[[str], Any], arg: str) -> Any:

@@ -1,4 +1,4 @@
-"""IngressSMTP's own command loop: aiosmtpd's behaviour at the edges, and sessions freed without the cyclic GC."""
+"""The command loop (aiosmtpd's) at its edges, and sessions freed without the cyclic GC."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from tests.smtp_ingress.rawsmtp import RawSMTP
 
 
 def test_commands_pipelined_behind_quit_get_no_reply(ingress: RunningIngress) -> None:
-    """aiosmtpd closes the transport at QUIT: whatever came behind it in the same read is never answered."""
+    """The 221 to QUIT closes the session: whatever came behind it in the same read is never answered."""
     with RawSMTP(ingress.port("smtp")) as raw:
         raw.reply()
         raw.send(b"EHLO client.example.org\r\nQUIT\r\nNOOP\r\nRSET\r\n")
