@@ -42,6 +42,8 @@ class DataDecoder:
         self._held = b"\r\n"
         self._first = True
         self._line = 0  # octets of the line still open at the end of what was decoded so far
+        # The size limit was crossed inside the line still open: too much, unless that line turns out too long.
+        self._over_in_open_line = False
 
     def feed(self, chunk: bytes) -> bytes:
         """Decode `chunk`; once the end of data is in it, set `done` and return the bytes after the end."""
@@ -51,6 +53,8 @@ class DataDecoder:
             self.done = True
             self._held = b""
             self._decode(data[: end + 2])
+            if self._over_in_open_line and self.problem is None:
+                self.problem = TOO_MUCH  # (the last line always ends in this decode: belt and braces)
             return data[end + 5 :]
         held = _undecided_tail(data)
         if held:
@@ -68,13 +72,8 @@ class DataDecoder:
         before = self.size
         self.size += len(raw) - shift
         if self.problem is None:
-            long_line = self._long_line(raw, before - shift)
-            over = self.size_limit is not None and self.size > self.size_limit
-            if long_line is not None and (not over or long_line <= (self.size_limit or 0)):
-                self.problem = TOO_LONG
-            elif over:
-                self.problem = TOO_MUCH
-        if self.problem is not None:
+            self._judge(raw, self._long_line(raw, before - shift))
+        if self.problem is not None or self._over_in_open_line:
             self._first = False
             return
         text = normalise_line_ends(raw.replace(b"\r\n.", b"\r\n"))
@@ -82,6 +81,30 @@ class DataDecoder:
             self._first = False
             text = text[2:]
         self.sink(text)
+
+    def _judge(self, raw: bytes, long_line: int | None) -> None:
+        """Record the first problem, as aiosmtpd finds it reading line by line: the first line that is too long or
+        whose octets cross the size limit; a line that does both is too long. A chunk may end inside the line
+        that crosses the limit: whether it is too long is known only later, so the decision waits for that line."""
+        limit = self.size_limit
+        if limit is None:
+            if long_line is not None:
+                self.problem = TOO_LONG
+            return
+        if self._over_in_open_line:
+            if long_line is not None:
+                self.problem = TOO_LONG if long_line <= limit else TOO_MUCH
+            elif b"\r\n" in raw:  # the line ended short
+                self.problem = TOO_MUCH
+            return
+        over = self.size > limit
+        if long_line is not None and (not over or long_line <= limit):
+            self.problem = TOO_LONG
+        elif over:
+            if self._line and self.size - self._line <= limit:
+                self._over_in_open_line = True  # crossed inside the open line
+            else:
+                self.problem = TOO_MUCH
 
     def _long_line(self, raw: bytes, origin: int) -> int | None:
         """Where (in octets from the start of the data) the first line of `raw` reaching LINE_LIMIT starts."""
