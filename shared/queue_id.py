@@ -7,7 +7,7 @@ import re
 import time
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-QUEUE_ID_PATTERN = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+QUEUE_ID_PATTERN = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
 
 
 # Every pair of characters (10 bits); an id is 13 pairs: the 48-bit time then the 80 random bits, 130 bits in all.
@@ -25,4 +25,5 @@ def new_queue_id(now: float | None = None) -> str:
 
 def is_queue_id(text: str) -> bool:
     """True when text has the shape of a queue id (safe to use in key names and headers)."""
-    return bool(QUEUE_ID_PATTERN.match(text))
+    # fullmatch: `$` in a match() would also allow a trailing newline.
+    return QUEUE_ID_PATTERN.fullmatch(text) is not None
