@@ -1,0 +1,68 @@
+"""Properties of dot-stuffing out (relayed DATA, POP3 bodies): chunking never matters, nothing sent ends early."""
+
+from __future__ import annotations
+
+import itertools
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from services.smtp_ingress.data import END, DataDecoder
+from services.smtp_ingress.message import normalise_line_ends
+from shared.dotstuff import DotStuffer, LineEnds
+
+PIECES = [b"\r", b"\n", b".", b"\r\n", b"\r\n.", b"..", b"\r\n.\r\n", b"\n.\n", b"\r.\r", b"text", b".\r\n"]
+body = st.lists(st.one_of(st.sampled_from(PIECES), st.binary(max_size=8)), max_size=40).map(b"".join)
+cuts = st.lists(st.integers(0, 400), max_size=12)
+
+
+def split_at(data: bytes, points: list[int]) -> list[bytes]:
+    edges = sorted({min(max(p, 0), len(data)) for p in points} | {0, len(data)})
+    return [data[a:b] for a, b in itertools.pairwise(edges)]
+
+
+def send(chunks: list[bytes]) -> bytes:
+    """What goes on the wire for a body read in `chunks`: CRLF line ends, stuffed, then the final dot line."""
+    ends, stuffer = LineEnds(), DotStuffer()
+    wire = b"".join(stuffer.feed(ends.feed(chunk)) for chunk in chunks)
+    return wire + stuffer.feed(ends.finish()) + stuffer.finish()
+
+
+def receive(wire: bytes) -> tuple[bytes, bytes]:
+    """A receiver's reading of the wire (our own DATA decoder): (text, what followed the end of data)."""
+    out: list[bytes] = []
+    decoder = DataDecoder(None, out.append)
+    rest = decoder.feed(wire)
+    assert decoder.done
+    return b"".join(out), rest
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=body, cuts=cuts)
+@example(b"a\r", [2])
+@example(b".", [1])
+@example(b"\r\n.", [1, 2])
+def test_any_chunking_sends_the_same_bytes(data: bytes, cuts: list[int]) -> None:
+    assert send(split_at(data, cuts)) == send([data])
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=body, cuts=cuts)
+def test_line_ends_are_crlf_only_whatever_the_chunks(data: bytes, cuts: list[int]) -> None:
+    ends = LineEnds()
+    out = b"".join(ends.feed(chunk) for chunk in split_at(data, cuts)) + ends.finish()
+    assert out == normalise_line_ends(data)
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=body, cuts=cuts)
+def test_stuffed_then_unstuffed_is_the_message_and_ends_only_at_the_end(data: bytes, cuts: list[int]) -> None:
+    wire = send(split_at(data, cuts))
+    # The only CRLF.CRLF (counting the CRLF before the body) is the final one.
+    assert (b"\r\n" + wire).find(END) == len(wire) + 2 - len(END)
+    assert b"\r" not in wire.replace(b"\r\n", b"") and b"\n" not in wire.replace(b"\r\n", b"")
+    text, rest = receive(wire)
+    expected = normalise_line_ends(data)
+    if expected and not expected.endswith(b"\r\n"):
+        expected += b"\r\n"  # a message without a final line end gets one before the dot line
+    assert (text, rest) == (expected, b"")
