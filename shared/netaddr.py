@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from typing import Any
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# A host name as settings may give it (letters, digits, hyphens, underscores, dots); anything else must be an IP.
+_HOST_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?")
 
 
 @dataclass(frozen=True)
@@ -35,8 +39,11 @@ def parse_host_port(text: str, default_port: int | None = None) -> HostPort:
         if default_port is None:
             raise ValueError(f"{text!r} needs a port (host:port)")
         host, port_text = text, str(default_port)
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    # isascii: str.isdigit() is also true for other scripts' digits and for superscripts.
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         raise ValueError(f"bad port in {text!r}")
+    if host and not _valid_host(host):
+        raise ValueError(f"bad host in {text!r}")
     return HostPort(host or "0.0.0.0", int(port_text))
 
 
@@ -69,3 +76,12 @@ def in_networks(ip: str, networks: tuple[Network, ...]) -> bool:
     except ValueError:
         return False
     return any(address.version == net.version and address in net for net in networks)
+
+
+def _valid_host(host: str) -> bool:
+    """An IP address (IPv6 with or without a zone) or a host name; never brackets, spaces or stray colons."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return _HOST_NAME.fullmatch(host) is not None
+    return True

@@ -35,7 +35,9 @@ def test_parse_host_port(text: str, expected: HostPort) -> None:
     assert parse_host_port(text) == expected
 
 
-@pytest.mark.parametrize("text", ["127.0.0.1", "host:0", "host:99999", "[::1]x"])
+@pytest.mark.parametrize(
+    "text", ["127.0.0.1", "host:0", "host:99999", "[::1]x", "host:٣", "[::]]:53", "a b:25", "[a:b]:25"]
+)
 def test_parse_host_port_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse_host_port(text)
