@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import socket
 from typing import Annotated, Any, TypeVar
 
@@ -35,6 +36,9 @@ def parse_duration(text: str) -> float:
         seconds = float(number) * units[unit]
     except ValueError:
         raise ValueError(f"bad duration {text!r} (use e.g. 30s, 5m, 2h, 5d)") from None
+    # float() also reads "nan", "inf" and "1e400": no timer, TTL or queue name can be made of those.
+    if not math.isfinite(seconds):
+        raise ValueError(f"duration {text!r} must be a finite number")
     if seconds <= 0:
         raise ValueError(f"duration {text!r} must be positive")
     return seconds
