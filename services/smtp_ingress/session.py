@@ -221,6 +221,10 @@ class IngressSMTP(SMTP):
                 self.registry.session_timeout, self.close_with, replies.SESSION_TOO_LONG
             )
             self._log_debug = aiosmtpd_log.isEnabledFor(logging.DEBUG)
+            super().connection_made(transport)
+            assert self._handler_coroutine is not None
+            self._handler_coroutine.add_done_callback(self._handler_done)
+            return
         super().connection_made(transport)
 
     def _admit(self, transport: asyncio.BaseTransport) -> Reply | None:
@@ -238,6 +242,14 @@ class IngressSMTP(SMTP):
             return replies.SHUTTING_DOWN  # the PROXY listener gives the reservation back
         refused = registry.limiter.admit(self.client_ip, exempt=self.trusted, reservation=reservation)
         return None if refused is None else _CAP_REFUSALS[refused]
+
+    def _handler_done(self, task: asyncio.Task[None]) -> None:
+        """The command loop ended: the connection ends with it. aiosmtpd's loop closes it on most ways out, but not
+        when the client's EOF cancels the task before its first step (a connect and an immediate FIN): the session
+        then held its slot in the connection caps until the command timeout (5 minutes)."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
 
     def connection_lost(self, error: Exception | None) -> None:
         if not self._admitted:
