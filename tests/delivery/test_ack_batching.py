@@ -26,8 +26,8 @@ from services.store import Store
 from shared.envelope import Envelope
 from shared.settings import load_settings
 from tests.delivery.conftest import Broker, make_message
+from tests.faults.proxy import FaultProxy
 from tests.helpers import AMQP_URL, ServiceProcess, wait_until
-from tests.smtp_ingress.proxy import TcpProxy
 
 LOCAL = [f"user{i}@example.test" for i in range(5)]
 
@@ -255,7 +255,7 @@ async def test_connection_lost_between_completion_and_ack_then_consuming_again(
     worker: Callable[..., Awaitable[Worker]], broker: Broker, users: Store
 ) -> None:
     host, port = urlsplit(AMQP_URL).hostname or "127.0.0.1", urlsplit(AMQP_URL).port or 5672
-    proxy = TcpProxy(host, port).start()
+    proxy = FaultProxy(host, port).start()
     proxy.enable()
     try:
         url = AMQP_URL.replace(f":{port}", f":{proxy.port}").rstrip("/") + "/?reconnect_interval=0.2"

@@ -21,8 +21,8 @@ from shared.queue_id import new_queue_id
 from shared.topology import Topology
 from tests.delivery.conftest import Broker, metric
 from tests.delivery.test_big_message import MiB, big_message
+from tests.faults.proxy import broker_proxy
 from tests.helpers import ServiceProcess, free_port, wait_until
-from tests.smtp_ingress.proxy import broker_proxy
 
 DELAY = 3600  # long enough that nothing dead-letters back to `incoming` during a test
 

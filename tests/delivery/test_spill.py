@@ -28,8 +28,8 @@ from shared.errors import ConfigError
 from shared.settings import load_settings
 from shared.spool import MEMORY_LIMIT, MessageSpool
 from tests.delivery.conftest import Broker, mailbox, make_message, metric
+from tests.faults.proxy import FaultProxy
 from tests.helpers import AMQP_URL, REDIS_URL, ServiceProcess, wait_until
-from tests.smtp_ingress.proxy import TcpProxy
 
 MIB = 1024 * 1024
 SPILLS = "postroom_delivery_spilled_messages_total"
@@ -198,7 +198,7 @@ def test_unwritable_spool_dir_stops_the_start(namespace: str, tmp_path: Path) ->
 def redis_proxy() -> Any:
     """A proxy in front of the test Redis; `stall()` holds every byte, as a Redis that hangs would."""
     host, _, port = REDIS_URL.split("//", 1)[1].split("/", 1)[0].rpartition(":")
-    proxy = TcpProxy(host, int(port)).start()
+    proxy = FaultProxy(host, int(port)).start()
     proxy.enable()
     yield proxy
     proxy.resume()  # let the stalled pipes end with their connections
@@ -210,7 +210,7 @@ async def test_worker_killed_with_spilled_messages_loses_nothing(
     broker: Broker,
     store: Store,
     local_users: Callable[..., Any],
-    redis_proxy: TcpProxy,
+    redis_proxy: FaultProxy,
     tmp_path: Path,
 ) -> None:
     users = [f"big{i}@example.test" for i in range(8)]

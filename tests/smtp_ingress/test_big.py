@@ -21,9 +21,9 @@ from services.smtp_ingress.session import IngressEnvelope
 from shared.envelope import Envelope
 from shared.errors import ConfigError
 from shared.spool import MessageSpool
+from tests.faults.proxy import FaultProxy, broker_proxy
 from tests.helpers import wait_until_sync
 from tests.smtp_ingress.conftest import ALICE, RunningIngress, ingress_settings, queue_depth, read_queue, send
-from tests.smtp_ingress.proxy import TcpProxy, broker_proxy
 from tests.smtp_ingress.rawsmtp import RawSMTP
 from tests.smtp_ingress.test_hardening import open_transaction
 from tests.smtp_ingress.test_shield import FakeServer
@@ -112,7 +112,7 @@ def publishing(ingress: RunningIngress) -> Callable[[], bool]:
     return lambda: bool(ingress.app.handler.inflight)
 
 
-def check_recovers(ingress: RunningIngress, namespace: str, proxy: TcpProxy) -> None:
+def check_recovers(ingress: RunningIngress, namespace: str, proxy: FaultProxy) -> None:
     """Nothing of the interrupted message was queued; the next large message is queued whole."""
     proxy.enable()
     proxy.resume()

@@ -16,6 +16,7 @@ from services.smtp_ingress import replies
 from shared.envelope import Envelope
 from shared.queue_id import is_queue_id
 from shared.topology import Topology
+from tests.faults.proxy import broker_proxy
 from tests.helpers import AMQP_URL, ROOT, ServiceProcess, http_status, wait_until_sync
 from tests.smtp_ingress.conftest import (
     ALICE,
@@ -25,7 +26,6 @@ from tests.smtp_ingress.conftest import (
     read_queue,
     send,
 )
-from tests.smtp_ingress.proxy import broker_proxy
 
 
 def queued_id(reply: bytes) -> str:

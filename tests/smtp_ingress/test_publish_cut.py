@@ -14,9 +14,9 @@ from services.smtp_ingress import replies
 from services.smtp_ingress.publisher import Publisher
 from shared.envelope import Envelope
 from shared.queue_id import new_queue_id
+from tests.faults.proxy import broker_proxy
 from tests.helpers import AMQP_URL, wait_until, wait_until_sync
 from tests.smtp_ingress.conftest import ALICE, SIMPLE_MESSAGE, RunningIngress, read_queue, send
-from tests.smtp_ingress.proxy import broker_proxy
 from tests.smtp_ingress.test_path import queued_id
 
 
