@@ -8,7 +8,9 @@ method returns once the proxy's loop has applied it. What it can do, on command:
 - `cut` every open connection (close both sides) or `reset` it (an RST on both sides: SO_LINGER 0), refusing new
   connections until `enable`;
 - `after(n, direction, action)`: let n more bytes through in that direction, then cut, reset, blackhole or stall
-  (at the exact byte: part of a frame, an ack, a reply).
+  (at the exact byte: part of a frame, an ack, a reply);
+- `on(pattern, direction, action)`: the same at the first chunk holding `pattern` (an AMQP Basic.Ack or
+  Basic.Publish, a Redis EVALSHA), with the chunk lost or, with `forward`, delivered first.
 
 `refuse()`/`enable()` decide whether new connections are accepted (refused ones are closed at once).
 """
@@ -53,6 +55,8 @@ class _Trigger:
     direction: Direction
     remaining: int
     action: Action
+    pattern: bytes | None = None  # fire on the first chunk holding these bytes (instead of after `remaining`)
+    forward: bool = False  # with a pattern: forward the matching chunk before acting (else it is held or lost)
 
 
 @dataclass(eq=False)
@@ -61,6 +65,7 @@ class _Pair:
 
     client: asyncio.StreamWriter
     server: asyncio.StreamWriter
+    blackholed: bool = False  # a trigger's BLACKHOLE: this connection alone drops everything, both ways
 
     def writers(self) -> tuple[asyncio.StreamWriter, asyncio.StreamWriter]:
         return self.client, self.server
@@ -207,12 +212,25 @@ class FaultProxy:
 
     def after(self, count: int, direction: Direction, action: Action) -> None:
         """Let `count` more bytes through in `direction` (UP or DOWN), then do `action` to the connection carrying
-        them (CUT, RESET) or to every connection (BLACKHOLE in that direction, STALL)."""
+        them (CUT, RESET, BLACKHOLE: both ways, that connection only) or to every connection (STALL)."""
         if direction is Direction.BOTH:
             raise ValueError("a trigger counts the bytes of one direction")
 
         def arm() -> None:
             self._trigger = _Trigger(direction, count, action)
+
+        self._apply(arm)
+
+    def on(self, pattern: bytes, direction: Direction, action: Action, forward: bool = False) -> None:
+        """On the first chunk in `direction` (UP or DOWN) that holds `pattern` (an AMQP method's class and method
+        ids, a Redis command name), do `action` to the connection carrying it: CUT or RESET it, BLACKHOLE it (both
+        ways, that connection only), or STALL everything. The chunk is lost (held, for STALL) unless `forward`,
+        which sends it on first: e.g. a command that reaches the server whose reply then never comes back."""
+        if direction is Direction.BOTH:
+            raise ValueError("a trigger watches one direction")
+
+        def arm() -> None:
+            self._trigger = _Trigger(direction, 0, action, pattern, forward)
 
         self._apply(arm)
 
@@ -264,6 +282,7 @@ class FaultProxy:
     async def _pipe(
         self, pair: _Pair, source: asyncio.StreamReader, sink: asyncio.StreamWriter, direction: Direction
     ) -> None:
+        tail = b""  # the end of what came before, so a pattern split between two reads is still seen
         with contextlib.suppress(Exception):
             while data := await source.read(CHUNK):
                 while data:
@@ -272,16 +291,25 @@ class FaultProxy:
                         await asyncio.sleep(self._delay[direction])
                     part, data = data, b""
                     trigger = self._trigger
+                    fire = False
                     if trigger is not None and trigger.direction is direction:
-                        part, data = part[: trigger.remaining], part[trigger.remaining :]
-                        trigger.remaining -= len(part)
-                    if self._blackhole[direction]:
+                        if trigger.pattern is None:
+                            part, data = part[: trigger.remaining], part[trigger.remaining :]
+                            trigger.remaining -= len(part)
+                            fire = trigger.remaining == 0
+                        elif trigger.pattern in tail + part:
+                            fire = True
+                            if not trigger.forward:
+                                part, data = b"", part  # held back: lost with the connection, or kept by STALL
+                    tail = (tail + part)[-64:]
+                    if self._blackhole[direction] or pair.blackholed:
                         self.dropped[direction] += len(part)
                     elif part:
                         sink.write(part)
                         self.bytes[direction] += len(part)
                         await sink.drain()
-                    if trigger is not None and trigger is self._trigger and trigger.remaining == 0:
+                    if fire and trigger is self._trigger:
+                        assert trigger is not None
                         self._trigger = None
                         self.fired.append(trigger.action)
                         await self._fire(trigger, pair)
@@ -294,7 +322,7 @@ class FaultProxy:
         if trigger.action is Action.STALL:
             self._flowing_event().clear()
         elif trigger.action is Action.BLACKHOLE:
-            self._blackhole[trigger.direction] = True
+            pair.blackholed = True
         else:
             _close(pair, trigger.action)
 
@@ -329,3 +357,11 @@ def broker_proxy(enabled: bool = True, url: str = AMQP_URL) -> FaultProxy:
 def redis_proxy(enabled: bool = True, url: str = REDIS_URL) -> FaultProxy:
     """A started proxy in front of Redis (the test Redis unless `url` says otherwise)."""
     return FaultProxy(*_port_of(url)).start(accepting=enabled)
+
+
+# Byte patterns of what a trigger may wait for: an AMQP 0-9-1 method frame's class and method ids (§4.2.4), and
+# the Redis command the store's Lua scripts are run with.
+AMQP_BASIC_PUBLISH = b"\x00\x3c\x00\x28"
+AMQP_BASIC_DELIVER = b"\x00\x3c\x00\x3c"
+AMQP_BASIC_ACK = b"\x00\x3c\x00\x50"
+REDIS_EVALSHA = b"EVALSHA"

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import uuid
 from collections.abc import Iterator
 
 import pytest
+import redis
 
 from tests.faults.proxy import Action, Direction, FaultProxy, redis_proxy
-from tests.helpers import wait_until_sync
+from tests.helpers import REDIS_URL, wait_until_sync
 
 PING = b"PING\r\n"
 PONG = b"+PONG\r\n"
@@ -117,4 +119,24 @@ def test_stall_after_holds_the_rest_until_resume(proxy: FaultProxy) -> None:
         wait_until_sync(proxy.stalled, what="stalled")
         assert proxy.bytes[Direction.UP] == 2 and nothing_pending(sock)
         proxy.resume()
+        assert read_all(sock, len(PONG)) == PONG
+
+
+@pytest.mark.parametrize("forward", [False, True])
+def test_on_a_pattern_the_chunk_is_lost_or_forwarded_first(proxy: FaultProxy, forward: bool) -> None:
+    with connect(proxy) as sock:
+        sock.sendall(PING)
+        assert read_all(sock, len(PONG)) == PONG
+        proxy.on(b"INCR", Direction.UP, Action.BLACKHOLE, forward=forward)
+        key = f"fault-proxy-test-{uuid.uuid4().hex}"
+        sock.sendall(f"INCR {key}\r\n".encode())
+        wait_until_sync(proxy.triggered, what="trigger fired")
+        wait_until_sync(lambda: sum(proxy.dropped.values()) > 0, what="bytes dropped")
+        assert nothing_pending(sock)
+    # Forwarded: Redis ran the command whose reply was dropped. Lost: it never saw it.
+    with redis.Redis.from_url(REDIS_URL) as client:
+        assert client.get(key) == (b"1" if forward else None)
+        client.delete(key)
+    with connect(proxy) as sock:  # the next connection is not blackholed
+        sock.sendall(PING)
         assert read_all(sock, len(PONG)) == PONG
