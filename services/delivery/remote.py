@@ -213,7 +213,7 @@ class RemoteDelivery:
         try:
             await client.mail(envelope.mail_from, options=options, encoding=encoding)
         except aiosmtplib.SMTPSenderRefused as exc:
-            if exc.code >= 500:
+            if _permanent(exc.code):
                 return [self._refused(t, hop, exc.code, exc.message) for t in targets]
             raise
         results: list[Outcome] = []
@@ -244,8 +244,13 @@ class RemoteDelivery:
 
     def _refused(self, target: Target, hop: Hop, code: int, message: str) -> Outcome:
         text = reply(code, message)
+        if not 400 <= code <= 599:
+            # RFC 5321 §4.2.1: only 4yz and 5yz refuse; anything else here (999, 1yz, 252 to DATA) is a server out
+            # of step with the protocol. Not a verdict on the recipient: try again later (RFC 3463 X.5.0).
+            said = f"{hop.host} said: {text} (not an SMTP refusal)"
+            return _from(outcome.temporary(target.address, "4.5.0", said, TRANSPORT, hop.host), target)
         enhanced = _enhanced(code, readable(message))
-        make = outcome.permanent if code >= 500 else outcome.temporary
+        make = outcome.permanent if _permanent(code) else outcome.temporary
         return _from(make(target.address, enhanced, text, TRANSPORT, hop.host), target)
 
 
@@ -294,6 +299,11 @@ def _literal_route(domain: str) -> Route | None:
         if is_ip_literal(literal):
             return Route(literal, SMTP_PORT, mx=False)
     return None
+
+
+def _permanent(code: int) -> bool:
+    """A 5yz reply (RFC 5321 §4.2.1); codes above 599 are not SMTP replies at all."""
+    return 500 <= code <= 599
 
 
 def _enhanced(code: int, message: str) -> str:
