@@ -55,8 +55,11 @@ async def submit_all(messages: list[Sent], port: int, concurrency: int = 4) -> l
 def download_and_delete(ledger: Ledger, port: int, address: str, password: str, timeout: float = 30) -> int:
     """RETR every message of a maildrop into the ledger, DELE them, QUIT; returns how many were deleted (0 when the
     session failed before its QUIT was answered: then nothing was deleted, RFC 1939 §6)."""
-    pop = poplib.POP3("127.0.0.1", port, timeout=timeout)
     uids: list[str] = []
+    try:
+        pop = poplib.POP3("127.0.0.1", port, timeout=timeout)
+    except OSError:
+        return 0
     try:
         pop.user(address)
         pop.pass_(password)
