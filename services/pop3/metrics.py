@@ -27,6 +27,11 @@ PROXY_DROPPED = Counter(
 )
 SESSIONS_CLOSED = Counter("postroom_pop3_sessions_closed_total", "POP3 sessions ended, by reason", ["reason"])
 COMMANDS = Counter("postroom_pop3_commands_total", "POP3 commands answered", ["command", "result"])
+STORE_ERRORS = Counter(
+    "postroom_pop3_store_errors_total",
+    "Commands answered [SYS/TEMP] because Redis was unreachable or refused (connection, timeout, readonly, ...).",
+    ["reason"],
+)
 AUTH_FAILURES = Counter("postroom_pop3_auth_failures_total", "Failed POP3 logins", ["mechanism"])
 LOCK_CONFLICTS = Counter("postroom_pop3_lock_conflicts_total", "Logins refused because the maildrop was locked")
 MESSAGES_RETRIEVED = Counter("postroom_pop3_messages_retrieved_total", "Messages sent in full by RETR")

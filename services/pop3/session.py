@@ -12,6 +12,7 @@ from services.pop3.connection import Connection, ConnectionClosed, LineTooLong
 from services.pop3.dispatch import gate
 from services.pop3.response import Action, BodyEncoder, Challenge, MultiLine, Outcome, Reply, Stream
 from services.pop3.state import ServerContext, SessionState
+from services.store.outage import outage
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -139,9 +140,15 @@ class Session:
             await self._prefetch(command.msg)
         try:
             return await entry.handler(self.state, command), verb
-        except Exception:
+        except Exception as exc:
             # Invariant 8: details to the log, a generic temporary reply to the client.
-            self.state.log.exception("pop3 command failed", command=verb)
+            reason = outage(exc)
+            if reason is None:
+                self.state.log.exception("pop3 command failed", command=verb)
+            else:
+                # Redis down or refusing is an operational state, not a bug: one line and a counter.
+                self.state.log.warning("store unavailable", command=verb, reason=reason, error=str(exc))
+                metrics.STORE_ERRORS.labels(reason).inc()
             return replies.ERR_TEMPORARY, verb
 
     async def _prefetch(self, msg: int) -> None:

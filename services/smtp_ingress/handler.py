@@ -23,6 +23,7 @@ from services.smtp_ingress.publisher import Publisher
 from services.smtp_ingress.replies import Reply
 from services.store import Store
 from services.store.keys import normalize_address
+from services.store.outage import outage
 from shared.envelope import Envelope
 from shared.errors import TemporaryError
 from shared.logging import get_logger
@@ -276,8 +277,14 @@ class IngressHandler:
             # A client that fails the STARTTLS handshake is common on the Internet, not a fault of ours.
             cause = error.__cause__
             log.info("tls handshake failed", error=f"{type(cause).__name__}: {cause}")
-        else:
-            log.error("session error", error=f"{type(error).__name__}: {error}", exc_info=error)
+            return replies.TEMPORARY_FAILURE
+        reason = outage(error)
+        if reason is not None:
+            # Redis down or refusing is an operational state, not a bug: one line and a counter, no traceback.
+            log.warning("store unavailable", reason=reason, error=f"{type(error).__name__}: {error}")
+            metrics.STORE_ERRORS.labels(reason).inc()
+            return replies.LOOKUP_FAILURE
+        log.error("session error", error=f"{type(error).__name__}: {error}", exc_info=error)
         return replies.TEMPORARY_FAILURE
 
 

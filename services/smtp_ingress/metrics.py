@@ -41,6 +41,11 @@ REPLIES = Counter(
 REJECTIONS = Counter(
     "postroom_smtp_rejections_total", "Replies with a 4xx or 5xx code, by session stage and code.", ["stage", "code"]
 )
+STORE_ERRORS = Counter(
+    "postroom_smtp_store_errors_total",
+    "Commands answered 451 because Redis was unreachable or refused (connection, timeout, readonly, oom, ...).",
+    ["reason"],
+)
 AUTH_FAILURES = Counter("postroom_smtp_auth_failures_total", "Failed AUTH attempts.", ["mechanism"])
 MESSAGE_SIZE = Histogram(
     "postroom_smtp_message_size_bytes",

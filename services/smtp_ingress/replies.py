@@ -128,6 +128,8 @@ START_DATA = Reply(354, "", "End data with <CR><LF>.<CR><LF>")
 MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message too big for system")
 DATA_LINE_TOO_LONG = Reply(500, "5.6.0", "Message has a line longer than 998 octets (RFC 5322 section 2.1.1)")
 TEMPORARY_FAILURE = Reply(451, "4.3.0", "Temporary failure, please try again later")
+# What Postfix says when a table lookup fails: the store (Redis) could not answer for now.
+LOOKUP_FAILURE = Reply(451, "4.3.0", "Temporary lookup failure, please try again later")
 
 
 def queued(queue_id: str) -> Reply:
