@@ -165,7 +165,7 @@ class Soak:
             "POSTROOM_TRANSPORT_MAP": f"{SINK}={self.sink.route}",
         }
         self.env = env
-        # The delivery's outbound SMTP timeouts (under both names: POSTROOM_RELAY_* is what DESIGN.md calls
+        # The delivery's outbound SMTP timeouts (under both names: POSTROOM_RELAY_* are the names of the
         # outbound settings); the ingress reads POSTROOM_SMTP_COMMAND_TIMEOUT as its own idle timeout.
         relay = {
             f"POSTROOM_{prefix}_{what}_TIMEOUT": "10s"

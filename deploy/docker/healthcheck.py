@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-# The default metrics port of each service (DESIGN.md), used when POSTROOM_METRICS_LISTEN is not set.
+# The default metrics port of each service (docs/design.md), used when POSTROOM_METRICS_LISTEN is not set.
 DEFAULT_PORTS = {"smtp_ingress": 9101, "delivery": 9102, "pop3": 9103, "store": 9104}
 WILDCARDS = {"", "0.0.0.0", "::", "[::]", "*"}
 

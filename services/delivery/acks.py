@@ -4,7 +4,7 @@ delivery up to it.
 The work queue is a quorum queue, where each ack is a Raft command; one multiple ack settles a whole run of
 deliveries in one command, one frame and one send(), instead of one of each per message.
 
-Rules (invariant 3 of DESIGN.md: ack only after the outcome is durable):
+Rules (invariant 3 of docs/design.md: ack only after the outcome is durable):
 - A delivery is acked only once the consumer called `ack` for it, i.e. after its outcome is durable.
 - A multiple ack goes up to the highest finished tag below the lowest unfinished one. Deliveries settled otherwise
   (nack, reject) are holes it may span, because their own frame went out before (the consumer reports them with

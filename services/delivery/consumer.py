@@ -1,6 +1,6 @@
 """The queue consumer: deliver each recipient, then decide in one place to ack, defer, bounce or dead-letter.
 
-Invariant 3 of DESIGN.md: a message is acked only after every recipient's outcome is durable — stored in Redis,
+Invariant 3 of docs/design.md: a message is acked only after every recipient's outcome is durable — stored in Redis,
 relayed with a 2xx, or carried by a retry or bounce message that the broker has confirmed. No exception leads to
 an immediate requeue: unsettled recipients are deferred through the delay queues, and what was settled stays
 settled on any redelivery (ledger.py says which mechanism makes each redelivery harmless).

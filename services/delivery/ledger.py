@@ -1,6 +1,6 @@
 """What one delivery of a queue message has settled, and what it writes to the store's progress record.
 
-Why each redelivery is harmless (DESIGN invariants 3 and 4), by the mechanism that makes it so:
+Why each redelivery is harmless (docs/design.md invariants 3 and 4), by the mechanism that makes it so:
 - A local recipient stored before the redelivery: the store script finds the message's uid in the mailbox (the
   dedup key, and for ever the uid in `sizes`) and answers DUPLICATE; nothing is stored or counted twice.
 - A remote recipient relayed before: the progress record says `relayed` (written right after every successful

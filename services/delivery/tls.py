@@ -45,7 +45,7 @@ class HopTLS:
     """How one connection to a next hop is secured.
 
     `required`: verified TLS or no transaction at all (no plaintext fallback, no AUTH, no message): the relay host
-    when credentials are configured (invariant 7 of DESIGN.md). Otherwise TLS is opportunistic (RFC 7435).
+    when credentials are configured (invariant 7 of docs/design.md). Otherwise TLS is opportunistic (RFC 7435).
     `implicit`: TLS from the first byte (RFC 8314 §3.3) instead of STARTTLS (RFC 3207).
     `server_name`: SNI, and the name the certificate must carry when `required`.
     """

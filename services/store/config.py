@@ -26,7 +26,7 @@ class StoreSettings(CommonSettings, Argon2Settings):
 
     metrics_listen: ListenAddress = HostPort("0.0.0.0", 9104)
     admin_listen: ListenAddress = HostPort("0.0.0.0", 8080)
-    # No token means the API refuses every request (DESIGN: "API refuses all without one").
+    # No token means the API refuses every request: an admin API must never be open by default.
     admin_token: SecretStr | None = None
     # Kept as text and parsed by properties: pydantic-settings would otherwise try to read lists as JSON.
     trace_retention: str = "7d"

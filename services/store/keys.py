@@ -23,7 +23,7 @@ Per message delivery progress, hash-tagged by queue id like the trace (one key p
     {ns}:progress:{queue_id}          hash: final recipient -> durable outcome (stored, duplicate, relayed, bounced,
                                       deferred:N); no TTL while a redelivery may still come, then the dedup TTL
 
-Per mailbox, all sharing one hash tag so every Lua script is Redis Cluster safe (DESIGN invariant 9). The tag is
+Per mailbox, all sharing one hash tag so every Lua script is Redis Cluster safe (docs/design.md invariant 9). The tag is
 the normalised address, `{alice@example.com}`, unless the address holds a brace or no `@` (see `mailbox_tag`):
     {ns}:{addr}:account               hash: password (argon2id PHC string), quota (bytes, 0 = none), created
     {ns}:{addr}:index                 zset: uid -> arrival sequence (POP3 message order)

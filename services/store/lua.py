@@ -1,4 +1,4 @@
-"""Lua scripts for every multi-key mailbox change, so each one is atomic (DESIGN invariants 4, 5 and 6)."""
+"""Lua scripts for every multi-key mailbox change, so each one is atomic (docs/design.md invariants 4, 5 and 6)."""
 
 from __future__ import annotations
 

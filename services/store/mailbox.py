@@ -82,7 +82,7 @@ class Mailboxes:
 
     async def deliver(self, address: str, queue_id: str, message: bytes, header: bytes = b"") -> StoreOutcome:
         """Store `message` for `address` once per queue id; safe to repeat after a crash, and for ever: a uid still
-        in the mailbox is a duplicate even once its dedup key expired (DESIGN invariant 4). `header` (CRLF-ended
+        in the mailbox is a duplicate even once its dedup key expired (docs/design.md invariant 4). `header` (CRLF-ended
         lines, e.g. Return-Path) goes before the message, joined by Redis, and counts towards size and quota."""
         status, _ = await self._store(
             keys=self._store_keys(address, queue_id), args=[queue_id, to_crlf(message), self.dedup_ttl, header]

@@ -206,7 +206,7 @@ class QueueOps:
                 infos = [_dead_letter(m) for m in batch]
                 chosen = [everything or (requeue is not None and i.queue_id in requeue) for i in infos]
                 # Published in order, confirms awaited together; acks only after every confirm of the batch:
-                # a crash in between duplicates, never loses (DESIGN invariant 3).
+                # a crash in between duplicates, never loses (docs/design.md invariant 3).
                 try:
                     await asyncio.gather(
                         *(

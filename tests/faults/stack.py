@@ -83,7 +83,7 @@ class FaultStack:
         self.delivery_env = {
             # The delivery's outbound SMTP timeouts, short so a silent MX costs seconds. (Only the delivery gets
             # them: the ingress reads POSTROOM_SMTP_COMMAND_TIMEOUT as its own idle timeout.) The RELAY_ names
-            # are the same settings under the names DESIGN.md gives outbound settings.
+            # are the same settings under their POSTROOM_RELAY_* names.
             **{
                 f"POSTROOM_{prefix}_{what}_TIMEOUT": "3s"
                 for prefix in ("SMTP", "RELAY")

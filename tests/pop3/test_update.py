@@ -1,4 +1,4 @@
-"""DESIGN invariant 6: deletion only in the UPDATE state, under an exclusive, refreshed, promptly released lock."""
+"""Invariant 6 (docs/design.md): deletion only in the UPDATE state, under an exclusive, refreshed, released lock."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Relay policy, sender ownership, recipient and size limits (DESIGN invariant 7; RFC 5321 §3.6, §4.5.3.1)."""
+"""Relay policy, sender ownership, recipient and size limits (docs/design.md invariant 7; RFC 5321 §3.6, §4.5.3.1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A client that disconnects at the final dot cannot leave a half-published message (DESIGN invariant 1)."""
+"""A client that disconnects at the final dot cannot leave a half-published message (docs/design.md invariant 1)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ async def dele(session: SessionState, command: Dele) -> Outcome:
     assert maildrop is not None
     if maildrop.get(command.msg) is None:
         return replies.ERR_ALREADY_DELETED if maildrop.exists(command.msg) else replies.ERR_NO_SUCH_MESSAGE
-    # Only marked: the store is untouched until QUIT, so a disconnect deletes nothing (DESIGN invariant 6).
+    # Only marked: the store is untouched until QUIT, so a disconnect deletes nothing (docs/design.md invariant 6).
     maildrop.mark_deleted(command.msg)
     return replies.ok_dele(command.msg)
 

@@ -70,7 +70,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         log.warning("admin api backend unavailable", path=request.path, error=str(exc))
         return error_response(503, "a backend (Redis or RabbitMQ) is unavailable; try again")
     except Exception:
-        # A bug of ours: the details go to the log only (DESIGN invariant 8).
+        # A bug of ours: the details go to the log only (docs/design.md invariant 8).
         log.exception("admin api internal error", path=request.path)
         return error_response(500, "internal error")
 

@@ -1,4 +1,4 @@
-"""Handlers of the admin API (DESIGN.md "Admin API contract"); each returns JSON, failures raise ApiError."""
+"""Handlers of the admin API (docs/admin.md "The admin API"); each returns JSON, failures raise ApiError."""
 
 from __future__ import annotations
 
