@@ -4,40 +4,108 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import aio_pika
 from aio_pika.abc import AbstractConnection, AbstractRobustConnection
+from pamqp.common import FieldTable
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from yarl import URL
 
 Connection = TypeVar("Connection", aio_pika.Connection, aio_pika.RobustConnection)
 
 
-async def _open(kind: type[Connection], url: str, name: str, timeout: float) -> Connection:
-    """`aio_pika.connect` / `connect_robust`, except that a failed attempt closes what it opened: aio_pika leaves
-    it to the garbage collector, whose `__del__` schedules the close on a loop that may have stopped by then."""
-    connection = kind(aio_pika.connection.make_url(url), client_properties={"connection_name": name})
-    try:
-        await connection.connect(timeout=timeout)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            await connection.close()
-        raise
-    return connection
+def amqp_nodes(url: str) -> list[URL]:
+    """The broker nodes of POSTROOM_AMQP_URL: one URL, or the comma-separated URLs of a cluster's nodes (a comma
+    inside a password is written %2C)."""
+    nodes = [aio_pika.connection.make_url(part.strip()) for part in url.split(",") if part.strip()]
+    if not nodes:
+        raise ValueError("POSTROOM_AMQP_URL names no broker")
+    return nodes
+
+
+class FailoverRobustConnection(aio_pika.RobustConnection):
+    """A robust connection over the nodes of a cluster. Each (re)connect attempt goes to one node; an attempt that
+    fails, or a connection that is lost, moves on to the next node round the list: a dead node is left for the next
+    live one, and come back to once the others die. Quorum queues make every node serve the same queues.
+
+    aio-pika reconnects by calling Connection.connect, which reads `self.url` once per attempt; `url` is a property
+    here that hands out the node of the attempt (aio-pika is pinned in pyproject.toml; tests/shared/
+    test_amqp_failover.py fails if an upgrade moves that seam)."""
+
+    def __init__(self, nodes: list[URL], first: int, **kwargs: Any) -> None:
+        self._nodes = nodes
+        self._node = first % len(nodes)
+        self._attempting = False
+        super().__init__(nodes[self._node], **kwargs)
+        self._attempting = False  # Connection.__init__ read `url` for its query parameters: that was no attempt
+
+    @property
+    def url(self) -> URL:
+        if self._attempting:  # the attempt before this one never connected
+            self._node = (self._node + 1) % len(self._nodes)
+        self._attempting = True
+        return self._nodes[self._node]
+
+    @url.setter
+    def url(self, value: URL) -> None:
+        """Connection.__init__ assigns the first node; the list stays the truth."""
+
+    @property
+    def node(self) -> URL:
+        """The node this connection uses (or tries) now."""
+        return self._nodes[self._node]
+
+    def __str__(self) -> str:
+        node = self.node
+        return str(node.with_password("******") if node.password else node)
+
+    async def _on_connected(self) -> None:
+        self._attempting = False
+        await super()._on_connected()
+
+    async def _on_connection_close(self, closing: asyncio.Future[Any]) -> None:
+        if not self._attempting:  # an established connection lost: its node is suspect, try the next one first
+            self._node = (self._node + 1) % len(self._nodes)
+        await super()._on_connection_close(closing)
+
+
+async def _open(make: Callable[[int], Connection], count: int, timeout: float) -> Connection:
+    """Connect to the first node that answers, in the order given. A failed attempt closes what it opened: aio_pika
+    leaves that to the garbage collector, whose `__del__` schedules the close on a loop that may have stopped."""
+    for node in range(count):
+        connection = make(node)
+        try:
+            await connection.connect(timeout=timeout)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await connection.close()
+            if node == count - 1:
+                raise
+            continue
+        return connection
+    raise AssertionError("unreachable: no node to connect to")
 
 
 async def connect_amqp(url: str, name: str) -> AbstractRobustConnection:
-    """A connection that reconnects by itself and re-opens its channels after a broker restart."""
-    return await _open(aio_pika.RobustConnection, url, name, 10)
+    """A connection that reconnects by itself, fails over between a cluster's nodes, and re-opens its channels."""
+    nodes = amqp_nodes(url)
+    properties: FieldTable = {"connection_name": name}
+    return await _open(
+        lambda first: FailoverRobustConnection(nodes, first, client_properties=properties), len(nodes), 10
+    )
 
 
 async def connect_amqp_once(url: str, name: str, timeout: float = 10) -> AbstractConnection:
-    """A plain connection, for a caller that reconnects in its own way (or not at all)."""
-    return await _open(aio_pika.Connection, url, name, timeout)
+    """A plain connection to the first live node, for a caller that reconnects in its own way (or not at all)."""
+    nodes = amqp_nodes(url)
+    properties: FieldTable = {"connection_name": name}
+    return await _open(lambda node: aio_pika.Connection(nodes[node], client_properties=properties), len(nodes), timeout)
 
 
 def publishing_blocked(connection: AbstractConnection) -> bool:
