@@ -238,6 +238,15 @@ ROWS = [
                 ],
             ),
             Panel(
+                "Outbound TLS policies (MTA-STS, DANE)",
+                [
+                    Query(
+                        f"sum by (policy, result) (rate(postroom_delivery_tls_policy_total[{RATE}]))",
+                        "{{policy}} {{result}}",
+                    )
+                ],
+            ),
+            Panel(
                 "Workers",
                 [
                     Query("sum(postroom_delivery_in_flight_messages)", "messages in flight"),

@@ -11,9 +11,12 @@ from services.delivery import metrics
 from services.delivery.config import DeliverySettings
 from services.delivery.consumer import Consumer
 from services.delivery.depth import DepthPoller, queue_labels
+from services.delivery.mtasts import MtaSts
 from services.delivery.mx import MailResolver
 from services.delivery.publisher import Publisher
 from services.delivery.remote import RemoteDelivery
+from services.delivery.tls import verified_context
+from services.delivery.tlsrpt import TlsReporter, TlsResults
 from services.store import Store
 from shared.connections import connect_amqp
 from shared.health import HealthServer
@@ -53,6 +56,11 @@ class DeliveryApp:
         self.publisher: Publisher | None = None
         self.consumer: Consumer | None = None
         self.poller: DepthPoller | None = None
+        self.mta_sts: MtaSts | None = None
+        # TLS-RPT (POSTROOM_TLSRPT_ENABLE): session counts flushed to the store, a daily report from one replica.
+        self.tls_results = TlsResults(self.store) if settings.tlsrpt_enable else None
+        self._background_stop = asyncio.Event()
+        self._background: list[asyncio.Task[None]] = []
 
     async def start(self, stop: asyncio.Event) -> bool:
         """False when `stop` was set before the broker could be reached."""
@@ -72,7 +80,15 @@ class DeliveryApp:
         self.publisher = Publisher(self.publishing, topology, self.settings.retry_schedule)
         await self.publisher.start()
         resolver = MailResolver(self.settings.dns_nameservers, self.settings.dns_timeout)
-        remote = RemoteDelivery(self.settings, resolver)
+        # The policy hosts' HTTPS is checked against the same CAs as the MX hosts under an enforced policy.
+        self.mta_sts = MtaSts(resolver, self.store.tls_policies, verified_context(self.settings.tls_ca_file))
+        remote = RemoteDelivery(self.settings, resolver, self.mta_sts, self.tls_results)
+        if self.tls_results is not None:
+            reporter = TlsReporter(self.store, resolver, self.publisher.enqueue, self.settings.hostname, str(id(self)))
+            self._background += [
+                asyncio.create_task(self.tls_results.run(self._background_stop)),
+                asyncio.create_task(reporter.run(self._background_stop)),
+            ]
         self.consumer = Consumer(self.settings, self.store, self.consuming, self.publisher, remote)
         await self.consumer.start()
         self.poller = DepthPoller(self.consuming, self.labels, self.settings.queue_poll_interval)
@@ -87,6 +103,10 @@ class DeliveryApp:
             await self.consumer.stop()
         if self.poller is not None:
             await self.poller.stop()
+        self._background_stop.set()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self.mta_sts is not None:
+            await self.mta_sts.close()
         if self.publisher is not None:
             await self.publisher.close()
         for connection in (self.publishing, self.consuming):

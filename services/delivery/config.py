@@ -56,6 +56,13 @@ class DeliverySettings(CommonSettings):
     relay_implicit_tls: bool | None = None
     # Extra trusted CAs (a PEM bundle) for the relay host's certificate, besides the system's.
     relay_tls_ca_file: OptionalPath = None
+    # Outbound TLS policies of MX hosts: extra CAs (a PEM bundle) for MTA-STS policy hosts and MX certificates.
+    tls_ca_file: OptionalPath = None
+    # Honour the domains' MTA-STS policies (RFC 8461) and DANE TLSA records (RFC 7672, needs a validating resolver).
+    mta_sts: bool = True
+    dane: bool = True
+    # Send daily TLS-RPT reports (RFC 8460) of the sessions under those policies to the domains' rua addresses.
+    tlsrpt_enable: bool = False
 
     # RFC 5321 §4.5.3.2 minimum timeouts: greeting 5 min, MAIL/RCPT 5 min, DATA termination 10 min.
     # The TCP connect itself is not covered by the RFC; 30 s as in Postfix's smtp_connect_timeout.
@@ -113,7 +120,7 @@ class DeliverySettings(CommonSettings):
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("relay_tls_ca_file")
+    @field_validator("relay_tls_ca_file", "tls_ca_file")
     @classmethod
     def _ca_file(cls, value: str | None) -> str | None:
         if value is not None:

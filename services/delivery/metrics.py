@@ -69,6 +69,13 @@ SKIPPED = Counter(
     "postroom_delivery_skipped_recipients_total",
     "Recipients of a redelivered or retried message left alone because the progress record says they are settled.",
 )
+TLS_POLICY = Counter(
+    "postroom_delivery_tls_policy_total",
+    "Outbound sessions under a TLS policy (dane, mta-sts) by result: success, or the RFC 8460 result type of a "
+    "failure (starttls-not-supported, certificate-host-mismatch, validation-failure, tlsa-invalid, "
+    "sts-webpki-invalid); and MTA-STS policies that could not be fetched (fetch-error).",
+    ["policy", "result"],
+)
 
 # The per-message series, looked up once: `labels()` hashes and locks on every call.
 DELIVERED_DELAY = DELAY.labels("delivered")
@@ -94,6 +101,11 @@ def store_errors(reason: str) -> Counter:
     if series is None:
         series = _store_errors[reason] = STORE_ERRORS.labels(reason)
     return series
+
+
+def tls_policy(policy: str, result: str) -> Counter:
+    """The TLS_POLICY series of a policy and result (bounded: the RFC 8460 result types)."""
+    return TLS_POLICY.labels(policy, result)
 
 
 def init_series(queue_labels: list[str]) -> None:

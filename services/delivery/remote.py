@@ -10,14 +10,16 @@ from dataclasses import dataclass, replace
 
 import aiosmtplib
 
-from services.delivery import outcome, transport_map
+from services.delivery import dane, metrics, outcome, transport_map
 from services.delivery.config import DeliverySettings
+from services.delivery.mtasts import MtaSts, StsPolicy
 from services.delivery.mx import MailHost, MailResolver, is_ip_literal
 from services.delivery.outcome import Outcome
 from services.delivery.replytext import readable, reply
 from services.delivery.routing import Target
 from services.delivery.smtpdata import send_data
 from services.delivery.tls import HopTLS, OutboundTLS
+from services.delivery.tlsrpt import TlsResults
 from services.delivery.transport_map import SMTP_PORT, Route
 from shared.envelope import Envelope
 from shared.errors import PermanentError, PostroomError, TemporaryError
@@ -38,9 +40,10 @@ class _TLSRefused(Exception):
     """A hop that must have verified TLS does not offer it, or its certificate does not verify: nothing was sent
     beyond EHLO (and STARTTLS)."""
 
-    def __init__(self, error: TemporaryError) -> None:
+    def __init__(self, error: TemporaryError, result: str = "validation-failure") -> None:
         super().__init__(error.message)
         self.error = error
+        self.result = result  # the RFC 8460 result type, for TLS-RPT
 
 
 @dataclass(frozen=True)
@@ -50,16 +53,25 @@ class Hop:
     port: int
     tls: HopTLS
     relay: bool = False  # the relay host: authenticate when credentials are configured
+    domain: str = ""  # the recipient domain whose policy (MTA-STS, DANE) secures this hop, for TLS-RPT
 
 
 class RemoteDelivery:
     """Delivers one message to the recipients of one domain; returns an outcome per recipient, never raises
     for a remote or DNS failure."""
 
-    def __init__(self, settings: DeliverySettings, resolver: MailResolver) -> None:
+    def __init__(
+        self,
+        settings: DeliverySettings,
+        resolver: MailResolver,
+        mta_sts: MtaSts | None = None,
+        results: TlsResults | None = None,
+    ) -> None:
         self.settings = settings
         self.resolver = resolver
-        self.tls = OutboundTLS(settings.relay_tls_ca_file)
+        self.tls = OutboundTLS(settings.relay_tls_ca_file, settings.tls_ca_file)
+        self.mta_sts = mta_sts
+        self.results = results
 
     async def __call__(self, envelope: Envelope, body: bytes, domain: str, targets: Sequence[Target]) -> list[Outcome]:
         route = transport_map.lookup(self.settings.transport_map, domain)
@@ -92,10 +104,17 @@ class RemoteDelivery:
         if relay and route is not None:
             s = self.settings
             relay_tls = self.tls.for_relay(route.host, s.relay_authenticates, s.relay_uses_implicit_tls)
+        # MTA-STS speaks for the recipient domain's own MX hosts only, not for a route the operator chose.
+        policy = await self._sts_policy(domain) if route is None and not relay else None
         lookup_error: PostroomError | None = None
+        refused: list[str] = []
         for host in hosts:
+            if policy is not None and policy.enforced and not policy.allows(host.name):
+                refused.append(host.name)  # RFC 8461 §4.1: never deliver to an MX the policy does not list
+                continue
             try:
                 addresses = await self.resolver.addresses(host.name)
+                tls = relay_tls or await self._mx_tls(host, port, policy)
             except PostroomError as exc:
                 lookup_error = exc  # this host's DNS is broken; the next MX may still work
                 continue
@@ -103,24 +122,57 @@ class RemoteDelivery:
                 # RFC 5321 §5.1: no MX and no address records: the domain has no mail host at all.
                 raise PermanentError(f"domain {domain} has no MX and no address records", enhanced="5.1.2")
             for address in addresses or []:
-                yield Hop(host.name, address, port, relay_tls or self.tls.for_mx(host.name), relay)
+                yield Hop(host.name, address, port, tls, relay, domain)
         if lookup_error is not None:
             raise lookup_error
+        if refused:
+            self._record(domain, "mta-sts", "certificate-host-mismatch")
+            text = f"no MX host of {domain} matches its MTA-STS policy (refused {', '.join(refused)})"
+            raise TemporaryError(text, enhanced="4.7.5")
+
+    async def _sts_policy(self, domain: str) -> StsPolicy | None:
+        if self.mta_sts is None or not self.settings.mta_sts:
+            return None
+        return await self.mta_sts.policy(domain)
+
+    async def _mx_tls(self, host: MailHost, port: int, policy: StsPolicy | None) -> HopTLS:
+        """DANE first (RFC 8461 §2: it takes precedence over MTA-STS), then an enforced MTA-STS policy, else
+        opportunistic TLS."""
+        if self.settings.dane:
+            found = await dane.lookup(self.resolver, host.name, port, host.secure)
+            if found is not None:
+                return self.tls.for_dane(host.name, found)
+        if policy is not None and policy.enforced:
+            return self.tls.for_sts(host.name)
+        return self.tls.for_mx(host.name)
+
+    def _record(self, domain: str, policy: str, result: str) -> None:
+        """A session's result under a TLS policy: a metric, and a TLS-RPT count when reports are sent."""
+        metrics.tls_policy(policy, result).inc()
+        if self.results is not None and domain:
+            self.results.add(domain, policy, result)
 
     async def _session(
         self, hop: Hop, envelope: Envelope, body: bytes, targets: Sequence[Target]
     ) -> list[Outcome] | PostroomError:
         """One SMTP transaction. A list is a decision for every target; an error means: try the next hop."""
+        policy = hop.tls.policy if hop.tls.policy in ("dane", "mta-sts") else None
         try:
-            return await self._transaction(hop, envelope, body, targets, tls=True)
+            results = await self._transaction(hop, envelope, body, targets, tls=True)
         except _TLSRefused as exc:
             log.warning("no verified TLS; nothing sent", host=hop.host, address=hop.address, error=str(exc))
+            if policy is not None:
+                self._record(hop.domain, policy, exc.result)
             return exc.error
         except _TLSFailed as exc:
             # Opportunistic TLS (RFC 7435): a failed handshake is no reason not to deliver; try again in plaintext.
             log.info("STARTTLS failed; retrying in plaintext", host=hop.host, address=hop.address, error=str(exc))
         except _HOP_FAILURES as exc:
             return self._hop_error(hop, exc)
+        else:
+            if policy is not None:
+                self._record(hop.domain, policy, "success")
+            return results
         try:
             return await self._transaction(hop, envelope, body, targets, tls=False)
         except _HOP_FAILURES as exc:
@@ -160,7 +212,7 @@ class RemoteDelivery:
         except BaseException as exc:
             sock.close()
             if hop_tls.required and _ssl_cause(exc) is not None:
-                raise _TLSRefused(_unverified(hop, exc)) from exc
+                raise _TLSRefused(_unverified(hop, exc), _result_type(exc)) from exc
             raise
         try:
             await client.ehlo()
@@ -170,13 +222,15 @@ class RemoteDelivery:
                     await client.ehlo()
                 except _HOP_FAILURES as exc:
                     if hop_tls.required:
-                        raise _TLSRefused(_unverified(hop, exc)) from exc
+                        raise _TLSRefused(_unverified(hop, exc), _result_type(exc)) from exc
                     raise _TLSFailed(readable(str(exc)) or type(exc).__name__) from exc
             elif hop_tls.required and not hop_tls.implicit:
                 # RFC 3207 §4: a client that needs TLS and is not offered it must not go on in the clear. 4.7.4,
                 # "security features not supported" (RFC 3463), as Postfix says when TLS is required and not offered.
-                text = f"{hop.host}[{hop.address}] offers no STARTTLS; relay credentials not sent"
-                raise _TLSRefused(TemporaryError(text, enhanced="4.7.4"))
+                text = f"{hop.host}[{hop.address}] offers no STARTTLS; {_withheld(hop)}"
+                raise _TLSRefused(TemporaryError(text, enhanced="4.7.4"), "starttls-not-supported")
+            if hop_tls.dane is not None and hop_tls.dane.usable:
+                _check_tlsa(client, hop)
             if hop.relay and s.relay_username is not None and s.relay_password is not None:
                 # Reached only over TLS that verified: with credentials set the relay hop's TLS is `required`.
                 await client.login(s.relay_username, s.relay_password.get_secret_value())
@@ -278,7 +332,36 @@ def _unverified(hop: Hop, exc: BaseException) -> TemporaryError:
         detail, enhanced = f"TLS handshake failed: {cause}", "4.7.5"
     else:
         detail, enhanced = f"STARTTLS failed: {exc}", "4.7.4"
-    return TemporaryError(f"{hop.host}[{hop.address}]: {detail}; relay credentials not sent", enhanced=enhanced)
+    return TemporaryError(f"{hop.host}[{hop.address}]: {detail}; {_withheld(hop)}", enhanced=enhanced)
+
+
+def _result_type(exc: BaseException) -> str:
+    """The RFC 8460 §4.3 result type of a failed TLS negotiation, for TLS-RPT."""
+    cause = _ssl_cause(exc)
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        message = (cause.verify_message or "").lower()
+        if "hostname mismatch" in message:
+            return "certificate-host-mismatch"
+        if "expired" in message:
+            return "certificate-expired"
+        return "certificate-not-trusted"
+    return "validation-failure" if cause is not None else "starttls-not-supported"
+
+
+def _withheld(hop: Hop) -> str:
+    """What a hop without the TLS it must have does not get."""
+    return "relay credentials not sent" if hop.relay else f"nothing sent ({hop.tls.policy} policy)"
+
+
+def _check_tlsa(client: aiosmtplib.SMTP, hop: Hop) -> None:
+    """DANE: the certificate the server showed must match one of its usable TLSA records (RFC 7672 §3)."""
+    assert hop.tls.dane is not None
+    transport = client.transport
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    certificate = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    if not certificate or not hop.tls.dane.matches(certificate):
+        text = f"{hop.host}[{hop.address}]: certificate does not match its TLSA records; {_withheld(hop)}"
+        raise _TLSRefused(TemporaryError(text, enhanced="4.7.5"), "tlsa-invalid")
 
 
 async def _connect(address: str, port: int, timeout: float) -> socket.socket:

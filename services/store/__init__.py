@@ -12,6 +12,7 @@ from services.store.keys import Keys
 from services.store.mailbox import Mailboxes, MessageInfo, StoreOutcome
 from services.store.progress import Progress
 from services.store.throttle import LoginThrottle
+from services.store.tls_policy import TlsPolicies
 from services.store.trace import DEFAULT_RETENTION, Trace
 from shared.connections import connect_redis
 from shared.errors import ConfigError
@@ -28,6 +29,7 @@ __all__ = [
     "Progress",
     "Store",
     "StoreOutcome",
+    "TlsPolicies",
     "Trace",
     "User",
 ]
@@ -57,6 +59,7 @@ class Store:
         self.mailboxes = Mailboxes(redis, self.keys, coalescer=coalescer)
         # A finished message's progress lasts as long as its mailbox dedup keys.
         self.progress = Progress(redis, self.keys, self.mailboxes.dedup_ttl)
+        self.tls_policies = TlsPolicies(redis, self.keys)
         self.trace = Trace(redis, namespace, trace_retention or retention_from_environment(), coalescer=coalescer)
 
     @classmethod

@@ -23,6 +23,14 @@ Per message delivery progress, hash-tagged by queue id like the trace (one key p
     {ns}:progress:{queue_id}          hash: final recipient -> durable outcome (stored, duplicate, relayed, bounced,
                                       deferred:N); no TTL while a redelivery may still come, then the dedup TTL
 
+Outbound TLS policies (tls_policy.py), single-key commands only:
+    {ns}:mta-sts:{domain}             string: the domain's MTA-STS policy as last fetched (JSON), expiring with its
+                                      max_age (RFC 8461 §3.2)
+    {ns}:tlsrpt:{day}                 set: the policy domains with TLS-RPT counters on that UTC day (RFC 8460)
+    {ns}:tlsrpt:{day}:{domain}        hash: sessions of that day by `<policy>:success` or `<policy>:<result type>`;
+                                      expires after TLSRPT_KEEP
+    {ns}:tlsrpt:{day}:sent            string: the replica that sends that day's reports (SET NX)
+
 Per mailbox, all sharing one hash tag so every Lua script is Redis Cluster safe (docs/design.md invariant 9). The tag is
 the normalised address, `{alice@example.com}`, unless the address holds a brace or no `@` (see `mailbox_tag`):
     {ns}:{addr}:account               hash: password (argon2id PHC string), quota (bytes, 0 = none), created
@@ -102,6 +110,18 @@ class Keys:
 
     def progress(self, queue_id: str) -> str:
         return f"{self.namespace}:progress:{{{queue_id}}}"
+
+    def mta_sts(self, domain: str) -> str:
+        return f"{self.namespace}:mta-sts:{domain}"
+
+    def tlsrpt_day(self, day: str) -> str:
+        return f"{self.namespace}:tlsrpt:{day}"
+
+    def tlsrpt_sent(self, day: str) -> str:
+        return f"{self.namespace}:tlsrpt:{day}:sent"
+
+    def tlsrpt(self, day: str, domain: str) -> str:
+        return f"{self.namespace}:tlsrpt:{day}:{domain}"
 
     def mailbox(self, address: str) -> MailboxKeys:
         return MailboxKeys(f"{self.namespace}:{{{mailbox_tag(address)}}}")

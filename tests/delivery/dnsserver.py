@@ -6,6 +6,7 @@ import socket
 import threading
 from dataclasses import dataclass, field
 
+import dns.flags
 import dns.message
 import dns.rcode
 import dns.rdataclass
@@ -20,6 +21,8 @@ class Zone:
     records: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     servfail: set[str] = field(default_factory=set)
     silent: set[str] = field(default_factory=set)  # never answered: the resolver times out
+    # Answered with the AD bit, as a validating resolver does for a DNSSEC-signed zone (DANE tests).
+    secure: set[str] = field(default_factory=set)
 
     def add(self, name: str, rtype: str, *values: str) -> None:
         self.records.setdefault(name.lower().rstrip("."), {}).setdefault(rtype, []).extend(values)
@@ -72,6 +75,8 @@ class DNSServer:
         self.queries.append((name, rtype))
         if name in self.zone.silent:
             return None
+        if name in self.zone.secure:
+            response.flags |= dns.flags.AD
         if name in self.zone.servfail:
             response.set_rcode(dns.rcode.SERVFAIL)
         elif name not in self.zone.records:
