@@ -56,12 +56,16 @@ return 1
 """
 
 # KEYS: index, sizes. Returns a flat list uid1, size1, uid2, size2, ... in arrival order: a consistent snapshot.
+# Two commands whatever the mailbox holds (one HGETALL, not an HGET per message: bench.scaling mailbox).
 SNAPSHOT = """
 local uids = redis.call('ZRANGE', KEYS[1], 0, -1)
+local flat = redis.call('HGETALL', KEYS[2])
+local sizes = {}
+for i = 1, #flat, 2 do sizes[flat[i]] = flat[i + 1] end
 local out = {}
 for i, uid in ipairs(uids) do
   out[#out + 1] = uid
-  out[#out + 1] = redis.call('HGET', KEYS[2], uid) or '0'
+  out[#out + 1] = sizes[uid] or '0'
 end
 return out
 """

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from services.store import Store, StoreOutcome
 from shared.queue_id import new_queue_id
+from tests.redis_private import PrivateRedis
 
 ADDRESS = "box@example.test"
 
@@ -111,3 +114,20 @@ async def test_a_header_goes_before_the_body_and_counts_towards_size_and_quota(s
     assert user is not None and (user.messages, user.bytes) == (1, len(header) + len(body))
     # The quota is full to the byte: the header alone is one byte too many for another message.
     assert await store.mailboxes.deliver_many([ADDRESS], new_queue_id(), b"", b"x") == [StoreOutcome.OVER_QUOTA]
+
+
+async def test_a_snapshot_costs_the_same_commands_for_any_mailbox_size(private_redis: PrivateRedis) -> None:
+    """Login reads the index and the sizes whole (POP3 needs every uid and size), in two commands, never one per
+    message: a 100,000-message mailbox would otherwise run 100,000 commands inside Redis per login."""
+    store = Store.connect(private_redis.url, "snap")
+    address = "big@example.test"
+    await store.accounts.add_domain("example.test")
+    await store.accounts.add_user(address, "password")
+    for start in range(0, 300, 100):
+        await asyncio.gather(*(store.mailboxes.deliver(address, f"q{i}", b"x\r\n") for i in range(start, start + 100)))
+    private_redis.command("CONFIG", "RESETSTAT")
+    assert len(await store.mailboxes.snapshot(address)) == 300
+    stats = private_redis.command("INFO", "commandstats")
+    inner = {name: entry["calls"] for name, entry in stats.items() if name in ("cmdstat_hget", "cmdstat_hgetall")}
+    await store.close()
+    assert inner == {"cmdstat_hgetall": 1}
