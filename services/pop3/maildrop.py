@@ -31,6 +31,9 @@ class Maildrop:
         self.messages = messages
         self.lock_ttl = lock_ttl
         self.deleted: set[int] = set()
+        # STAT's totals, kept as messages are marked and unmarked: STAT costs the same for 10 or 100,000 messages.
+        self._total_octets = sum(info.size for info in messages)
+        self._deleted_octets = 0
         self.lock_lost = False
         self._refresher: asyncio.Task[None] | None = None
         self._prefetched: dict[str, bytes] = {}
@@ -66,14 +69,16 @@ class Maildrop:
         return [(n, info) for n, info in enumerate(self.messages, 1) if n not in self.deleted]
 
     def stat(self) -> tuple[int, int]:
-        visible = self.visible()
-        return len(visible), sum(info.size for _, info in visible)
+        return len(self.messages) - len(self.deleted), self._total_octets - self._deleted_octets
 
     def mark_deleted(self, msg: int) -> None:
-        self.deleted.add(msg)
+        if msg not in self.deleted and self.exists(msg):
+            self.deleted.add(msg)
+            self._deleted_octets += self.messages[msg - 1].size
 
     def reset(self) -> None:
         self.deleted.clear()
+        self._deleted_octets = 0
 
     # -- reading -----------------------------------------------------------------------------------------------
     def is_prefetched(self, msg: int) -> bool:

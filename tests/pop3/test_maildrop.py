@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.pop3.maildrop import Maildrop, MessageGone
-from services.store import Store
+from services.store import MessageInfo, Store
 from tests.pop3.conftest import USER, deliver, message
 
 
@@ -58,3 +62,21 @@ async def test_read_ahead_is_bounded_and_taken_once(
         assert not maildrop.is_prefetched(1)
     finally:
         await maildrop.close()
+
+
+@given(
+    sizes=st.lists(st.integers(0, 10**6), max_size=30),
+    marks=st.lists(st.one_of(st.integers(0, 32), st.none()), max_size=40),
+)
+def test_stat_totals_follow_every_dele_and_rset(sizes: list[int], marks: list[int | None]) -> None:
+    """STAT keeps running totals (constant time however big the maildrop); they always equal a recount. A mark of
+    None is an RSET; numbers out of range or marked twice change nothing."""
+    messages = [MessageInfo(f"u{i}", size) for i, size in enumerate(sizes)]
+    maildrop = Maildrop(cast(Store, None), USER, "token", messages, lock_ttl=10)
+    for mark in marks:
+        if mark is None:
+            maildrop.reset()
+        else:
+            maildrop.mark_deleted(mark)
+        visible = maildrop.visible()
+        assert maildrop.stat() == (len(visible), sum(info.size for _, info in visible))
