@@ -127,3 +127,5 @@ def init_series(queue_labels: list[str]) -> None:
     DEAD_LETTERS.labels("delivery_limit")
     for reason in REASONS:
         STORE_ERRORS.labels(reason)
+    for policy in ("dane", "mta-sts"):
+        TLS_POLICY.labels(policy, "success")

@@ -14,6 +14,8 @@ SERVICES = {
     "postroom_pop3_": "pop3",
     "postroom_store_": "store",
 }
+# Metrics every service with that part exports from shared/ (the TLS listeners' certificates: shared/certs.py).
+SHARED = ("postroom_tls_",)
 COUNTERS = {"Counter", "CounterMetricFamily"}
 GAUGES = {"Gauge", "GaugeMetricFamily", "Enum"}
 HISTOGRAMS = {"Histogram", "HistogramMetricFamily"}
@@ -51,6 +53,8 @@ def exported_by_source(source: str) -> set[str]:
 
 
 def service_package(metric: str, root: Path = ROOT) -> Path | None:
+    if metric.startswith(SHARED):
+        return root / "shared"
     for prefix, package in SERVICES.items():
         if metric.startswith(prefix):
             return root / "services" / package

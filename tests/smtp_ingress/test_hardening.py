@@ -201,11 +201,12 @@ def test_whole_session_timeout(make_ingress: Callable[..., RunningIngress], acco
 
 
 def test_internal_error_is_generic_451(make_ingress: Callable[..., RunningIngress]) -> None:
-    """Redis unreachable: the recipient lookup raises; the client sees 451 4.3.0, never the exception."""
+    """Redis unreachable: the recipient lookup raises; the client sees 451 4.3.0 (a lookup failure, as Postfix says
+    it), never the exception."""
     ingress = make_ingress(wait_ready=False, redis_url=f"redis://127.0.0.1:{free_port()}/0")
     with RawSMTP(ingress.port("smtp")) as raw:
         raw.reply()
         raw.command("EHLO client.example.org")
         assert raw.command("MAIL FROM:<sender@remote.example>") == str(replies.SENDER_OK)
-        assert raw.command("RCPT TO:<alice@local.test>") == str(replies.TEMPORARY_FAILURE)
+        assert raw.command("RCPT TO:<alice@local.test>") == str(replies.LOOKUP_FAILURE)
         assert raw.command("NOOP") == str(replies.OK)
