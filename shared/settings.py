@@ -60,6 +60,13 @@ def delay_value(value: Any) -> float:
     return duration_value(value)
 
 
+def nameservers(value: Any) -> tuple[HostPort, ...]:
+    """`host[:port]` list (port 53 when left out), comma separated; empty: the system's resolver."""
+    if isinstance(value, tuple):
+        return value
+    return tuple(parse_host_port(item, default_port=53) for item in str(value).split(",") if item.strip())
+
+
 def optional_path(value: Any) -> str | None:
     """An unset or empty path is None."""
     return (str(value).strip() or None) if value is not None else None
@@ -72,6 +79,8 @@ ListenAddress = Annotated[HostPort | None, BeforeValidator(listen_address), NoDe
 OptionalPath = Annotated[str | None, BeforeValidator(optional_path)]
 # CIDRs, comma or space separated (`10.0.0.0/8, ::1/128`); empty: none.
 Networks = Annotated[tuple[Network, ...], BeforeValidator(parse_networks), NoDecode]
+# POSTROOM_DNS_NAMESERVERS: every DNS lookup of a service (MX in the delivery, SPF/DKIM/DMARC in the ingress).
+Nameservers = Annotated[tuple[HostPort, ...], BeforeValidator(nameservers), NoDecode]
 
 
 class CommonSettings(BaseSettings):

@@ -10,8 +10,8 @@ from pydantic_settings import NoDecode
 from services.delivery.retry import parse_schedule
 from services.delivery.tls import SMTPS_PORT, check_ca_file
 from services.delivery.transport_map import Route, parse_route, parse_transport_map
-from shared.netaddr import HostPort, parse_host_port
-from shared.settings import CommonSettings, Delay, Duration, ListenAddress, OptionalPath, duration_value
+from shared.netaddr import HostPort
+from shared.settings import CommonSettings, Delay, Duration, ListenAddress, Nameservers, OptionalPath, duration_value
 
 
 class DeliverySettings(CommonSettings):
@@ -44,7 +44,7 @@ class DeliverySettings(CommonSettings):
     alias_depth_limit: int = Field(default=10, ge=1, le=100)
     max_received_headers: int = Field(default=50, ge=1)
 
-    dns_nameservers: Annotated[tuple[HostPort, ...], NoDecode] = ()
+    dns_nameservers: Nameservers = ()
     dns_timeout: Duration = 10.0
 
     transport_map: Annotated[dict[str, Route], NoDecode] = Field(default_factory=dict)
@@ -95,13 +95,6 @@ class DeliverySettings(CommonSettings):
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
         return duration_value(value)
-
-    @field_validator("dns_nameservers", mode="before")
-    @classmethod
-    def _nameservers(cls, value: Any) -> tuple[HostPort, ...]:
-        if isinstance(value, tuple):
-            return value
-        return tuple(parse_host_port(item, default_port=53) for item in str(value).split(",") if item.strip())
 
     @field_validator("transport_map", mode="before")
     @classmethod
