@@ -12,6 +12,7 @@ from services.smtp_ingress import metrics
 from services.smtp_ingress.auth import Authenticator
 from services.smtp_ingress.config import IngressSettings
 from services.smtp_ingress.handler import IngressHandler
+from services.smtp_ingress.inbound import InboundChecks
 from services.smtp_ingress.publisher import Publisher
 from services.smtp_ingress.server import IngressServer
 from services.store import Store
@@ -49,7 +50,10 @@ class IngressApp:
         self.store = Store.connect(settings.redis_url, settings.namespace, settings.redis_cluster, coalesce=True)
         self.publisher = Publisher(settings.amqp_url, settings.namespace, settings.smtp_publish_timeout)
         throttle = self.store.login_throttle(settings.smtp_auth_failure_delay, settings.smtp_auth_failure_delay_max)
-        self.handler = IngressHandler(settings, self.store, self.publisher, Authenticator(self.store, throttle))
+        self.inbound = InboundChecks(settings) if settings.inbound_checks else None
+        self.handler = IngressHandler(
+            settings, self.store, self.publisher, Authenticator(self.store, throttle), self.inbound
+        )
         tls = tls_context(settings)
         self.server = IngressServer(settings, self.handler, tls)
         self.health: HealthServer | None = None
@@ -99,6 +103,8 @@ class IngressApp:
         if inflight:
             await asyncio.wait(inflight, timeout=self.settings.smtp_publish_timeout)
         await self.publisher.stop()
+        if self.inbound is not None:
+            self.inbound.close()
         if self.health is not None:
             await self.health.stop()
         with contextlib.suppress(Exception):

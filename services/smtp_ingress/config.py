@@ -10,7 +10,7 @@ from services.store.addresses import AddressError, validate_domain
 from services.store.passwords import Argon2Settings
 from shared.netaddr import HostPort, Network, parse_networks
 from shared.proxy import ProxySettings
-from shared.settings import CommonSettings, Delay, Duration, ListenAddress, Networks, OptionalPath
+from shared.settings import CommonSettings, Delay, Duration, ListenAddress, Nameservers, Networks, OptionalPath
 
 __all__ = ["IngressSettings", "Network", "parse_networks"]
 
@@ -55,6 +55,18 @@ class IngressSettings(CommonSettings, Argon2Settings, ProxySettings):
     # serves /metrics on the metrics port + i (each worker is its own scrape target; /readyz on the base port is
     # worker 0's). See docs/performance.md.
     smtp_workers: int = Field(default=1, ge=1, le=64)
+    # Inbound authentication of unauthenticated mail on the MX listener (SPF, DKIM, DMARC, ARC; see
+    # docs/deliverability.md); off: nothing is checked and no Authentication-Results: is added.
+    inbound_checks: bool = True
+    # Who the Authentication-Results: header says checked (RFC 8601 §2.5); unset: the hostname.
+    authserv_id: str | None = None
+    # DMARC p=reject failures get 550 5.7.1 at the end of DATA; off, they are only marked like p=quarantine.
+    dmarc_enforce: bool = True
+    dns_nameservers: Nameservers = ()
+    # Per DNS lookup of the checks; a lookup that fails or times out makes its check temperror, never a rejection.
+    inbound_dns_timeout: Duration = 5.0
+    # DNS answers kept (each for its TTL) by the checks' resolver.
+    inbound_dns_cache_size: int = Field(default=10000, ge=1)
 
     @field_validator("primary_domain", mode="before")
     @classmethod
@@ -66,6 +78,16 @@ class IngressSettings(CommonSettings, Argon2Settings, ProxySettings):
             return validate_domain(text)
         except AddressError as exc:
             raise ValueError(str(exc)) from None
+
+    @field_validator("authserv_id", mode="before")
+    @classmethod
+    def _authserv_id(cls, value: object) -> str | None:
+        text = str(value or "").strip()
+        if not text:
+            return None
+        if not all(c.isalnum() or c in ".-_" for c in text):
+            raise ValueError("must be a host name (letters, digits, dots, hyphens)")
+        return text
 
     @model_validator(mode="after")
     def _proxy_networks(self) -> Self:

@@ -10,6 +10,7 @@ from aiosmtpd.smtp import AuthResult, TLSSetupException
 from services.smtp_ingress import metrics, replies
 from services.smtp_ingress.auth import Authenticator
 from services.smtp_ingress.config import IngressSettings
+from services.smtp_ingress.inbound import InboundChecks
 from services.smtp_ingress.message import ReceivedFacts, received_header, submission_headers
 from services.smtp_ingress.policy import (
     NULL_SENDER,
@@ -46,9 +47,15 @@ class IngressHandler:
     """Hooks called by `IngressSMTP`; each returns a `Reply` (constants from `replies`) for the session to push."""
 
     def __init__(
-        self, settings: IngressSettings, store: Store, publisher: Publisher, authenticator: Authenticator
+        self,
+        settings: IngressSettings,
+        store: Store,
+        publisher: Publisher,
+        authenticator: Authenticator,
+        inbound: InboundChecks | None = None,
     ) -> None:
         self.settings = settings
+        self.inbound = inbound
         self.store = store
         self.publisher = publisher
         self.authenticator = authenticator
@@ -148,8 +155,14 @@ class IngressHandler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> Reply:
         queue_id = new_queue_id()
         spool = _take_spool(envelope)
+        checked = b""
+        if self.inbound is not None and self.inbound.applies(server, session):
+            refusal, checked, spool = await self._check_inbound(server, session, envelope, spool, queue_id)
+            if refusal is not None:
+                return refusal
         try:
             prefix, queued, facts = self._prepare(server, session, envelope, spool, queue_id)
+            prefix = checked + prefix
         except Exception:
             spool.close()
             log.exception("preparing message failed", queue_id=queue_id)
@@ -167,6 +180,22 @@ class IngressHandler:
             log.exception("queueing failed", queue_id=queue_id)
             return replies.TEMPORARY_FAILURE
         return replies.queued(queue_id)
+
+    async def _check_inbound(
+        self, server: Any, session: Any, envelope: Any, spool: MessageSpool, queue_id: str
+    ) -> tuple[Reply | None, bytes, MessageSpool]:
+        """SPF/DKIM/DMARC/ARC (inbound/): a refusal, or the Authentication-Results: to prepend and the spool."""
+        assert self.inbound is not None
+        mail_from = "" if envelope.mail_from == NULL_SENDER else str(envelope.mail_from)
+        try:
+            outcome = await self.inbound.check(server.client_ip, session.host_name, mail_from, spool)
+        except Exception:  # the mail flows unchecked rather than fail on our fault
+            log.exception("inbound checks failed", queue_id=queue_id)
+            return None, b"", spool
+        if outcome.reply is not None:
+            outcome.spool.close()
+            log.info("refused by dmarc", queue_id=queue_id, client=server.client_ip)
+        return outcome.reply, outcome.headers, outcome.spool
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self.inflight.discard(task)

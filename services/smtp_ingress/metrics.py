@@ -62,8 +62,19 @@ PUBLISH_FAILURES = Counter(
     "Publishes answered 451: broker down or blocking publishes (alarm), nack, return or timeout.",
     ["reason"],
 )
+AUTH_RESULTS = Counter(
+    "postroom_smtp_auth_results_total",
+    "Results of the inbound checks on port 25 (RFC 8601 result names), by method: spf (MAIL FROM), spf_helo, dkim "
+    "(one per signature; none for an unsigned message), dmarc, arc (only for ARC-sealed mail).",
+    ["method", "result"],
+)
 BROKER_CONNECTED = Gauge("postroom_smtp_broker_connected", "1 while the AMQP connection and channel are open.")
 
+AUTH_METHODS = {
+    "spf": ("pass", "fail", "softfail", "neutral", "none", "permerror", "temperror"),
+    "dkim": ("pass", "fail", "neutral", "none", "permerror", "temperror"),
+    "dmarc": ("pass", "fail", "none", "permerror", "temperror"),
+}
 PUBLISH_FAILURE_REASONS = ("unavailable", "blocked", "nack", "returned", "timeout", "error")
 AUTH_MECHANISMS = ("PLAIN", "LOGIN")
 # The rejections an operator watches most, created at zero so the first one shows up in rate().
@@ -117,4 +128,7 @@ def initialise() -> None:
         AUTH_FAILURES.labels(mechanism)
     for stage, code in COMMON_REJECTIONS:
         REJECTIONS.labels(stage, code)
+    for method, results in AUTH_METHODS.items():
+        for result in results:
+            AUTH_RESULTS.labels(method, result)
     BROKER_CONNECTED.set(0)

@@ -130,6 +130,8 @@ DATA_LINE_TOO_LONG = Reply(500, "5.6.0", "Message has a line longer than 998 oct
 TEMPORARY_FAILURE = Reply(451, "4.3.0", "Temporary failure, please try again later")
 # What Postfix says when a table lookup fails: the store (Redis) could not answer for now.
 LOOKUP_FAILURE = Reply(451, "4.3.0", "Temporary lookup failure, please try again later")
+# RFC 7489 §6.7: the From domain says p=reject and the message is not aligned (POSTROOM_DMARC_ENFORCE).
+DMARC_REJECTED = Reply(550, "5.7.1", "Message rejected by the DMARC policy of the From domain")
 
 
 def queued(queue_id: str) -> Reply:
