@@ -176,6 +176,17 @@ ROWS = [
                 quantiles("postroom_smtp_message_size_bytes", qs=(0.5, 0.95)),
                 unit="bytes",
             ),
+            Panel(
+                "Inbound authentication results (port 25)",
+                [
+                    Query(
+                        f"sum by (method, result) (rate(postroom_smtp_auth_results_total[{RATE}]))",
+                        "{{method}} {{result}}",
+                    )
+                ],
+                "SPF, DKIM, DMARC and ARC results per second, as written in Authentication-Results:. A rise of "
+                "temperror means the checks' DNS fails; dmarc fail with p=reject is refused with 550.",
+            ),
         ],
     ),
     Row(
