@@ -46,6 +46,7 @@ class Record:
     percent: int
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_record(text: str, subdomain: bool) -> Record | None:
     """A `v=DMARC1` record; None when it is not one (RFC 7489 §6.6.3: such records are ignored)."""
     tags: dict[str, str] = {}

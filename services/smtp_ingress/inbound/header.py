@@ -3,6 +3,7 @@ authserv-id (RFC 8601 §5) taken out, and our Authentication-Results: field writ
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from email.utils import getaddresses
@@ -75,9 +76,12 @@ def _authserv_id(field: bytes) -> str:
 
 
 def _from_domain(froms: list[str]) -> str | None:
-    if len(froms) != 1:
-        return None
-    addresses = [address for _name, address in getaddresses(froms) if address]
+    return _domain_of_from(froms[0]) if len(froms) == 1 else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _domain_of_from(value: str) -> str | None:
+    addresses = [address for _name, address in getaddresses([value]) if address]
     if len(addresses) != 1 or "@" not in addresses[0]:
         return None
     return safe_domain(addresses[0].rpartition("@")[2].rstrip(".").rstrip(">"))
