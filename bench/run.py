@@ -30,6 +30,7 @@ from bench.stack import SERVICES, Stack, tree_rss_bytes
 from services.store import Store
 from shared.connections import connect_amqp_once
 from shared.topology import Topology
+from tests.delivery.dnsserver import DNSServer, Zone
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -132,8 +133,30 @@ async def latencies(namespace: str, user: str) -> list[float]:
 
 def smtp_source_command(sessions: int, size: int, messages: int, recipient: str, port: int) -> list[str]:
     """The load generator of the smtp scenario (bench.reference drives Postfix with the same command)."""
-    command = ["smtp-source", "-s", str(sessions), "-l", str(size), "-m", str(messages)]
+    command = ["smtp-source", "-s", str(sessions), "-l", str(size), "-m", str(messages), "-M", LOAD_HELO]
     return [*command, "-f", "load@remote.test", "-t", recipient, f"127.0.0.1:{port}"]
+
+
+LOAD_HELO = "client.remote.test"
+
+
+def inbound_checks(mode: str) -> tuple[dict[str, str], DNSServer | None]:
+    """--checks on/off: loopback is not trusted (so port 25 checks apply) and a local DNS server publishes SPF and
+    DMARC for the load's sender and HELO; `on` and `off` differ only in POSTROOM_INBOUND_CHECKS. `none`: as before
+    (loopback trusted, nothing checked)."""
+    if mode == "none":
+        return {}, None
+    zone = Zone()
+    zone.add("remote.test", "TXT", '"v=spf1 ip4:127.0.0.0/8 -all"')
+    zone.add(LOAD_HELO, "TXT", '"v=spf1 ip4:127.0.0.0/8 -all"')
+    zone.add("_dmarc.remote.test", "TXT", '"v=DMARC1; p=reject"')
+    server = DNSServer(zone).start()
+    env = {
+        "POSTROOM_TRUSTED_NETWORKS": "",
+        "POSTROOM_DNS_NAMESERVERS": server.nameserver,
+        "POSTROOM_INBOUND_CHECKS": "true" if mode == "on" else "false",
+    }
+    return env, server
 
 
 def run_smtp(args: argparse.Namespace) -> dict[str, Any]:
@@ -141,11 +164,16 @@ def run_smtp(args: argparse.Namespace) -> dict[str, Any]:
         sys.exit("smtp-source is missing: apt-get install --no-install-recommends postfix (it is not started)")
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
     user = f"sink@{DOMAIN}"
-    stack = Stack(namespace, RESULTS / namespace, extra_env=args.env)
+    checks_env, dns_server = inbound_checks(args.checks)
+    stack = Stack(namespace, RESULTS / namespace, extra_env={**checks_env, **args.env})
     try:
         asyncio.run(prepare_users(namespace, [user]))
         stack.start()
         start_profiling(stack, args, namespace)
+        if args.checks == "on":
+            # The first message fills the DNS caches, as on a server that has seen the sender before.
+            with smtplib.SMTP("127.0.0.1", stack.port("POSTROOM_SMTP_LISTEN"), LOAD_HELO, timeout=30) as client:
+                client.sendmail("load@remote.test", [user], b"From: load@remote.test\r\n\r\nwarm-up\r\n")
         load_before = load_average()
         cpu_before = stack.cpu()
         started = time.monotonic()
@@ -170,13 +198,20 @@ def run_smtp(args: argparse.Namespace) -> dict[str, Any]:
         )
         time.sleep(1)
         uids = asyncio.run(mailbox_uids(namespace, user))
-        check = {
+        check: dict[str, Any] = {
             "accepted_250": int(accepted),
             "in_mailbox": len(uids),
             "distinct_queue_ids": len(set(uids)),
         }
-        if not (accepted == args.messages == len(uids) == len(set(uids))):
-            raise RuntimeError(f"lost or duplicated messages: sent {args.messages}, {check}")
+        expected = args.messages + (1 if args.checks == "on" else 0)
+        if not (accepted == expected == len(uids) == len(set(uids))):
+            raise RuntimeError(f"lost or duplicated messages: sent {expected}, {check}")
+        if args.checks == "on":
+            check["auth_results"] = {
+                line.split(" ")[0]: float(line.rsplit(" ", 1)[1])
+                for line in metric_lines(stack, "smtp_ingress")
+                if line.startswith("postroom_smtp_auth_results_total{") and not line.endswith(" 0.0")
+            }
         lat = asyncio.run(latencies(namespace, user))
         return {
             "scenario": "smtp",
@@ -184,6 +219,7 @@ def run_smtp(args: argparse.Namespace) -> dict[str, Any]:
             "sessions": args.sessions,
             "size": args.size,
             "env": args.env,
+            "checks": args.checks,
             "loadavg_before": load_before,
             "loadavg_after": load_average(),
             "check": check,
@@ -199,6 +235,8 @@ def run_smtp(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         stack.stop()
         cleanup(namespace)
+        if dns_server is not None:
+            dns_server.stop()
 
 
 def pop3_body(size: int) -> bytes:
@@ -498,6 +536,12 @@ def main() -> None:
     smtp.add_argument("--messages", type=int, default=5000)
     smtp.add_argument("--sessions", type=int, default=20)
     smtp.add_argument("--size", type=int, default=1024)
+    smtp.add_argument(
+        "--checks",
+        choices=("none", "on", "off"),
+        default="none",
+        help="on/off: port 25 inbound checks with a local DNS server, loopback untrusted (none: loopback trusted)",
+    )
     pop3 = sub.add_parser("pop3", help="pipelined POP3 download")
     pop3.add_argument("--sessions", type=int, default=20)
     pop3.add_argument("--messages", type=int, default=250, help="per session")
