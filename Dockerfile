@@ -8,9 +8,11 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 RUN python -m venv /opt/postroom
 # Dependencies first (their layer survives code changes): exact versions, every file checked against its sha256
-# (requirements.lock, made by deploy/docker/update-lock.sh), wheels only so no compiler is needed or trusted.
+# (requirements.lock, made by deploy/docker/update-lock.sh), wheels only so no compiler is needed or trusted, except
+# the pure-Python dkimpy and pyspf, published as source only: built with the venv's own setuptools, no download.
 COPY requirements.lock /tmp/requirements.lock
-RUN /opt/postroom/bin/pip install --require-hashes --only-binary=:all: --no-deps -r /tmp/requirements.lock
+RUN /opt/postroom/bin/pip install --require-hashes --only-binary=:all: --no-binary=dkimpy,pyspf \
+        --no-build-isolation --no-deps -r /tmp/requirements.lock
 COPY pyproject.toml README.md /src/
 COPY shared /src/shared
 COPY services /src/services

@@ -58,7 +58,8 @@ def test_image_is_slim_python_311_running_as_a_numeric_non_root_user() -> None:
 
 def test_dependencies_install_only_from_the_lock_with_hashes_and_wheels() -> None:
     runs = " ".join(c.value[0] for c in instructions("RUN"))
-    assert "pip install --require-hashes --only-binary=:all: --no-deps -r /tmp/requirements.lock" in runs
+    assert "pip install --require-hashes --only-binary=:all: --no-binary=dkimpy,pyspf" in runs
+    assert "--no-build-isolation --no-deps -r /tmp/requirements.lock" in runs
     assert "--no-build-isolation --no-index" in runs
 
 
