@@ -35,6 +35,14 @@ class SigningKey:
         )
         return signature + message
 
+    def arc_seal(self, message: bytes, authserv_id: str = "relay.signed.test") -> bytes:
+        """The message as a forwarder passes it on: its own Authentication-Results: and an ARC set (i=1) on top."""
+        results = f"Authentication-Results: {authserv_id}; spf=pass smtp.mailfrom=origin.test\r\n".encode()
+        arc_set: list[bytes] = dkim.arc_sign(
+            results + message, self.selector.encode(), self.domain.encode(), self.private_pem, authserv_id.encode()
+        )
+        return b"".join(arc_set) + results + message
+
     def txt(self) -> str:
         """The key record in zone-file text: quoted strings of at most 255 characters (RFC 6376 §3.6.2.2)."""
         text = f"v=DKIM1; k=rsa; p={self.public_b64}"

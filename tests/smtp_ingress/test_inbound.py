@@ -146,6 +146,17 @@ def test_altered_body_is_dkim_fail_in_the_header_when_not_enforced(
     assert b"\r\nX-Postroom-DMARC: quarantine\r\n" in body
 
 
+def test_arc_chain_verifies_and_a_broken_one_fails(
+    checked: RunningIngress, namespace: str, signing_key: SigningKey
+) -> None:
+    sealed = signing_key.arc_seal(message("fail.test"))
+    results, _ = queued_results(checked, namespace, "someone@fail.test", sealed)
+    assert "arc=pass" in results
+    broken = sealed.replace(b"Hello Alice.", b"Send money.")
+    results, _ = queued_results(checked, namespace, "someone@fail.test", broken)
+    assert "arc=fail" in results
+
+
 def test_dmarc_reject_is_550_at_the_end_of_data(checked: RunningIngress, namespace: str) -> None:
     code, reply = deliver(checked, "someone@reject.test", message("reject.test"))
     assert code == 550
