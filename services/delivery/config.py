@@ -12,9 +12,10 @@ from services.delivery.tls import SMTPS_PORT, check_ca_file
 from services.delivery.transport_map import Route, parse_route, parse_transport_map
 from shared.netaddr import HostPort
 from shared.settings import CommonSettings, Delay, Duration, ListenAddress, Nameservers, OptionalPath, duration_value
+from shared.srs import SrsSettings
 
 
-class DeliverySettings(CommonSettings):
+class DeliverySettings(CommonSettings, SrsSettings):
     """Consumer sizing, retry policy, DNS and outbound SMTP for `python -m services.delivery`."""
 
     metrics_listen: ListenAddress = HostPort("0.0.0.0", 9102)

@@ -31,11 +31,13 @@ from services.delivery.remote import TRANSPORT as TRANSPORT_SMTP
 from services.delivery.routing import Plan, Router, Target
 from services.delivery.waiting import WaitingRoom
 from services.store import Store, StoreOutcome, progress
+from services.store.keys import normalize_address
 from services.store.outage import outage
 from shared.envelope import REQUEUED, Envelope
 from shared.logging import get_logger
 from shared.queue_id import is_queue_id
 from shared.spool import MEMORY_LIMIT as LARGE_MESSAGE
+from shared.srs import Srs
 from shared.tasks import cancel_and_wait
 from shared.topology import DELIVERY_LIMIT, Topology
 
@@ -115,7 +117,8 @@ class Consumer:
         self.publisher = publisher
         self.remote = remote
         self.topology = Topology(settings.namespace)
-        self.router = Router(store.accounts, settings.alias_depth_limit)
+        self.srs = Srs.of(settings)
+        self.router = Router(store.accounts, settings.alias_depth_limit, self.srs)
         self._slots = asyncio.Semaphore(settings.concurrency)
         # Large messages (over LARGE_MESSAGE bytes) take one of these as well, taken before a worker slot so that
         # large ones waiting never keep a slot from small ones; their waiting bodies are bounded by `waiting`.
@@ -442,11 +445,31 @@ class Consumer:
                 # Test hook (POSTROOM_FAULT_CRASH_AFTER_STORE): die after the store and before the ack.
                 os.kill(os.getpid(), signal.SIGKILL)
         if plan.remote:
+            relays = self._senders(envelope, plan)
             for group in await asyncio.gather(
-                *(self._relay(envelope, body, domain, group, deadline) for domain, group in plan.remote.items())
+                *(self._relay(sent_as, body, domain, group, deadline) for sent_as, domain, group in relays)
             ):
                 results += group
         return results
+
+    def _senders(self, envelope: Envelope, plan: Plan) -> list[tuple[Envelope, str, list[Target]]]:
+        """Each remote domain's recipients and the envelope they go out under: copies an alias forwards go with an
+        SRS sender of the alias's domain (POSTROOM_SRS_SECRET), so the destination's SPF check sees our domain."""
+        if self.srs is None or not envelope.mail_from:
+            return [(envelope, domain, group) for domain, group in plan.remote.items()]
+        relays: list[tuple[Envelope, str, list[Target]]] = []
+        for domain, group in plan.remote.items():
+            direct = [t for t in group if not t.forwarded]
+            if direct:
+                relays.append((envelope, domain, direct))
+            by_alias: dict[str, list[Target]] = {}
+            for target in group:
+                if target.forwarded:
+                    by_alias.setdefault(normalize_address(target.original).rpartition("@")[2], []).append(target)
+            for alias_domain, targets in by_alias.items():
+                sender = self.srs.forward(envelope.mail_from, alias_domain)
+                relays.append((replace(envelope, mail_from=sender), domain, targets))
+        return relays
 
     def _skip_settled(self, envelope: Envelope, plan: Plan, ledger: Ledger) -> None:
         """Take the recipients settled by an earlier delivery of this queue message out of the plan."""

@@ -9,6 +9,7 @@ from services.delivery import outcome
 from services.delivery.outcome import Outcome
 from services.store import Accounts
 from services.store.keys import normalize_address
+from shared.srs import Srs
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,11 @@ class Target:
     @property
     def domain(self) -> str:
         return self.address.rpartition("@")[2]
+
+    @property
+    def forwarded(self) -> bool:
+        """Reached through an alias, a catch-all or an SRS address rather than named by the envelope."""
+        return self.address != normalize_address(self.original)
 
 
 @dataclass
@@ -46,9 +52,10 @@ class _TooDeep(Exception):
 class Router:
     """Expands recipients through the store's aliases; a loop or a chain deeper than the limit ends the branch."""
 
-    def __init__(self, accounts: Accounts, depth_limit: int) -> None:
+    def __init__(self, accounts: Accounts, depth_limit: int, srs: Srs | None = None) -> None:
         self.accounts = accounts
         self.depth_limit = depth_limit
+        self.srs = srs
 
     async def plan(self, recipients: tuple[str, ...]) -> Plan:
         plan = Plan()
@@ -88,6 +95,11 @@ class Router:
         if len(path) >= self.depth_limit:
             raise _TooDeep
         targets = facts.aliases
+        if targets is None and not facts.user and self.srs is not None:
+            # A bounce to the SRS address a forwarded copy went out with: it goes to the original sender.
+            original = self.srs.reverse(address)
+            if original is not None:
+                return await self._expand(normalize_address(original), (*path, address))
         if targets is None and not facts.user:
             targets = facts.catch_all  # catch-all, only for non-users
         if targets is None:

@@ -11,11 +11,12 @@ from services.store.passwords import Argon2Settings
 from shared.netaddr import HostPort, Network, parse_networks
 from shared.proxy import ProxySettings
 from shared.settings import CommonSettings, Delay, Duration, ListenAddress, Nameservers, Networks, OptionalPath
+from shared.srs import SrsSettings
 
 __all__ = ["IngressSettings", "Network", "parse_networks"]
 
 
-class IngressSettings(CommonSettings, Argon2Settings, ProxySettings):
+class IngressSettings(CommonSettings, Argon2Settings, ProxySettings, SrsSettings):
     """Listeners, TLS, relay policy, limits and timeouts of the ingress; an empty listen value disables it."""
 
     metrics_listen: ListenAddress = HostPort("0.0.0.0", 9101)

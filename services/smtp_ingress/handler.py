@@ -30,6 +30,7 @@ from shared.errors import TemporaryError
 from shared.logging import get_logger
 from shared.queue_id import new_queue_id
 from shared.spool import MessageSpool
+from shared.srs import Srs
 
 log = get_logger(__name__)
 
@@ -56,6 +57,7 @@ class IngressHandler:
     ) -> None:
         self.settings = settings
         self.inbound = inbound
+        self.srs = Srs.of(settings)
         self.store = store
         self.publisher = publisher
         self.authenticator = authenticator
@@ -129,7 +131,8 @@ class IngressHandler:
             # The relay decision ignores a trailing dot of the domain (split_domain); lookup() reads it as written.
             local = await self.store.accounts.is_local_domain(split_domain(address))
         if local:
-            if not facts.deliverable:
+            # A bounce to the SRS sender of a copy we forwarded: the delivery routes it to the original sender.
+            if not facts.deliverable and not (self.srs is not None and self.srs.reverse(address) is not None):
                 return replies.NO_SUCH_USER
         elif not (session.authenticated or server.trusted):
             log.info("relay denied", client=server.client_ip, domain=split_domain(address))
