@@ -11,6 +11,7 @@ from services.store.coalesce import Coalescer
 from services.store.keys import Keys
 from services.store.mailbox import Mailboxes, MessageInfo, StoreOutcome
 from services.store.progress import Progress
+from services.store.ratelimit import Rate, RateLimiter, Verdict, parse_rate
 from services.store.throttle import LoginThrottle
 from services.store.tls_policy import TlsPolicies
 from services.store.trace import DEFAULT_RETENTION, Trace
@@ -27,11 +28,15 @@ __all__ = [
     "Mailboxes",
     "MessageInfo",
     "Progress",
+    "Rate",
+    "RateLimiter",
     "Store",
     "StoreOutcome",
     "TlsPolicies",
     "Trace",
     "User",
+    "Verdict",
+    "parse_rate",
 ]
 
 
@@ -58,6 +63,7 @@ class Store:
         self.accounts = Accounts(redis, self.keys, coalescer)
         self.mailboxes = Mailboxes(redis, self.keys, coalescer=coalescer)
         # A finished message's progress lasts as long as its mailbox dedup keys.
+        self.rate_limits = RateLimiter(redis, self.keys)
         self.progress = Progress(redis, self.keys, self.mailboxes.dedup_ttl)
         self.tls_policies = TlsPolicies(redis, self.keys)
         self.trace = Trace(redis, namespace, trace_retention or retention_from_environment(), coalescer=coalescer)

@@ -18,6 +18,7 @@ from services.store.addresses import (
 from services.store.coalesce import Coalescer, round_trip
 from services.store.keys import Keys, normalize_address
 from services.store.passwords import hash_password, hash_password_off_loop, verify_password
+from services.store.ratelimit import Rate
 
 # Bounds the fan-out of one alias (and the size of its hash field).
 MAX_ALIAS_TARGETS = 1000
@@ -57,6 +58,7 @@ class User:
     created: float
     messages: int
     bytes: int
+    send_limit: str | None = None  # the account's own send limit (`100/1h`); None: POSTROOM_SEND_LIMIT
 
 
 def _text(value: Any) -> str:
@@ -132,7 +134,8 @@ class Accounts:
         box = self.keys.mailbox(address)
         existed = bool(await self._close(keys=[box.account, box.lock]))
         uids = [_text(u) for u in await self.redis.zrange(box.index, 0, -1)]
-        mailbox_keys = [box.index, box.sizes, box.usage, box.seq, box.lock, *(box.message(u) for u in uids)]
+        mailbox_keys = [box.index, box.sizes, box.usage, box.seq, box.lock, box.send_messages, box.send_recipients]
+        mailbox_keys.extend(box.message(u) for u in uids)
         for start in range(0, len(mailbox_keys), 500):
             # One slot (the mailbox hash tag), so a multi-key DEL is fine on a Redis Cluster too.
             await self.redis.delete(*mailbox_keys[start : start + 500])
@@ -150,12 +153,14 @@ class Accounts:
         usage = await self.redis.hgetall(box.usage)
         fields = {_text(k): _text(v) for k, v in account.items()}
         counts = {_text(k): int(v) for k, v in usage.items()}
+        send_limit = Rate.from_stored(fields.get("send_limit", ""))
         return User(
             normalize_address(address),
             int(fields.get("quota", "0")),
             float(fields.get("created", "0")),
             counts.get("messages", 0),
             counts.get("bytes", 0),
+            None if send_limit is None else str(send_limit),
         )
 
     async def user_exists(self, address: str) -> bool:
@@ -175,6 +180,14 @@ class Accounts:
             raise AccountError("the quota must be zero (none) or a positive number of bytes")
         if not await self._update_field(address, "quota", str(quota)):
             raise NotFoundError(f"no such user {normalize_address(address)}")
+
+    async def set_send_limit(self, address: str, limit: Rate | None) -> None:
+        """The account's own send limit; None: back to the default (POSTROOM_SEND_LIMIT of the ingress). The count
+        starts afresh under the new limit."""
+        if not await self._update_field(address, "send_limit", "" if limit is None else limit.stored()):
+            raise NotFoundError(f"no such user {normalize_address(address)}")
+        box = self.keys.mailbox(address)
+        await self.redis.delete(box.send_messages, box.send_recipients)
 
     async def authenticate(self, address: str, password: str) -> bool:
         """True when the password is right; equal work for unknown users; rehashes when parameters changed."""

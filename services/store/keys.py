@@ -15,6 +15,10 @@ Login throttle (throttle.py), counters expiring `throttle.WINDOW` after their la
                                       that is no address)
     {ns}:throttle:ip:{client}         failed logins from one IPv4 address or IPv6 /64
 
+Rate limits (ratelimit.py, the RATE_LIMIT script; each key holds a GCRA "theoretical arrival time" in ms and
+expires when it no longer restricts anything):
+    {ns}:ratelimit:mx:{client}        port 25 connections from one IPv4 address or IPv6 /64 (one key per script call)
+
 Per message trace, hash-tagged by queue id (single-key commands only; pipelined, never in a script; a queue id is
 our own `[0-9A-Z]{26}`, and even a foreign one with a brace would only move its one key to another slot):
     {ns}:trace:{queue_id}             list of JSON events, capped at trace.MAX_EVENTS, expiring after the retention
@@ -33,7 +37,8 @@ Outbound TLS policies (tls_policy.py), single-key commands only:
 
 Per mailbox, all sharing one hash tag so every Lua script is Redis Cluster safe (docs/design.md invariant 9). The tag is
 the normalised address, `{alice@example.com}`, unless the address holds a brace or no `@` (see `mailbox_tag`):
-    {ns}:{addr}:account               hash: password (argon2id PHC string), quota (bytes, 0 = none), created
+    {ns}:{addr}:account               hash: password (argon2id PHC string), quota (bytes, 0 = none), created,
+                                      send_limit (absent or "": the default; else "messages,recipients/period_ms")
     {ns}:{addr}:index                 zset: uid -> arrival sequence (POP3 message order)
     {ns}:{addr}:sizes                 hash: uid -> size in octets (CRLF, as RETR sends before dot-stuffing)
     {ns}:{addr}:usage                 hash: messages, bytes (kept in step with index and sizes by the scripts)
@@ -41,10 +46,13 @@ the normalised address, `{alice@example.com}`, unless the address holds a brace 
     {ns}:{addr}:msg:{uid}             string: the message, CRLF line ends
     {ns}:{addr}:dedup:{queue_id}      string with a TTL: "this queue message was stored here" (idempotent delivery)
     {ns}:{addr}:lock                  string with a TTL: POP3 maildrop lock, value = owner token
+    {ns}:{addr}:sendlimit:messages    GCRA state of the account's send limit: messages (RATE_LIMIT, with the
+    {ns}:{addr}:sendlimit:recipients  account hash's `send_limit` override) and recipients
 
 Every multi-key change is a Lua script in lua.py over the keys of one mailbox only (one slot): STORE_MESSAGE,
 DELETE_MESSAGES, CREATE_ACCOUNT, UPDATE_ACCOUNT, CLOSE_MAILBOX, ACQUIRE_LOCK, REFRESH_LOCK, RELEASE_LOCK
-(RECORD_PROGRESS is the one script over a message's key instead).
+(RECORD_PROGRESS is the one script over a message's key instead; RATE_LIMIT runs over one mailbox's keys or over
+one `ratelimit:mx` key).
 A user's removal (accounts.remove_user) runs CLOSE_MAILBOX, then deletes the mailbox keys, then leaves `users`.
 """
 
@@ -105,6 +113,9 @@ class Keys:
     def throttle_client(self, client: str) -> str:
         return f"{self.namespace}:throttle:ip:{client}"
 
+    def rate_limit_mx(self, client: str) -> str:
+        return f"{self.namespace}:ratelimit:mx:{client}"
+
     def trace(self, queue_id: str) -> str:
         return f"{self.namespace}:trace:{{{queue_id}}}"
 
@@ -156,6 +167,14 @@ class MailboxKeys:
     @property
     def lock(self) -> str:
         return f"{self.prefix}:lock"
+
+    @property
+    def send_messages(self) -> str:
+        return f"{self.prefix}:sendlimit:messages"
+
+    @property
+    def send_recipients(self) -> str:
+        return f"{self.prefix}:sendlimit:recipients"
 
     def message(self, uid: str) -> str:
         return f"{self.prefix}:msg:{uid}"

@@ -148,3 +148,49 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
+
+# GCRA (the generic cell rate algorithm): each counter keeps one number, the "theoretical arrival time" (TAT, ms),
+# and allows `limit` units per `period` with a burst of the whole `limit`; a unit costs period/limit ms of it. All
+# counters must allow the request or none is charged. The clock is Redis's own (TIME), so replicas of a service
+# on machines whose clocks differ still share one schedule.
+# KEYS: one TAT key per counter, then optionally an account hash whose `send_limit` field, when set and not empty
+# ("messages,recipients/period_ms"), replaces ARGV's limits and period.
+# ARGV: period (ms), then limit and cost of each counter.
+# Returns {status, counter, limit, period, wait}: status 1 allowed; 0 over the limit of counter (1-based), allowed
+# again in `wait` ms; -1 the cost alone is over that counter's limit (never allowed); limit and period are the ones
+# applied (the override's, when there is one).
+RATE_LIMIT = """
+local n = (#ARGV - 1) / 2
+local period = tonumber(ARGV[1])
+local limits = {}
+for i = 1, n do limits[i] = tonumber(ARGV[2 * i]) end
+if #KEYS > n then
+  local override = redis.call('HGET', KEYS[n + 1], 'send_limit')
+  if override and override ~= '' then
+    local m, r, p = string.match(override, '^(%d+),(%d+)/(%d+)$')
+    if m then
+      period = tonumber(p)
+      limits[1] = tonumber(m)
+      if n > 1 then limits[2] = tonumber(r) end
+    end
+  end
+end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local tats = {}
+for i = 1, n do
+  local cost, limit = tonumber(ARGV[2 * i + 1]), limits[i]
+  if cost > limit then return {-1, i, limit, period, 0} end
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
+  if tat < now then tat = now end
+  -- A state left by a longer period (the limit changed) owes at most one whole period of the present one.
+  if tat > now + period then tat = now + period end
+  local new = tat + cost * period / limit
+  if new - now > period then return {0, i, limit, period, math.ceil(new - now - period)} end
+  tats[i] = new
+end
+for i = 1, n do
+  redis.call('SET', KEYS[i], string.format('%.3f', tats[i]), 'PX', math.max(1, math.ceil(tats[i] - now)))
+end
+return {1, 0, 0, period, 0}
+"""

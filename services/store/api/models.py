@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from services.store.ratelimit import parse_rate
 
 # Bounds keep one request cheap: argon2 hashes the whole password; a quota fits Redis's 64-bit counters.
 MAX_PASSWORD = 1024
@@ -27,11 +29,20 @@ class UserIn(Body):
 class UserPatch(Body):
     password: str | None = Field(default=None, min_length=1, max_length=MAX_PASSWORD)
     quota: int | None = Field(default=None, ge=0, le=MAX_QUOTA)
+    # N/PERIOD or MESSAGES,RECIPIENTS/PERIOD, or "default" (back to POSTROOM_SEND_LIMIT).
+    send_limit: str | None = Field(default=None, min_length=1, max_length=64)
+
+    @field_validator("send_limit")
+    @classmethod
+    def _send_limit(cls, value: str | None) -> str | None:
+        if value is not None and value.strip().lower() != "default":
+            parse_rate(value, recipients=True)
+        return value
 
     @model_validator(mode="after")
     def _something(self) -> UserPatch:
-        if self.password is None and self.quota is None:
-            raise ValueError("give password and/or quota")
+        if self.password is None and self.quota is None and self.send_limit is None:
+            raise ValueError("give password, quota and/or send_limit")
         return self
 
 

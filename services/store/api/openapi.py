@@ -68,8 +68,18 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,
         "minProperties": 1,
-        "description": "At least one of password and quota, not null both.",
-        "properties": {"password": {**_PASSWORD, "nullable": True}, "quota": {**_QUOTA, "nullable": True}},
+        "description": "At least one of password, quota and send_limit, not null all.",
+        "properties": {
+            "password": {**_PASSWORD, "nullable": True},
+            "quota": {**_QUOTA, "nullable": True},
+            "send_limit": {
+                "type": "string",
+                "nullable": True,
+                "maxLength": 64,
+                "description": "Messages (and recipients) the user may send per period on 587/465: N/PERIOD or "
+                "MESSAGES,RECIPIENTS/PERIOD (100/1h, 100,1000/1d); 'default' for POSTROOM_SEND_LIMIT.",
+            },
+        },
     },
     "User": {
         "type": "object",
@@ -80,6 +90,11 @@ _SCHEMAS: dict[str, Any] = {
             "created": {"type": "number", "description": "Unix time"},
             "messages": {"type": "integer"},
             "bytes": {"type": "integer"},
+            "send_limit": {
+                "type": "string",
+                "nullable": True,
+                "description": "The user's own send limit (100/1h); null: POSTROOM_SEND_LIMIT.",
+            },
         },
     },
     "Users": {
@@ -233,7 +248,7 @@ OPENAPI: dict[str, Any] = {
             },
             "patch": {
                 "operationId": "updateUser",
-                "summary": "Change password and/or quota",
+                "summary": "Change password, quota and/or send limit",
                 "requestBody": _body("UserPatch"),
                 "responses": {"200": _json(_ref("User"), "Changed"), **_errors(404)},
             },

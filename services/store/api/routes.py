@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import ValidationError
 
-from services.store import Store
+from services.store import Store, parse_rate
 from services.store.accounts import ConflictError, NotFoundError
 from services.store.addresses import validate_address, validate_domain
 from services.store.api.errors import ApiError
@@ -133,6 +133,10 @@ async def patch_user(request: web.Request) -> web.Response:
     store = _store(request)
     if body.quota is not None:
         await store.accounts.set_quota(address, body.quota)
+    if body.send_limit is not None:
+        text = body.send_limit.strip()
+        limit = None if text.lower() == "default" else parse_rate(text, recipients=True)
+        await store.accounts.set_send_limit(address, limit)
     if body.password is not None:
         await store.accounts.set_password(address, body.password)
     return web.json_response(await _user_json(store, address))

@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 import click
 
-from services.store import Store, User
+from services.store import Rate, Store, User, parse_rate
 from services.store.addresses import AddressError, validate_address
 from services.store.cli.common import (
     UserError,
@@ -107,6 +107,51 @@ def user_quota(address: str, quota: int) -> None:
     click.echo(f"quota of {address.strip().lower()} set to {quota}")
 
 
+def _send_limit(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate | object | None:
+    """`N/PERIOD`, `MESSAGES,RECIPIENTS/PERIOD`, or `default` (None: back to POSTROOM_SEND_LIMIT)."""
+    if value is None:
+        return _UNSET
+    text = value.strip()
+    if text.lower() == "default":
+        return None
+    try:
+        return parse_rate(text, recipients=True)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+_UNSET = object()
+
+
+@user.command("update")
+@click.argument("address")
+@click.option("--quota", type=click.IntRange(min=0), default=None, help="Mailbox size limit in bytes (0: none).")
+@click.option(
+    "--send-limit",
+    metavar="N/PERIOD|default",
+    callback=_send_limit,
+    help="Messages (and recipients) the user may send per period on 587/465, e.g. 100/1h or 100,1000/1h; "
+    "'default': POSTROOM_SEND_LIMIT.",
+)
+def user_update(address: str, quota: int | None, send_limit: Rate | object | None) -> None:
+    """Change a user's quota and/or send limit."""
+    if quota is None and send_limit is _UNSET:
+        raise click.UsageError("give --quota and/or --send-limit")
+    address = _checked(address)
+
+    async def update(store: Store) -> None:
+        if quota is not None:
+            await store.accounts.set_quota(address, quota)
+        if send_limit is not _UNSET:
+            await store.accounts.set_send_limit(address, send_limit if isinstance(send_limit, Rate) else None)
+
+    run_with_store(update)
+    changes = [] if quota is None else [f"quota {quota}"]
+    if send_limit is not _UNSET:
+        changes.append(f"send limit {send_limit or 'default'}")
+    click.echo(f"user {address.strip().lower()} updated: {', '.join(changes)}")
+
+
 @user.command("list")
 @json_option
 def user_list(as_json: bool) -> None:
@@ -124,13 +169,14 @@ def user_list(as_json: bool) -> None:
         [
             u.address,
             human_bytes(u.quota) if u.quota else "none",
+            u.send_limit or "default",
             u.messages,
             human_bytes(u.bytes),
             time.strftime("%Y-%m-%d %H:%M", time.gmtime(u.created)),
         ]
         for u in users
     ]
-    emit_table(["ADDRESS", "QUOTA", "MESSAGES", "SIZE", "CREATED (UTC)"], rows, "no users")
+    emit_table(["ADDRESS", "QUOTA", "SEND LIMIT", "MESSAGES", "SIZE", "CREATED (UTC)"], rows, "no users")
 
 
 @user.command("remove")
