@@ -10,6 +10,7 @@ import warnings
 
 from services.smtp_ingress import metrics
 from services.smtp_ingress.auth import Authenticator
+from services.smtp_ingress.checks import Checks
 from services.smtp_ingress.config import IngressSettings
 from services.smtp_ingress.handler import IngressHandler
 from services.smtp_ingress.inbound import InboundChecks
@@ -51,8 +52,10 @@ class IngressApp:
         self.publisher = Publisher(settings.amqp_url, settings.namespace, settings.smtp_publish_timeout)
         throttle = self.store.login_throttle(settings.smtp_auth_failure_delay, settings.smtp_auth_failure_delay_max)
         self.inbound = InboundChecks(settings) if settings.inbound_checks else None
+        self.checks = Checks(settings, self.store.rate_limits)
+        authenticator = Authenticator(self.store, throttle)
         self.handler = IngressHandler(
-            settings, self.store, self.publisher, Authenticator(self.store, throttle), self.inbound
+            settings, self.store, self.publisher, authenticator, inbound=self.inbound, checks=self.checks
         )
         tls = tls_context(settings)
         self.server = IngressServer(settings, self.handler, tls)
@@ -107,6 +110,8 @@ class IngressApp:
             self.inbound.close()
         if self.health is not None:
             await self.health.stop()
+        with contextlib.suppress(Exception):
+            await self.checks.close()
         with contextlib.suppress(Exception):
             await self.store.close()
         log.info("stopped")

@@ -2,18 +2,53 @@
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 from services.store.addresses import AddressError, validate_domain
 from services.store.passwords import Argon2Settings
+from services.store.ratelimit import Rate, parse_rate
 from shared.netaddr import HostPort, Network, parse_networks
 from shared.proxy import ProxySettings
 from shared.settings import CommonSettings, Delay, Duration, ListenAddress, Nameservers, Networks, OptionalPath
 from shared.srs import SrsSettings
 
 __all__ = ["IngressSettings", "Network", "parse_networks"]
+
+
+def _send_limit(value: Any) -> Rate:
+    return value if isinstance(value, Rate) else parse_rate(str(value), recipients=True)
+
+
+def _optional_rate(value: Any) -> Rate | None:
+    if value is None or isinstance(value, Rate):
+        return value
+    text = str(value).strip()
+    return parse_rate(text) if text else None
+
+
+def _zones(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, tuple | list) else str(value or "").replace(",", " ").split()
+    zones = []
+    for item in items:
+        zone = str(item).strip().strip(".").lower()
+        try:
+            validate_domain(zone)
+        except AddressError as exc:
+            raise ValueError(f"bad zone {item!r}: {exc}") from None
+        zones.append(zone)
+    return tuple(dict.fromkeys(zones))
+
+
+def _optional_url(value: Any) -> str | None:
+    text = str(value or "").strip().rstrip("/")
+    if not text:
+        return None
+    if not text.startswith(("http://", "https://")):
+        raise ValueError(f"{text!r} is not an http:// or https:// URL")
+    return text
 
 
 class IngressSettings(CommonSettings, Argon2Settings, ProxySettings, SrsSettings):
@@ -63,11 +98,29 @@ class IngressSettings(CommonSettings, Argon2Settings, ProxySettings, SrsSettings
     authserv_id: str | None = None
     # DMARC p=reject failures get 550 5.7.1 at the end of DATA; off, they are only marked like p=quarantine.
     dmarc_enforce: bool = True
+    # DNS servers for the ingress's lookups (the inbound checks, the blocklists); unset: the system's resolver.
     dns_nameservers: Nameservers = ()
     # Per DNS lookup of the checks; a lookup that fails or times out makes its check temperror, never a rejection.
     inbound_dns_timeout: Duration = 5.0
     # DNS answers kept (each for its TTL) by the checks' resolver.
     inbound_dns_cache_size: int = Field(default=10000, ge=1)
+
+    # Send limits (limits.py), shared by every replica through Redis: messages (and recipients) an authenticated
+    # account may send per period, unless its own limit says otherwise (`postroom user update --send-limit`).
+    send_limit: Annotated[Rate, BeforeValidator(_send_limit), NoDecode] = parse_rate("500/1h")
+    # Connections per client address (IPv4, or IPv6 /64) on port 25; unset: no limit. Trusted networks exempt.
+    mx_connection_rate: Annotated[Rate | None, BeforeValidator(_optional_rate), NoDecode] = None
+    # DNS blocklists asked at connect on port 25 (dnsbl.py); empty: none.
+    dnsbl_zones: Annotated[tuple[str, ...], BeforeValidator(_zones), NoDecode] = ()
+    # A blocklist that has not answered by then counts as not listing the client (the mail is not held up).
+    dnsbl_timeout: Duration = 3.0
+    # rspamd's HTTP address (rspamd.py), e.g. http://127.0.0.1:11333; unset: no content filter.
+    rspamd_url: Annotated[str | None, BeforeValidator(_optional_url)] = None
+    # Also filter what authenticated users send on 587/465 (port 25 is always filtered when the URL is set).
+    rspamd_submission: bool = False
+    rspamd_timeout: Duration = 20.0
+    # rspamd unreachable, failing or slower than the timeout: answer 451 (tempfail) or let the message through.
+    rspamd_failure: Literal["tempfail", "accept"] = "tempfail"
 
     @field_validator("primary_domain", mode="before")
     @classmethod

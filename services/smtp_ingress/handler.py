@@ -9,6 +9,7 @@ from aiosmtpd.smtp import AuthResult, TLSSetupException
 
 from services.smtp_ingress import metrics, replies
 from services.smtp_ingress.auth import Authenticator
+from services.smtp_ingress.checks import Checks
 from services.smtp_ingress.config import IngressSettings
 from services.smtp_ingress.inbound import InboundChecks
 from services.smtp_ingress.message import ReceivedFacts, received_header, submission_headers
@@ -54,10 +55,12 @@ class IngressHandler:
         publisher: Publisher,
         authenticator: Authenticator,
         inbound: InboundChecks | None = None,
+        checks: Checks | None = None,
     ) -> None:
         self.settings = settings
         self.inbound = inbound
         self.srs = Srs.of(settings)
+        self.checks = checks  # limits, blocklists, content filter (checks.py)
         self.store = store
         self.publisher = publisher
         self.authenticator = authenticator
@@ -93,6 +96,13 @@ class IngressHandler:
 
     # -- envelope ---------------------------------------------------------------------------------------------
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> Reply:
+        screening = getattr(server, "screening", None)
+        if screening is not None and not session.authenticated:
+            refusal: (
+                Reply | None
+            ) = await screening  # the connect checks (blocklists, connection rate): checks.Checks.screen
+            if refusal is not None:
+                return refusal
         problem = check_address(address, sender=True, smtputf8="SMTPUTF8" in options)
         if problem:
             return problem
@@ -155,6 +165,16 @@ class IngressHandler:
         return await postmaster_address(settings.primary_domain, settings.hostname, self.store.accounts)
 
     # -- message ----------------------------------------------------------------------------------------------
+    def screen(self, client_ip: str) -> asyncio.Task[Reply | None] | None:
+        """The connect checks of an untrusted port 25 client, started at connect (IngressSMTP.connection_made)."""
+        return None if self.checks is None else self.checks.screen(client_ip)
+
+    async def check_DATA(self, server: Any, session: Any, envelope: Any) -> Reply | None:
+        """Before the 354 (IngressSMTP.smtp_DATA): an authenticated account's send limit."""
+        if self.checks is None or not session.authenticated:
+            return None
+        return await self.checks.before_data(str(session.auth_data), len(envelope.rcpt_tos))
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> Reply:
         queue_id = new_queue_id()
         spool = _take_spool(envelope)
@@ -162,6 +182,12 @@ class IngressHandler:
         if self.inbound is not None and self.inbound.applies(server, session):
             refusal, checked, spool = await self._check_inbound(server, session, envelope, spool, queue_id)
             if refusal is not None:
+                return refusal
+        checks = self.checks
+        if checks is not None and checks.filters(server.listener):
+            refusal, spool = await checks.content(server, session, envelope, spool, queue_id)
+            if refusal is not None:
+                spool.close()
                 return refusal
         try:
             prefix, queued, facts = self._prepare(server, session, envelope, spool, queue_id)

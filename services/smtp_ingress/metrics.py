@@ -68,13 +68,44 @@ AUTH_RESULTS = Counter(
     "(one per signature; none for an unsigned message), dmarc, arc (only for ARC-sealed mail).",
     ["method", "result"],
 )
-BROKER_CONNECTED = Gauge("postroom_smtp_broker_connected", "1 while the AMQP connection and channel are open.")
-
 AUTH_METHODS = {
     "spf": ("pass", "fail", "softfail", "neutral", "none", "permerror", "temperror"),
     "dkim": ("pass", "fail", "neutral", "none", "permerror", "temperror"),
     "dmarc": ("pass", "fail", "none", "permerror", "temperror"),
 }
+LIMIT_HITS = Counter(
+    "postroom_smtp_limit_hits_total",
+    "Sessions or messages refused by a rate limit: send_messages, send_recipients (an account's send limit), "
+    "mx_connections (POSTROOM_MX_CONNECTION_RATE).",
+    ["limit"],
+)
+LIMIT_ERRORS = Counter(
+    "postroom_smtp_limit_errors_total",
+    "Rate limit checks (send, mx_connections) Redis could not answer (the message or session went on "
+    "unlimited: fail open).",
+    ["limit"],
+)
+DNSBL = Counter(
+    "postroom_smtp_dnsbl_total",
+    "DNS blocklist answers by zone (POSTROOM_DNSBL_ZONES) and result: listed, clean, refused (a 127.255.255.x "
+    "or other non-listing code), error (timeout, SERVFAIL).",
+    ["zone", "result"],
+)
+FILTER_ACTIONS = Counter(
+    "postroom_smtp_filter_actions_total",
+    "Content filter (rspamd) verdicts by action (no_action, add_header, reject, ...), and error when it could "
+    "not be asked.",
+    ["action"],
+)
+BROKER_CONNECTED = Gauge("postroom_smtp_broker_connected", "1 while the AMQP connection and channel are open.")
+
+LIMITS = ("send_messages", "send_recipients", "mx_connections")
+LIMIT_CHECKS = ("send", "mx_connections")
+DNSBL_RESULTS = ("listed", "clean", "refused", "error")
+# rspamd's actions with `_` for spaces; other: an action of a custom rspamd configuration; error: not asked.
+FILTER_ACTIONS_SEEN = (
+    "no_action", "greylist", "add_header", "rewrite_subject", "soft_reject", "reject", "other", "error",
+)  # fmt: skip
 PUBLISH_FAILURE_REASONS = ("unavailable", "blocked", "nack", "returned", "timeout", "error")
 AUTH_MECHANISMS = ("PLAIN", "LOGIN")
 # The rejections an operator watches most, created at zero so the first one shows up in rate().
@@ -131,4 +162,17 @@ def initialise() -> None:
     for method, results in AUTH_METHODS.items():
         for result in results:
             AUTH_RESULTS.labels(method, result)
+    for limit in LIMITS:
+        LIMIT_HITS.labels(limit)
+    for check in LIMIT_CHECKS:
+        LIMIT_ERRORS.labels(check)
+    for action in FILTER_ACTIONS_SEEN:
+        FILTER_ACTIONS.labels(action)
     BROKER_CONNECTED.set(0)
+
+
+def initialise_dnsbl(zones: tuple[str, ...]) -> None:
+    """The blocklist series of the configured zones (the operator's own list: bounded), created at zero."""
+    for zone in zones:
+        for result in DNSBL_RESULTS:
+            DNSBL.labels(zone, result)

@@ -138,6 +138,31 @@ def queued(queue_id: str) -> Reply:
     return Reply(250, "2.0.0", f"Ok: queued as {queue_id}")
 
 
+# -- limits, blocklists and the content filter ----------------------------------------------------------------
+# RFC 3463 §3.8: X.7.1 "delivery not authorized, message refused"; temporary while a rate refills.
+FILTER_REJECT = Reply(554, "5.7.1", "Message rejected as spam")
+FILTER_TEMPFAIL = Reply(451, "4.7.1", "Message deferred by the content filter, try again later")
+FILTER_UNAVAILABLE = Reply(451, "4.7.1", "Content filter unavailable, try again later")
+
+
+def send_limit_exceeded(counter: str, rate: str) -> Reply:
+    """An account over its send limit (`counter`: messages or recipients; `rate`: as `100/1h`)."""
+    return Reply(451, "4.7.1", f"Send limit exceeded: {rate} {counter} for your account, try again later")
+
+
+def send_limit_never(rate: str) -> Reply:
+    """A message with more recipients than the account may send per period: waiting never helps."""
+    return Reply(550, "5.7.1", f"Message has more recipients than your send limit allows ({rate} recipients)")
+
+
+def connection_rate_exceeded(rate: str) -> Reply:
+    return Reply(451, "4.7.1", f"Connection rate limit exceeded: {rate} connections from your address, try later")
+
+
+def dnsbl_listed(client_ip: str, zone: str) -> Reply:
+    return Reply(554, "5.7.1", f"Service unavailable; client host [{client_ip}] listed at {zone}")
+
+
 # -- STARTTLS and AUTH -----------------------------------------------------------------------------------------
 READY_FOR_TLS = Reply(220, "2.0.0", "Ready to start TLS")
 TLS_NOT_AVAILABLE = Reply(454, "4.7.0", "TLS not available")

@@ -173,6 +173,8 @@ class IngressSMTP(SMTP):
         self.errors = 0
         self.closing = False
         self._admitted: bool | None = None
+        # The connect checks of a port 25 client (blocklists, connection rate), awaited by the MAIL hook.
+        self.screening: asyncio.Task[Reply | None] | None = None
         # Set by the PROXY listener before the connection is made: the client its header revealed, and the global
         # slot the connection held while the header was read.
         self.proxied: tuple[ProxiedPeer, Reservation] | None = None
@@ -221,6 +223,8 @@ class IngressSMTP(SMTP):
                 self.registry.session_timeout, self.close_with, replies.SESSION_TOO_LONG
             )
             self._log_debug = aiosmtpd_log.isEnabledFor(logging.DEBUG)
+            if self.listener == "smtp" and not self.trusted:
+                self.screening = self.event_handler.screen(self.client_ip)
             super().connection_made(transport)
             assert self._handler_coroutine is not None
             self._handler_coroutine.add_done_callback(self._handler_done)
@@ -258,6 +262,9 @@ class IngressSMTP(SMTP):
         self._admitted = False
         if self._session_timer is not None:
             self._session_timer.cancel()
+        if self.screening is not None:
+            self.screening.cancel()
+            self.screening = None
         self.registry.limiter.release(self.client_ip)
         self.registry.sessions.discard(self)
         self._active_sessions.dec()
@@ -372,6 +379,10 @@ class IngressSMTP(SMTP):
             return
         if arg:
             await self.push(replies.PARAM_SYNTAX)
+            return
+        refusal = await self.event_handler.check_DATA(self, self.session, envelope)
+        if refusal is not None:
+            await self.push(refusal)
             return
         await self.push(replies.START_DATA)
         spool = MessageSpool(self.registry.spool_directory, self.registry.spool_memory_limit)
