@@ -185,7 +185,11 @@ class IngressHandler:
                 return refusal
         checks = self.checks
         if checks is not None and checks.filters(server.listener):
-            refusal, spool = await checks.content(server, session, envelope, spool, queue_id)
+            try:
+                refusal, spool = await checks.content(server, session, envelope, spool, queue_id)
+            except BaseException:  # the client left while the filter looked (the hook is cancelled)
+                spool.close()
+                raise
             if refusal is not None:
                 spool.close()
                 return refusal
