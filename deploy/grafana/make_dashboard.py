@@ -345,6 +345,32 @@ ROWS = [
         ],
     ),
     Row(
+        "Limits, blocklists and the content filter",
+        [
+            Panel(
+                "Rate limits hit",
+                [
+                    Query(f"sum by (limit) (rate(postroom_smtp_limit_hits_total[{RATE}]))", "{{limit}}"),
+                    Query(f"sum by (limit) (rate(postroom_smtp_limit_errors_total[{RATE}]))", "unchecked {{limit}}"),
+                ],
+                "451 4.7.1 answers per second by limit: an account's send limit (messages, recipients), the port 25 "
+                "connection rate per client; unchecked: Redis could not count and the limit was not applied.",
+            ),
+            Panel(
+                "DNS blocklists",
+                [Query(f"sum by (zone, result) (rate(postroom_smtp_dnsbl_total[{RATE}]))", "{{zone}} {{result}}")],
+                "Answers per second by zone: listed (554 at MAIL), clean, refused (127.255.255.x: the zone refuses "
+                "our resolver) and error (timeout, SERVFAIL).",
+            ),
+            Panel(
+                "Content filter actions",
+                [Query(f"sum by (action) (rate(postroom_smtp_filter_actions_total[{RATE}]))", "{{action}}")],
+                "rspamd's verdicts per second; error: rspamd could not be asked (451, or accepted unfiltered).",
+                stack=True,
+            ),
+        ],
+    ),
+    Row(
         "Storage",
         [
             Panel("Domains", [Query("max(postroom_store_domains)")], kind="stat", width=6, height=4),
