@@ -223,8 +223,9 @@ class IngressSMTP(SMTP):
                 self.registry.session_timeout, self.close_with, replies.SESSION_TOO_LONG
             )
             self._log_debug = aiosmtpd_log.isEnabledFor(logging.DEBUG)
-            if self.listener == "smtp" and not self.trusted:
-                self.screening = self.event_handler.screen(self.client_ip)
+            screen = getattr(self.event_handler, "screen", None)  # IngressHandler.screen
+            if screen is not None and self.listener == "smtp" and not self.trusted:
+                self.screening = screen(self.client_ip)
             super().connection_made(transport)
             assert self._handler_coroutine is not None
             self._handler_coroutine.add_done_callback(self._handler_done)
@@ -380,7 +381,8 @@ class IngressSMTP(SMTP):
         if arg:
             await self.push(replies.PARAM_SYNTAX)
             return
-        refusal = await self.event_handler.check_DATA(self, self.session, envelope)
+        check = getattr(self.event_handler, "check_DATA", None)  # IngressHandler.check_DATA
+        refusal = None if check is None else await check(self, self.session, envelope)
         if refusal is not None:
             await self.push(refusal)
             return
