@@ -53,7 +53,12 @@ class Checks:
 
     async def _screen(self, client_ip: str) -> Reply | None:
         try:
-            rate, listing = await asyncio.gather(self.limits.check_connection(client_ip), self._listing(client_ip))
+            if self.blocklists is None:
+                rate, listing = await self.limits.check_connection(client_ip), None
+            elif self.limits.mx_connection_rate is None:
+                rate, listing = None, await self._listing(client_ip)
+            else:
+                rate, listing = await asyncio.gather(self.limits.check_connection(client_ip), self._listing(client_ip))
         except Exception:
             log.exception("connect checks failed", client=client_ip)
             return None

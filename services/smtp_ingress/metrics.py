@@ -169,10 +169,3 @@ def initialise() -> None:
     for action in FILTER_ACTIONS_SEEN:
         FILTER_ACTIONS.labels(action)
     BROKER_CONNECTED.set(0)
-
-
-def initialise_dnsbl(zones: tuple[str, ...]) -> None:
-    """The blocklist series of the configured zones (the operator's own list: bounded), created at zero."""
-    for zone in zones:
-        for result in DNSBL_RESULTS:
-            DNSBL.labels(zone, result)

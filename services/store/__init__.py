@@ -63,7 +63,7 @@ class Store:
         self.accounts = Accounts(redis, self.keys, coalescer)
         self.mailboxes = Mailboxes(redis, self.keys, coalescer=coalescer)
         # A finished message's progress lasts as long as its mailbox dedup keys.
-        self.rate_limits = RateLimiter(redis, self.keys)
+        self.rate_limits = RateLimiter(redis, self.keys, coalescer)
         self.progress = Progress(redis, self.keys, self.mailboxes.dedup_ttl)
         self.tls_policies = TlsPolicies(redis, self.keys)
         self.trace = Trace(redis, namespace, trace_retention or retention_from_environment(), coalescer=coalescer)

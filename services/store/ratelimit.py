@@ -12,7 +12,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError
+
 from services.store import lua
+from services.store.coalesce import Coalescer
 from services.store.keys import Keys
 from shared.settings import parse_duration
 
@@ -98,9 +102,11 @@ ALLOWED = Verdict(True)
 class RateLimiter:
     """Charges the RATE_LIMIT script: per account (send limits, with its override) and per client address."""
 
-    def __init__(self, redis: Any, keys: Keys) -> None:
+    def __init__(self, redis: Any, keys: Keys, coalescer: Coalescer | None = None) -> None:
         self.redis = redis
         self.keys = keys
+        # redis-py's cluster pipelines refuse EVALSHA: a cluster client calls the script on its own.
+        self.coalescer = None if isinstance(redis, RedisCluster) else coalescer
         self._script = redis.register_script(lua.RATE_LIMIT)
 
     async def send(self, account: str, recipients: int, default: Rate) -> Verdict:
@@ -108,18 +114,36 @@ class RateLimiter:
         box = self.keys.mailbox(account)
         keys = [box.send_messages, box.send_recipients, box.account]
         args = [default.period_ms, default.messages, 1, default.recipients, recipients]
-        return _verdict(await self._script(keys=keys, args=args), ("messages", "recipients"))
+        return _verdict(await self._run(keys, args), ("messages", "recipients"))
 
     async def connection(self, client: str, rate: Rate) -> Verdict:
         """Charge one connection from `client` (an IPv4 address or IPv6 /64)."""
         keys = [self.keys.rate_limit_mx(client)]
         args = [rate.period_ms, rate.messages, 1]
-        return _verdict(await self._script(keys=keys, args=args), ("connections",))
+        return _verdict(await self._run(keys, args), ("connections",))
+
+    async def _run(self, keys: list[str], args: list[Any]) -> list[Any]:
+        """The script's reply; with a coalescer, its EVALSHA shares a round trip with concurrent callers (a
+        connection per message makes one charge per message). The script is loaded once, when Redis lacks it."""
+        if self.coalescer is None:
+            return list(await self._script(keys=keys, args=args))
+        sha = self._script.sha
+        [reply] = await self.coalescer.run(lambda pipe: _evalsha(pipe, sha, keys, args))
+        if isinstance(reply, NoScriptError):
+            reply = await self._script(keys=keys, args=args)
+        elif isinstance(reply, Exception):
+            raise reply
+        return list(reply)
 
     async def reset_send(self, account: str) -> None:
         """Forget what an account has sent (tests, and an operator who raised a limit and wants it now)."""
         box = self.keys.mailbox(account)
         await self.redis.delete(box.send_messages, box.send_recipients)
+
+
+def _evalsha(pipe: Any, sha: str, keys: list[str], args: list[Any]) -> int:
+    pipe.evalsha(sha, len(keys), *keys, *args)
+    return 1
 
 
 def _verdict(reply: list[Any], counters: tuple[str, ...]) -> Verdict:

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from services.store import Rate, RateLimiter, Store, parse_rate
+from tests.redis_private import PrivateRedis, private_redis  # noqa: F401  (fixture)
 from tests.store.conftest import AdminThread
 from tests.store.test_api import assert_error, call
 from tests.store.test_cli import one_line_error, postroom  # noqa: F401  (the CLI fixture)
@@ -136,3 +137,17 @@ def test_api_patch_send_limit(admin: AdminThread) -> None:
     assert "rate" in assert_error(call(admin, "PATCH", f"/api/v1/users/{ALICE}", json={"send_limit": "often"}), 400)
     assert_error(call(admin, "PATCH", f"/api/v1/users/{ALICE}", json={"send_limit": 5}), 400)
     assert_error(call(admin, "PATCH", "/api/v1/users/nobody@example.test", json={"send_limit": "1/1h"}), 404)
+
+
+async def test_a_redis_without_the_script_gets_it_once(private_redis: PrivateRedis) -> None:  # noqa: F811
+    """The coalesced EVALSHA of a fresh Redis (or one restarted, or after SCRIPT FLUSH) answers NOSCRIPT: the
+    script is loaded and the charge made, once."""
+    store = Store.connect(private_redis.url, "t", coalesce=True)
+    try:
+        rate = parse_rate("2/1m")
+        assert (await store.rate_limits.connection("192.0.2.1", rate)).allowed
+        private_redis.command("SCRIPT", "FLUSH")
+        assert (await store.rate_limits.connection("192.0.2.1", rate)).allowed
+        assert not (await store.rate_limits.connection("192.0.2.1", rate)).allowed
+    finally:
+        await store.close()
