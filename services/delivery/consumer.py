@@ -27,6 +27,7 @@ from services.delivery.ledger import Ledger
 from services.delivery.local import deliver_local, unavailable
 from services.delivery.outcome import Outcome, Status
 from services.delivery.publisher import Publisher
+from services.delivery.queue_control import QueueControl
 from services.delivery.remote import TRANSPORT as TRANSPORT_SMTP
 from services.delivery.routing import Plan, Router, Target
 from services.delivery.waiting import WaitingRoom
@@ -131,6 +132,7 @@ class Consumer:
         self._stopping = False
         self._channel: Any = None
         self._acks = AckBatcher(settings.ack_hold, max(1, settings.prefetch // 4), settings.ack_interval)
+        self.control = QueueControl(store, publisher, settings.retry_schedule, self._bounce)
 
     @property
     def running(self) -> bool:
@@ -302,12 +304,14 @@ class Consumer:
             self._settled(message, window)
             return
         body = bytes(message.body)
-        ledger = Ledger(self.store.progress, envelope, _resumed(message), _delivery_count(message) >= DELIVERY_LIMIT)
+        last_chance = _delivery_count(message) >= DELIVERY_LIMIT
+        ledger = Ledger(self.store.progress, envelope, _resumed(message), last_chance, self.store.queue)
         try:
-            await self.process(envelope, body, ledger)
+            if await self.control.admit(envelope, body, ledger):
+                await self.process(envelope, body, ledger)
         except Exception as exc:
             if not await self._recover(envelope, body, ledger, exc):
-                await self._requeue(message, window, envelope, ledger)
+                await self._requeue(message, window, envelope, ledger, len(body))
                 return
         if window is not None and message.delivery_tag:
             self._acks.ack(window, message.delivery_tag)
@@ -338,14 +342,23 @@ class Consumer:
                 log.error("deferring after an internal error failed", queue_id=envelope.queue_id, error=str(error))
                 return False
             ledger.settle(unsettled, progress.deferred(following.attempt))
+            await self.control.deferred(ledger, following, deferred, len(body))
+        elif ledger.indexed:
+            await self.control.finish(ledger)
         await ledger.write(keep=ledger.last_chance)
         (metrics.DEFERRED if unsettled else metrics.DONE).inc()
         return True
 
-    async def _requeue(self, message: Incoming, window: Window | None, envelope: Envelope, ledger: Ledger) -> None:
+    async def _requeue(
+        self, message: Incoming, window: Window | None, envelope: Envelope, ledger: Ledger, size: int
+    ) -> None:
         """Hand the message back unacked (the broker redelivers it). Its progress is recorded first, without a TTL,
-        so the redelivery (even one from the dead-letter queue, much later) repeats nothing that was settled."""
-        await ledger.write(keep=True)
+        so the redelivery (even one from the dead-letter queue, much later) repeats nothing that was settled; at
+        the delivery limit its queue entry says `dead` in the same step."""
+        if ledger.last_chance:
+            await self.control.dead(ledger, envelope, size)
+        else:
+            await ledger.write(keep=True)
         if _delivery_count(message) >= DELIVERY_LIMIT:
             # This was its last delivery: the broker dead-letters it when we hand it back.
             metrics.DEAD_LETTERS.labels("delivery_limit").inc()
@@ -393,14 +406,18 @@ class Consumer:
         if deferred:
             following = await self._defer(envelope, body, deferred)
             ledger.settle((o.recipient for o in deferred), progress.deferred(following.attempt))
-            await ledger.flush()
+            # With its queue entry, in one step (the index lists it from here on).
+            await self.control.deferred(ledger, following, deferred, len(body))
             if self._delay_notice_due(envelope, now):
                 await self._notify_delay(envelope, body, deferred, now)
         if failed:
             await self._bounce(envelope, body, failed, now)
             ledger.settle((o.recipient for o in failed), progress.BOUNCED)
             await ledger.flush()
-        if ledger.resumed:
+        if ledger.indexed and not deferred:
+            # This copy has ended: a finished message's queue entry goes with the last progress write.
+            await self.control.finish(ledger)
+        elif ledger.resumed:
             # Finished: the record now expires with the dedup keys (unless a lost ack would dead-letter it).
             await ledger.write(keep=ledger.last_chance)
         (metrics.DEFERRED if deferred else metrics.DONE).inc()

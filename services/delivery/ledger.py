@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from services.store import Progress
+from services.store import Progress, QueueIndex
 from services.store import progress as states
 from shared.envelope import Envelope
 from shared.logging import get_logger
@@ -37,8 +37,18 @@ class Ledger:
     """The settled recipients of one delivery: `known` from the record (when the message may have been partly
     delivered before), `states` made durable by this delivery; `recipients` are the final ones once planned."""
 
-    def __init__(self, progress: Progress, envelope: Envelope, resumed: bool, last_chance: bool = False) -> None:
+    def __init__(
+        self,
+        progress: Progress,
+        envelope: Envelope,
+        resumed: bool,
+        last_chance: bool = False,
+        index: QueueIndex | None = None,
+    ) -> None:
         self.progress = progress
+        self.index = index
+        # The message may have a queue entry (queue_control.py): its end removes it.
+        self.indexed = False
         self.envelope = envelope
         # A redelivery or a requeued dead letter: its record is kept without a TTL until the message is finished.
         self.resumed = resumed
@@ -73,6 +83,13 @@ class Ledger:
         for recipient, state in found.items():
             self.settle([recipient], state)
 
+    def finished(self) -> bool:
+        """Every recipient has a final outcome (none carried on by a retry copy)."""
+        return all(
+            (state := self.states.get(r) or self.known.get(r)) is not None and states.final(state)
+            for r in self.recipients
+        )
+
     def unsettled(self) -> list[str]:
         return [r for r in self.recipients if not self.settled(r)]
 
@@ -81,12 +98,16 @@ class Ledger:
         if self.writing and self._unwritten:
             await self.write(keep=self.resumed)
 
-    async def write(self, keep: bool) -> bool:
-        """Write what is unwritten (with no states: set or drop the TTL only); `keep` drops the TTL. Never raises:
-        a record that cannot be written costs at most a repeat on a redelivery, and the outcome itself is durable
-        elsewhere. True when written."""
+    async def write(self, keep: bool, mode: str = "", fields: Mapping[str, str | int | float] | None = None) -> bool:
+        """Write what is unwritten (with no states: set or drop the TTL only); `keep` drops the TTL. With a `mode`
+        (defer, dead, finish), the queue entry changes in the same script (services/store/queue_index.py). Never
+        raises: a record that cannot be written costs at most a repeat on a redelivery, and the outcome itself is
+        durable elsewhere. True when written."""
         try:
-            await self.progress.record(self.envelope.queue_id, self._unwritten, keep)
+            if mode and self.index is not None:
+                await self.index.record(self.envelope.queue_id, self._unwritten, keep, mode, fields)
+            else:
+                await self.progress.record(self.envelope.queue_id, self._unwritten, keep)
         except Exception as exc:
             log.warning(
                 "recording delivery progress failed",

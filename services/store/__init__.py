@@ -12,6 +12,7 @@ from services.store.keys import Keys
 from services.store.mailbox import Mailboxes, MessageInfo, StoreOutcome
 from services.store.progress import Progress
 from services.store.ratelimit import Rate, RateLimiter, Verdict, parse_rate
+from services.store.queue_index import QueueIndex
 from services.store.throttle import LoginThrottle
 from services.store.tls_policy import TlsPolicies
 from services.store.trace import DEFAULT_RETENTION, Trace
@@ -30,6 +31,7 @@ __all__ = [
     "Progress",
     "Rate",
     "RateLimiter",
+    "QueueIndex",
     "Store",
     "StoreOutcome",
     "TlsPolicies",
@@ -66,6 +68,7 @@ class Store:
         self.rate_limits = RateLimiter(redis, self.keys, coalescer)
         self.progress = Progress(redis, self.keys, self.mailboxes.dedup_ttl)
         self.tls_policies = TlsPolicies(redis, self.keys)
+        self.queue = QueueIndex(redis, self.keys, self.mailboxes.dedup_ttl)
         self.trace = Trace(redis, namespace, trace_retention or retention_from_environment(), coalescer=coalescer)
 
     @classmethod

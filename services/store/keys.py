@@ -35,6 +35,13 @@ Outbound TLS policies (tls_policy.py), single-key commands only:
                                       expires after TLSRPT_KEEP
     {ns}:tlsrpt:{day}:sent            string: the replica that sends that day's reports (SET NX)
 
+The queue index (queue_index.py): one entry per message not yet finished, hash-tagged by queue id like its progress
+record, so one script (queue_lua.QUEUE_RECORD) writes both; the listing set is a global key changed by single
+commands only (added to before an entry is written, removed from after it is deleted, so a crash leaves at most a
+member without an entry, which a listing removes):
+    {ns}:queue:{queue_id}             hash: the entry (state, sender, recipients left, attempts, last error, ...)
+    {ns}:queue-ids                    zset: queue id -> arrival time
+
 Per mailbox, all sharing one hash tag so every Lua script is Redis Cluster safe (docs/design.md invariant 9). The tag is
 the normalised address, `{alice@example.com}`, unless the address holds a brace or no `@` (see `mailbox_tag`):
     {ns}:{addr}:account               hash: password (argon2id PHC string), quota (bytes, 0 = none), created,
@@ -51,8 +58,8 @@ the normalised address, `{alice@example.com}`, unless the address holds a brace 
 
 Every multi-key change is a Lua script in lua.py over the keys of one mailbox only (one slot): STORE_MESSAGE,
 DELETE_MESSAGES, CREATE_ACCOUNT, UPDATE_ACCOUNT, CLOSE_MAILBOX, ACQUIRE_LOCK, REFRESH_LOCK, RELEASE_LOCK
-(RECORD_PROGRESS is the one script over a message's key instead; RATE_LIMIT runs over one mailbox's keys or over
-one `ratelimit:mx` key).
+(RECORD_PROGRESS and the QUEUE_* scripts run over the keys of one message instead; RATE_LIMIT runs over one
+mailbox's keys or over one `ratelimit:mx` key).
 A user's removal (accounts.remove_user) runs CLOSE_MAILBOX, then deletes the mailbox keys, then leaves `users`.
 """
 
@@ -133,6 +140,13 @@ class Keys:
 
     def tlsrpt(self, day: str, domain: str) -> str:
         return f"{self.namespace}:tlsrpt:{day}:{domain}"
+
+    def queue_entry(self, queue_id: str) -> str:
+        return f"{self.namespace}:queue:{{{queue_id}}}"
+
+    @property
+    def queue_ids(self) -> str:
+        return f"{self.namespace}:queue-ids"
 
     def mailbox(self, address: str) -> MailboxKeys:
         return MailboxKeys(f"{self.namespace}:{{{mailbox_tag(address)}}}")

@@ -31,29 +31,40 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[3]))
 return {1, seq}
 """
 
-# KEYS: progress. ARGV: ttl seconds (0: keep the record without a TTL), then recipient, state pairs.
-# States: stored, duplicate, relayed, bounced (final: never changed once set), or deferred:N (the retry copy of
-# attempt N carries the recipient; only replaced by a final state or a later attempt). So a late or repeated write
-# from an older delivery can never move a recipient backwards.
-RECORD_PROGRESS = """
-for i = 2, #ARGV, 2 do
-  local new = ARGV[i + 1]
-  local old = redis.call('HGET', KEYS[1], ARGV[i])
-  local replace = not old
-  if old and string.sub(old, 1, 9) == 'deferred:' then
-    replace = string.sub(new, 1, 9) ~= 'deferred:'
-      or (tonumber(string.sub(new, 10)) or 0) > (tonumber(string.sub(old, 10)) or 0)
+# The progress step shared by RECORD_PROGRESS and the queue index scripts (queue_lua.py): `pairs` is a flat list
+# recipient, state, ...; `ttl` seconds, 0 keeps the record without a TTL.
+# States: stored, duplicate, relayed, bounced, deleted (final: never changed once set), or deferred:N (the retry copy
+# of attempt N carries the recipient; only replaced by a final state or a later attempt). So a late or repeated
+# write from an older delivery can never move a recipient backwards.
+PROGRESS_STEP = """
+local function record_progress(key, ttl, pairs)
+  for i = 1, #pairs, 2 do
+    local new = pairs[i + 1]
+    local old = redis.call('HGET', key, pairs[i])
+    local replace = not old
+    if old and string.sub(old, 1, 9) == 'deferred:' then
+      replace = string.sub(new, 1, 9) ~= 'deferred:'
+        or (tonumber(string.sub(new, 10)) or 0) > (tonumber(string.sub(old, 10)) or 0)
+    end
+    if replace then redis.call('HSET', key, pairs[i], new) end
   end
-  if replace then redis.call('HSET', KEYS[1], ARGV[i], new) end
+  if redis.call('EXISTS', key) == 0 then return end
+  if tonumber(ttl) > 0 then
+    redis.call('EXPIRE', key, tonumber(ttl))
+  else
+    redis.call('PERSIST', key)
+  end
 end
-local ttl = tonumber(ARGV[1])
-if ttl > 0 then
-  redis.call('EXPIRE', KEYS[1], ttl)
-else
-  redis.call('PERSIST', KEYS[1])
-end
+"""
+
+# KEYS: progress. ARGV: ttl seconds (0: keep the record without a TTL), then recipient, state pairs.
+RECORD_PROGRESS = (
+    PROGRESS_STEP
+    + """
+record_progress(KEYS[1], ARGV[1], {unpack(ARGV, 2)})
 return 1
 """
+)
 
 # KEYS: index, sizes. Returns a flat list uid1, size1, uid2, size2, ... in arrival order: a consistent snapshot.
 # Two commands whatever the mailbox holds (one HGETALL, not an HGET per message: bench.scaling mailbox).

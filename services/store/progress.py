@@ -20,12 +20,18 @@ STORED = "stored"
 DUPLICATE = "duplicate"
 RELAYED = "relayed"
 BOUNCED = "bounced"
+DELETED = "deleted"  # by the operator (`postroom queue delete`)
 _DEFERRED = "deferred:"
 
 
 def deferred(attempt: int) -> str:
     """The state of a recipient carried on by the retry copy of attempt number `attempt` (confirmed)."""
     return f"{_DEFERRED}{attempt}"
+
+
+def final(state: str) -> bool:
+    """True for an outcome no later delivery changes (not a deferral)."""
+    return not state.startswith(_DEFERRED)
 
 
 def settled(state: str, attempt: int) -> bool:
