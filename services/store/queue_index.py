@@ -59,9 +59,7 @@ class QueueEntry:
 
     def overdue(self, now: float) -> bool:
         return (
-            self.state in (DEFERRED, HELD)
-            and self.next_attempt is not None
-            and now - self.next_attempt > OVERDUE_AFTER
+            self.state in (DEFERRED, HELD) and self.next_attempt is not None and now - self.next_attempt > OVERDUE_AFTER
         )
 
     def domains(self) -> set[str]:

@@ -147,7 +147,7 @@ class QueueOps:
             return self._connection
 
     @contextlib.asynccontextmanager
-    async def _channel(self, confirms: bool = False) -> AsyncIterator[AbstractChannel]:
+    async def channel(self, confirms: bool = False) -> AsyncIterator[AbstractChannel]:
         connection = await self._connect()
         try:
             channel = await connection.channel(publisher_confirms=confirms, on_return_raises=confirms)
@@ -166,7 +166,7 @@ class QueueOps:
 
     async def _inspect(self, name: str, kind: str, delay: int | None = None) -> QueueInfo:
         # A passive declare of a missing queue closes the channel (404), so each queue gets a channel.
-        async with self._channel() as channel:
+        async with self.channel() as channel:
             try:
                 queue = await channel.declare_queue(name, passive=True)
             except aiormq.exceptions.ChannelNotFoundEntity:
@@ -187,7 +187,7 @@ class QueueOps:
         """Take each dead letter once; requeue the chosen ones, put the rest back at the tail. (listed, requeued)"""
         listed: list[DeadLetter] = []
         moved = 0
-        async with self._dead_lock, self._channel(confirms=True) as channel:
+        async with self._dead_lock, self.channel(confirms=True) as channel:
             try:
                 dead = await channel.declare_queue(self.topology.dead, passive=True)
             except aiormq.exceptions.ChannelNotFoundEntity:
@@ -230,7 +230,7 @@ class QueueOps:
         """The first `limit` dead letters of the dead queue, touching no others; they stay in it, moved to its back."""
         if limit <= 0:
             return []
-        async with self._dead_lock, self._channel() as channel:
+        async with self._dead_lock, self.channel() as channel:
             try:
                 dead = await channel.declare_queue(self.topology.dead, passive=True)
             except aiormq.exceptions.ChannelNotFoundEntity:
@@ -272,7 +272,7 @@ class QueueOps:
         Their delivery progress records (progress.py) stay: naming them would mean taking every dead letter, body and
         all (up to 25 MiB each), off the broker instead of one queue.purge. Each is one small hash, and only a
         message that was handed back to the broker has one without a TTL."""
-        async with self._channel() as channel:
+        async with self.channel() as channel:
             try:
                 dead = await channel.declare_queue(self.topology.dead, passive=True)
             except aiormq.exceptions.ChannelNotFoundEntity:

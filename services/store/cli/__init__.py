@@ -14,6 +14,7 @@ from services.store.addresses import AddressError
 from services.store.cli.accounts import alias, domain, user
 from services.store.cli.common import UserError
 from services.store.cli.queue import queue
+from services.store.cli.queue_steer import COMMANDS as QUEUE_COMMANDS
 from services.store.cli.run import run
 from services.store.cli.trace import trace
 from services.store.queue_ops import BrokerUnavailable, QueueError
@@ -117,6 +118,8 @@ cli.add_command(run)
 cli.add_command(domain)
 cli.add_command(user)
 cli.add_command(alias)
+for command in QUEUE_COMMANDS:
+    queue.add_command(command)
 cli.add_command(queue)
 cli.add_command(trace)
 

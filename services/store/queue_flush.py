@@ -1,0 +1,107 @@
+"""Flush: bring chosen deferred messages out of their delay queues into `incoming` now, over plain AMQP.
+
+A delay queue hands out no message by id and expires only at its head, so a flush cycles each delay queue once:
+every ready message is taken with basic.get (unacked), copied on a confirming channel to `incoming` when chosen or
+back to the tail of its delay queue otherwise, and acked only after the broker confirmed the copies of its batch.
+A message put back keeps its due time: it carries a per-message expiration of what was left of its wait (from the
+queue index's next attempt), so the cycle does not restart its delay. (RabbitMQ expires messages at a queue's
+head only: a message put back behind one published during the cycle waits for that one; a flush is an operator's
+action, not a steady state.)
+
+A crash, or a refused publish, half-way loses nothing: the unacked originals go back to their queue. It can leave a
+message in two copies (the original and its confirmed copy): the delivery of a copy that may have been worked on
+before reads the message's progress record and records every outcome before its next step, so the later copy finds
+its recipients settled and ends without an attempt (services/store/queue_index.py, tests/delivery/test_queue_*.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractIncomingMessage
+
+from services.store.queue_ops import MAX_CYCLE, QueueError, QueueOps
+
+_BATCH = 200
+# What was left of a message's wait, by queue id (None: not known, the message waits its queue's whole delay).
+DueTimes = Callable[[list[str]], Awaitable[dict[str, float]]]
+
+
+def _copy(message: AbstractIncomingMessage, expiration: float | None) -> aio_pika.Message:
+    return aio_pika.Message(
+        message.body,
+        headers=dict(message.headers or {}),
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=message.message_id,
+        timestamp=message.timestamp,
+        type=message.type,
+        app_id=message.app_id,
+        expiration=expiration,
+    )
+
+
+async def flush(ops: QueueOps, chosen: Callable[[str], bool], due: DueTimes) -> list[str]:
+    """Move the messages of every delay queue whose queue id is `chosen` to `incoming`; their queue ids."""
+    moved: list[str] = []
+    budget = MAX_CYCLE
+    for seconds in ops.delays:
+        if budget <= 0:
+            break
+        taken = await _cycle(ops, ops.topology.delay_queue(seconds), chosen, due, budget)
+        budget -= taken[1]
+        moved += taken[0]
+    return moved
+
+
+async def _cycle(
+    ops: QueueOps, name: str, chosen: Callable[[str], bool], due: DueTimes, budget: int
+) -> tuple[list[str], int]:
+    """One pass over delay queue `name`: (queue ids moved to incoming, messages taken)."""
+    moved: list[str] = []
+    taken = 0
+    async with ops.channel(confirms=True) as channel:
+        try:
+            queue = await channel.declare_queue(name, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return [], 0
+        remaining = min(queue.declaration_result.message_count or 0, budget)
+        while remaining > 0:
+            batch: list[AbstractIncomingMessage] = []
+            while len(batch) < min(remaining, _BATCH):
+                message = await queue.get(no_ack=False, fail=False)
+                if message is None:
+                    break
+                batch.append(message)
+            if not batch:
+                break
+            remaining -= len(batch)
+            taken += len(batch)
+            ids = [str(m.message_id or "") for m in batch]
+            picks = [chosen(i) for i in ids]
+            left = await due([i for i, pick in zip(ids, picks, strict=True) if not pick])
+            now = time.time()
+            copies = [
+                (_copy(m, None), ops.topology.incoming)
+                if pick
+                else (_copy(m, max(0.0, left[i] - now) if i in left else None), name)
+                for m, i, pick in zip(batch, ids, picks, strict=True)
+            ]
+            try:
+                await asyncio.gather(*(channel.default_exchange.publish(c, key, mandatory=True) for c, key in copies))
+            except aiormq.exceptions.DeliveryError as exc:
+                raise QueueError(f"RabbitMQ refused to take the messages ({exc!r}); they stay queued") from None
+            # Acked only once every copy of the batch is confirmed: a crash before duplicates, never loses.
+            await batch[-1].ack(multiple=True)
+            moved += [i for i, pick in zip(ids, picks, strict=True) if pick]
+    return moved, taken
+
+
+def ids_in(values: Iterable[str]) -> Callable[[str], bool]:
+    wanted = set(values)
+    return wanted.__contains__
