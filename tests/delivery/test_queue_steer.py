@@ -285,3 +285,54 @@ def test_exit_statuses(postroom: Callable[..., Any]) -> None:
     assert postroom("queue", "flush").returncode == 2
     assert postroom("queue", "flush", "--all", "--domain", "x.test").returncode == 2
     assert postroom("queue", "list", "--bogus").returncode == 2
+
+
+async def test_the_same_over_the_admin_api(
+    mx: ScriptedMX,
+    broker: Broker,
+    store: Store,
+    start_service: Callable[..., ServiceProcess],
+    loopback_net: str,
+    base_env: dict[str, str],
+) -> None:
+    import aiohttp
+
+    env = delivery_env(loopback_net, "1h")
+    start_service("delivery", **env)
+    start_service("store", **env)
+    base = f"http://{base_env['POSTROOM_ADMIN_LISTEN']}/api/v1"
+    headers = {"Authorization": f"Bearer {base_env['POSTROOM_ADMIN_TOKEN']}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+
+        async def call(method: str, path: str, **params: str) -> tuple[int, Any]:
+            async with http.request(method, base + path, params=params) as response:
+                return response.status, await response.json()
+
+        envelope = await broker.publish(["i@remote.test"], make_message("api"))
+        path = f"/queue/messages/{envelope.queue_id}"
+
+        async def state(wanted: str | None) -> None:
+            async def check() -> bool:
+                found = (await call("GET", "/queue/messages"))[1]["messages"]
+                return [m["state"] for m in found if m["queue_id"] == envelope.queue_id] == ([wanted] if wanted else [])
+
+            await wait_until(check, timeout=30, what=f"listed as {wanted}")
+
+        await state("deferred")
+        _, body = await call("GET", "/queue/messages", state="deferred", domain="remote.test")
+        [entry] = body["messages"]
+        assert entry["recipients"] == ["i@remote.test"] and "451" in entry["last_error"]
+        assert (await call("GET", "/queue/messages", sender="nobody@x.test"))[1] == {"messages": []}
+        assert (await call("POST", f"{path}/hold"))[1]["held"] == [envelope.queue_id]
+        await state("held")
+        assert (await call("POST", f"{path}/flush"))[1]["not_waiting"] == [envelope.queue_id]  # held: not flushed
+        mx.handler.script.final_dot = None
+        assert (await call("POST", f"{path}/release"))[1]["flushed"] == [envelope.queue_id]
+        await state(None)
+        assert len(mx.received) == 1
+        assert (await call("POST", f"{path}/delete"))[0] == 404  # finished: no longer queued
+        assert (await call("POST", "/queue/messages/nonsense/hold"))[0] == 400
+        assert (await call("POST", f"{path}/hold", bounce="true"))[0] == 400
+        assert (await call("GET", "/queue/messages", state="bogus"))[0] == 400
+    trace = await events(store, envelope.queue_id)
+    assert {"held", "released", "flushed", "relayed"} <= set(trace)

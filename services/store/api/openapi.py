@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from services.store.api.models import MAX_PASSWORD, MAX_QUOTA, MAX_TEXT
+from services.store.api.queue_routes import ACTIONS
+from services.store.queue_index import STATES
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -36,6 +38,13 @@ def _path_param(name: str, description: str) -> dict[str, Any]:
 
 
 _TEXT = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT}
+_QUERY_TEXT = {"type": "string", "maxLength": MAX_TEXT}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+
 _QUOTA = {"type": "integer", "minimum": 0, "maximum": MAX_QUOTA, "description": "Bytes; 0 means no limit."}
 _PASSWORD = {"type": "string", "minLength": 1, "maxLength": MAX_PASSWORD}
 _QUEUE_ID = {"type": "string", "pattern": "^[0-9A-HJKMNP-TV-Z]{26}$"}
@@ -161,6 +170,43 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "queue_ids": {"type": "array", "maxItems": 10000, "items": _QUEUE_ID},
             "all": {"type": "boolean"},
+        },
+    },
+    "QueueMessage": {
+        "type": "object",
+        "required": ["queue_id", "state", "arrival", "sender", "recipients", "attempts", "last_error", "size"],
+        "properties": {
+            "queue_id": {"type": "string"},
+            "state": {"type": "string", "enum": list(STATES)},
+            "arrival": {"type": "number", "description": "Unix time the ingress accepted it"},
+            "sender": {"type": "string", "description": "Envelope sender; empty for <>"},
+            "recipients": {"type": "array", "items": {"type": "string"}, "description": "Recipients left"},
+            "attempts": {"type": "integer"},
+            "last_error": {"type": "string"},
+            "next_attempt": {"type": "number", "nullable": True, "description": "Unix time"},
+            "size": {"type": "integer"},
+            "bounce": {"type": "boolean"},
+            "overdue": {"type": "boolean", "description": "Long past its next attempt: its copy may be gone"},
+        },
+    },
+    "QueueMessages": {
+        "type": "object",
+        "required": ["messages"],
+        "properties": {"messages": {"type": "array", "items": _ref("QueueMessage")}},
+    },
+    "QueueAction": {
+        "type": "object",
+        "required": ["queue_id", "action"],
+        "additionalProperties": True,
+        "properties": {
+            "queue_id": {"type": "string"},
+            "action": {"type": "string", "enum": list(ACTIONS)},
+            "flushed": {"type": "array", "items": {"type": "string"}},
+            "not_waiting": {"type": "array", "items": {"type": "string"}},
+            "gone": {"type": "array", "items": {"type": "string"}},
+            "held": {"type": "array", "items": {"type": "string"}},
+            "deleted": {"type": "array", "items": {"type": "string"}},
+            "bounce": {"type": "boolean"},
         },
     },
     "Requeued": {"type": "object", "required": ["requeued"], "properties": {"requeued": {"type": "integer"}}},
@@ -311,6 +357,45 @@ OPENAPI: dict[str, Any] = {
                 "operationId": "purgeDead",
                 "summary": "Delete every dead letter",
                 "responses": {"200": _json(_ref("Purged"), "How many deleted"), **_errors(404)},
+            }
+        },
+        "/api/v1/queue/messages": {
+            "get": {
+                "operationId": "listQueueMessages",
+                "summary": "Messages not yet finished, oldest first (`postroom queue list`)",
+                "parameters": [
+                    _query("state", {"type": "string", "enum": list(STATES)}, "Only messages in this state"),
+                    _query("sender", _QUERY_TEXT, "Only messages from this envelope sender"),
+                    _query("recipient", _QUERY_TEXT, "Only messages with this recipient left"),
+                    _query("domain", _QUERY_TEXT, "Only messages with a recipient left in this domain"),
+                ],
+                "responses": {"200": _json(_ref("QueueMessages"), "The messages"), **_errors()},
+            }
+        },
+        "/api/v1/queue/messages/{queue_id}/{action}": {
+            "post": {
+                "operationId": "actOnQueueMessage",
+                "summary": (
+                    "flush: retry now; hold: not attempted until released; release: back to the queue, retried now;"
+                    " delete: never attempted again (bounce=true: returned to the sender)"
+                ),
+                "parameters": [
+                    {
+                        "name": "queue_id",
+                        "in": "path",
+                        "required": True,
+                        "description": "The queue id (`postroom queue list`)",
+                        "schema": _QUEUE_ID,
+                    },
+                    {
+                        "name": "action",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "enum": list(ACTIONS)},
+                    },
+                    _query("bounce", {"type": "string", "enum": ["true", "false"]}, "delete only: send a bounce"),
+                ],
+                "responses": {"200": _json(_ref("QueueAction"), "Done"), **_errors(404, 409)},
             }
         },
         "/api/v1/trace/{queue_id}": {

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from services.store import Store, parse_rate
 from services.store.accounts import ConflictError, NotFoundError
 from services.store.addresses import validate_address, validate_domain
+from services.store.api import queue_routes
 from services.store.api.errors import ApiError
 from services.store.api.keys import QUEUE_KEY, STORE_KEY
 from services.store.api.models import AliasIn, Body, DomainIn, RequeueIn, UserIn, UserPatch
@@ -211,7 +212,7 @@ async def trace(request: web.Request) -> web.Response:
 
 
 # The query parameters each route takes; any other is a 400, so a typo is not silently ignored.
-QUERY_PARAMETERS: dict[str, frozenset[str]] = {"/api/v1/queue": frozenset({"limit"})}
+QUERY_PARAMETERS: dict[str, frozenset[str]] = {"/api/v1/queue": frozenset({"limit"}), **queue_routes.QUERY_PARAMETERS}
 
 
 def check_query(request: web.Request) -> None:
@@ -245,3 +246,4 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/api/v1/queue/dead/requeue", requeue_dead)
     r.add_delete("/api/v1/queue/dead", purge_dead)
     r.add_get("/api/v1/trace/{queue_id}", trace)
+    queue_routes.add_routes(app)
