@@ -198,6 +198,14 @@ ROWS = [
                 "Messages ready per queue: incoming (work), delay.* (waiting for a retry), dead (poison).",
             ),
             Panel(
+                "Queued messages by state",
+                [Query("max by (state) (postroom_queue_messages)", "{{state}}")],
+                "Messages not yet finished, from the queue index (`postroom queue list`): deferred (waiting for a"
+                " retry), active (being retried), held (by the operator), dead (dead-lettered), deleted (a bounce"
+                " on its way).",
+                stack=True,
+            ),
+            Panel(
                 "Delivery outcomes",
                 [
                     Query(

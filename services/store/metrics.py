@@ -39,6 +39,14 @@ class StoreStatsCollector(Collector):
         yield GaugeMetricFamily("postroom_store_mailboxes", "User mailboxes.", value=s.mailboxes)
         yield GaugeMetricFamily("postroom_store_messages", "Messages stored in all mailboxes.", value=s.messages)
         yield GaugeMetricFamily("postroom_store_stored_bytes", "Bytes stored in all mailboxes.", value=s.bytes)
+        queue = GaugeMetricFamily(
+            "postroom_queue_messages",
+            "Messages not yet finished, by state in the queue index (active, deferred, held, dead, deleted).",
+            labels=["state"],
+        )
+        for state, count in sorted(s.queue.items()):
+            queue.add_metric([state], count)
+        yield queue
         # Counted in Redis by every service that records (Trace.record), so it survives restarts of any of them.
         yield CounterMetricFamily(
             "postroom_store_trace_events", "Trace events written by all services.", value=s.trace_events

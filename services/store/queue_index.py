@@ -178,32 +178,7 @@ class QueueIndex:
 
     async def entries(self, where: Filter | None = None) -> list[QueueEntry]:
         """Every entry matching `where`, oldest arrival first; listing members without an entry are removed."""
-        ids = [_text(i) for i in await self.redis.zrange(self.keys.queue_ids, 0, -1)]
-        found: list[QueueEntry] = []
-        gone: list[str] = []
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            pipe = self.redis.pipeline(transaction=False)
-            for queue_id in chunk:
-                pipe.hgetall(self.keys.queue_entry(queue_id))
-            for queue_id, raw in zip(chunk, await pipe.execute(), strict=True):
-                entry = _entry(queue_id, raw)
-                if entry is None:
-                    gone.append(queue_id)
-                elif where is None or where.matches(entry):
-                    found.append(entry)
-        if gone:
-            # Only those still without an entry: one may have been deferred again since we read it.
-            for queue_id in gone:
-                if not await self.redis.exists(self.keys.queue_entry(queue_id)):
-                    await self.redis.zrem(self.keys.queue_ids, queue_id)
-        return found
-
-    async def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(STATES, 0)
-        for entry in await self.entries():
-            counts[entry.state] = counts.get(entry.state, 0) + 1
-        return counts
+        return await read_entries(self.redis, self.keys, where)
 
     async def set_state(self, queue_id: str, state: str, allowed: Iterable[str]) -> int:
         """1 changed (or already so), 0 no entry, -1 the entry's state does not allow it."""
@@ -222,3 +197,36 @@ class QueueIndex:
         """Remove an entry whose message is gone (no copy anywhere)."""
         await self.redis.delete(self.keys.queue_entry(queue_id))
         await self.redis.zrem(self.keys.queue_ids, queue_id)
+
+
+async def read_entries(redis: Any, keys: Keys, where: Filter | None = None) -> list[QueueEntry]:
+    """Every entry matching `where`, oldest arrival first, read in pipelined batches (single keys: cluster-safe);
+    listing members without an entry are removed."""
+    ids = [_text(i) for i in await redis.zrange(keys.queue_ids, 0, -1)]
+    found: list[QueueEntry] = []
+    gone: list[str] = []
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        async with redis.pipeline(transaction=False) as pipe:
+            for queue_id in chunk:
+                pipe.hgetall(keys.queue_entry(queue_id))
+            replies = await pipe.execute()
+        for queue_id, raw in zip(chunk, replies, strict=True):
+            entry = _entry(queue_id, raw)
+            if entry is None:
+                gone.append(queue_id)
+            elif where is None or where.matches(entry):
+                found.append(entry)
+    for queue_id in gone:
+        # Only those still without an entry: one may have been deferred again since it was read.
+        if not await redis.exists(keys.queue_entry(queue_id)):
+            await redis.zrem(keys.queue_ids, queue_id)
+    return found
+
+
+async def count_states(redis: Any, keys: Keys) -> dict[str, int]:
+    """Entries per state (every state present, zero or not)."""
+    counts = dict.fromkeys(STATES, 0)
+    for entry in await read_entries(redis, keys):
+        counts[entry.state] = counts.get(entry.state, 0) + 1
+    return counts

@@ -1,11 +1,12 @@
-"""Totals over a namespace (domains, mailboxes, messages, bytes, trace events) computed from Redis."""
+"""Totals over a namespace (domains, mailboxes, messages, bytes, trace events, queued messages) from Redis."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from services.store.keys import Keys
+from services.store.queue_index import STATES, count_states
 
 _BATCH = 500
 
@@ -17,6 +18,8 @@ class StoreStats:
     messages: int = 0
     bytes: int = 0
     trace_events: int = 0
+    # Queue index entries per state (queue_index.py): messages not yet finished.
+    queue: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATES, 0))
 
 
 async def compute_stats(redis: Any, keys: Keys) -> StoreStats:
@@ -33,4 +36,5 @@ async def compute_stats(redis: Any, keys: Keys) -> StoreStats:
                 messages += int(count or 0)
                 total_bytes += int(size or 0)
     trace_events = int(await redis.get(keys.trace_events) or 0)
-    return StoreStats(domains, len(users), messages, total_bytes, trace_events)
+    queue = await count_states(redis, keys)
+    return StoreStats(domains, len(users), messages, total_bytes, trace_events, queue)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -299,7 +300,7 @@ async def test_the_same_over_the_admin_api(
 
     env = delivery_env(loopback_net, "1h")
     start_service("delivery", **env)
-    start_service("store", **env)
+    store_service = start_service("store", **env, POSTROOM_STATS_INTERVAL="1s")
     base = f"http://{base_env['POSTROOM_ADMIN_LISTEN']}/api/v1"
     headers = {"Authorization": f"Bearer {base_env['POSTROOM_ADMIN_TOKEN']}"}
     async with aiohttp.ClientSession(headers=headers) as http:
@@ -325,6 +326,20 @@ async def test_the_same_over_the_admin_api(
         assert (await call("GET", "/queue/messages", sender="nobody@x.test"))[1] == {"messages": []}
         assert (await call("POST", f"{path}/hold"))[1]["held"] == [envelope.queue_id]
         await state("held")
+
+        def gauge() -> dict[str, float]:
+            with urllib.request.urlopen(f"{store_service.metrics_url}/metrics", timeout=5) as response:
+                lines = response.read().decode().splitlines()
+            return {
+                line.split('"')[1]: float(line.rpartition(" ")[2])
+                for line in lines
+                if line.startswith("postroom_queue_messages{")
+            }
+
+        async def one_held() -> bool:
+            return gauge().get("held") == 1 and gauge().get("deferred") == 0
+
+        await wait_until(one_held, timeout=30, what="postroom_queue_messages{state=held} 1")
         assert (await call("POST", f"{path}/flush"))[1]["not_waiting"] == [envelope.queue_id]  # held: not flushed
         mx.handler.script.final_dot = None
         assert (await call("POST", f"{path}/release"))[1]["flushed"] == [envelope.queue_id]

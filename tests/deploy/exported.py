@@ -13,6 +13,7 @@ SERVICES = {
     "postroom_delivery_": "delivery",
     "postroom_pop3_": "pop3",
     "postroom_store_": "store",
+    "postroom_queue_": "store",  # the queue index, read by the store service (services/store/stats.py)
 }
 # Metrics every service with that part exports from shared/ (the TLS listeners' certificates: shared/certs.py).
 SHARED = ("postroom_tls_",)
