@@ -141,5 +141,13 @@ class QueueAdmin:
             report = await self._flush(deleted)
         return report
 
+    async def purge_dead(self) -> int:
+        """Delete every dead letter, and the index entries that said `dead` (their messages are gone now)."""
+        purged = await self.ops.purge()
+        for entry in await self.entries(Filter(states=(states.DEAD,))):
+            await self.store.queue.forget(entry.queue_id)
+            await self._trace(entry.queue_id, "forgotten", reason="dead letters purged")
+        return purged
+
     async def _trace(self, queue_id: str, event: str, **fields: object) -> None:
         await self.store.trace.record(queue_id, event, SERVICE, by=self.by, **fields)

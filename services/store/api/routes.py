@@ -18,6 +18,7 @@ from services.store.api.keys import QUEUE_KEY, STORE_KEY
 from services.store.api.models import AliasIn, Body, DomainIn, RequeueIn, UserIn, UserPatch
 from services.store.api.openapi import OPENAPI
 from services.store.keys import normalize_address
+from services.store.queue_admin import QueueAdmin
 from shared.queue_id import is_queue_id
 
 BodyT = TypeVar("BodyT", bound=Body)
@@ -198,7 +199,7 @@ async def requeue_dead(request: web.Request) -> web.Response:
 
 
 async def purge_dead(request: web.Request) -> web.Response:
-    return web.json_response({"purged": await _queue(request).purge()})
+    return web.json_response({"purged": await QueueAdmin(_store(request), _queue(request), "api").purge_dead()})
 
 
 async def trace(request: web.Request) -> web.Response:

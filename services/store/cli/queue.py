@@ -12,6 +12,7 @@ from typing import TypeVar
 import click
 
 from services.store.cli.common import UserError, emit_json, emit_table, human_bytes, json_option, settings
+from services.store.cli.queue_steer import run_with_admin
 from services.store.queue_ops import QueueOps
 from shared.queue_id import is_queue_id
 
@@ -104,10 +105,10 @@ def dead_requeue(queue_ids: tuple[str, ...], everything: bool, as_json: bool) ->
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation at a terminal.")
 @json_option
 def dead_purge(yes: bool, as_json: bool) -> None:
-    """Delete every dead letter (asks first when run at a terminal)."""
+    """Delete every dead letter, and their queue entries (asks first when run at a terminal)."""
     if not yes and sys.stdin.isatty() and not click.confirm("Delete every dead letter?", default=False):
         raise UserError("not confirmed")
-    purged = run_with_queue(lambda ops: ops.purge())
+    purged = run_with_admin(lambda admin: admin.purge_dead())
     if as_json:
         emit_json({"purged": purged})
     else:
