@@ -50,6 +50,12 @@ def entry_fields(envelope: Envelope, size: int, last_error: str, next_attempt: f
     }
 
 
+def last_error(found: Outcome) -> str:
+    """One line for the listing, as mailq puts it: the reply (with its code) and the host that gave it."""
+    text = found.diagnostic if found.diagnostic[:1].isdigit() else f"{found.enhanced} {found.diagnostic}"
+    return f"{text} (host {found.remote_mta})" if found.remote_mta else text
+
+
 def _json_list(items: tuple[str, ...]) -> str:
     import json
 
@@ -120,9 +126,7 @@ class QueueControl:
     async def deferred(self, ledger: Ledger, following: Envelope, deferred: list[Outcome], size: int) -> None:
         """After a retry copy was confirmed: the entry names it, with the progress of this delivery, in one step."""
         delay = retry.delay_for(self.schedule, following.attempt)
-        first = deferred[0]
-        text = f"{first.enhanced} {first.diagnostic}".strip()
-        fields = entry_fields(following, size, text, time.time() + delay)
+        fields = entry_fields(following, size, last_error(deferred[0]), time.time() + delay)
         await ledger.write(keep=ledger.last_chance, mode="defer", fields=fields)
 
     async def finish(self, ledger: Ledger) -> None:
