@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from services.store import Store
+from shared.queue_id import new_queue_id
 from tests.delivery.conftest import Broker, mailbox, make_message
 from tests.delivery.scripted_mx import Script, ScriptedMX
-from tests.helpers import AMQP_URL, REDIS_URL, ROOT, ServiceProcess, wait_until
+from tests.helpers import AMQP_URL, REDIS_URL, ROOT, ServiceProcess, free_port, wait_until
 from tests.store.test_cli_exit import entry_point
 
 REFUSAL = b"451 4.3.0 not now, try later"
@@ -40,13 +41,14 @@ def delivery_env(loopback_net: str, schedule: str) -> dict[str, str]:
 def postroom(namespace: str) -> Callable[..., subprocess.CompletedProcess[str]]:
     """The installed `postroom` CLI as an operator runs it (the retry schedule given per call, as the services')."""
 
-    def run(*args: str, schedule: str = "1h") -> subprocess.CompletedProcess[str]:
+    def run(*args: str, schedule: str = "1h", **overrides: str) -> subprocess.CompletedProcess[str]:
         env = {
             **os.environ,
             "POSTROOM_NAMESPACE": namespace,
             "POSTROOM_REDIS_URL": REDIS_URL,
             "POSTROOM_AMQP_URL": AMQP_URL,
             "POSTROOM_RETRY_SCHEDULE": schedule,
+            **overrides,
         }
         return subprocess.run([*entry_point(), *args], env=env, capture_output=True, text=True, cwd=ROOT, timeout=60)
 
@@ -280,12 +282,26 @@ async def test_flush_while_the_delivery_is_down(
     assert set(listed(postroom)) == {other.queue_id}
 
 
-def test_exit_statuses(postroom: Callable[..., Any]) -> None:
-    unknown = postroom("queue", "hold", "01JD3ZZZZZZZZZZZZZZZZZZZZZ")
-    assert unknown.returncode == 1 and len(unknown.stderr.splitlines()) == 1 and "unknown queue id" in unknown.stderr
-    assert postroom("queue", "flush").returncode == 2
-    assert postroom("queue", "flush", "--all", "--domain", "x.test").returncode == 2
-    assert postroom("queue", "list", "--bogus").returncode == 2
+async def test_exit_statuses(postroom: Callable[..., Any], store: Store) -> None:
+    def one_line(done: subprocess.CompletedProcess[str], status: int) -> str:
+        assert done.returncode == status, (done.returncode, done.stdout, done.stderr)
+        assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
+        return done.stderr
+
+    assert "unknown queue id" in one_line(postroom("queue", "hold", "01JD3ZZZZZZZZZZZZZZZZZZZZZ"), 1)
+    assert "unknown queue id" in one_line(postroom("queue", "delete", "nonsense"), 1)
+    one_line(postroom("queue", "flush"), 2)
+    one_line(postroom("queue", "flush", "--all", "--domain", "x.test"), 2)
+    one_line(postroom("queue", "list", "--bogus"), 2)
+    one_line(postroom("queue", "release"), 2)
+    queue_id = new_queue_id()
+    fields: dict[str, str | int | float] = {"sender": "", "recipients": '["r@x.test"]', "arrival": 1.0, "attempts": 1}
+    await store.queue.record(queue_id, {}, False, "defer", fields)
+    assert "not held" in one_line(postroom("queue", "release", queue_id), 1)
+    nowhere = f"127.0.0.1:{free_port()}"
+    assert "RabbitMQ" in one_line(postroom("queue", "flush", queue_id, POSTROOM_AMQP_URL=f"amqp://{nowhere}/"), 75)
+    assert "Redis" in one_line(postroom("queue", "list", POSTROOM_REDIS_URL=f"redis://{nowhere}/0"), 75)
+    assert listed(postroom)[queue_id]["state"] == "deferred"  # nothing changed by the failures
 
 
 async def test_the_same_over_the_admin_api(
