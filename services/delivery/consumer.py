@@ -450,6 +450,8 @@ class Consumer:
                 raise
             return unavailable(_targets(envelope), envelope.queue_id, exc, reason, "alias lookup")
         self._skip_settled(envelope, plan, ledger)
+        if plan.remote and not ledger.indexed:
+            await self.control.attempting(envelope, ledger, len(body))
         results = list(plan.failed)
         if plan.local:
             try:

@@ -93,6 +93,12 @@ class QueueControl:
             return False
         return True
 
+    async def attempting(self, envelope: Envelope, ledger: Ledger, size: int) -> None:
+        """A first attempt that relays: listed `active` while it runs (a relay may take minutes), so the operator
+        sees it and may hold it; its end defers or removes the entry like any other."""
+        ledger.indexed = True
+        await ledger.write(keep=ledger.resumed, mode="active", fields=entry_fields(envelope, size, "", time.time()))
+
     async def park(self, envelope: Envelope, body: bytes, ledger: Ledger) -> None:
         """A held message: published again to the longest delay queue, not attempted (see the module docstring)."""
         await ledger.load()

@@ -3,8 +3,9 @@
 Who writes what. The delivery creates an entry when it defers a message (state `deferred`), in the same script as
 the message's progress record (queue_lua.QUEUE_RECORD); it marks it `active` when a copy of the message comes back
 for an attempt (QUEUE_CLAIM), `dead` when the message is handed to the dead-letter queue, and deletes it when the
-message is finished. A fresh message that is finished on its first attempt never has an entry (no round trip more
-on the hot path); a message on its first attempt is therefore not listed until it is deferred.
+message is finished. A first attempt with remote recipients (a relay: slow, and what an operator may want to hold)
+creates the entry `active` before relaying; a fresh message delivered only locally never has one (no round trip
+more on the hot path), and a message waiting in `incoming` for its first attempt is not listed.
 
 What keeps a copy from being worked on twice is not the index but the progress record: a copy of a message that
 may have been worked on before (any retry copy, a redelivery) reads it and skips every recipient settled there, and
@@ -150,9 +151,10 @@ class QueueIndex:
         mode: str,
         fields: Mapping[str, str | int | float] | None = None,
     ) -> None:
-        """Progress `states` and the entry in one script: `mode` defer or dead sets `fields` (creating the entry),
-        idle turns an active entry deferred again, finish deletes it. `keep` keeps the progress record without a TTL."""
-        if mode in ("defer", "dead"):
+        """Progress `states` and the entry in one script: `mode` defer, active or dead sets `fields` (creating the
+        entry), idle turns an active entry deferred again, finish deletes it. `keep`: the progress record without a
+        TTL."""
+        if mode in ("defer", "active", "dead"):
             # Listed before the entry exists: a crash in between leaves a member the listing removes.
             await self.redis.zadd(self.keys.queue_ids, {queue_id: float((fields or {}).get("arrival", time.time()))})
         args: list[str | int | float] = [0 if keep else self.ttl, len(states)]

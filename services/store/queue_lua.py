@@ -7,10 +7,10 @@ from services.store.lua import PROGRESS_STEP
 # Entry fields (a hash): queue_id, arrival, sender, recipients (JSON list), attempts, last_error, next_attempt,
 # size, state (active, deferred, held, dead, deleted), bounce ("1": deleted with a report), updated.
 
-# KEYS: progress, entry. ARGV: ttl, n, then n recipient/state pairs, then mode (defer, dead, idle, finish), then
-# entry field/value pairs, the last pair being `attempts`. The progress step and the entry change are one step, so a
-# crash leaves both or neither. `finish` deletes the entry; `idle` (a copy ended while another carries the message
-# on) turns `active` back into `deferred`. Otherwise the fields are set, unless the entry already names a
+# KEYS: progress, entry. ARGV: ttl, n, then n recipient/state pairs, then mode (defer, active, dead, idle, finish),
+# then entry field/value pairs, the last pair being `attempts`. The progress step and the entry change are one step,
+# so a crash leaves both or neither. `finish` deletes the entry; `idle` (a copy ended while another carries the
+# message on) turns `active` back into `deferred`. Otherwise the fields are set, unless the entry already names a
 # later attempt (a late write of a copy since superseded never moves it backwards); a state the operator chose
 # (held, deleted) stays while the delivery under way when it was chosen records its outcome.
 QUEUE_RECORD = (
@@ -33,7 +33,7 @@ if #ARGV > 3 + 2 * n then
   redis.call('HSET', KEYS[2], unpack(ARGV, 4 + 2 * n))
 end
 if state ~= 'held' and state ~= 'deleted' then
-  redis.call('HSET', KEYS[2], 'state', mode == 'dead' and 'dead' or 'deferred')
+  redis.call('HSET', KEYS[2], 'state', (mode == 'defer' and 'deferred') or mode)
 end
 return 1
 """

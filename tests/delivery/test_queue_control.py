@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from services.delivery import outcome
 from services.store import Store
@@ -160,3 +161,24 @@ async def test_a_flush_that_finds_no_copy_of_an_overdue_entry_removes_it(users: 
     assert (report.flushed, report.gone, report.not_waiting) == ([], [gone], [waiting])
     assert [e.queue_id for e in await users.queue.entries()] == [waiting]
     assert "forgotten" in [e["event"] for e in await users.trace.events(gone)]
+
+
+async def test_a_first_attempt_that_relays_is_listed_active_while_it_runs(users: Store) -> None:
+    seen: list[str] = []
+    recorder = Recorder()
+    envelope = Envelope(new_queue_id(), "sender@origin.test", ("g@remote.test", "alice@example.test"))
+
+    def answer(recipient: str) -> outcome.Outcome:
+        return outcome.delivered(recipient, "250 ok", "smtp")
+
+    class Watching(FakeRemote):
+        async def __call__(self, *args: Any) -> list[outcome.Outcome]:
+            entry = await users.queue.get(envelope.queue_id)
+            seen.append(entry.state if entry else "")
+            return await super().__call__(*args)
+
+    consumer = make_consumer(users, recorder, Watching(answer))
+    await run(consumer, recorder, envelope)
+    assert seen == [states.ACTIVE]
+    assert await users.queue.get(envelope.queue_id) is None and await users.queue.entries() == []
+    assert [name for name, _ in recorder.log] == ["ack"]
