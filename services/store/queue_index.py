@@ -227,8 +227,14 @@ async def read_entries(redis: Any, keys: Keys, where: Filter | None = None) -> l
 
 
 async def count_states(redis: Any, keys: Keys) -> dict[str, int]:
-    """Entries per state (every state present, zero or not)."""
+    """Entries per state (every state present, zero or not): only each entry's state is read."""
     counts = dict.fromkeys(STATES, 0)
-    for entry in await read_entries(redis, keys):
-        counts[entry.state] = counts.get(entry.state, 0) + 1
+    ids = [_text(i) for i in await redis.zrange(keys.queue_ids, 0, -1)]
+    for start in range(0, len(ids), 1000):
+        async with redis.pipeline(transaction=False) as pipe:
+            for queue_id in ids[start : start + 1000]:
+                pipe.hget(keys.queue_entry(queue_id), "state")
+            for state in await pipe.execute():
+                if state is not None:
+                    counts[_text(state)] = counts.get(_text(state), 0) + 1
     return counts
