@@ -19,7 +19,8 @@ a final state, so no copy of it is ever attempted again whatever the entry says.
 
 Staleness: the listing set (`{ns}:queue-ids`) is added to before an entry is written and removed from after it is
 deleted; a member without an entry is removed by the listing. An entry whose copy is gone (a purged or lost queue)
-is `overdue`: its next attempt is long past and it is not active; a flush that finds no copy of it removes it.
+is `overdue`: its next attempt is long past, or it has been active for longer than any attempt lasts; a flush
+that finds no copy of it removes it.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ DELETED = "deleted"
 STATES = (ACTIVE, DEFERRED, HELD, DEAD, DELETED)
 # A deferred or held entry this long past its next attempt has lost its copy (see the module docstring).
 OVERDUE_AFTER = 600.0
+# An active entry not claimed again for this long has lost its copy too: no attempt holds a message longer than
+# RabbitMQ's consumer_timeout (1 hour in the deploy files); a poison message the broker dead-lettered after
+# crashing its workers ends so (`postroom queue dead list` shows it).
+ACTIVE_OVERDUE_AFTER = 2 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -57,8 +62,11 @@ class QueueEntry:
     next_attempt: float | None
     size: int
     bounce: bool = False
+    updated: float = 0.0
 
     def overdue(self, now: float) -> bool:
+        if self.state == ACTIVE:
+            return bool(self.updated) and now - self.updated > ACTIVE_OVERDUE_AFTER
         return (
             self.state in (DEFERRED, HELD) and self.next_attempt is not None and now - self.next_attempt > OVERDUE_AFTER
         )
@@ -100,6 +108,7 @@ def _entry(queue_id: str, raw: Mapping[Any, Any]) -> QueueEntry | None:
         next_attempt=_float(fields.get("next_attempt")),
         size=int(_float(fields.get("size")) or 0),
         bounce=fields.get("bounce") == "1",
+        updated=_float(fields.get("updated")) or 0.0,
     )
 
 

@@ -44,7 +44,7 @@ return 1
 QUEUE_CLAIM = """
 local e = redis.call('HMGET', KEYS[1], 'state', 'bounce')
 if not e[1] then return {} end
-if e[1] == 'deferred' or e[1] == 'dead' then
+if e[1] ~= 'held' and e[1] ~= 'deleted' then
   redis.call('HSET', KEYS[1], 'state', 'active', 'updated', ARGV[1])
 end
 return {e[1], e[2] or ''}

@@ -134,7 +134,10 @@ def test_overdue_only_when_waiting_long_past_its_next_attempt() -> None:
     entry = states.QueueEntry("Q", states.DEFERRED, 0.0, "", [], 1, "", 100.0, 0)
     assert not entry.overdue(100.0 + states.OVERDUE_AFTER)
     assert entry.overdue(101.0 + states.OVERDUE_AFTER)
-    assert not replace(entry, state=states.ACTIVE).overdue(10**9)
+    assert not replace(entry, state=states.ACTIVE).overdue(10**9)  # never claimed: no time to judge by
+    active = replace(entry, state=states.ACTIVE, updated=100.0)
+    assert not active.overdue(100.0 + states.ACTIVE_OVERDUE_AFTER)
+    assert active.overdue(101.0 + states.ACTIVE_OVERDUE_AFTER)
 
 
 async def test_a_flush_that_finds_no_copy_of_an_overdue_entry_removes_it(users: Store) -> None:

@@ -186,6 +186,7 @@ _SCHEMAS: dict[str, Any] = {
             "next_attempt": {"type": "number", "nullable": True, "description": "Unix time"},
             "size": {"type": "integer"},
             "bounce": {"type": "boolean"},
+            "updated": {"type": "number", "description": "Unix time of the entry's last change"},
             "overdue": {"type": "boolean", "description": "Long past its next attempt: its copy may be gone"},
         },
     },
