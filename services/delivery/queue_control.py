@@ -15,6 +15,7 @@ copy is never attempted; the delivery composes the report from the copy's body, 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -36,12 +37,12 @@ DELETED_TEXT = "message deleted from the queue by the postmaster"
 
 
 def entry_fields(envelope: Envelope, size: int, last_error: str, next_attempt: float) -> dict[str, str | int | float]:
-    """The entry of `envelope`, the live copy (attempts last: the index compares it)."""
+    """The entry of the message `envelope` carries on (attempts last: the index compares it)."""
     return {
         "queue_id": envelope.queue_id,
         "arrival": envelope.first_seen,
         "sender": envelope.mail_from,
-        "recipients": _json_list(envelope.recipients),
+        "recipients": json.dumps(list(envelope.recipients)),
         "last_error": last_error,
         "next_attempt": next_attempt,
         "size": size,
@@ -54,12 +55,6 @@ def last_error(found: Outcome) -> str:
     """One line for the listing, as mailq puts it: the reply (with its code) and the host that gave it."""
     text = found.diagnostic if found.diagnostic[:1].isdigit() else f"{found.enhanced} {found.diagnostic}"
     return f"{text} (host {found.remote_mta})" if found.remote_mta else text
-
-
-def _json_list(items: tuple[str, ...]) -> str:
-    import json
-
-    return json.dumps(list(items))
 
 
 class QueueControl:
@@ -130,10 +125,11 @@ class QueueControl:
         await self.finish(ledger)
 
     async def deferred(self, ledger: Ledger, following: Envelope, deferred: list[Outcome], size: int) -> None:
-        """After a retry copy was confirmed: the entry names it, with the progress of this delivery, in one step."""
+        """After a retry copy was confirmed: the entry describes it, with the progress of this delivery, in one step."""
         delay = retry.delay_for(self.schedule, following.attempt)
         fields = entry_fields(following, size, last_error(deferred[0]), time.time() + delay)
-        await ledger.write(keep=ledger.last_chance, mode="defer", fields=fields)
+        # Kept without a TTL while resumed, as a flush would: the copy's final write (consumer) sets it.
+        await ledger.write(keep=ledger.resumed, mode="defer", fields=fields)
 
     async def finish(self, ledger: Ledger) -> None:
         """This copy has ended: when every recipient has a final state the message is finished and its entry goes,
