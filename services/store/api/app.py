@@ -122,7 +122,9 @@ class AdminServer:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        # A request line up to 32 KiB: the queue listing's three text filters of up to 512 characters each,
+        # percent-encoded UTF-8, exceed aiohttp's default of 8190 bytes (which it refuses as text/plain, not JSON).
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, max_line_size=32768)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.listen.host, self.listen.port, reuse_address=True)
         await site.start()
