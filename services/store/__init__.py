@@ -11,8 +11,8 @@ from services.store.coalesce import Coalescer
 from services.store.keys import Keys
 from services.store.mailbox import Mailboxes, MessageInfo, StoreOutcome
 from services.store.progress import Progress
-from services.store.ratelimit import Rate, RateLimiter, Verdict, parse_rate
 from services.store.queue_index import QueueIndex
+from services.store.ratelimit import Rate, RateLimiter, Verdict, parse_rate
 from services.store.throttle import LoginThrottle
 from services.store.tls_policy import TlsPolicies
 from services.store.trace import DEFAULT_RETENTION, Trace
@@ -29,9 +29,9 @@ __all__ = [
     "Mailboxes",
     "MessageInfo",
     "Progress",
+    "QueueIndex",
     "Rate",
     "RateLimiter",
-    "QueueIndex",
     "Store",
     "StoreOutcome",
     "TlsPolicies",
