@@ -21,6 +21,7 @@ from services.delivery.smtpdata import send_data
 from services.delivery.tls import HopTLS, OutboundTLS
 from services.delivery.tlsrpt import TlsResults
 from services.delivery.transport_map import SMTP_PORT, Route
+from services.store.idn import ascii_address
 from shared.envelope import Envelope
 from shared.errors import PermanentError, PostroomError, TemporaryError
 from shared.logging import get_logger
@@ -252,9 +253,14 @@ class RemoteDelivery:
         addresses = [envelope.mail_from, *(t.address for t in targets)]
         utf8 = not all(a.isascii() for a in addresses)
         if utf8 and not client.supports_extension("smtputf8"):
-            # RFC 6531 §3.4: a UTF-8 address cannot be sent to a server without SMTPUTF8; no downgrade exists.
-            text = f"{hop.host} does not support SMTPUTF8, needed for this message"
-            return [_from(outcome.permanent(t.address, "5.6.7", text, TRANSPORT, hop.host), t) for t in targets]
+            # RFC 6531 §3.4: a UTF-8 address cannot be sent to a server without SMTPUTF8. Only a domain has an ASCII
+            # form (its A-labels, RFC 5890); a UTF-8 local part has none, and then the message cannot go this way.
+            wire = [ascii_address(a) for a in addresses]
+            if any(a is None for a in wire):
+                text = f"{hop.host} does not support SMTPUTF8, needed for this message"
+                return [_from(outcome.permanent(t.address, "5.6.7", text, TRANSPORT, hop.host), t) for t in targets]
+            addresses = [str(a) for a in wire]
+            utf8 = False
         params = {p.upper() for p in envelope.esmtp}
         options = []
         if client.supports_extension("size"):
@@ -265,16 +271,16 @@ class RemoteDelivery:
             options.append("SMTPUTF8")
         encoding = "utf-8" if utf8 else "ascii"
         try:
-            await client.mail(envelope.mail_from, options=options, encoding=encoding)
+            await client.mail(addresses[0], options=options, encoding=encoding)
         except aiosmtplib.SMTPSenderRefused as exc:
             if _permanent(exc.code):
                 return [self._refused(t, hop, exc.code, exc.message) for t in targets]
             raise
         results: list[Outcome] = []
         accepted: list[Target] = []
-        for target in targets:
+        for target, address in zip(targets, addresses[1:], strict=True):
             try:
-                await client.rcpt(target.address, encoding=encoding)
+                await client.rcpt(address, encoding=encoding)
                 accepted.append(target)
             except aiosmtplib.SMTPRecipientRefused as exc:
                 results.append(self._refused(target, hop, exc.code, exc.message))

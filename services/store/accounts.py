@@ -16,6 +16,7 @@ from services.store.addresses import (
     validate_domain,
 )
 from services.store.coalesce import Coalescer, round_trip
+from services.store.idn import normalize_domain
 from services.store.keys import Keys, normalize_address
 from services.store.passwords import hash_password, hash_password_off_loop, verify_password
 from services.store.ratelimit import Rate
@@ -85,7 +86,7 @@ class Accounts:
         return bool(await self.redis.sadd(self.keys.domains, domain))
 
     async def remove_domain(self, domain: str) -> bool:
-        domain = domain.strip().rstrip(".").lower()
+        domain = normalize_domain(domain.strip())
         users = [u for u in await self.list_users() if split_address(u)[1] == domain]
         if users:
             raise ConflictError(f"domain {domain} still has {len(users)} user(s); remove them first")
@@ -102,7 +103,7 @@ class Accounts:
         return sorted(_text(d) for d in await self.redis.smembers(self.keys.domains))
 
     async def is_local_domain(self, domain: str) -> bool:
-        return bool(await self.redis.sismember(self.keys.domains, domain.strip().lower()))
+        return bool(await self.redis.sismember(self.keys.domains, normalize_domain(domain.strip())))
 
     # -- users -----------------------------------------------------------------------------------------------
     async def add_user(self, address: str, password: str, quota: int = 0) -> User:

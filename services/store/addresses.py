@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from services.store.idn import normalize_domain
 from services.store.keys import normalize_address
 
 _LOCAL_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
@@ -24,7 +25,7 @@ def validate_domain(domain: str) -> str:
         raise AddressError(f"bad domain {domain!r}") from None
     if not all(_DOMAIN_LABEL.match(label) for label in ascii_domain.split(".")):
         raise AddressError(f"bad domain {domain!r}")
-    return domain
+    return normalize_domain(domain)
 
 
 def split_address(address: str) -> tuple[str, str]:

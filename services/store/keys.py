@@ -68,12 +68,21 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from services.store.idn import normalize_domain
+
 
 def normalize_address(address: str) -> str:
     """Mailbox identity: the address lower-cased (local parts are case-insensitive here, as in most MTAs), without
     the trailing dots of a fully qualified domain, which validate_address drops too: `carol@example.test.` is the
-    account `carol@example.test` everywhere, not a password check of one and a mailbox lock of another."""
-    return address.strip().lower().rstrip(".")
+    account `carol@example.test` everywhere, not a password check of one and a mailbox lock of another. The domain
+    is spelt as `idn.normalize_domain` spells it: `info@xn--bcher-kva.test` is the mailbox `info@bücher.test`."""
+    address = address.strip().lower().rstrip(".")
+    if address.isascii() and "xn--" not in address:
+        return address  # the usual case, checked on the whole text (cheaper than splitting it first)
+    local, at, domain = address.rpartition("@")
+    if not at or (domain.isascii() and "xn--" not in domain):
+        return address
+    return f"{local}@{normalize_domain(domain)}"
 
 
 def mailbox_tag(address: str) -> str:

@@ -183,6 +183,21 @@ async def test_utf8_address_to_a_server_without_smtputf8_bounces_5_6_7(
     assert capable.received[0].rcpt_tos == ["jörg@utf8.test"]
 
 
+async def test_idn_domain_goes_as_a_labels_to_a_server_without_smtputf8(
+    zone: Any, dns_server: Any, sinks: Any, loopback_net: str
+) -> None:
+    """An ASCII local part at a U-label domain has an ASCII form (RFC 5890 A-labels): sent so, not bounced."""
+    zone.add("xn--bcher-kva.test", "A", f"{loopback_net}.17")
+    sink = sinks(f"{loopback_net}.17", smtputf8=False)
+    remote = remote_for(dns_server)
+    envelope = Envelope(new_queue_id(), "versand@bücher.test", ("info@bücher.test",))
+    targets = [Target("info@bücher.test", "info@bücher.test", local=False)]
+    [result] = await remote(envelope, make_message(), "bücher.test", targets)
+    assert result.status is Status.DELIVERED, result
+    [got] = sink.received
+    assert (got.mail_from, got.rcpt_tos) == ("versand@xn--bcher-kva.test", ["info@xn--bcher-kva.test"])
+
+
 async def test_silent_mx_times_out_and_the_next_one_is_tried(
     zone: Any, dns_server: Any, sinks: Any, loopback_net: str
 ) -> None:
