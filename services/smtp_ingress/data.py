@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from services.smtp_ingress.message import normalise_line_ends
+from shared.spool import MessageSpool
 
 END = b"\r\n.\r\n"
 # aiosmtpd's rule (line_length_limit, 1001 octets with the CRLF): a line of 1000 octets or more before its CRLF,
@@ -21,6 +22,7 @@ LINE_LIMIT = 1000
 
 TOO_LONG = "too long"
 TOO_MUCH = "too much"
+SPOOL_FAILED = "spool failed"
 
 
 class DataDecoder:
@@ -136,3 +138,21 @@ def _undecided_tail(data: bytes) -> int:
     if last == b".":
         return 3 if data.endswith(b"\r\n.") else 0
     return 0
+
+
+class SpoolWriter:
+    """The sink of a decoder: writes to `spool` until a write fails (e.g. the spool directory is full), then keeps
+    the error, closes the spool and ignores the rest, so that the data is still read to its end."""
+
+    def __init__(self, spool: MessageSpool) -> None:
+        self.spool = spool
+        self.failure: OSError | None = None
+
+    def __call__(self, text: bytes) -> None:
+        if self.failure is not None:
+            return
+        try:
+            self.spool.write(text)
+        except OSError as exc:
+            self.failure = exc
+            self.spool.close()

@@ -14,7 +14,8 @@ STAGES = ("connect", "helo", "starttls", "auth", "mail", "rcpt", "data", "other"
 # The verbs the ingress answers, the `command` label of replies; "other" is any other verb, or no command at all
 # (the greeting, a timeout, the shutdown).
 COMMANDS = (
-    "HELO", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "VRFY", "EXPN", "HELP", "other",
+    "HELO", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP", "QUIT", "VRFY", "EXPN", "HELP",
+    "other",
 )  # fmt: skip
 
 CONNECTIONS = Counter(

@@ -132,6 +132,13 @@ TEMPORARY_FAILURE = Reply(451, "4.3.0", "Temporary failure, please try again lat
 LOOKUP_FAILURE = Reply(451, "4.3.0", "Temporary lookup failure, please try again later")
 # RFC 7489 §6.7: the From domain says p=reject and the message is not aligned (POSTROOM_DMARC_ENFORCE).
 DMARC_REJECTED = Reply(550, "5.7.1", "Message rejected by the DMARC policy of the From domain")
+BDAT_SYNTAX = Reply(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]")
+DATA_AFTER_BDAT = Reply(503, "5.5.1", "Error: DATA and BDAT cannot be mixed in one transaction")
+
+
+def chunk_received(size: int) -> Reply:
+    """RFC 3030 §2: each BDAT chunk but the LAST is acknowledged on its own."""
+    return Reply(250, "2.0.0", f"{size} octets received")
 
 
 def queued(queue_id: str) -> Reply:
@@ -166,6 +173,7 @@ def dnsbl_listed(client_ip: str, zone: str) -> Reply:
 # -- STARTTLS and AUTH -----------------------------------------------------------------------------------------
 READY_FOR_TLS = Reply(220, "2.0.0", "Ready to start TLS")
 TLS_NOT_AVAILABLE = Reply(454, "4.7.0", "TLS not available")
+TLS_ALREADY_ACTIVE = Reply(503, "5.5.1", "TLS already active")
 STARTTLS_SYNTAX = Reply(501, "5.5.4", "Syntax: STARTTLS")
 AUTH_OK = Reply(235, "2.7.0", "Authentication successful")
 AUTH_INVALID = Reply(535, "5.7.8", "Authentication credentials invalid")

@@ -29,7 +29,8 @@ from aiosmtpd.smtp import MISSING, SMTP, Envelope
 from aiosmtpd.smtp import log as aiosmtpd_log
 
 from services.smtp_ingress import metrics, replies
-from services.smtp_ingress.data import TOO_LONG, TOO_MUCH, DataDecoder
+from services.smtp_ingress.chunking import ChunkedMessage, parse_bdat
+from services.smtp_ingress.data import SPOOL_FAILED, TOO_LONG, TOO_MUCH, DataDecoder, SpoolWriter
 from services.smtp_ingress.policy import client_ip, has_control_characters, is_trusted
 from services.smtp_ingress.replies import Reply
 from shared.limits import ConnectionLimiter, Refusal, Reservation
@@ -50,12 +51,12 @@ _STAGES = {
     "MAIL": "mail",
     "RCPT": "rcpt",
     "DATA": "data",
+    "BDAT": "data",
 }
 
 # One read takes whatever the socket delivered, up to this; a small message and the commands pipelined after it
 # usually arrive in one.
 DATA_READ_SIZE = 256 * 1024
-SPOOL_FAILED = "spool failed"
 # The reply to refused data.
 _REFUSALS = {
     TOO_LONG: replies.DATA_LINE_TOO_LONG,
@@ -114,6 +115,13 @@ class IngressEnvelope(Envelope):
     def __init__(self) -> None:
         super().__init__()
         self.spool: MessageSpool | None = None
+        self.chunks: ChunkedMessage | None = None  # a message arriving in BDAT chunks (RFC 3030)
+
+    def discard(self) -> None:
+        """Free what a transaction that ends unfinished holds."""
+        if self.chunks is not None:
+            self.chunks.spool.close()
+            self.chunks = None
 
 
 class IngressSMTP(SMTP):
@@ -268,6 +276,8 @@ class IngressSMTP(SMTP):
             self.screening = None
         self.registry.limiter.release(self.client_ip)
         self.registry.sessions.discard(self)
+        if isinstance(self.envelope, IngressEnvelope):
+            self.envelope.discard()  # a client gone in the middle of its BDAT chunks
         self._active_sessions.dec()
         if not self.registry.sessions:
             self.registry.empty.set()
@@ -378,6 +388,9 @@ class IngressSMTP(SMTP):
         if not envelope.rcpt_tos:
             await self.push(replies.NEED_RCPT)
             return
+        if envelope.chunks is not None:
+            await self.push(replies.DATA_AFTER_BDAT)  # RFC 3030 §2: not both in one transaction
+            return
         if arg:
             await self.push(replies.PARAM_SYNTAX)
             return
@@ -397,28 +410,90 @@ class IngressSMTP(SMTP):
             # RFC 5321 §4.2.5: the reply comes after all the data was read.
             spool.close()
             await self.push(_REFUSALS[problem])
-            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            self._set_post_data_state()
             return
+        await self._queue(envelope, spool)
+
+    async def _queue(self, envelope: IngressEnvelope, spool: MessageSpool) -> None:
+        """The whole text is in: the handler's DATA hook publishes it (or refuses it), then the reply."""
         envelope.spool = spool  # the handler's hook owns it from here and closes it after the publish
         status = await self._call_handler_hook("DATA")
         if status is MISSING:
             spool.close()
-        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        self._set_post_data_state()
         await self.push(replies.OK if status is MISSING else status)
+
+    def _set_post_data_state(self) -> None:
+        """aiosmtpd's reset of the transaction (after a message, RSET, HELO/EHLO), freeing an unfinished one."""
+        envelope = self.envelope
+        if isinstance(envelope, IngressEnvelope):
+            envelope.discard()
+        super()._set_post_data_state()  # type: ignore[no-untyped-call]
+
+    # -- BDAT (RFC 3030) ------------------------------------------------------------------------------------
+    async def smtp_BDAT(self, arg: str | None) -> None:
+        """A chunk of a message (chunking.py decodes it as DATA's text would be), or with LAST its end.
+
+        The chunk's octets are always read, also when the command is refused (§2: the server reads the chunk,
+        then replies), so they are never taken for commands; only a BDAT whose size cannot be read leaves them to
+        the command loop, as any client's own bytes. A refused chunk ends the transaction (§2: the client must
+        not send more), so the chunks pipelined behind it are read and answered 503.
+        """
+        parsed = parse_bdat(arg)
+        if parsed is None:
+            await self.push(replies.BDAT_SYNTAX)
+            return
+        size, last = parsed
+        envelope = self.envelope
+        assert isinstance(envelope, IngressEnvelope)
+        refusal = self._bdat_refusal(envelope)
+        if refusal is not None:
+            await self._read_chunk(size, None)
+            await self.push(refusal)
+            return
+        message = envelope.chunks
+        if message is None:
+            spool = MessageSpool(self.registry.spool_directory, self.registry.spool_memory_limit)
+            message = envelope.chunks = ChunkedMessage(self.data_size_limit, spool)
+        await self._read_chunk(size, message)
+        if last and message.problem is None:
+            message.decoder.finish()
+        problem = message.problem
+        if problem is not None:
+            if problem == SPOOL_FAILED:
+                log.error("spooling the message failed", client=self.client_ip, error=str(message.writer.failure))
+            self._set_rset_state()  # type: ignore[no-untyped-call]
+            await self.push(_REFUSALS[problem])
+        elif not last:
+            await self.push(replies.chunk_received(size))
+        else:
+            envelope.chunks = None
+            await self._queue(envelope, message.spool)
+
+    def _bdat_refusal(self, envelope: IngressEnvelope) -> Reply | None:
+        if not self.session or not self.session.host_name:
+            return replies.NEED_HELO
+        if not envelope.mail_from:
+            return replies.NEED_MAIL
+        if not envelope.rcpt_tos:
+            return replies.NEED_RCPT
+        return None
+
+    async def _read_chunk(self, size: int, message: ChunkedMessage | None) -> None:
+        """Read `size` octets, handing them to the message's decoder once it knows no problem (else dropping
+        them): a refused or too big chunk is never held in memory."""
+        reader = self._reader
+        while size > 0:
+            data = await reader.read(min(size, DATA_READ_SIZE))
+            if not data:
+                raise ConnectionResetError("connection closed during BDAT")
+            size -= len(data)
+            if message is not None and message.problem is None:
+                message.decoder.feed(data)
 
     async def _read_data(self, spool: MessageSpool) -> str | None:
         """Read up to the end of data into `spool`; the problem that makes the message unacceptable, if any."""
-        failure: list[OSError] = []
-
-        def write(text: bytes) -> None:
-            if failure:
-                return
-            try:
-                spool.write(text)
-            except OSError as exc:  # e.g. the spool directory is full
-                failure.append(exc)
-                spool.close()
-
+        write = SpoolWriter(spool)
         decoder = DataDecoder(self.data_size_limit, write)
         reader = self._reader
         while True:
@@ -437,9 +512,9 @@ class IngressSMTP(SMTP):
             # STARTTLS; StreamReader has no public way to push bytes back.)
             buffer: bytearray = reader._buffer  # type: ignore[attr-defined]
             buffer[:0] = rest
-        if failure and decoder.problem is None:
+        if write.failure is not None and decoder.problem is None:
             # Still read to the end first: the rest of the message must never be taken for commands.
-            log.error("spooling the message failed", client=self.client_ip, error=str(failure[0]))
+            log.error("spooling the message failed", client=self.client_ip, error=str(write.failure))
             return SPOOL_FAILED
         return decoder.problem
 
@@ -549,6 +624,14 @@ class IngressSMTP(SMTP):
             log.exception("handle_exception failed")
             return replies.TEMPORARY_FAILURE
         return reply
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        """aiosmtpd's STARTTLS, except on a session already encrypted (by STARTTLS or on 465): RFC 3207 §4.2 has
+        no second negotiation, and aiosmtpd's would wrap TLS in TLS and fail the connection."""
+        if self.tls_facts() is not None:
+            await self.push(replies.TLS_ALREADY_ACTIVE)
+            return
+        await super().smtp_STARTTLS(arg)
 
     async def smtp_HELP(self, arg: str | None) -> None:
         """RFC 5321 §4.1.1.8 leaves HELP's text free: a pointer to the RFC rather than aiosmtpd's list of verbs."""

@@ -80,7 +80,7 @@ COMMANDS = [
     "AUTH",
     "AUTH PLAIN a b c",
     "QUIT now",
-    "BDAT 10 LAST",
+    "BDAT x LAST",
     "",
     "QUIT",
 ]
