@@ -69,6 +69,17 @@ def _array(texts: Iterable[str]) -> bytes:
     return b"A" + _UINT32.pack(len(data)) + data
 
 
+def _dsn_fields(envelope: Envelope) -> bytes:
+    """The DSN headers (in their sorted place), present only when the client gave DSN parameters."""
+    fields: list[bytes] = []
+    for key, value in envelope.dsn_headers().items():
+        fields += (
+            _key(key.removeprefix(HEADER_PREFIX)),
+            _array(value) if isinstance(value, list) else _long_string(value),
+        )
+    return b"".join(fields)
+
+
 def envelope_table(envelope: Envelope) -> bytes:
     """`pamqp.encode.field_table(envelope.to_headers())`, without building the dict and dispatching on types."""
     data = b"".join(
@@ -79,6 +90,7 @@ def envelope_table(envelope: Envelope) -> bytes:
             _long_string(envelope.auth_user),
             _CLIENT_ADDRESS,
             _long_string(envelope.client_address),
+            _dsn_fields(envelope) if envelope.dsn_envid or envelope.dsn_recipients or envelope.dsn_ret else b"",
             _ESMTP,
             _array(envelope.esmtp),
             _FIRST_SEEN,

@@ -239,11 +239,15 @@ ROWS = [
                 "Per second: done, deferred (to a retry queue), requeued, dead-lettered.",
             ),
             Panel(
-                "Bounces, delay notices, dead letters",
+                "Bounces, delay and success notices, dead letters",
                 [
                     Query(f"sum(rate(postroom_delivery_bounces_total[{RATE}]))", "bounces sent"),
                     Query(f"sum(rate(postroom_delivery_bounces_suppressed_total[{RATE}]))", "bounces suppressed"),
                     Query(f"sum(rate(postroom_delivery_delay_notices_total[{RATE}]))", "delay notices"),
+                    Query(
+                        f"sum by (action) (rate(postroom_delivery_success_notices_total[{RATE}]))",
+                        "success notices ({{action}})",
+                    ),
                     Query(f"sum(rate(postroom_delivery_dead_letters_total[{RATE}]))", "dead-lettered"),
                 ],
             ),

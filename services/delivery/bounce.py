@@ -17,6 +17,7 @@ from email.utils import format_datetime
 
 from services.delivery.outcome import Outcome, Status
 from services.delivery.replytext import readable
+from shared.dsn import RET_FULL
 from shared.envelope import Envelope
 from shared.queue_id import is_queue_id, new_queue_id
 
@@ -125,11 +126,11 @@ def _address_field(address: str) -> str:
 
 def _status(found: Outcome, action: str) -> str:
     """The RFC 3463 code: the outcome's when well-formed, its class made to match the action (5 for failed,
-    4 for delayed; RFC 3464 §2.3.4)."""
+    4 for delayed, 2 for delivered and relayed; RFC 3464 §2.3.4)."""
     code = found.enhanced if _STATUS.match(found.enhanced) else ""
     if not code:
-        code = "5.0.0" if found.status is Status.PERMANENT else "4.0.0"
-    wanted = "5" if action == "failed" else "4"
+        code = {Status.PERMANENT: "5.0.0", Status.TEMPORARY: "4.0.0"}.get(found.status, "2.0.0")
+    wanted = {"failed": "5", "delayed": "4"}.get(action, "2")
     return wanted + code[1:]
 
 
@@ -161,10 +162,19 @@ def _wrapped(text: str) -> list[str]:
     return textwrap.wrap(text, 200, break_long_words=True, break_on_hyphens=False) or [""]
 
 
-def _recipient_block(found: Outcome, action: str, now: float) -> str:
+def _original_recipient(orcpt: str) -> str:
+    """RFC 3464 §2.3.1 from the ORCPT the client gave (`type;address`, RFC 3461 §4.2)."""
+    kind, _, address = orcpt.partition(";")
+    kind = _ascii(_cut(readable(kind).replace(" ", ""), 64)) or "rfc822"
+    return f"{kind}; {_ascii(_address(address), also=_XTEXT_SPECIALS, limit=_FOLD)}"
+
+
+def _recipient_block(found: Outcome, action: str, now: float, orcpt: str) -> str:
     lines = []
     recipient, original = _address(found.recipient), _address(found.original)
-    if original and original.lower() != recipient.lower():
+    if orcpt:
+        lines.append(f"Original-Recipient: {_original_recipient(orcpt)}")
+    elif original and original.lower() != recipient.lower():
         lines.append(f"Original-Recipient: {_address_field(original)}")
     lines.append(f"Final-Recipient: {_address_field(recipient)}")
     lines.append(f"Action: {action}")
@@ -188,6 +198,45 @@ def _boundary(queue_id: str, hostname: str, contents: list[bytes]) -> str:
     raise AssertionError("no free boundary")  # a thousand delimiters in one report: cannot happen
 
 
+# Subject and opening of the human-readable part, by action (RFC 3464 §2.3.3).
+_TEXTS = {
+    "failed": (
+        "Undelivered Mail Returned to Sender",
+        "I'm sorry to have to inform you that your message could not be delivered\r\n"
+        "to one or more recipients. It has been returned to you.",
+    ),
+    "delayed": (
+        "Delayed Mail (still being retried)",
+        "I'm sorry to have to inform you that your message could not be delivered yet.\r\n"
+        "It is still being retried; you need not resend it.",
+    ),
+    "delivered": (
+        "Successful Mail Delivery Report",
+        "Your message was successfully delivered to the destination(s) listed below,\r\nas you asked (NOTIFY=SUCCESS).",
+    ),
+    "relayed": (
+        "Successful Mail Delivery Report",
+        "Your message was relayed to the destination(s) listed below. Their mail system\r\n"
+        "does not offer delivery notices (DSN), so you will hear nothing more about it.",
+    ),
+}
+
+
+def _returned_message(message: bytes) -> bytes:
+    """The whole original as message/rfc822 content: CRLF line ends (it was queued so), ending in CRLF."""
+    return message if not message or message.endswith(b"\r\n") else message + b"\r\n"
+
+
+def _returned_part(boundary: str, full: bool, action: str) -> bytes:
+    """The MIME header of the third part: the whole message (RET=FULL) or its header section."""
+    what = "Undelivered Message" if action in ("failed", "delayed") else "Message"
+    if full:
+        return f"\r\n--{boundary}\r\nContent-Description: {what}\r\nContent-Type: message/rfc822\r\n\r\n".encode()
+    return (
+        f"\r\n--{boundary}\r\nContent-Description: {what} Headers\r\nContent-Type: text/rfc822-headers\r\n\r\n".encode()
+    )
+
+
 def compose(
     envelope: Envelope,
     message: bytes,
@@ -201,16 +250,11 @@ def compose(
     queue_id = report_queue_id(envelope, "bounce" if action == "failed" else action)
     host = _host(hostname)
     sender = _address(envelope.mail_from)
-    if action == "failed":
-        subject = "Undelivered Mail Returned to Sender"
-        intro = "your message could not be delivered\r\nto one or more recipients. It has been returned to you."
-    else:
-        subject = "Delayed Mail (still being retried)"
-        intro = "your message could not be delivered yet.\r\nIt is still being retried; you need not resend it."
+    subject, intro = _TEXTS[action]
     human = [
         f"This is the mail system at host {host}.",
         "",
-        f"I'm sorry to have to inform you that {intro}",
+        intro,
         "",
         *(line for o in failed for line in _wrapped(f"<{_address(o.recipient)}>: {_clean(o.diagnostic)}")),
         "",
@@ -221,11 +265,18 @@ def compose(
         f"Arrival-Date: {_date(envelope.first_seen)}",
         "",
     ]
-    blocks = "\r\n".join(_recipient_block(o, action, now) for o in failed)
+    if envelope.dsn_envid:
+        # RFC 3464 §2.2.1, as the client gave it in ENVID (decoded; printable ASCII, checked at MAIL).
+        status.insert(0, _fold("Original-Envelope-Id", _ascii(readable(envelope.dsn_envid))))
+    blocks = "\r\n".join(
+        _recipient_block(o, action, now, envelope.dsn_request(o.original or o.recipient).orcpt) for o in failed
+    )
     human_text = "\r\n".join(human).encode()
     status_text = ("\r\n".join(status) + "\r\n" + blocks).encode()
-    returned_headers = _returned_headers(message)
-    boundary = _boundary(queue_id, host, [human_text, status_text, returned_headers])
+    # RFC 3461 §4.3: RET=FULL asks for the whole message in a failure report; otherwise the headers.
+    full = action == "failed" and envelope.dsn_ret == RET_FULL
+    returned = _returned_message(message) if full else _returned_headers(message)
+    boundary = _boundary(queue_id, host, [human_text, status_text, returned])
     head = [
         f"From: Mail Delivery System <MAILER-DAEMON@{host}>",
         f"To: <{sender}>",
@@ -252,9 +303,8 @@ def compose(
             f"\r\n--{boundary}\r\nContent-Description: Delivery report\r\n"
             "Content-Type: message/delivery-status\r\n\r\n".encode(),
             status_text,
-            f"\r\n--{boundary}\r\nContent-Description: Undelivered Message Headers\r\n"
-            "Content-Type: text/rfc822-headers\r\n\r\n".encode(),
-            returned_headers,
+            _returned_part(boundary, full, action),
+            returned,
             f"\r\n--{boundary}--\r\n".encode(),
         )
     )

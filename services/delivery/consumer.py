@@ -23,6 +23,7 @@ from pamqp.commands import Basic
 from services.delivery import bounce, metrics, outcome, retry
 from services.delivery.acks import AckBatcher, Window
 from services.delivery.config import DeliverySettings
+from services.delivery.dsnrequest import wanting
 from services.delivery.ledger import Ledger
 from services.delivery.local import deliver_local, unavailable
 from services.delivery.outcome import Outcome, Status
@@ -34,6 +35,7 @@ from services.delivery.waiting import WaitingRoom
 from services.store import Store, StoreOutcome, progress
 from services.store.keys import normalize_address
 from services.store.outage import outage
+from shared.dsn import DELAY, FAILURE, SUCCESS
 from shared.envelope import REQUEUED, Envelope
 from shared.logging import get_logger
 from shared.queue_id import is_queue_id
@@ -398,11 +400,19 @@ class Consumer:
             failed += [_give_up(o, envelope) for o in deferred]
             deferred = []
         # Remote delivery is not idempotent: a relay is recorded before anything else can fail. So is every
-        # outcome of a message with more than one kind of them, so that a failure half-way repeats none.
-        if any(o.transport == TRANSPORT_SMTP for o in delivered) or sum(map(bool, (delivered, deferred, failed))) > 1:
+        # outcome of a message with more than one kind of them, so that a failure half-way repeats none, and every
+        # delivery a success notice is sent for: a redelivery then skips those recipients and sends none again.
+        success = [o for o in wanting(envelope, delivered, SUCCESS) if not o.dsn_passed]
+        if (
+            success
+            or any(o.transport == TRANSPORT_SMTP for o in delivered)
+            or sum(map(bool, (delivered, deferred, failed))) > 1
+        ):
             ledger.writing = True
         ledger.settle_each({o.recipient: _durable_state(o) for o in delivered})
         await ledger.flush()
+        if success:
+            await self._notify_success(envelope, body, success, now)
         if deferred:
             following = await self._defer(envelope, body, deferred)
             ledger.settle((o.recipient for o in deferred), progress.deferred(following.attempt))
@@ -604,15 +614,37 @@ class Consumer:
 
     async def _notify_delay(self, envelope: Envelope, body: bytes, deferred: list[Outcome], now: float) -> None:
         """Best effort: the recipients are deferred already (durable); a notice the broker refuses is logged, and
-        the message goes on as if it had been sent, rather than repeat the deferral."""
-        notice, notice_envelope = bounce.compose(envelope, body, deferred, self.settings.hostname, now, "delayed")
+        the message goes on as if it had been sent, rather than repeat the deferral. Only for recipients whose
+        NOTIFY asks for delays (or gave none)."""
+        deferred = wanting(envelope, deferred, DELAY)
+        if deferred and await self._notify(envelope, body, deferred, now, "delayed"):
+            metrics.DELAY_NOTICES.inc()
+
+    async def _notify_success(self, envelope: Envelope, body: bytes, delivered: list[Outcome], now: float) -> None:
+        """RFC 3461 NOTIFY=SUCCESS: `delivered` into a mailbox here, or `relayed` to a next hop without DSN (one
+        that has DSN was given NOTIFY and reports itself). Sent after the recipients' progress is recorded, so at
+        most once: a crash before the broker confirms it loses the notice, never the message."""
+        for action, transport in (("delivered", "local"), ("relayed", TRANSPORT_SMTP)):
+            outcomes = [o for o in delivered if o.transport == transport]
+            if outcomes and await self._notify(envelope, body, outcomes, now, action):
+                metrics.SUCCESS_NOTICES.labels(action).inc()
+
+    async def _notify(self, envelope: Envelope, body: bytes, outcomes: list[Outcome], now: float, action: str) -> bool:
+        """Publish a notice of `action` about `outcomes`, best effort; True when the broker confirmed it."""
+        notice, notice_envelope = bounce.compose(envelope, body, outcomes, self.settings.hostname, now, action)
         try:
             await self.publisher.enqueue(notice, notice_envelope)
         except Exception as exc:
-            log.error("delay notice not sent", queue_id=envelope.queue_id, error=f"{type(exc).__name__}: {exc}")
-            return
-        metrics.DELAY_NOTICES.inc()
-        log.info("delay notice sent", queue_id=envelope.queue_id, report=notice_envelope.queue_id)
+            log.error(
+                "notice not sent", queue_id=envelope.queue_id, action=action, error=f"{type(exc).__name__}: {exc}"
+            )
+            return False
+        recipients = [o.recipient for o in outcomes]
+        self._trace(
+            envelope.queue_id, "notified", action=action, recipients=recipients, report=notice_envelope.queue_id
+        )
+        log.info("notice sent", queue_id=envelope.queue_id, action=action, report=notice_envelope.queue_id)
+        return True
 
     async def _bounce(self, envelope: Envelope, body: bytes, failed: list[Outcome], now: float) -> None:
         for _ in failed:
@@ -625,6 +657,12 @@ class Consumer:
             log.warning(
                 "failed null-sender message; no bounce sent", queue_id=envelope.queue_id, recipients=len(recipients)
             )
+            return
+        failed = wanting(envelope, failed, FAILURE)
+        if not failed:
+            # RFC 3461 §4.1: NOTIFY without FAILURE (NEVER, or SUCCESS/DELAY only): the sender asked for silence.
+            self._trace(envelope.queue_id, "bounced", recipients=recipients, report=None, reason="NOTIFY")
+            log.info("failed; no bounce asked for (NOTIFY)", queue_id=envelope.queue_id, recipients=len(recipients))
             return
         report, report_envelope = bounce.compose(envelope, body, failed, self.settings.hostname, now)
         await self.publisher.enqueue(report, report_envelope)

@@ -35,6 +35,11 @@ DNS_LOOKUPS = Counter(
 )
 BOUNCES = Counter("postroom_delivery_bounces_total", "Bounce messages (RFC 3464 reports) published.")
 DELAY_NOTICES = Counter("postroom_delivery_delay_notices_total", "Delay notices (Action: delayed) published.")
+SUCCESS_NOTICES = Counter(
+    "postroom_delivery_success_notices_total",
+    "Success notices (NOTIFY=SUCCESS, RFC 3461) published, by action (delivered, relayed).",
+    ["action"],
+)
 BOUNCES_SUPPRESSED = Counter(
     "postroom_delivery_bounces_suppressed_total", "Failed null-sender messages, never bounced (no bounce loops)."
 )
@@ -125,6 +130,8 @@ def init_series(queue_labels: list[str]) -> None:
     DNS_LOOKUPS.labels("MX", "null_mx")
     DEAD_LETTERS.labels("malformed")
     DEAD_LETTERS.labels("delivery_limit")
+    for action in ("delivered", "relayed"):
+        SUCCESS_NOTICES.labels(action)
     for reason in REASONS:
         STORE_ERRORS.labels(reason)
     for policy in ("dane", "mta-sts"):

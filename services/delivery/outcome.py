@@ -24,6 +24,9 @@ class Outcome:
     transport: str = "local"  # "local" or "smtp"
     remote_mta: str = ""  # host name of the MTA that answered, for the bounce's Remote-MTA
     original: str = ""  # the envelope recipient it was expanded from, for the bounce's Original-Recipient
+    # Relayed to a next hop that speaks DSN (RFC 3461 §4): the DSN parameters went with it, and with them the
+    # duty of any success or failure notice from here on.
+    dsn_passed: bool = False
 
     @property
     def permanent(self) -> bool:

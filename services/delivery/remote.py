@@ -12,6 +12,7 @@ import aiosmtplib
 
 from services.delivery import dane, metrics, outcome, transport_map
 from services.delivery.config import DeliverySettings
+from services.delivery.dsnrequest import mail_parameters, rcpt_parameters
 from services.delivery.mtasts import MtaSts, StsPolicy
 from services.delivery.mx import MailHost, MailResolver, is_ip_literal
 from services.delivery.outcome import Outcome
@@ -269,6 +270,9 @@ class RemoteDelivery:
             options.append("BODY=8BITMIME")
         if client.supports_extension("smtputf8") and (utf8 or "SMTPUTF8" in params):
             options.append("SMTPUTF8")
+        dsn = client.supports_extension("dsn")
+        if dsn:
+            options += mail_parameters(envelope)
         encoding = "utf-8" if utf8 else "ascii"
         try:
             await client.mail(addresses[0], options=options, encoding=encoding)
@@ -280,7 +284,8 @@ class RemoteDelivery:
         accepted: list[Target] = []
         for target, address in zip(targets, addresses[1:], strict=True):
             try:
-                await client.rcpt(address, encoding=encoding)
+                rcpt_options = rcpt_parameters(envelope, target.original) if dsn else []
+                await client.rcpt(address, options=rcpt_options, encoding=encoding)
                 accepted.append(target)
             except aiosmtplib.SMTPRecipientRefused as exc:
                 results.append(self._refused(target, hop, exc.code, exc.message))
@@ -300,7 +305,8 @@ class RemoteDelivery:
                 _from(outcome.temporary(t.address, "4.4.2", text, TRANSPORT, hop.host), t) for t in accepted
             ]
         text = reply(response.code, response.message)
-        return results + [_from(outcome.delivered(t.address, text, TRANSPORT, hop.host), t) for t in accepted]
+        relayed = [_from(outcome.delivered(t.address, text, TRANSPORT, hop.host), t) for t in accepted]
+        return results + [replace(found, dsn_passed=dsn) for found in relayed]
 
     def _refused(self, target: Target, hop: Hop, code: int, message: str) -> Outcome:
         text = reply(code, message)

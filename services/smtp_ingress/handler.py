@@ -39,8 +39,8 @@ log = get_logger(__name__)
 # practice; a message whose header block is longer may get a second Message-ID or Date added.
 HEADER_SCAN_LIMIT = 256 * 1024
 
-# EHLO keywords we add to aiosmtpd's list (RFC 2920, RFC 2034, RFC 3030); HELP is dropped.
-_EXTRA_EXTENSIONS = ("PIPELINING", "ENHANCEDSTATUSCODES", "CHUNKING")
+# EHLO keywords we add to aiosmtpd's list (RFC 2920, RFC 2034, RFC 3030, RFC 3461); HELP is dropped.
+_EXTRA_EXTENSIONS = ("PIPELINING", "ENHANCEDSTATUSCODES", "CHUNKING", "DSN")
 # EHLO replies made, by aiosmtpd's lines: they differ only by listener and TLS state.
 _EHLO_CACHE_SIZE = 64
 
@@ -268,6 +268,9 @@ class IngressHandler:
             client_address=server.client_ip,
             auth_user=auth_user or "",
             esmtp=tuple(envelope.mail_options),
+            dsn_ret=envelope.dsn_ret,
+            dsn_envid=envelope.dsn_envid,
+            dsn_recipients=tuple(envelope.dsn_recipients),
         )
         return received_header(facts) + extra, queued, facts
 

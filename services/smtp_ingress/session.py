@@ -28,11 +28,12 @@ from typing import Any, cast
 from aiosmtpd.smtp import MISSING, SMTP, Envelope
 from aiosmtpd.smtp import log as aiosmtpd_log
 
-from services.smtp_ingress import metrics, replies
+from services.smtp_ingress import dsn, metrics, replies
 from services.smtp_ingress.chunking import ChunkedMessage, parse_bdat
 from services.smtp_ingress.data import SPOOL_FAILED, TOO_LONG, TOO_MUCH, DataDecoder, SpoolWriter
 from services.smtp_ingress.policy import client_ip, has_control_characters, is_trusted
 from services.smtp_ingress.replies import Reply
+from shared.dsn import DSNError
 from shared.limits import ConnectionLimiter, Refusal, Reservation
 from shared.logging import get_logger
 from shared.netaddr import Network
@@ -116,6 +117,10 @@ class IngressEnvelope(Envelope):
         super().__init__()
         self.spool: MessageSpool | None = None
         self.chunks: ChunkedMessage | None = None  # a message arriving in BDAT chunks (RFC 3030)
+        # RFC 3461: RET and ENVID of MAIL, and (recipient, NOTIFY, ORCPT) of each RCPT that gave any.
+        self.dsn_ret = ""
+        self.dsn_envid = ""
+        self.dsn_recipients: list[tuple[str, str, str]] = []
 
     def discard(self) -> None:
         """Free what a transaction that ends unfinished holds."""
@@ -429,6 +434,47 @@ class IngressSMTP(SMTP):
         if isinstance(envelope, IngressEnvelope):
             envelope.discard()
         super()._set_post_data_state()  # type: ignore[no-untyped-call]
+
+    # -- DSN parameters (RFC 3461) -------------------------------------------------------------------------
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        """aiosmtpd's MAIL, given the argument without RET and ENVID, which are checked and kept here."""
+        envelope = self.envelope
+        assert isinstance(envelope, IngressEnvelope)
+        before = envelope.mail_from
+        values = await self._without_dsn(arg, dsn.MAIL_PARAMETERS, dsn.mail_request, super().smtp_MAIL)
+        if values is not None and before is None and envelope.mail_from is not None:
+            envelope.dsn_ret, envelope.dsn_envid = values
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        """aiosmtpd's RCPT, given the argument without NOTIFY and ORCPT, which are checked and kept here."""
+        envelope = self.envelope
+        assert isinstance(envelope, IngressEnvelope)
+        before = len(envelope.rcpt_tos)
+        values = await self._without_dsn(arg, dsn.RCPT_PARAMETERS, dsn.rcpt_request, super().smtp_RCPT)
+        if values is not None and len(envelope.rcpt_tos) > before:
+            envelope.dsn_recipients.append((envelope.rcpt_tos[-1], *values))
+
+    async def _without_dsn(
+        self,
+        arg: str | None,
+        names: frozenset[str],
+        parse: Callable[[dict[str, str]], tuple[str, str]],
+        verb: Callable[[str | None], Awaitable[None]],
+    ) -> tuple[str, str] | None:
+        """Run aiosmtpd's `verb` on `arg` less the DSN parameters `names`; their values (`parse`d), or None when
+        none were given or a reply refused them. Only after EHLO: in a HELO session aiosmtpd refuses every
+        parameter."""
+        if self.session is None or not self.session.extended_smtp:
+            await verb(arg)
+            return None
+        try:
+            rest, found = dsn.take(arg, names)
+            values = parse(found)
+        except DSNError:
+            await self.push(replies.PARAM_SYNTAX)
+            return None
+        await verb(rest)
+        return values if found else None
 
     # -- BDAT (RFC 3030) ------------------------------------------------------------------------------------
     async def smtp_BDAT(self, arg: str | None) -> None:

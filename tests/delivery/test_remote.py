@@ -198,6 +198,33 @@ async def test_idn_domain_goes_as_a_labels_to_a_server_without_smtputf8(
     assert (got.mail_from, got.rcpt_tos) == ("versand@xn--bcher-kva.test", ["info@xn--bcher-kva.test"])
 
 
+async def test_dsn_parameters_go_to_a_hop_that_advertises_dsn(zone: Any, dns_server: Any, loopback_net: str) -> None:
+    """RFC 3461 §5.2: RET, ENVID, NOTIFY and ORCPT are passed on as received (xtext encoded again); the relay is
+    marked so that no success notice is sent by us. A hop without DSN gets none of them (test above)."""
+    from tests.delivery.dsnsink import DSNSink
+
+    zone.add("dsn.test", "A", f"{loopback_net}.18")
+    sink = DSNSink(f"{loopback_net}.18").start()
+    try:
+        envelope = Envelope(
+            new_queue_id(),
+            "sender@origin.test",
+            ("a@dsn.test", "b@dsn.test"),
+            dsn_ret="HDRS",
+            dsn_envid="Id 1+2",
+            dsn_recipients=(("a@dsn.test", "SUCCESS,FAILURE", "rfc822;A@Dsn.test"),),
+        )
+        targets = [Target(r, r, local=False) for r in envelope.recipients]
+        results = await remote_for(dns_server)(envelope, make_message(), "dsn.test", targets)
+    finally:
+        sink.stop()
+    assert [(r.status, r.dsn_passed) for r in results] == [(Status.DELIVERED, True)] * 2
+    mail, rcpt_a, rcpt_b = sink.handler.commands
+    assert mail.startswith("MAIL FROM:<sender@origin.test>") and mail.endswith(" RET=HDRS ENVID=Id+201+2B2")
+    assert rcpt_a == "RCPT TO:<a@dsn.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;A@Dsn.test"
+    assert rcpt_b == "RCPT TO:<b@dsn.test>"
+
+
 async def test_silent_mx_times_out_and_the_next_one_is_tried(
     zone: Any, dns_server: Any, sinks: Any, loopback_net: str
 ) -> None:

@@ -39,6 +39,14 @@ def envelopes(draw: st.DrawFn) -> Envelope:
             draw(st.lists(st.sampled_from(["BODY=8BITMIME", "SMTPUTF8", "BODY=7BIT", "RET=HDRS"]), max_size=3))
         ),
         last_errors=tuple((rcpt, draw(text)) for rcpt in failed),
+        dsn_ret=draw(st.sampled_from(["", "FULL", "HDRS"])),
+        dsn_envid=draw(
+            st.one_of(st.just(""), st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=100))
+        ),
+        dsn_recipients=tuple(
+            (rcpt, draw(st.sampled_from(["", "NEVER", "SUCCESS", "FAILURE,DELAY"])), draw(st.just("") | address))
+            for rcpt in draw(st.lists(st.sampled_from(recipients), max_size=len(recipients), unique=True))
+        ),
     )
 
 
@@ -84,3 +92,12 @@ def test_foreign_headers_give_an_envelope_or_a_value_error(headers: dict[str, ob
     # The consumer dead-letters on ValueError or TypeError; anything else would requeue a poison message.
     with contextlib.suppress(ValueError, TypeError):
         Envelope.from_headers(headers)
+
+
+def test_a_message_queued_before_dsn_reads_with_no_dsn_request() -> None:
+    old = Envelope(new_queue_id(), "a@b.example", ("c@d.example",)).to_headers()
+    assert not any("dsn" in key for key in old)  # nothing new on the wire without parameters
+    envelope = Envelope.from_headers(old)
+    assert (envelope.dsn_ret, envelope.dsn_envid, envelope.dsn_recipients) == ("", "", ())
+    assert envelope.dsn_request("c@d.example").wants("FAILURE")
+    assert not envelope.dsn_request("c@d.example").wants("SUCCESS")

@@ -28,6 +28,15 @@ ENVELOPES = [
         esmtp=("BODY=8BITMIME", "SMTPUTF8"),
     ),
     Envelope("01ABCDEFGHJKMNPQRSTVWXYZ02", "ü@ex.example", ("x@y.example",), first_seen=0.1, client_address="::1"),
+    Envelope(
+        "01ABCDEFGHJKMNPQRSTVWXYZ03",
+        "a@b.example",
+        ("c@d.example", "e@f.example"),
+        dsn_ret="HDRS",
+        dsn_envid="QQ314159",
+        dsn_recipients=(("c@d.example", "SUCCESS,FAILURE", "rfc822;C@d.example"), ("e@f.example", "NEVER", "")),
+    ),
+    Envelope("01ABCDEFGHJKMNPQRSTVWXYZ04", "a@b.example", ("c@d.example",), dsn_ret="FULL"),
     *(
         Envelope(
             "01ABCDEFGHJKMNPQRSTVWXYZ03",
