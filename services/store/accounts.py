@@ -135,8 +135,17 @@ class Accounts:
         box = self.keys.mailbox(address)
         existed = bool(await self._close(keys=[box.account, box.lock]))
         uids = [_text(u) for u in await self.redis.zrange(box.index, 0, -1)]
-        mailbox_keys = [box.index, box.sizes, box.usage, box.seq, box.lock, box.send_messages, box.send_recipients]
-        mailbox_keys.extend(box.message(u) for u in uids)
+        fixed = [
+            box.index,
+            box.sizes,
+            box.usage,
+            box.seq,
+            box.lock,
+            box.send_messages,
+            box.send_recipients,
+            box.imported,
+        ]
+        mailbox_keys = [*fixed, *(box.message(u) for u in uids)]
         for start in range(0, len(mailbox_keys), 500):
             # One slot (the mailbox hash tag), so a multi-key DEL is fine on a Redis Cluster too.
             await self.redis.delete(*mailbox_keys[start : start + 500])

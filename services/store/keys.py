@@ -55,8 +55,11 @@ the normalised address, `{alice@example.com}`, unless the address holds a brace 
     {ns}:{addr}:lock                  string with a TTL: POP3 maildrop lock, value = owner token
     {ns}:{addr}:sendlimit:messages    GCRA state of the account's send limit: messages (RATE_LIMIT, with the
     {ns}:{addr}:sendlimit:recipients  account hash's `send_limit` override) and recipients
+    {ns}:{addr}:imported              hash: uid (the UIDL an imported message had) -> import time; no TTL, so
+                                      re-running an import stores nothing twice, also what POP3 deleted since
 
 Every multi-key change is a Lua script in lua.py over the keys of one mailbox only (one slot): STORE_MESSAGE,
+IMPORT_MESSAGE,
 DELETE_MESSAGES, CREATE_ACCOUNT, UPDATE_ACCOUNT, CLOSE_MAILBOX, ACQUIRE_LOCK, REFRESH_LOCK, RELEASE_LOCK
 (RECORD_PROGRESS and the QUEUE_* scripts run over the keys of one message instead; RATE_LIMIT runs over one
 mailbox's keys or over one `ratelimit:mx` key).
@@ -198,6 +201,10 @@ class MailboxKeys:
     @property
     def send_recipients(self) -> str:
         return f"{self.prefix}:sendlimit:recipients"
+
+    @property
+    def imported(self) -> str:
+        return f"{self.prefix}:imported"
 
     def message(self, uid: str) -> str:
         return f"{self.prefix}:msg:{uid}"

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from string import Template
+
 # KEYS: dedup, account, usage, seq, index, sizes, body
 # ARGV: uid, body, dedup ttl (seconds), header lines stored before the body ('' or absent: none)
 # Returns {status, detail}: 1 stored (detail = sequence), 0 duplicate, -1 over quota, -2 no such mailbox.
 # A uid still in the mailbox is a duplicate too, whether or not its dedup key expired (invariant 4): a dead letter
 # requeued after the dedup TTL can never store a second copy or count its size twice. The header (Return-Path) is
 # its own argument so that the caller never builds a second copy of a large body: Redis joins the two (SET, APPEND).
-STORE_MESSAGE = """
-if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('HEXISTS', KEYS[6], ARGV[1]) == 1 then return {0, 0} end
+# $seen and $mark say how the message was recorded as stored (the delivery's dedup key, an import's hash field).
+_STORE_TEMPLATE = Template("""
+if $seen or redis.call('HEXISTS', KEYS[6], ARGV[1]) == 1 then return {0, 0} end
 if redis.call('EXISTS', KEYS[2]) == 0 then return {-2, 0} end
 local head = ARGV[4] or ''
 local size = string.len(head) + string.len(ARGV[2])
@@ -27,9 +30,20 @@ redis.call('ZADD', KEYS[5], seq, ARGV[1])
 redis.call('HSET', KEYS[6], ARGV[1], size)
 redis.call('HINCRBY', KEYS[3], 'bytes', size)
 redis.call('HINCRBY', KEYS[3], 'messages', 1)
-redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[3]))
+$mark
 return {1, seq}
-"""
+""")
+
+STORE_MESSAGE = _STORE_TEMPLATE.substitute(
+    seen="redis.call('EXISTS', KEYS[1]) == 1", mark="redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[3]))"
+)
+
+# The same with KEYS[1] = the mailbox's `imported` hash and ARGV[3] = what to record for the uid (the import time):
+# a uid imported once is never stored again, even after POP3 deleted it (re-running an import restores nothing),
+# for as long as the mailbox lives. Imported uids are the UIDLs the old server served (tests/store/test_import.py).
+IMPORT_MESSAGE = _STORE_TEMPLATE.substitute(
+    seen="redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1", mark="redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])"
+)
 
 # The progress step shared by RECORD_PROGRESS and the queue index scripts (queue_lua.py): `pairs` is a flat list
 # recipient, state, ...; `ttl` seconds, 0 keeps the record without a TTL.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -74,6 +75,7 @@ class Mailboxes:
         self.dedup_ttl = dedup_ttl
         self.coalescer = coalescer
         self._store = redis.register_script(lua.STORE_MESSAGE)
+        self._import = redis.register_script(lua.IMPORT_MESSAGE)
         self._snapshot = redis.register_script(lua.SNAPSHOT)
         self._delete = redis.register_script(lua.DELETE_MESSAGES)
         self._refresh = redis.register_script(lua.REFRESH_LOCK)
@@ -129,6 +131,19 @@ class Mailboxes:
         box = self.keys.mailbox(address)
         uid = queue_id
         return [box.dedup(queue_id), box.account, box.usage, box.seq, box.index, box.sizes, box.message(uid)]
+
+    async def import_message(self, address: str, uid: str, message: bytes) -> StoreOutcome:
+        """Store a message brought from another server under the UIDL it had there, once for the mailbox's life:
+        a uid imported before (even one POP3 deleted since) or still in the mailbox is a duplicate."""
+        box = self.keys.mailbox(address)
+        keys = [box.imported, box.account, box.usage, box.seq, box.index, box.sizes, box.message(uid)]
+        status, _ = await self._import(keys=keys, args=[uid, to_crlf(message), int(time.time()), b""])
+        return _STORE_OUTCOMES[int(status)]
+
+    async def stored_size(self, address: str, uid: str) -> int | None:
+        """The size of the message `uid`, None when it is not in the mailbox."""
+        size = await self.redis.hget(self.keys.mailbox(address).sizes, uid)
+        return None if size is None else int(size)
 
     async def snapshot(self, address: str) -> list[MessageInfo]:
         """The messages in arrival order with their sizes, read atomically."""

@@ -20,7 +20,8 @@ ADDRESSES = st.one_of(
 
 
 def all_keys(box: MailboxKeys, uid: str) -> list[str]:
-    return [box.account, box.index, box.sizes, box.usage, box.seq, box.lock, box.message(uid), box.dedup(uid)]
+    fixed = [box.account, box.index, box.sizes, box.usage, box.seq, box.lock, box.imported]
+    return [*fixed, box.message(uid), box.dedup(uid)]
 
 
 @given(ADDRESSES, st.text(min_size=1, max_size=30))

@@ -13,6 +13,7 @@ from services.store.accounts import AccountError
 from services.store.addresses import AddressError
 from services.store.cli.accounts import alias, domain, user
 from services.store.cli.common import UserError
+from services.store.cli.migrate import export, import_group
 from services.store.cli.queue import queue
 from services.store.cli.queue_steer import COMMANDS as QUEUE_COMMANDS
 from services.store.cli.run import run
@@ -122,6 +123,8 @@ for command in QUEUE_COMMANDS:
     queue.add_command(command)
 cli.add_command(queue)
 cli.add_command(trace)
+cli.add_command(import_group)
+cli.add_command(export)
 
 
 def main() -> None:
