@@ -7,17 +7,17 @@ from typing import Self
 from pydantic import Field, model_validator
 
 from services.store.passwords import Argon2Settings
+from shared.client_ports import Pop3ListenSettings
 from shared.netaddr import HostPort
 from shared.proxy import ProxySettings
 from shared.settings import CommonSettings, Delay, Duration, ListenAddress, OptionalPath
 
 
-class Pop3Settings(CommonSettings, Argon2Settings, ProxySettings):
+class Pop3Settings(CommonSettings, Argon2Settings, ProxySettings, Pop3ListenSettings):
     """Listeners, TLS, authentication policy (argon2id cost included) and session limits of the POP3 service."""
 
     metrics_listen: ListenAddress = HostPort("0.0.0.0", 9103)
-    pop3_listen: ListenAddress = HostPort("0.0.0.0", 110)
-    pop3s_listen: ListenAddress = HostPort("0.0.0.0", 995)
+    # pop3_listen, pop3s_listen: Pop3ListenSettings (the store advertises them to mail clients).
     tls_cert: OptionalPath = None
     tls_key: OptionalPath = None
     # RFC 2595 §2.1 / RFC 8314: no cleartext passwords on the open network; loopback clients are always allowed.

@@ -10,6 +10,7 @@ from pydantic_settings import NoDecode
 from services.store.addresses import AddressError, validate_domain
 from services.store.passwords import Argon2Settings
 from services.store.ratelimit import Rate, parse_rate
+from shared.client_ports import SubmissionListenSettings
 from shared.netaddr import HostPort, Network, parse_networks
 from shared.proxy import ProxySettings
 from shared.settings import CommonSettings, Delay, Duration, ListenAddress, Nameservers, Networks, OptionalPath
@@ -51,13 +52,12 @@ def _optional_url(value: Any) -> str | None:
     return text
 
 
-class IngressSettings(CommonSettings, Argon2Settings, ProxySettings, SrsSettings):
+class IngressSettings(CommonSettings, Argon2Settings, ProxySettings, SrsSettings, SubmissionListenSettings):
     """Listeners, TLS, relay policy, limits and timeouts of the ingress; an empty listen value disables it."""
 
     metrics_listen: ListenAddress = HostPort("0.0.0.0", 9101)
     smtp_listen: ListenAddress = HostPort("0.0.0.0", 25)
-    submission_listen: ListenAddress = HostPort("0.0.0.0", 587)
-    smtps_listen: ListenAddress = HostPort("0.0.0.0", 465)
+    # submission_listen, smtps_listen: SubmissionListenSettings (the store advertises them to mail clients).
     tls_cert: OptionalPath = None
     tls_key: OptionalPath = None
     trusted_networks: Networks = parse_networks("127.0.0.0/8,::1/128")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from services.store import Store, passwords
 from services.store.api import AdminServer, create_app
+from services.store.clientconfig.app import create_autoconfig_app
 from services.store.config import StoreSettings
 from services.store.metrics import refresh_stats, register_stats_collector
 from services.store.queue_ops import QueueOps
@@ -16,6 +18,13 @@ from shared.settings import load_settings
 from shared.tasks import cancel_and_wait
 
 log = get_logger("services.store")
+
+
+def _listening(server: AdminServer) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return server.listening
+
+    return check
 
 
 async def main() -> None:
@@ -31,25 +40,35 @@ async def main() -> None:
     if token is None:
         log.warning("POSTROOM_ADMIN_TOKEN is not set: the admin API refuses every request")
     admin = AdminServer(create_app(store, token, queue), settings.admin_listen) if settings.admin_listen else None
+    autoconfig = None
+    if settings.autoconfig_listen:
+        # The same small server class as the admin API's, on its own public listener with its own app.
+        app = create_autoconfig_app(store, settings.hostname, settings.client_endpoints)
+        autoconfig = AdminServer(app, settings.autoconfig_listen)
     health = HealthServer(settings.metrics_listen) if settings.metrics_listen else None
     collector = register_stats_collector()
     if health is not None:
         health.add_check("redis", store.ping)
-        if admin is not None:
-            server = admin
-
-            async def admin_listening() -> bool:
-                return server.listening
-
-            health.add_check("admin_api", admin_listening)
+        for name, server in (("admin_api", admin), ("autoconfig", autoconfig)):
+            if server is not None:
+                health.add_check(name, _listening(server))
         await health.start()
     if admin is not None:
         await admin.start()
-    log.info("store started", admin=str(settings.admin_listen), metrics=str(settings.metrics_listen))
+    if autoconfig is not None:
+        await autoconfig.start()
+    log.info(
+        "store started",
+        admin=str(settings.admin_listen),
+        autoconfig=str(settings.autoconfig_listen),
+        metrics=str(settings.metrics_listen),
+    )
     refresher = asyncio.create_task(refresh_stats(store.redis, store.keys, collector, settings.stats_interval_seconds))
     await stop.wait()
     log.info("store stopping")
     await cancel_and_wait(refresher)
+    if autoconfig is not None:
+        await autoconfig.stop()
     if admin is not None:
         await admin.stop()
     if health is not None:

@@ -7,6 +7,13 @@ from typing import Any
 from pydantic import SecretStr, field_validator
 
 from services.store.passwords import Argon2Settings
+from shared.client_ports import (
+    Endpoint,
+    Pop3ListenSettings,
+    SubmissionListenSettings,
+    client_endpoints,
+    parse_client_ports,
+)
 from shared.netaddr import HostPort
 from shared.settings import CommonSettings, ListenAddress, parse_duration
 
@@ -21,8 +28,9 @@ def parse_schedule(text: str) -> list[int]:
     return [max(1, round(parse_duration(step))) for step in steps]
 
 
-class StoreSettings(CommonSettings, Argon2Settings):
-    """The store's own settings on top of the common ones (argon2id: the admin API and CLI set passwords)."""
+class StoreSettings(CommonSettings, Argon2Settings, SubmissionListenSettings, Pop3ListenSettings):
+    """The store's own settings on top of the common ones (argon2id: the admin API and CLI set passwords; the
+    submission and POP3 listeners: autoconfig and `postroom domain dns` advertise their ports)."""
 
     metrics_listen: ListenAddress = HostPort("0.0.0.0", 9104)
     admin_listen: ListenAddress = HostPort("0.0.0.0", 8080)
@@ -33,6 +41,11 @@ class StoreSettings(CommonSettings, Argon2Settings):
     retry_schedule: str = DEFAULT_RETRY_SCHEDULE
     # How often the store's gauges (domains, mailboxes, messages, bytes) are recomputed from Redis.
     stats_interval: str = "15s"
+    # Public HTTP for mail clients' autoconfig (Mozilla) and autodiscover (Microsoft); unset or empty: off.
+    autoconfig_listen: ListenAddress = None
+    # The ports clients reach where a NAT or load balancer maps them (the container image listens on 2587 and
+    # so on): `submission=587,submissions=465,pop3=110,pop3s=995`; unset: the listen ports themselves.
+    client_ports: str = ""
 
     @field_validator("admin_token", mode="before")
     @classmethod
@@ -47,11 +60,21 @@ class StoreSettings(CommonSettings, Argon2Settings):
         parse_duration(value)
         return value
 
+    @field_validator("client_ports")
+    @classmethod
+    def _client_ports(cls, value: str) -> str:
+        parse_client_ports(value)
+        return value
+
     @field_validator("retry_schedule")
     @classmethod
     def _schedule(cls, value: str) -> str:
         parse_schedule(value)
         return value
+
+    @property
+    def client_endpoints(self) -> list[Endpoint]:
+        return client_endpoints(self, parse_client_ports(self.client_ports))
 
     @property
     def retry_delays(self) -> list[int]:

@@ -11,6 +11,7 @@ import click
 
 from services.store.accounts import AccountError
 from services.store.addresses import AddressError
+from services.store.cli import dns as _dns  # noqa: F401  (adds `domain dns`)
 from services.store.cli.accounts import alias, domain, user
 from services.store.cli.common import UserError
 from services.store.cli.migrate import export, import_group

@@ -1,0 +1,87 @@
+"""The public autoconfig listener: Mozilla autoconfig and Microsoft autodiscover, for local domains only.
+
+A separate aiohttp application on its own listener inside the store service: it needs the list of local domains,
+which the store has, and a fifth service would be a deployment, an image command and a metrics port for three
+routes. It shares nothing with the admin app (no token, no admin route is reachable from this port).
+"""
+
+from __future__ import annotations
+
+import redis.exceptions
+from aiohttp import web
+
+from services.store import Store
+from services.store.addresses import AddressError, validate_address, validate_domain
+from services.store.clientconfig.documents import (
+    ClientSettings,
+    autodiscover_request_address,
+    microsoft_autodiscover,
+    mozilla_autoconfig,
+)
+from shared.client_ports import Endpoint
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+STORE = web.AppKey("store", Store)
+SERVER = web.AppKey("server", tuple)
+XML = "application/xml"
+# An autodiscover request is a few hundred bytes.
+MAX_BODY = 16 * 1024
+
+
+async def _settings_for(request: web.Request, domain: str) -> ClientSettings:
+    """The documents' content for `domain`; 404 unless it is one of ours (we describe no one else's mail)."""
+    try:
+        domain = validate_domain(domain)
+        local = await request.app[STORE].accounts.is_local_domain(domain)
+    except AddressError:
+        raise web.HTTPBadRequest(text="bad domain\n") from None
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+        log.warning("autoconfig: redis unavailable", path=request.path)
+        raise web.HTTPServiceUnavailable(text="try again later\n") from None
+    if not local:
+        raise web.HTTPNotFound(text="no mail service for this domain here\n")
+    hostname, endpoints = request.app[SERVER]
+    return ClientSettings(domain, hostname, list(endpoints))
+
+
+def _address_domain(address: str) -> str:
+    try:
+        return validate_address(address).rpartition("@")[2]
+    except AddressError:
+        raise web.HTTPBadRequest(text="bad emailaddress\n") from None
+
+
+async def autoconfig(request: web.Request) -> web.Response:
+    """Thunderbird asks https://autoconfig.DOMAIN/mail/config-v1.1.xml?emailaddress=… and
+    https://DOMAIN/.well-known/autoconfig/mail/config-v1.1.xml; without the address, the Host names the domain."""
+    address = request.query.get("emailaddress", "").strip()
+    if address:
+        domain = _address_domain(address)
+    else:
+        domain = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else ""
+        domain = domain.removeprefix("autoconfig.")
+    settings = await _settings_for(request, domain)
+    return web.Response(body=mozilla_autoconfig(settings), content_type=XML, charset="utf-8")
+
+
+async def autodiscover(request: web.Request) -> web.Response:
+    """Outlook POSTs its request (with EMailAddress) to https://autodiscover.DOMAIN/autodiscover/autodiscover.xml."""
+    address = autodiscover_request_address(await request.read())
+    if address is None:
+        raise web.HTTPBadRequest(text="expected an Autodiscover request with EMailAddress\n")
+    settings = await _settings_for(request, _address_domain(address))
+    return web.Response(body=microsoft_autodiscover(settings, address.strip()), content_type=XML, charset="utf-8")
+
+
+def create_autoconfig_app(store: Store, hostname: str, endpoints: list[Endpoint]) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY)
+    app[STORE] = store
+    app[SERVER] = (hostname, tuple(endpoints))
+    for path in ("/.well-known/autoconfig/mail/config-v1.1.xml", "/mail/config-v1.1.xml"):
+        app.router.add_get(path, autoconfig)
+    # Outlook spells the path both ways.
+    for path in ("/autodiscover/autodiscover.xml", "/Autodiscover/Autodiscover.xml"):
+        app.router.add_post(path, autodiscover)
+    return app
