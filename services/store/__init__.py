@@ -8,6 +8,7 @@ from typing import Any
 from services.store.accounts import AccountError, Accounts, AddressFacts, User
 from services.store.addresses import AddressError
 from services.store.coalesce import Coalescer
+from services.store.dkim import DkimKey, DkimKeys
 from services.store.keys import Keys
 from services.store.mailbox import Mailboxes, MessageInfo, StoreOutcome
 from services.store.progress import Progress
@@ -25,6 +26,8 @@ __all__ = [
     "Accounts",
     "AddressError",
     "AddressFacts",
+    "DkimKey",
+    "DkimKeys",
     "LoginThrottle",
     "Mailboxes",
     "MessageInfo",
@@ -63,6 +66,7 @@ class Store:
         # Coalesced lookups, stores and trace writes share round trips among concurrent callers (the delivery).
         coalescer = Coalescer(redis) if coalesce else None
         self.accounts = Accounts(redis, self.keys, coalescer)
+        self.dkim = DkimKeys(redis, self.keys)
         self.mailboxes = Mailboxes(redis, self.keys, coalescer=coalescer)
         # A finished message's progress lasts as long as its mailbox dedup keys.
         self.rate_limits = RateLimiter(redis, self.keys, coalescer)

@@ -91,6 +91,8 @@ class Accounts:
         if users:
             raise ConflictError(f"domain {domain} still has {len(users)} user(s); remove them first")
         removed = bool(await self.redis.srem(self.keys.domains, domain))
+        # Its DKIM keys sign nothing once it is not local; a domain added again starts with new ones.
+        await self.redis.delete(self.keys.dkim(domain))
         # Its aliases (catch-all included) would never be used again: remove them with it.
         stale = [
             a for a in await self.list_aliases() if (a[1:] if a.startswith("@") else a.rpartition("@")[2]) == domain

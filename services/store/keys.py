@@ -8,6 +8,8 @@ an alias source with a brace, never matters for slots):
     {ns}:users                        set of account addresses
     {ns}:aliases                      hash: source address (or "@domain" catch-all) -> JSON list of targets
     {ns}:stats:trace-events           counter: trace events ever written (the store's metric reads it)
+    {ns}:dkim:{domain}                hash: DKIM selector -> JSON {algorithm, created, public_key, private_key}
+                                      (dkim.py; HSETNX, HDEL, DEL with the domain)
 
 Login throttle (throttle.py), counters expiring `throttle.WINDOW` after their last failure; single-key commands only
 (so a brace in an account moves its one key to another slot, harmlessly):
@@ -125,6 +127,9 @@ class Keys:
     @property
     def trace_events(self) -> str:
         return f"{self.namespace}:stats:trace-events"
+
+    def dkim(self, domain: str) -> str:
+        return f"{self.namespace}:dkim:{domain}"
 
     def throttle_account(self, account: str) -> str:
         return f"{self.namespace}:throttle:account:{account}"

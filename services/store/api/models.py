@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.store.ratelimit import parse_rate
@@ -10,6 +12,7 @@ from services.store.ratelimit import parse_rate
 MAX_PASSWORD = 1024
 MAX_QUOTA = 10**15
 MAX_TEXT = 512
+MAX_SELECTOR = 200  # services/store/dkim.py checks the syntax
 
 
 class Body(BaseModel):
@@ -44,6 +47,11 @@ class UserPatch(Body):
         if self.password is None and self.quota is None and self.send_limit is None:
             raise ValueError("give password, quota and/or send_limit")
         return self
+
+
+class DkimIn(Body):
+    selector: str | None = Field(default=None, min_length=1, max_length=MAX_SELECTOR)
+    algorithm: Literal["rsa", "ed25519"] = "rsa"
 
 
 class AliasIn(Body):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.store.api.models import MAX_PASSWORD, MAX_QUOTA, MAX_TEXT
+from services.store.api.models import MAX_PASSWORD, MAX_QUOTA, MAX_SELECTOR, MAX_TEXT
 from services.store.api.queue_routes import ACTIONS
 from services.store.queue_index import STATES
 
@@ -66,6 +66,36 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["domains"],
         "properties": {"domains": {"type": "array", "items": {"type": "string"}}},
+    },
+    "DkimIn": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "selector": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_SELECTOR,
+                "description": "DNS labels, dot-separated; default ALGORITHM-YYYYMMDD.",
+            },
+            "algorithm": {"type": "string", "enum": ["rsa", "ed25519"], "default": "rsa"},
+        },
+    },
+    "DkimKey": {
+        "type": "object",
+        "required": ["domain", "selector", "algorithm", "created", "name", "record"],
+        "properties": {
+            "domain": {"type": "string"},
+            "selector": {"type": "string"},
+            "algorithm": {"type": "string", "enum": ["rsa", "ed25519"]},
+            "created": {"type": "number", "description": "Unix time"},
+            "name": {"type": "string", "description": "The DNS name of the TXT record"},
+            "record": {"type": "string", "description": "The TXT text; split it into strings of 255 octets at most"},
+        },
+    },
+    "DkimKeys": {
+        "type": "object",
+        "required": ["domain", "keys"],
+        "properties": {"domain": {"type": "string"}, "keys": {"type": "array", "items": _ref("DkimKey")}},
     },
     "UserIn": {
         "type": "object",
@@ -271,6 +301,28 @@ OPENAPI: dict[str, Any] = {
                 "summary": "Remove a domain without users (its aliases go with it)",
                 "parameters": [_path_param("domain", "The domain")],
                 "responses": {"204": {"description": "Removed"}, **_errors(404, 409)},
+            }
+        },
+        "/api/v1/domains/{domain}/dkim": {
+            "parameters": [_path_param("domain", "A local domain")],
+            "get": {
+                "operationId": "listDkimKeys",
+                "summary": "The DKIM keys of a domain as DNS records to publish (no private key)",
+                "responses": {"200": _json(_ref("DkimKeys"), "The keys"), **_errors(404)},
+            },
+            "post": {
+                "operationId": "generateDkimKey",
+                "summary": "Make a DKIM key (RSA-2048 or Ed25519) for a local domain",
+                "requestBody": _body("DkimIn"),
+                "responses": {"201": _json(_ref("DkimKey"), "Generated"), **_errors(404, 409)},
+            },
+        },
+        "/api/v1/domains/{domain}/dkim/{selector}": {
+            "delete": {
+                "operationId": "removeDkimKey",
+                "summary": "Remove a DKIM key: mail is no longer signed with it",
+                "parameters": [_path_param("domain", "The domain"), _path_param("selector", "The selector")],
+                "responses": {"204": {"description": "Removed"}, **_errors(404)},
             }
         },
         "/api/v1/users": {

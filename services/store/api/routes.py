@@ -15,7 +15,7 @@ from services.store.addresses import validate_address, validate_domain
 from services.store.api import queue_routes
 from services.store.api.errors import ApiError
 from services.store.api.keys import QUEUE_KEY, STORE_KEY
-from services.store.api.models import AliasIn, Body, DomainIn, RequeueIn, UserIn, UserPatch
+from services.store.api.models import AliasIn, Body, DkimIn, DomainIn, RequeueIn, UserIn, UserPatch
 from services.store.api.openapi import OPENAPI
 from services.store.keys import normalize_address
 from services.store.queue_admin import QueueAdmin
@@ -102,6 +102,28 @@ async def remove_domain(request: web.Request) -> web.Response:
     domain = validate_domain(_param(request, "domain"))
     if not await _store(request).accounts.remove_domain(domain):
         raise NotFoundError(f"no such domain {domain}")
+    return _no_content()
+
+
+# -- DKIM keys of a domain: the records to publish, never a private key -------------------------------------------
+async def list_dkim(request: web.Request) -> web.Response:
+    domain = validate_domain(_param(request, "domain"))
+    keys = await _store(request).dkim.show(domain)
+    return web.json_response({"domain": domain, "keys": [k.public() for k in keys]})
+
+
+async def add_dkim(request: web.Request) -> web.Response:
+    domain = validate_domain(_param(request, "domain"))
+    body = await _body(request, DkimIn)
+    key = await _store(request).dkim.generate(domain, body.selector, body.algorithm)
+    return web.json_response(key.public(), status=201)
+
+
+async def remove_dkim(request: web.Request) -> web.Response:
+    domain = validate_domain(_param(request, "domain"))
+    selector = _param(request, "selector")
+    if not await _store(request).dkim.remove(domain, selector):
+        raise NotFoundError(f"no DKIM key {selector.strip().lower()} for {domain}")
     return _no_content()
 
 
@@ -235,6 +257,9 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/v1/domains", list_domains)
     r.add_post("/api/v1/domains", add_domain)
     r.add_delete("/api/v1/domains/{domain}", remove_domain)
+    r.add_get("/api/v1/domains/{domain}/dkim", list_dkim)
+    r.add_post("/api/v1/domains/{domain}/dkim", add_dkim)
+    r.add_delete("/api/v1/domains/{domain}/dkim/{selector}", remove_dkim)
     r.add_get("/api/v1/users", list_users)
     r.add_post("/api/v1/users", add_user)
     r.add_get("/api/v1/users/{address}", get_user)

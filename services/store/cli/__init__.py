@@ -14,6 +14,7 @@ from services.store.addresses import AddressError
 from services.store.cli import dns as _dns  # noqa: F401  (adds `domain dns`)
 from services.store.cli.accounts import alias, domain, user
 from services.store.cli.common import UserError
+from services.store.cli.dkim import dkim
 from services.store.cli.migrate import export, import_group
 from services.store.cli.queue import queue
 from services.store.cli.queue_steer import COMMANDS as QUEUE_COMMANDS
@@ -126,6 +127,7 @@ cli.add_command(queue)
 cli.add_command(trace)
 cli.add_command(import_group)
 cli.add_command(export)
+cli.add_command(dkim)
 
 
 def main() -> None:
