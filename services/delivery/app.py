@@ -11,6 +11,7 @@ from services.delivery import metrics
 from services.delivery.config import DeliverySettings
 from services.delivery.consumer import Consumer
 from services.delivery.depth import DepthPoller, queue_labels
+from services.delivery.dkim import KeyCache, Signer
 from services.delivery.mtasts import MtaSts
 from services.delivery.mx import MailResolver
 from services.delivery.publisher import Publisher
@@ -89,7 +90,8 @@ class DeliveryApp:
                 asyncio.create_task(self.tls_results.run(self._background_stop)),
                 asyncio.create_task(reporter.run(self._background_stop)),
             ]
-        self.consumer = Consumer(self.settings, self.store, self.consuming, self.publisher, remote)
+        signer = Signer(KeyCache(self.store.dkim), self.settings.trusted_networks, self.settings.dkim_signing)
+        self.consumer = Consumer(self.settings, self.store, self.consuming, self.publisher, remote, signer)
         await self.consumer.start()
         self.poller = DepthPoller(self.consuming, self.labels, self.settings.queue_poll_interval)
         self.poller.start()

@@ -10,8 +10,17 @@ from pydantic_settings import NoDecode
 from services.delivery.retry import parse_schedule
 from services.delivery.tls import SMTPS_PORT, check_ca_file
 from services.delivery.transport_map import Route, parse_route, parse_transport_map
-from shared.netaddr import HostPort
-from shared.settings import CommonSettings, Delay, Duration, ListenAddress, Nameservers, OptionalPath, duration_value
+from shared.netaddr import HostPort, parse_networks
+from shared.settings import (
+    CommonSettings,
+    Delay,
+    Duration,
+    ListenAddress,
+    Nameservers,
+    Networks,
+    OptionalPath,
+    duration_value,
+)
 from shared.srs import SrsSettings
 
 
@@ -78,6 +87,11 @@ class DeliverySettings(CommonSettings, SrsSettings):
     delivery_attempt_timeout: Duration = 600.0
 
     queue_poll_interval: Duration = 10.0
+
+    # DKIM-sign relayed mail from local domains with keys (services/delivery/dkim.py); false: send everything unsigned.
+    dkim_signing: bool = True
+    # As for the ingress: a message from these clients (or with AUTH, or composed here) is ours to sign.
+    trusted_networks: Networks = parse_networks("127.0.0.0/8,::1/128")
     # A Redis that hangs (rather than refusing) must not hold messages for ever: the call fails, the recipient is
     # deferred, and the dedup key makes the retry safe if the store did happen.
     redis_timeout: Duration = 30.0

@@ -23,6 +23,7 @@ from pamqp.commands import Basic
 from services.delivery import bounce, metrics, outcome, retry
 from services.delivery.acks import AckBatcher, Window
 from services.delivery.config import DeliverySettings
+from services.delivery.dkim import Signer
 from services.delivery.dsnrequest import wanting
 from services.delivery.ledger import Ledger
 from services.delivery.local import deliver_local, unavailable
@@ -46,7 +47,8 @@ from shared.topology import DELIVERY_LIMIT, Topology
 
 log = get_logger(__name__)
 
-RemoteDeliver = Callable[[Envelope, bytes, str, Sequence[Target]], Awaitable[list[Outcome]]]
+# (envelope, message, domain, recipients there, header fields to send in front of the message: DKIM signatures)
+RemoteDeliver = Callable[[Envelope, bytes, str, Sequence[Target], bytes], Awaitable[list[Outcome]]]
 SERVICE = "delivery"
 # The outcome label of an attempt (metrics) by its status.
 _RESULT = {Status.DELIVERED: "delivered", Status.TEMPORARY: "deferred", Status.PERMANENT: "bounced"}
@@ -113,8 +115,10 @@ class Consumer:
         connection: AbstractRobustConnection,
         publisher: Publisher,
         remote: RemoteDeliver,
+        signer: Signer | None = None,
     ) -> None:
         self.settings = settings
+        self.signer = signer  # None: nothing is signed
         self.store = store
         self.connection = connection
         self.publisher = publisher
@@ -475,8 +479,10 @@ class Consumer:
                 os.kill(os.getpid(), signal.SIGKILL)
         if plan.remote:
             relays = self._senders(envelope, plan)
+            # Signed once for every domain; never raises, and a failure sends the message unsigned (dkim.py).
+            signature = await self.signer.sign(envelope, body) if self.signer is not None else b""
             for group in await asyncio.gather(
-                *(self._relay(sent_as, body, domain, group, deadline) for sent_as, domain, group in relays)
+                *(self._relay(sent_as, body, domain, group, deadline, signature) for sent_as, domain, group in relays)
             ):
                 results += group
         return results
@@ -522,7 +528,7 @@ class Consumer:
         self._trace(envelope.queue_id, "skipped", recipients=skipped, states=states)
 
     async def _relay(
-        self, envelope: Envelope, body: bytes, domain: str, targets: list[Target], deadline: float
+        self, envelope: Envelope, body: bytes, domain: str, targets: list[Target], deadline: float, signature: bytes
     ) -> list[Outcome]:
         """Remote delivery to one domain within the attempt's deadline (POSTROOM_DELIVERY_ATTEMPT_TIMEOUT), so that a
         tarpitting MX cannot hold the message past the broker's consumer_timeout; cut there, its recipients are
@@ -530,7 +536,7 @@ class Consumer:
         scope = asyncio.timeout_at(deadline)
         try:
             async with scope:
-                return await self.remote(envelope, body, domain, targets)
+                return await self.remote(envelope, body, domain, targets, signature)
         except Exception as exc:
             if not (isinstance(exc, TimeoutError) and scope.expired()):
                 return self._internal_error(envelope, targets, exc)

@@ -81,12 +81,21 @@ TLS_POLICY = Counter(
     "sts-webpki-invalid); and MTA-STS policies that could not be fetched (fetch-error).",
     ["policy", "result"],
 )
+DKIM_SIGNATURES = Counter(
+    "postroom_delivery_dkim_signatures_total",
+    "Relayed messages by DKIM signing result: signed (one signature per algorithm with a key), failed (sent "
+    "unsigned), skipped (not from a local domain with keys, or not submitted by us).",
+    ["result"],
+)
 
 # The per-message series, looked up once: `labels()` hashes and locks on every call.
 DELIVERED_DELAY = DELAY.labels("delivered")
 BOUNCED_DELAY = DELAY.labels("bounced")
 DONE = MESSAGES.labels("done")
 DEFERRED = MESSAGES.labels("deferred")
+DKIM_SIGNED = DKIM_SIGNATURES.labels("signed")
+DKIM_FAILED = DKIM_SIGNATURES.labels("failed")
+DKIM_SKIPPED = DKIM_SIGNATURES.labels("skipped")
 _attempts: dict[tuple[str, str, str], Counter] = {}
 _store_errors: dict[str, Counter] = {}
 

@@ -49,6 +49,14 @@ class _TLSRefused(Exception):
 
 
 @dataclass(frozen=True)
+class _Message:
+    """What DATA sends: header fields we add (DKIM signatures) in front of the queued message, never joined."""
+
+    prefix: bytes
+    body: bytes
+
+
+@dataclass(frozen=True)
 class Hop:
     host: str
     address: str
@@ -75,7 +83,10 @@ class RemoteDelivery:
         self.mta_sts = mta_sts
         self.results = results
 
-    async def __call__(self, envelope: Envelope, body: bytes, domain: str, targets: Sequence[Target]) -> list[Outcome]:
+    async def __call__(
+        self, envelope: Envelope, body: bytes, domain: str, targets: Sequence[Target], signature: bytes = b""
+    ) -> list[Outcome]:
+        """`signature`: header fields (the DKIM signatures) sent in front of `body`."""
         route = transport_map.lookup(self.settings.transport_map, domain)
         relay = route is None and self.settings.relay_host is not None
         route = route or self.settings.relay_host or _literal_route(domain)
@@ -84,7 +95,7 @@ class RemoteDelivery:
         try:
             async for hop in self._hops(domain, route, relay):
                 tried += 1
-                results = await self._session(hop, envelope, body, targets)
+                results = await self._session(hop, envelope, _Message(signature, body), targets)
                 if isinstance(results, list):
                     return results
                 last_error = results
@@ -155,12 +166,12 @@ class RemoteDelivery:
             self.results.add(domain, policy, result)
 
     async def _session(
-        self, hop: Hop, envelope: Envelope, body: bytes, targets: Sequence[Target]
+        self, hop: Hop, envelope: Envelope, message: _Message, targets: Sequence[Target]
     ) -> list[Outcome] | PostroomError:
         """One SMTP transaction. A list is a decision for every target; an error means: try the next hop."""
         policy = hop.tls.policy if hop.tls.policy in ("dane", "mta-sts") else None
         try:
-            results = await self._transaction(hop, envelope, body, targets, tls=True)
+            results = await self._transaction(hop, envelope, message, targets, tls=True)
         except _TLSRefused as exc:
             log.warning("no verified TLS; nothing sent", host=hop.host, address=hop.address, error=str(exc))
             if policy is not None:
@@ -176,7 +187,7 @@ class RemoteDelivery:
                 self._record(hop.domain, policy, "success")
             return results
         try:
-            return await self._transaction(hop, envelope, body, targets, tls=False)
+            return await self._transaction(hop, envelope, message, targets, tls=False)
         except _HOP_FAILURES as exc:
             return self._hop_error(hop, exc)
 
@@ -191,7 +202,7 @@ class RemoteDelivery:
         return TemporaryError(text, enhanced="4.4.1")
 
     async def _transaction(
-        self, hop: Hop, envelope: Envelope, body: bytes, targets: Sequence[Target], tls: bool
+        self, hop: Hop, envelope: Envelope, message: _Message, targets: Sequence[Target], tls: bool
     ) -> list[Outcome]:
         s = self.settings
         # The TCP connect gets its own short timeout (a dead host should not hold us for 5 minutes); the 220
@@ -236,7 +247,7 @@ class RemoteDelivery:
             if hop.relay and s.relay_username is not None and s.relay_password is not None:
                 # Reached only over TLS that verified: with credentials set the relay hop's TLS is `required`.
                 await client.login(s.relay_username, s.relay_password.get_secret_value())
-            return await self._send(client, hop, envelope, body, targets)
+            return await self._send(client, hop, envelope, message, targets)
         finally:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
@@ -249,7 +260,7 @@ class RemoteDelivery:
                     client.close()
 
     async def _send(
-        self, client: aiosmtplib.SMTP, hop: Hop, envelope: Envelope, body: bytes, targets: Sequence[Target]
+        self, client: aiosmtplib.SMTP, hop: Hop, envelope: Envelope, message: _Message, targets: Sequence[Target]
     ) -> list[Outcome]:
         addresses = [envelope.mail_from, *(t.address for t in targets)]
         utf8 = not all(a.isascii() for a in addresses)
@@ -265,8 +276,8 @@ class RemoteDelivery:
         params = {p.upper() for p in envelope.esmtp}
         options = []
         if client.supports_extension("size"):
-            options.append(f"SIZE={len(body)}")
-        if client.supports_extension("8bitmime") and (not body.isascii() or "BODY=8BITMIME" in params):
+            options.append(f"SIZE={len(message.prefix) + len(message.body)}")
+        if client.supports_extension("8bitmime") and (not message.body.isascii() or "BODY=8BITMIME" in params):
             options.append("BODY=8BITMIME")
         if client.supports_extension("smtputf8") and (utf8 or "SMTPUTF8" in params):
             options.append("SMTPUTF8")
@@ -295,7 +306,9 @@ class RemoteDelivery:
             # Every line end CRLF, lines starting with "." dot-stuffed (RFC 5321 §4.5.2), sent in chunks.
             # RFC 5321 §4.5.3.2.6: up to 10 minutes for the reply to the final dot.
             s = self.settings
-            response = await send_data(client, body, s.smtp_command_timeout, s.smtp_data_timeout)
+            response = await send_data(
+                client, message.body, s.smtp_command_timeout, s.smtp_data_timeout, message.prefix
+            )
         except aiosmtplib.SMTPDataError as exc:
             return results + [self._refused(t, hop, exc.code, exc.message) for t in accepted]
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:

@@ -39,7 +39,9 @@ class Remote:
         self.gate = asyncio.Event()
         self.calls: dict[str, int] = {}
 
-    async def __call__(self, envelope: Envelope, body: bytes, domain: str, targets: Sequence[Target]) -> list[Outcome]:
+    async def __call__(
+        self, envelope: Envelope, body: bytes, domain: str, targets: Sequence[Target], signature: bytes = b""
+    ) -> list[Outcome]:
         for target in targets:
             self.calls[target.address] = self.calls.get(target.address, 0) + 1
             if target.address.startswith("slow@"):

@@ -30,7 +30,9 @@ class GatedRemote:
         self.done = 0
         self.gate = asyncio.Event()
 
-    async def __call__(self, envelope: Envelope, body: bytes, domain: str, targets: Sequence[Target]) -> list[Outcome]:
+    async def __call__(
+        self, envelope: Envelope, body: bytes, domain: str, targets: Sequence[Target], signature: bytes = b""
+    ) -> list[Outcome]:
         self.active += 1
         self.peak = max(self.peak, self.active)
         await self.gate.wait()

@@ -69,7 +69,9 @@ class FakeRemote:
         self.answer = answer
         self.calls: list[list[str]] = []
 
-    async def __call__(self, envelope: Envelope, body: bytes, domain: str, targets: Sequence[Target]) -> list[Outcome]:
+    async def __call__(
+        self, envelope: Envelope, body: bytes, domain: str, targets: Sequence[Target], signature: bytes = b""
+    ) -> list[Outcome]:
         self.calls.append([t.address for t in targets])
         return [replace(self.answer(t.address), original=t.original) for t in targets]
 
@@ -483,9 +485,9 @@ async def test_a_redelivery_in_hand_waits_for_the_earlier_delivery_of_the_same_m
 
     class Gated(FakeRemote):
         async def __call__(
-            self, envelope: Envelope, body: bytes, domain: str, targets: Sequence[Target]
+            self, envelope: Envelope, body: bytes, domain: str, targets: Sequence[Target], signature: bytes = b""
         ) -> list[Outcome]:
-            found = await super().__call__(envelope, body, domain, targets)
+            found = await super().__call__(envelope, body, domain, targets, signature)
             await gate.wait()
             return found
 

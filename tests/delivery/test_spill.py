@@ -61,7 +61,9 @@ class SizeGatedRemote:
         self.small = 0
         self.bodies: dict[str, list[str]] = {}
 
-    async def __call__(self, envelope: Envelope, body: bytes, domain: str, targets: Sequence[Target]) -> list[Outcome]:
+    async def __call__(
+        self, envelope: Envelope, body: bytes, domain: str, targets: Sequence[Target], signature: bytes = b""
+    ) -> list[Outcome]:
         self.bodies.setdefault(envelope.queue_id, []).append(hashlib.sha256(body).hexdigest())
         if len(body) > MEMORY_LIMIT:
             self.active += 1
