@@ -252,6 +252,18 @@ ROWS = [
                 ],
             ),
             Panel(
+                "DKIM signatures",
+                [
+                    Query(
+                        f"sum by (result) (rate(postroom_delivery_dkim_signatures_total[{RATE}]))",
+                        "{{result}}",
+                    )
+                ],
+                "Relayed messages per second: signed, failed (sent unsigned: see the delivery log), skipped (not from "
+                "a local domain with keys, or not ours to vouch for).",
+                stack=True,
+            ),
+            Panel(
                 "DNS lookups",
                 [
                     Query(
