@@ -17,19 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import getaddresses
-from typing import Any
 
 import dkim
-import nacl.encoding
-import nacl.signing
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from dkim.canonicalization import CanonicalizationPolicy, compress_whitespace, strip_trailing_whitespace
-from dkim.crypto import parse_pem_private_key
 
 from services.delivery import metrics
 from services.store import DkimKey, DkimKeys
@@ -47,6 +47,7 @@ KEY_TTL = 60.0
 MAX_CACHED_DOMAINS = 10_000
 CHUNK = 64 * 1024
 CANONICALIZATION = b"relaxed/relaxed"
+POLICY = CanonicalizationPolicy.from_c_value(CANONICALIZATION)
 # RFC 6376 §5.4.1's list, less what mailing lists and forwarders rewrite for good reason; each occurrence present is
 # signed, and From once more than it occurs (oversigning, §8.15): nobody can add a second From after us.
 SIGNED_HEADERS = frozenset(
@@ -127,22 +128,19 @@ def relaxed_body_hash(body: memoryview, chunk: int = CHUNK) -> bytes:
 def signature_header(header_section: bytes, key: DkimKey, body_hash: bytes, now: int) -> bytes:
     """One `DKIM-Signature:` field (CRLF-terminated) over `header_section` and a body hash computed beforehand.
 
-    What dkimpy's `DKIM.sign` does after hashing the body, through the same public `gen_header`: its fields, in its
-    order, with c=relaxed/relaxed and our header list. It differs in taking the body hash as an argument, so the body
-    need not be handed over whole (see relaxed_body_hash). tests/delivery/test_dkim_hash.py fails when a dkimpy
-    release makes `DKIM.sign` produce anything else for the same message.
+    What dkimpy's `DKIM.sign` makes, with c=relaxed/relaxed and our header list, built from dkimpy's own parts (its
+    header parser and list of headers to sign, `fold`, `RE_BTAG`, `hash_headers`, the canonicalization). It differs
+    in two steps of `DomainSigner.gen_header`, which this repeats: the body hash comes as an argument, so the body
+    need not be handed over whole (see relaxed_body_hash), and the RSA signature is OpenSSL's (cryptography) instead
+    of dkimpy's pure-Python one: 0.5 ms instead of 7 ms for RSA-2048. Both signatures are deterministic, so
+    tests/delivery/test_dkim_hash.py checks byte for byte that dkimpy's `sign` makes the same field; it fails when
+    a dkimpy release changes what `sign` makes.
     """
     algorithm = b"rsa-sha256" if key.algorithm == "rsa" else b"ed25519-sha256"
     signer = dkim.DKIM(header_section, signature_algorithm=algorithm, linesep=CRLF)
     signer.should_sign = set(SIGNED_HEADERS)
     signer.frozen_sign = set(OVERSIGNED)
     include = tuple(name.lower() for name in signer.default_sign_headers())
-    private: Any
-    if key.algorithm == "rsa":
-        private = parse_pem_private_key(key.private_key.encode())
-    else:
-        private = nacl.signing.SigningKey(key.private_key.encode(), encoder=nacl.encoding.Base64Encoder)
-    signer.hasher = dkim.HASH_ALGORITHMS[algorithm]
     domain = ascii_domain(key.domain).encode()
     fields = [
         (b"v", b"1"),
@@ -157,9 +155,28 @@ def signature_header(header_section: bytes, key: DkimKey, body_hash: bytes, now:
         (b"bh", body_hash),
         (b"b", b"0" * 60),  # dkimpy's placeholder: b= folds onto a line of its own
     ]
-    policy = CanonicalizationPolicy.from_c_value(CANONICALIZATION)
-    value: bytes = signer.gen_header(fields, include, policy, b"DKIM-Signature", private)
-    return b"DKIM-Signature: " + value
+    name = b"DKIM-Signature"
+    unsigned = dkim.RE_BTAG.sub(b"\\1", dkim.fold(b"; ".join(b"=".join(f) for f in fields), len(name), CRLF))
+    hasher = hashlib.sha256()
+    # RFC 6376 §3.7: the signed fields, then this one with an empty b=, canonicalized (dkimpy's hash_headers).
+    dkim.hash_headers(hasher, POLICY, POLICY.canonicalize_headers(signer.headers), include, (name, b" " + unsigned), {})
+    signature = base64.b64encode(_private_key(key.algorithm, key.private_key)(hasher.digest()))
+    fields[-1] = (b"b", signature)
+    folded: bytes = dkim.fold(b"; ".join(b"=".join(f) for f in fields) + CRLF, len(name), CRLF)
+    return name + b": " + folded
+
+
+@functools.lru_cache(maxsize=256)
+def _private_key(algorithm: str, text: str) -> Callable[[bytes], bytes]:
+    """Signs a header hash: RSASSA-PKCS1-v1_5 over SHA-256 (RFC 6376 §3.3.1), or Ed25519 over the hash itself
+    (RFC 8463 §3); parsed once per key."""
+    if algorithm == "rsa":
+        rsa_key = serialization.load_pem_private_key(text.encode(), None)
+        if not isinstance(rsa_key, rsa.RSAPrivateKey):
+            raise ValueError("not an RSA private key")
+        return lambda digest: rsa_key.sign(digest, padding.PKCS1v15(), Prehashed(hashes.SHA256()))
+    ed_key = ed25519.Ed25519PrivateKey.from_private_bytes(base64.b64decode(text, validate=True))
+    return ed_key.sign
 
 
 def header_section(message: bytes) -> tuple[bytes, int]:
