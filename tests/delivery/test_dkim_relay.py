@@ -3,6 +3,7 @@ keys the local DNS server serves, as a receiving MTA would."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,7 @@ import dns.resolver
 from services.store import Store
 from tests.delivery.conftest import TEST_SCHEDULE, Broker, metric
 from tests.delivery.smtpsink import Behaviour, Sink
+from tests.faults.hostile_mx import HostileMX, Script
 from tests.helpers import ServiceProcess, wait_until
 
 
@@ -154,3 +156,64 @@ async def test_signing_off_sends_unsigned(
 
     await wait_until(arrived, what="the message at the peer")
     assert signatures(sink.received[0].content) == []
+
+
+async def test_peer_hanging_up_after_the_dot_gets_the_signed_message_once_on_retry(
+    start_service: Callable[..., ServiceProcess],
+    broker: Broker,
+    store: Store,
+    zone: Any,
+    dns_server: Any,
+    loopback_net: str,
+) -> None:
+    """The worst moment for a signed relay: the whole message sent, the connection closed before the reply. The
+    retry signs again and the peer accepts it once; that copy verifies."""
+    await publish_keys(store, zone)
+    mx = HostileMX(f"{loopback_net}.3", [Script(hang_up_at="dot"), Script()]).start()
+    try:
+        start_service(
+            "delivery",
+            POSTROOM_RETRY_SCHEDULE=TEST_SCHEDULE,
+            POSTROOM_TRANSPORT_MAP=f"remote.test={mx.route}",
+            POSTROOM_DNS_NAMESERVERS=dns_server.nameserver,
+        )
+        await broker.publish(["bob@remote.test"], message("alice@example.test", "retried"), sender="alice@example.test")
+
+        async def accepted() -> bool:
+            return len(mx.accepted()) == 1
+
+        await wait_until(accepted, what="the retry accepted")
+        assert [t.reply is None for t in mx.transactions] == [True, False]  # the first hung up after the dot
+        [copy] = mx.accepted()
+        assert verifies(copy.data, dns_server, 0) and verifies(copy.data, dns_server, 1)
+        assert signatures(mx.transactions[0].data) != [] and len(mx.accepted()) == 1
+    finally:
+        mx.stop()
+
+
+async def test_a_damaged_key_sends_the_message_unsigned_and_counts_it(
+    start_service: Callable[..., ServiceProcess],
+    broker: Broker,
+    store: Store,
+    zone: Any,
+    dns_server: Any,
+    sinks: Callable[..., Sink],
+    loopback_net: str,
+) -> None:
+    await store.accounts.add_domain("example.test")
+    await store.dkim.generate("example.test", "r1")
+    broken = json.dumps({"algorithm": "rsa", "created": 0, "public_key": "AAAA", "private_key": "not a key"})
+    await store.redis.hset(store.keys.dkim("example.test"), "r1", broken)
+    zone.add("remote.test", "MX", "10 mx.remote.test.")
+    zone.add("mx.remote.test", "A", f"{loopback_net}.4")
+    sink = sinks(f"{loopback_net}.4")
+    service = start_service("delivery", POSTROOM_DNS_NAMESERVERS=dns_server.nameserver)
+    await broker.publish(["bob@remote.test"], message("alice@example.test", "unsigned"), sender="alice@example.test")
+
+    async def arrived() -> bool:
+        return len(sink.received) == 1
+
+    await wait_until(arrived, what="the message at the peer, unsigned")
+    assert signatures(sink.received[0].content) == []
+    assert metric(service, 'postroom_delivery_dkim_signatures_total{result="failed"}') == 1
+    assert service.log().count("dkim signing failed") == 1
