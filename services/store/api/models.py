@@ -13,6 +13,7 @@ MAX_PASSWORD = 1024
 MAX_QUOTA = 10**15
 MAX_TEXT = 512
 MAX_SELECTOR = 200  # services/store/dkim.py checks the syntax
+MAX_DOMAIN = 255
 
 
 class Body(BaseModel):

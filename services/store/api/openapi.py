@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.store.api.models import MAX_PASSWORD, MAX_QUOTA, MAX_SELECTOR, MAX_TEXT
+from services.store.api.models import MAX_DOMAIN, MAX_PASSWORD, MAX_QUOTA, MAX_SELECTOR, MAX_TEXT
 from services.store.api.queue_routes import ACTIONS
 from services.store.queue_index import STATES
 
@@ -27,14 +27,18 @@ def _body(name: str) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
 
 
-def _path_param(name: str, description: str) -> dict[str, Any]:
+def _path_param(name: str, description: str, max_length: int = MAX_TEXT) -> dict[str, Any]:
     return {
         "name": name,
         "in": "path",
         "required": True,
         "description": description,
-        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT},
+        "schema": {"type": "string", "minLength": 1, "maxLength": max_length},
     }
+
+
+# A DNS name has at most 255 octets (RFC 1035 §2.3.4); with a selector the request line stays within aiohttp's limit.
+_DKIM_DOMAIN = _path_param("domain", "A local domain", MAX_DOMAIN)
 
 
 _TEXT = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT}
@@ -304,7 +308,7 @@ OPENAPI: dict[str, Any] = {
             }
         },
         "/api/v1/domains/{domain}/dkim": {
-            "parameters": [_path_param("domain", "A local domain")],
+            "parameters": [_DKIM_DOMAIN],
             "get": {
                 "operationId": "listDkimKeys",
                 "summary": "The DKIM keys of a domain as DNS records to publish (no private key)",
@@ -321,7 +325,7 @@ OPENAPI: dict[str, Any] = {
             "delete": {
                 "operationId": "removeDkimKey",
                 "summary": "Remove a DKIM key: mail is no longer signed with it",
-                "parameters": [_path_param("domain", "The domain"), _path_param("selector", "The selector")],
+                "parameters": [_DKIM_DOMAIN, _path_param("selector", "The selector", MAX_SELECTOR)],
                 "responses": {"204": {"description": "Removed"}, **_errors(404)},
             }
         },
