@@ -1,4 +1,5 @@
-"""Shared fixtures: a unique namespace per test (its own Redis keys and queue names), the store, service processes."""
+"""Shared fixtures: a unique namespace per test (its own Redis keys and queue names), the store, cheap password
+hashing, service processes."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 import aio_pika
 import pytest
 
-from services.store import Store
+from services.store import Store, passwords
+from services.store.passwords import Argon2Settings
 from shared.topology import Topology
 from tests.helpers import AMQP_URL, REDIS_URL, ServiceProcess, free_port
 from tests.rabbitmq_node import rabbitmq_node  # noqa: F401  (session fixture: a private RabbitMQ node)
@@ -71,6 +73,16 @@ async def store(namespace: str) -> AsyncIterator[Store]:
     handle = Store.connect(REDIS_URL, namespace)
     yield handle
     await handle.close()
+
+
+@pytest.fixture(autouse=True)
+def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process hashing is still argon2id, with the lightest parameters the settings accept: the default ones cost
+    ~0.3 s a hash on a busy 2-core machine and would dominate the tests. Verification follows the parameters stored
+    in each hash; service processes keep their configured ones. The module's state is restored after the test."""
+    monkeypatch.setattr(passwords, "_hasher", passwords._hasher)
+    monkeypatch.setattr(passwords, "_DUMMY_HASH", passwords._DUMMY_HASH)
+    passwords.configure(Argon2Settings(argon2_memory_kib=1024, argon2_time_cost=1, argon2_parallelism=1))
 
 
 @pytest.fixture

@@ -53,18 +53,6 @@ def settings_for(namespace: str, **overrides: Any) -> Pop3Settings:
 StartServer = Callable[..., Awaitable[Pop3Server]]
 
 
-@pytest.fixture(autouse=True)
-def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
-    """In-process tests hash with light argon2id parameters (the real ones cost ~0.2 s per login on CI)."""
-    from argon2 import PasswordHasher
-
-    from services.store import passwords
-
-    hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    monkeypatch.setattr(passwords, "_hasher", hasher)
-    monkeypatch.setattr(passwords, "_DUMMY_HASH", hasher.hash("postroom-timing-equaliser"))
-
-
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
     """The in-process tests run on uvloop, as the service does (its transports differ from asyncio's)."""
     import uvloop

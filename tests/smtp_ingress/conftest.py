@@ -31,20 +31,6 @@ PASSWORD = "correct horse battery staple"
 HOSTNAME = "mx.postroom.test"
 
 
-@pytest.fixture(scope="session", autouse=True)
-def cheap_argon2() -> Iterator[None]:
-    """Still argon2id, with small parameters: the default ones cost ~0.5 s per user on a busy 2-core machine,
-    which would dominate these tests. Verification follows the parameters stored in each hash."""
-    from argon2 import PasswordHasher
-
-    from services.store import passwords
-
-    original = passwords._hasher
-    passwords._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    yield
-    passwords._hasher = original
-
-
 @dataclass
 class RunningIngress:
     """An IngressApp running on an event loop in a thread of its own, so tests can use blocking clients."""

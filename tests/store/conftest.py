@@ -84,19 +84,6 @@ class AdminThread:
         self._thread.join(20)
 
 
-@pytest.fixture(autouse=True)
-def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Still argon2id, with light parameters for in-process hashing (the real ones cost ~0.3 s each on a busy
-    2-core machine); service processes and the console-script tests keep the real ones."""
-    from argon2 import PasswordHasher
-
-    from services.store import passwords
-
-    hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    monkeypatch.setattr(passwords, "_hasher", hasher)
-    monkeypatch.setattr(passwords, "_DUMMY_HASH", hasher.hash("postroom-timing-equaliser"))
-
-
 @pytest.fixture(params=["redis", "cluster"])
 def store_env(request: pytest.FixtureRequest) -> dict[str, str]:
     """Where the store of this test lives: the shared single Redis, or the session's private Redis Cluster."""
