@@ -1,5 +1,5 @@
 """Shared fixtures: a unique namespace per test (its own Redis keys and queue names), the store, cheap password
-hashing, service processes."""
+hashing, and the harness that starts services (tests/harness.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import pytest
 from services.store import Store, passwords
 from services.store.passwords import Argon2Settings
 from shared.topology import Topology
-from tests.helpers import AMQP_URL, REDIS_URL, ServiceProcess, free_port
+from tests.harness import Harness, ServiceProcess
+from tests.helpers import AMQP_URL, REDIS_URL
 from tests.rabbitmq_node import rabbitmq_node  # noqa: F401  (session fixture: a private RabbitMQ node)
 from tests.redis_cluster import redis_cluster  # noqa: F401  (session fixture: a private 3-master Redis Cluster)
 from tests.redis_private import private_redis  # noqa: F401  (a redis-server of one test, to restart or stop)
@@ -86,34 +87,27 @@ def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def base_env(namespace: str) -> dict[str, str]:
-    """Environment for service processes of this test: its namespace, loopback-only listeners."""
-    return {
-        "POSTROOM_NAMESPACE": namespace,
-        "POSTROOM_AMQP_URL": AMQP_URL,
-        "POSTROOM_REDIS_URL": REDIS_URL,
-        "POSTROOM_HOSTNAME": "mx.postroom.test",
-        "POSTROOM_SMTP_LISTEN": f"127.0.0.1:{free_port()}",
-        "POSTROOM_SUBMISSION_LISTEN": f"127.0.0.1:{free_port()}",
-        "POSTROOM_SMTPS_LISTEN": f"127.0.0.1:{free_port()}",
-        "POSTROOM_POP3_LISTEN": f"127.0.0.1:{free_port()}",
-        "POSTROOM_POP3S_LISTEN": f"127.0.0.1:{free_port()}",
-        "POSTROOM_ADMIN_LISTEN": f"127.0.0.1:{free_port()}",
-        "POSTROOM_ADMIN_TOKEN": "test-token",
-        "POSTROOM_LOG_LEVEL": "debug",
-    }
+def harness(namespace: str, tmp_path: Path) -> Iterator[Harness]:
+    """Starts services for this test (tests/harness.py); every one is stopped at teardown."""
+    services = Harness(namespace, tmp_path)
+    yield services
+    services.stop()
 
 
 @pytest.fixture
-def start_service(base_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
-    """Start `python -m services.<name>` with the test's environment (plus overrides); stopped at teardown."""
-    started: list[ServiceProcess] = []
+async def harness_in_loop(harness: Harness) -> AsyncIterator[Harness]:
+    """The harness, for an async test that runs services on its own loop (`await harness.in_loop(...)`)."""
+    yield harness
+    await harness.stop_in_loop()
 
-    def start(name: str, **overrides: str) -> ServiceProcess:
-        service = ServiceProcess(name, {**base_env, **overrides}, tmp_path)
-        started.append(service)
-        return service.start()
 
-    yield start
-    for service in reversed(started):
-        service.stop()
+@pytest.fixture
+def base_env(harness: Harness) -> dict[str, str]:
+    """Environment of this test's service processes: its namespace, loopback listeners on free ports."""
+    return harness.env
+
+
+@pytest.fixture
+def start_service(harness: Harness) -> Callable[..., ServiceProcess]:
+    """Start `python -m services.<name>` with the test's environment plus overrides, ready on return."""
+    return harness.process

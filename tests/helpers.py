@@ -1,15 +1,12 @@
-"""Test helpers: free ports, waiting on a condition with a deadline, and running services as real processes."""
+"""Test helpers: free ports, waiting on a condition with a deadline, HTTP status of a health endpoint."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import random
-import signal
 import socket
 import ssl
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -87,60 +84,3 @@ def http_status(url: str) -> int:
         return int(exc.code)
     except OSError:
         return 0
-
-
-class ServiceProcess:
-    """One `python -m services.<name>` child with its own environment; waits for /readyz before returning."""
-
-    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
-        self.name = name
-        listen = env.get("POSTROOM_METRICS_LISTEN")  # a test's own port, else any free one
-        self.metrics_port = int(listen.rsplit(":", 1)[1]) if listen else free_port()
-        self.env = {**os.environ, **env, "POSTROOM_METRICS_LISTEN": f"127.0.0.1:{self.metrics_port}"}
-        self.log_path = log_dir / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}"
-
-    def start(self, timeout: float = 30.0) -> ServiceProcess:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", f"services.{self.name}"], env=self.env, cwd=ROOT, stdout=log, stderr=log
-        )
-        wait_until_sync(
-            lambda: self.alive() and http_status(f"{self.metrics_url}/readyz") == 200,
-            timeout,
-            what=f"{self.name} ready (log: {self.log_path.read_text(errors='replace')[-2000:]})",
-        )
-        return self
-
-    def alive(self) -> bool:
-        if self.proc is None or self.proc.poll() is not None:
-            if self.proc is not None and self.proc.returncode not in (None, 0, -9, -15):
-                raise AssertionError(
-                    f"{self.name} exited {self.proc.returncode}: {self.log_path.read_text(errors='replace')}"
-                )
-            return False
-        return True
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self, timeout: float = 20.0) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")

@@ -90,6 +90,13 @@ class PrivateRedis:
                 self.proc.wait(5)
         self.proc = None
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: what the append-only file holds (every write, fsynced) survives."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
     def restart(self) -> None:
         """Stop, then start on the same port (Redis binds with SO_REUSEADDR)."""
         self.stop()

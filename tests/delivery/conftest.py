@@ -16,7 +16,8 @@ from services.store import Store
 from shared.envelope import Envelope
 from shared.queue_id import new_queue_id
 from shared.topology import Topology
-from tests.helpers import AMQP_URL, ServiceProcess, wait_until, wait_until_sync
+from tests.harness import ServiceProcess
+from tests.helpers import AMQP_URL, wait_until, wait_until_sync
 
 TEST_SCHEDULE = "1s,2s"
 TEST_DELAYS = [1, 2]

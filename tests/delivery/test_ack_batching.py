@@ -27,7 +27,8 @@ from shared.envelope import Envelope
 from shared.settings import load_settings
 from tests.delivery.conftest import Broker, make_message
 from tests.faults.proxy import FaultProxy
-from tests.helpers import AMQP_URL, ServiceProcess, wait_until
+from tests.harness import ServiceProcess
+from tests.helpers import AMQP_URL, wait_until
 
 LOCAL = [f"user{i}@example.test" for i in range(5)]
 

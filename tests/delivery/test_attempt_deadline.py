@@ -13,7 +13,8 @@ from shared.envelope import Envelope
 from tests.delivery.conftest import Broker, metric
 from tests.delivery.scripted_mx import Script, ScriptedMX
 from tests.delivery.smtpsink import Sink
-from tests.helpers import ServiceProcess, wait_until
+from tests.harness import ServiceProcess
+from tests.helpers import wait_until
 
 SENDER = "sender@origin.test"
 

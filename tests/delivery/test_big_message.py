@@ -17,7 +17,8 @@ from shared.envelope import Envelope
 from shared.queue_id import new_queue_id
 from shared.settings import load_settings
 from tests.delivery.conftest import TEST_SCHEDULE, Broker, as_stored, crash_after_store_then_redeliver, mailbox
-from tests.helpers import AMQP_URL, REDIS_URL, ServiceProcess, wait_until
+from tests.harness import ServiceProcess
+from tests.helpers import AMQP_URL, REDIS_URL, wait_until
 
 MiB = 1 << 20
 

@@ -22,7 +22,8 @@ from shared.queue_id import new_queue_id
 from shared.topology import Topology
 from tests.delivery.conftest import Broker, mailbox
 from tests.delivery.smtpsink import Behaviour, SinkHandler
-from tests.helpers import ServiceProcess, http_status, wait_until
+from tests.harness import ServiceProcess
+from tests.helpers import http_status, wait_until
 from tests.rabbitmq_node import RabbitMQNode
 
 # One retry step, long enough that a deferred message stays in its delay queue for the whole test.

@@ -6,10 +6,7 @@ These are the slowest delivery tests (a few seconds each); counts are kept to a 
 from __future__ import annotations
 
 import asyncio
-import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis
@@ -18,7 +15,9 @@ from services.store import Store
 from shared.envelope import Envelope
 from shared.queue_id import new_queue_id
 from tests.delivery.conftest import Broker, make_message, metric
-from tests.helpers import ServiceProcess, free_port, http_status, wait_until, wait_until_sync
+from tests.harness import ServiceProcess
+from tests.helpers import http_status, wait_until
+from tests.redis_private import PrivateRedis
 
 USERS = [f"user{i}@example.test" for i in range(5)]
 MESSAGES = 250
@@ -93,73 +92,19 @@ async def test_worker_sigkilled_mid_stream_loses_and_doubles_nothing(
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[Any]:
-    """A redis-server of this test alone with an append-only file fsynced on every write."""
-
-    class OwnRedis:
-        def __init__(self) -> None:
-            self.port = free_port()
-            self.dir = tmp_path / "redis"
-            self.dir.mkdir()
-            self.proc: subprocess.Popen[bytes] | None = None
-
-        @property
-        def url(self) -> str:
-            return f"redis://127.0.0.1:{self.port}/0"
-
-        def start(self) -> None:
-            self.proc = subprocess.Popen(
-                [
-                    "redis-server",
-                    "--port",
-                    str(self.port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "yes",
-                    "--appendfsync",
-                    "always",
-                    "--dir",
-                    str(self.dir),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            wait_until_sync(self._ping, 15, what="own redis-server up")
-
-        def _ping(self) -> bool:
-            try:
-                return bool(redis.Redis(port=self.port, socket_timeout=1).ping())
-            except redis.exceptions.RedisError:
-                return False
-
-        def kill(self) -> None:
-            if self.proc is not None and self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait(10)
-
-    server = OwnRedis()
-    server.start()
-    yield server
-    server.kill()
-
-
-@pytest.fixture
-async def own_store(own_redis: Any, namespace: str) -> AsyncIterator[Store]:
-    handle = Store.connect(own_redis.url, namespace)
+async def own_store(private_redis: PrivateRedis, namespace: str) -> AsyncIterator[Store]:
+    handle = Store.connect(private_redis.url, namespace)
     yield handle
     await handle.close()
 
 
 async def test_redis_killed_and_restarted_loses_and_doubles_nothing(
-    start_service: Callable[..., ServiceProcess], broker: Broker, own_redis: Any, own_store: Store
+    start_service: Callable[..., ServiceProcess], broker: Broker, private_redis: PrivateRedis, own_store: Store
 ) -> None:
     await add_users(own_store)
     worker = start_service(
         "delivery",
-        POSTROOM_REDIS_URL=own_redis.url,
+        POSTROOM_REDIS_URL=private_redis.url,
         POSTROOM_RETRY_SCHEDULE="1s",
         POSTROOM_PREFETCH="100",
         POSTROOM_CONCURRENCY="32",
@@ -170,7 +115,7 @@ async def test_redis_killed_and_restarted_loses_and_doubles_nothing(
         return await stored_count(own_store) >= 60
 
     await wait_until(progressed, what="60 stored")
-    own_redis.kill()
+    private_redis.kill()
     expected = await publishing
     total = sum(len(ids) for ids in expected.values())
 
@@ -178,7 +123,7 @@ async def test_redis_killed_and_restarted_loses_and_doubles_nothing(
         return http_status(f"{worker.metrics_url}/readyz") == 503
 
     await wait_until(unready, what="/readyz 503 while Redis is down")
-    own_redis.start()
+    private_redis.start()
 
     async def ready() -> bool:
         return http_status(f"{worker.metrics_url}/readyz") == 200

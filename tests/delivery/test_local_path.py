@@ -14,7 +14,8 @@ from tests.delivery.conftest import (
     mailbox,
     make_message,
 )
-from tests.helpers import ServiceProcess, http_status, wait_until
+from tests.harness import ServiceProcess
+from tests.helpers import http_status, wait_until
 
 
 async def test_published_message_is_stored(

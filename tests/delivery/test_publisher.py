@@ -22,7 +22,8 @@ from shared.topology import Topology
 from tests.delivery.conftest import Broker, metric
 from tests.delivery.test_big_message import MiB, big_message
 from tests.faults.proxy import broker_proxy
-from tests.helpers import ServiceProcess, free_port, wait_until
+from tests.harness import ServiceProcess
+from tests.helpers import free_port, wait_until
 
 DELAY = 3600  # long enough that nothing dead-letters back to `incoming` during a test
 

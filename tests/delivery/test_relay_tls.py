@@ -3,9 +3,6 @@ a test CA, requiring AUTH, and what it saw on the wire."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +17,7 @@ from shared.tls import self_signed_pair
 from tests.certs import TestCA, server_context
 from tests.delivery.relayhost import PASSWORD, USERNAME, RelayHost
 from tests.delivery.test_remote import remote_for, send
-from tests.helpers import ROOT
+from tests.harness import Harness
 
 # The relay without STARTTLS offers AUTH in the clear on purpose (the client alone must refuse it).
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
@@ -206,11 +203,8 @@ def test_bad_relay_settings_name_the_variable(overrides: dict[str, str], variabl
     assert "secret" not in str(raised.value)
 
 
-def test_bad_ca_file_stops_the_service_at_start(base_env: dict[str, str], tmp_path: Path) -> None:
-    env = {**os.environ, **base_env, "POSTROOM_RELAY_TLS_CA_FILE": str(tmp_path / "missing.pem")}
-    done = subprocess.run(
-        [sys.executable, "-m", "services.delivery"], env=env, cwd=ROOT, capture_output=True, timeout=60, check=False
-    )
+def test_bad_ca_file_stops_the_service_at_start(harness: Harness, tmp_path: Path) -> None:
+    done = harness.run("delivery", POSTROOM_RELAY_TLS_CA_FILE=str(tmp_path / "missing.pem"))
     assert done.returncode == 2, done.stderr
-    [line] = done.stderr.decode().strip().splitlines()
+    [line] = done.stderr.strip().splitlines()
     assert "POSTROOM_RELAY_TLS_CA_FILE" in line and "missing.pem" in line

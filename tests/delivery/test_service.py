@@ -22,7 +22,8 @@ from tests.delivery.conftest import (
     report_parts,
 )
 from tests.delivery.smtpsink import Behaviour
-from tests.helpers import ROOT, ServiceProcess, wait_until
+from tests.harness import ServiceProcess
+from tests.helpers import ROOT, wait_until
 
 
 async def test_deferred_remote_recipient_is_retried_and_local_stored_once(

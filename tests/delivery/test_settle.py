@@ -26,7 +26,8 @@ from tests.delivery.conftest import (
 from tests.delivery.scripted_mx import Script, ScriptedMX
 from tests.delivery.smtpsink import Sink
 from tests.faults.proxy import broker_proxy
-from tests.helpers import AMQP_URL, ServiceProcess, wait_until
+from tests.harness import ServiceProcess
+from tests.helpers import AMQP_URL, wait_until
 
 SENDER = "sender@origin.test"
 LATIN1 = b"550 5.1.1 M\xfcller unknown"  # raw Latin-1: not UTF-8

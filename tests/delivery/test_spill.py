@@ -29,7 +29,8 @@ from shared.settings import load_settings
 from shared.spool import MEMORY_LIMIT, MessageSpool
 from tests.delivery.conftest import Broker, mailbox, make_message, metric
 from tests.faults.proxy import FaultProxy
-from tests.helpers import AMQP_URL, REDIS_URL, ServiceProcess, wait_until
+from tests.harness import ServiceProcess
+from tests.helpers import AMQP_URL, REDIS_URL, wait_until
 
 MIB = 1024 * 1024
 SPILLS = "postroom_delivery_spilled_messages_total"

@@ -12,7 +12,8 @@ import redis
 
 from services.store import Store
 from tests.delivery.conftest import Broker, make_message, metric
-from tests.helpers import ServiceProcess, wait_until, wait_until_sync
+from tests.harness import ServiceProcess
+from tests.helpers import wait_until, wait_until_sync
 from tests.redis_private import PrivateRedis
 
 USER = "alice@example.test"

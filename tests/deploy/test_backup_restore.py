@@ -17,7 +17,8 @@ import yaml
 from services.store import Store
 from shared.queue_id import new_queue_id
 from tests.deploy.queries import ROOT
-from tests.helpers import ServiceProcess, free_port
+from tests.harness import ServiceProcess
+from tests.helpers import free_port
 from tests.redis_private import PrivateRedis
 
 RESTORE = ROOT / "deploy" / "redis" / "restore.sh"

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.harness import Harness
 from tests.helpers import ROOT, free_port, http_status, wait_until_sync
 
 SERVICES = ("store", "smtp_ingress", "delivery", "pop3")
@@ -211,11 +212,8 @@ def test_warnings_task_and_thread_errors_and_uncaught_exceptions_are_json() -> N
 
 
 @pytest.mark.parametrize("fmt", ["json", "console"])
-def test_a_bad_setting_is_reported_in_the_format_asked_for(fmt: str, base_env: dict[str, str]) -> None:
-    env = {**os.environ, **base_env, "POSTROOM_LOG_FORMAT": fmt, "POSTROOM_POP3_LINE_LIMIT": "seven"}
-    done = subprocess.run(
-        [sys.executable, "-m", "services.pop3"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
+def test_a_bad_setting_is_reported_in_the_format_asked_for(fmt: str, harness: Harness) -> None:
+    done = harness.run("pop3", POSTROOM_LOG_FORMAT=fmt, POSTROOM_POP3_LINE_LIMIT="seven")
     assert done.returncode == 2
     (line,) = done.stderr.splitlines()
     if fmt == "json":

@@ -21,7 +21,8 @@ from services.store import Store
 from shared.netaddr import parse_host_port
 from tests.deploy.queries import ALERTS, ROOT, NamedQuery, alert_queries, dashboard_queries, metric_names
 from tests.deploy.tools import require
-from tests.helpers import REDIS_URL, ServiceProcess, free_port, http_status, wait_until, wait_until_sync
+from tests.harness import ServiceProcess
+from tests.helpers import REDIS_URL, free_port, http_status, wait_until, wait_until_sync
 
 SERVICES = ("store", "smtp_ingress", "delivery", "pop3")
 MISSING = [name for name in SERVICES if not (ROOT / "services" / name / "__main__.py").exists()]

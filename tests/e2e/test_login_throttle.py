@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 from services.store import Store
 from shared.netaddr import parse_host_port
-from tests.helpers import ServiceProcess, client_tls, free_port
+from tests.harness import ServiceProcess
+from tests.helpers import client_tls, free_port
 
 PASSWORD = "correct horse battery staple"
 BASE_DELAY = 0.01

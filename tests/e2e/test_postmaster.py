@@ -9,7 +9,8 @@ from collections.abc import Callable
 
 from services.store import Store
 from shared.netaddr import parse_host_port
-from tests.helpers import ServiceProcess, wait_until
+from tests.harness import ServiceProcess
+from tests.helpers import wait_until
 
 PASSWORD = "correct horse battery staple"
 

@@ -21,7 +21,8 @@ from tests.faults.hostile_mx import HostileMX, Script
 from tests.faults.ledger import Ledger, Report, Sent
 from tests.faults.proxy import FaultProxy, broker_proxy, redis_proxy
 from tests.faults.traffic import submit_all
-from tests.helpers import AMQP_URL, REDIS_URL, ServiceProcess, free_port, http_status, wait_until_sync
+from tests.harness import ServiceProcess
+from tests.helpers import AMQP_URL, REDIS_URL, free_port, http_status, wait_until_sync
 
 DOMAIN = "example.test"
 USERS = tuple(f"{name}@{DOMAIN}" for name in ("alice", "bob", "carol", "dave"))

@@ -1,54 +1,24 @@
-"""POP3 fixtures: an in-process server on free loopback ports over the test's namespace, and mailbox helpers."""
+"""POP3 fixtures: an in-process server on the test's loop (tests/harness.py), a raw client, mailbox helpers."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from services.pop3.config import Pop3Settings
 from services.pop3.server import PeerOf, Pop3Server, default_peer_of
-from services.pop3.state import ServerContext
 from services.store import LoginThrottle, Store
-from shared.netaddr import HostPort
 from shared.queue_id import new_queue_id
-from shared.tls import server_context
-from tests.helpers import REDIS_URL, client_tls
+from tests.harness import Harness
+from tests.helpers import client_tls
 
 DOMAIN = "pop.test"
 USER = f"alice@{DOMAIN}"
 PASSWORD = "correct horse battery staple"
-
-_TLS: ssl.SSLContext | None = None
-
-
-def tls_context() -> ssl.SSLContext:
-    """One self-signed server context for the whole run (making a key pair per test is wasted time)."""
-    global _TLS
-    if _TLS is None:
-        _TLS = server_context(None, None, "pop.postroom.test")
-    return _TLS
-
-
-def settings_for(namespace: str, **overrides: Any) -> Pop3Settings:
-    values: dict[str, Any] = {
-        "namespace": namespace,
-        "redis_url": REDIS_URL,
-        "hostname": "pop.postroom.test",
-        "metrics_listen": None,
-        "pop3_listen": HostPort("127.0.0.1", 0),
-        "pop3s_listen": HostPort("127.0.0.1", 0),
-        "pop3_auth_failure_delay": 0,
-        "pop3_autologout": 30.0,
-        "pop3_lock_ttl": 10.0,
-    }
-    values.update(overrides)
-    return Pop3Settings(**values)
-
 
 StartServer = Callable[..., Awaitable[Pop3Server]]
 
@@ -61,9 +31,9 @@ def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> d
 
 
 @pytest.fixture
-async def start_pop3(namespace: str, store: Store) -> AsyncIterator[StartServer]:
-    """Start an in-process POP3 server; keyword arguments override settings; `peer_of` fakes the client IP."""
-    servers: list[Pop3Server] = []
+async def start_pop3(store: Store, harness_in_loop: Harness) -> StartServer:
+    """Start an in-process POP3 server on the test's loop (stopped before `store` closes); keyword arguments override
+    settings; `peer_of` fakes the client IP; `backend` replaces the test's store, `throttle` the login throttle."""
 
     async def start(
         peer_of: PeerOf = default_peer_of,
@@ -71,24 +41,12 @@ async def start_pop3(namespace: str, store: Store) -> AsyncIterator[StartServer]
         backend: Store | None = None,
         **overrides: Any,
     ) -> Pop3Server:
-        settings = settings_for(namespace, **overrides)
-        ctx = ServerContext(
-            settings=settings,
-            store=backend or store,
-            tls_context=tls_context(),
-            throttle=throttle
-            or (backend or store).login_throttle(
-                settings.pop3_auth_failure_delay, settings.pop3_auth_failure_delay_max
-            ),
+        server: Pop3Server = await harness_in_loop.in_loop(
+            "pop3", peer_of=peer_of, throttle=throttle, backend=backend or store, **overrides
         )
-        server = Pop3Server(ctx, peer_of=peer_of)
-        await server.start()
-        servers.append(server)
         return server
 
-    yield start
-    for server in servers:
-        await server.stop(grace=1)
+    return start
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 
 from services.pop3 import replies
 from services.store import Store
-from tests.helpers import ServiceProcess
+from tests.harness import ServiceProcess
 from tests.pop3.conftest import DOMAIN, PASSWORD, USER, Client, StartServer, deliver, message
 from tests.redis_cluster import RedisClusterProcesses
 

@@ -15,7 +15,7 @@ import pytest
 
 from services.store import Store
 from shared.tls import self_signed_pair
-from tests.helpers import ServiceProcess
+from tests.harness import ServiceProcess
 from tests.pop3.conftest import PASSWORD, USER, deliver, message
 
 FETCHMAIL = shutil.which("fetchmail")

@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import poplib
 import socket
-import subprocess
-import sys
 import urllib.request
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
 from services.store import Store
-from tests.helpers import ROOT, ServiceProcess, free_port, http_status, wait_until_sync
-from tests.pop3.conftest import PASSWORD, USER, deliver, message
+from tests.harness import Harness, ServiceProcess
+from tests.helpers import free_port, http_status, wait_until_sync
+from tests.pop3.conftest import PASSWORD, USER, Client, deliver, message
 
 FAST = {"POSTROOM_POP3_AUTH_FAILURE_DELAY": "0", "POSTROOM_POP3_LOCK_TTL": "5s"}
-
-
-def _port(env: dict[str, str], name: str) -> int:
-    return int(env[name].rsplit(":", 1)[1])
 
 
 def _metrics(service: ServiceProcess) -> str:
@@ -30,10 +21,8 @@ def _metrics(service: ServiceProcess) -> str:
         return str(response.read().decode())
 
 
-async def test_service_serves_and_reports(
-    start_service: Callable[..., ServiceProcess], base_env: dict[str, str], account: str, store: Store
-) -> None:
-    service = start_service("pop3", **FAST)
+async def test_service_serves_and_reports(harness: Harness, account: str, store: Store) -> None:
+    service = harness.process("pop3", **FAST)
     before = _metrics(service)
     for series in (
         "postroom_pop3_sessions_active 0.0",
@@ -47,7 +36,7 @@ async def test_service_serves_and_reports(
     await deliver(store, body)
 
     def session() -> list[bytes]:
-        client = poplib.POP3("127.0.0.1", _port(base_env, "POSTROOM_POP3_LISTEN"), timeout=20)
+        client = service.pop3()
         client.user(USER)
         client.pass_(PASSWORD)
         lines = client.retr(1)[1]
@@ -68,25 +57,12 @@ async def test_service_serves_and_reports(
     assert service.stop() == 0
 
 
-def _spawn(service: ServiceProcess) -> None:
-    """Start the process without waiting for /readyz (ServiceProcess.start would wait for a 200)."""
-    log = service.log_path.open("ab")
-    service.proc = subprocess.Popen(
-        [sys.executable, "-m", "services.pop3"], env=service.env, cwd=ROOT, stdout=log, stderr=log
-    )
-
-
-def test_not_ready_without_redis(base_env: dict[str, str], tmp_path: Path) -> None:
+def test_not_ready_without_redis(harness: Harness) -> None:
     """/readyz is 503 while Redis is unreachable; the process stays up and answers /healthz."""
-    env = {**base_env, "POSTROOM_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
-    service = ServiceProcess("pop3", env, tmp_path)
-    try:
-        _spawn(service)
-        wait_until_sync(lambda: http_status(f"{service.metrics_url}/healthz") == 200, 30, "healthz")
-        assert http_status(f"{service.metrics_url}/readyz") == 503
-        assert service.alive()
-    finally:
-        service.stop()
+    service = harness.spawn("pop3", POSTROOM_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    wait_until_sync(lambda: http_status(f"{service.metrics_url}/healthz") == 200, 30, "healthz")
+    assert http_status(f"{service.metrics_url}/readyz") == 503
+    assert service.alive()
 
 
 @pytest.mark.parametrize(
@@ -99,30 +75,22 @@ def test_not_ready_without_redis(base_env: dict[str, str], tmp_path: Path) -> No
         ("POSTROOM_TLS_CERT", "/nonexistent/cert.pem"),
     ],
 )
-def test_bad_setting_names_the_variable(base_env: dict[str, str], variable: str, value: str) -> None:
+def test_bad_setting_names_the_variable(harness: Harness, variable: str, value: str) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        env = {**os.environ, **base_env, "POSTROOM_TLS_KEY": "/nonexistent/key.pem"}
+        env = {"POSTROOM_TLS_KEY": "/nonexistent/key.pem"} if variable == "POSTROOM_TLS_CERT" else {}
         env[variable] = value.format(busy=busy.getsockname()[1])
-        if variable != "POSTROOM_TLS_CERT":
-            env.pop("POSTROOM_TLS_KEY")
-        result = subprocess.run(
-            [sys.executable, "-m", "services.pop3"], env=env, cwd=ROOT, capture_output=True, timeout=30, check=False
-        )
+        result = harness.run("pop3", **env)
     assert result.returncode == 2, result.stderr
-    assert variable.encode() in result.stderr
-    assert b"Traceback" not in result.stderr
+    assert variable in result.stderr
+    assert "Traceback" not in result.stderr
 
 
-async def test_sigterm_closes_sessions_without_deleting(
-    start_service: Callable[..., ServiceProcess], base_env: dict[str, str], account: str, store: Store
-) -> None:
-    from tests.pop3.conftest import Client
-
-    service = start_service("pop3", **FAST)
+async def test_sigterm_closes_sessions_without_deleting(harness: Harness, account: str, store: Store) -> None:
+    service = harness.process("pop3", **FAST)
     await deliver(store, message("survives shutdown"))
-    client = await Client.connect(_port(base_env, "POSTROOM_POP3_LISTEN"))
+    client = await Client.connect(service.port("pop3"))
     assert (await client.login()).startswith("+OK")
     assert (await client.cmd("DELE 1")).startswith("+OK")
     assert await asyncio.to_thread(service.stop) == 0

@@ -4,15 +4,12 @@ balancer's networks stops a service at start."""
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
-import subprocess
-import sys
 
 import pytest
 
 from shared.proxy import ProxyHeaderError, read_header
-from tests.helpers import ROOT
+from tests.harness import Harness
 from tests.proxyclients import V1_UNKNOWN, V2_LOCAL, v1_header, v2_header
 
 BEHIND = b"\x16\x03\x01 what the client sent next"
@@ -66,17 +63,9 @@ async def test_silence_is_refused_at_the_timeout() -> None:
 
 
 @pytest.mark.parametrize("service", ["smtp_ingress", "pop3"])
-def test_proxy_protocol_without_the_balancer_networks_refuses_to_start(service: str, base_env: dict[str, str]) -> None:
+def test_proxy_protocol_without_the_balancer_networks_refuses_to_start(service: str, harness: Harness) -> None:
     flag = "POSTROOM_SMTP_PROXY_PROTOCOL" if service == "smtp_ingress" else "POSTROOM_POP3_PROXY_PROTOCOL"
-    inherited = {key: value for key, value in os.environ.items() if not key.startswith("POSTROOM_")}
-    result = subprocess.run(
-        [sys.executable, "-m", f"services.{service}"],
-        env={**inherited, **base_env, flag: "true", "POSTROOM_METRICS_LISTEN": ""},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = harness.run(service, **{flag: "true"})
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "POSTROOM_PROXY_TRUSTED_NETWORKS" in lines[0] and flag in lines[0], lines

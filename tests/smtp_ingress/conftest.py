@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
-import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aio_pika
 import pytest
-import uvloop
 from aio_pika.abc import AbstractIncomingMessage
 
-from services.smtp_ingress.app import IngressApp
 from services.smtp_ingress.config import IngressSettings
 from services.store import Store
-from shared.netaddr import HostPort
 from shared.topology import Topology
-from tests.helpers import AMQP_URL, REDIS_URL, client_tls, wait_until_sync
+from tests.harness import Harness, OnThread, settings_for
+from tests.helpers import AMQP_URL, REDIS_URL
 from tests.smtp_ingress.inbound_dns import inbound_dns, inbound_zone, signing_key  # noqa: F401  (fixtures)
 
 T = TypeVar("T")
@@ -31,90 +28,24 @@ PASSWORD = "correct horse battery staple"
 HOSTNAME = "mx.postroom.test"
 
 
-@dataclass
-class RunningIngress:
-    """An IngressApp running on an event loop in a thread of its own, so tests can use blocking clients."""
-
-    app: IngressApp
-    loop: asyncio.AbstractEventLoop
-    thread: threading.Thread
-
-    @property
-    def settings(self) -> IngressSettings:
-        return self.app.settings
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def port(self, listener: str) -> int:
-        return self.app.server.port(listener)
-
-    def smtp(self, listener: str = "smtp", timeout: float = 10) -> smtplib.SMTP:
-        if listener == "smtps":
-            return smtplib.SMTP_SSL("127.0.0.1", self.port(listener), timeout=timeout, context=client_tls())
-        return smtplib.SMTP("127.0.0.1", self.port(listener), timeout=timeout)
-
-    def ready(self) -> bool:
-        return self.run(self.app.ready())
-
-    def stop(self) -> None:
-        if self.loop.is_running():
-            self.run(self.app.stop(), timeout=60)
-            self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+RunningIngress = OnThread  # an ingress on a loop thread of its own (tests/harness.py)
 
 
 def ingress_settings(namespace: str, **overrides: Any) -> IngressSettings:
-    values: dict[str, Any] = {
-        "namespace": namespace,
-        "amqp_url": AMQP_URL,
-        "redis_url": REDIS_URL,
-        "hostname": HOSTNAME,
-        "smtp_listen": HostPort("127.0.0.1", 0),
-        "submission_listen": HostPort("127.0.0.1", 0),
-        "smtps_listen": HostPort("127.0.0.1", 0),
-        "metrics_listen": None,
-        "smtp_auth_failure_delay": 0.01,
-        "smtp_auth_failure_delay_max": 0.05,
-        "smtp_publish_timeout": 5.0,
-        "smtp_drain_timeout": 10.0,
-        # The inbound checks would ask the machine's resolver about the test domains; the tests of the checks turn
-        # them on with a local DNS server (test_inbound.py).
-        "inbound_checks": False,
-    }
-    values.update(overrides)
-    return IngressSettings(**values)
-
-
-def start_ingress(settings: IngressSettings, wait_ready: bool = True) -> RunningIngress:
-    loop = uvloop.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True, name="ingress-loop")
-    thread.start()
-
-    async def build() -> IngressApp:
-        app = IngressApp(settings)
-        await app.start()
-        return app
-
-    running = RunningIngress(asyncio.run_coroutine_threadsafe(build(), loop).result(30), loop, thread)
-    if wait_ready:
-        wait_until_sync(running.ready, 20, what="ingress ready")
-    return running
+    # The inbound checks would ask the machine's resolver about the test domains; the tests of the checks turn them
+    # on with a local DNS server (test_inbound.py).
+    settings: IngressSettings = settings_for("smtp_ingress", namespace, **{"inbound_checks": False, **overrides})
+    return settings
 
 
 @pytest.fixture
-def make_ingress(namespace: str) -> Iterator[Callable[..., RunningIngress]]:
+def make_ingress(harness: Harness) -> Callable[..., RunningIngress]:
     """Start an in-process ingress with the test's namespace and setting overrides; stopped at teardown."""
-    started: list[RunningIngress] = []
 
     def make(wait_ready: bool = True, **overrides: Any) -> RunningIngress:
-        running = start_ingress(ingress_settings(namespace, **overrides), wait_ready)
-        started.append(running)
-        return running
+        return harness.thread("smtp_ingress", wait_ready, **overrides)
 
-    yield make
-    for running in started:
-        running.stop()
+    return make
 
 
 @pytest.fixture

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import base64
-import os
 import smtplib
 import socket
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +15,8 @@ from prometheus_client import REGISTRY
 from services.smtp_ingress import replies
 from shared.envelope import Envelope
 from shared.tls import self_signed_pair
-from tests.helpers import ROOT, client_tls
+from tests.harness import Harness
+from tests.helpers import client_tls
 from tests.smtp_ingress.conftest import (
     ALICE,
     BOB,
@@ -185,22 +183,16 @@ def test_configured_certificate_is_served(
     assert x509.load_der_x509_certificate(served) == x509.load_pem_x509_certificate(cert.read_bytes())
 
 
-def test_bad_configuration_stops_the_process_naming_the_variable(base_env: dict[str, str], tmp_path: Path) -> None:
+def test_bad_configuration_stops_the_process_naming_the_variable(harness: Harness, tmp_path: Path) -> None:
     cert, _ = self_signed_pair("custom.postroom.test", tmp_path)
     for overrides, variable in (
         ({"POSTROOM_SMTP_LISTEN": "not-an-address"}, "POSTROOM_SMTP_LISTEN"),
         ({"POSTROOM_TLS_CERT": str(cert)}, "POSTROOM_TLS_KEY"),
         ({"POSTROOM_SMTP_LISTEN": "192.0.2.1:2525"}, "POSTROOM_SMTP_LISTEN"),  # not an address of this host
     ):
-        result = subprocess.run(
-            [sys.executable, "-m", "services.smtp_ingress"],
-            env={**os.environ, **base_env, "POSTROOM_METRICS_LISTEN": "", **overrides},
-            cwd=ROOT,
-            capture_output=True,
-            timeout=30,
-        )
+        result = harness.run("smtp_ingress", **overrides)
         assert result.returncode == 2, result.stderr
-        assert variable in result.stderr.decode() and b"Traceback" not in result.stderr
+        assert variable in result.stderr and "Traceback" not in result.stderr
 
 
 def test_any_spelling_of_the_account_logs_in_as_that_account(ingress: RunningIngress, namespace: str) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from prometheus_client import REGISTRY
 
-from tests.helpers import ServiceProcess
+from tests.harness import ServiceProcess
 from tests.smtp_ingress.conftest import ALICE, SIMPLE_MESSAGE, RunningIngress, read_queue, send
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
-import subprocess
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +15,8 @@ from shared.envelope import Envelope
 from shared.queue_id import is_queue_id
 from shared.topology import Topology
 from tests.faults.proxy import broker_proxy
-from tests.helpers import AMQP_URL, ROOT, ServiceProcess, http_status, wait_until_sync
+from tests.harness import Harness
+from tests.helpers import AMQP_URL, http_status, wait_until_sync
 from tests.smtp_ingress.conftest import (
     ALICE,
     BOB,
@@ -117,44 +116,29 @@ def test_broker_outage_is_451_and_recovers_without_restart(
         assert [m.message_id for m in read_queue(namespace)] == [queued_id(reply)]
 
 
-def test_service_process_starts_without_broker_and_recovers(
-    base_env: dict[str, str], accounts: None, namespace: str, tmp_path: Any
-) -> None:
+def test_service_process_starts_without_broker_and_recovers(harness: Harness, accounts: None, namespace: str) -> None:
     """`python -m services.smtp_ingress` starts with the broker away (readyz 503, DATA 451) and heals itself."""
     proxy = broker_proxy(enabled=False)
-    env = {**base_env, "POSTROOM_AMQP_URL": proxy.amqp_url}
-    service = ServiceProcess("smtp_ingress", env, tmp_path)
     try:
-        _start_without_readiness(service)
+        service = harness.spawn("smtp_ingress", POSTROOM_AMQP_URL=proxy.amqp_url)
         wait_until_sync(lambda: http_status(f"{service.metrics_url}/healthz") == 200, 30, what="healthz")
         assert http_status(f"{service.metrics_url}/readyz") == 503
-        port = int(env["POSTROOM_SMTP_LISTEN"].rsplit(":", 1)[1])
-        code, reply = _data_reply(port)
+        code, reply = _data_reply(service.port("smtp"))
         assert f"{code} {reply.decode()}" == str(replies.TEMPORARY_FAILURE)
 
         proxy.enable()
         wait_until_sync(lambda: http_status(f"{service.metrics_url}/readyz") == 200, 30, what="readyz")
-        code, reply = _data_reply(port)
+        code, reply = _data_reply(service.port("smtp"))
         assert code == 250, service.log()
         assert [m.message_id for m in read_queue(namespace)] == [queued_id(reply)]
         assert service.stop() == 0
     finally:
-        service.stop()
         proxy.stop()
 
 
-def _start_without_readiness(service: ServiceProcess) -> None:
-    log = service.log_path.open("ab")
-    service.proc = subprocess.Popen(
-        [sys.executable, "-m", "services.smtp_ingress"], env=service.env, cwd=ROOT, stdout=log, stderr=log
-    )
-
-
-def test_service_process_happy_path(
-    start_service: Callable[..., ServiceProcess], base_env: dict[str, str], accounts: None, namespace: str
-) -> None:
-    start_service("smtp_ingress")
-    code, reply = _data_reply(int(base_env["POSTROOM_SMTP_LISTEN"].rsplit(":", 1)[1]))
+def test_service_process_happy_path(harness: Harness, accounts: None, namespace: str) -> None:
+    service = harness.process("smtp_ingress")
+    code, reply = _data_reply(service.port("smtp"))
     assert code == 250
     assert [m.message_id for m in read_queue(namespace)] == [queued_id(reply)]
 

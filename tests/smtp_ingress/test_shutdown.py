@@ -7,7 +7,8 @@ import signal
 from collections.abc import Callable
 
 from services.smtp_ingress import replies
-from tests.helpers import ServiceProcess, wait_until_sync
+from tests.harness import ServiceProcess
+from tests.helpers import wait_until_sync
 from tests.smtp_ingress.conftest import RunningIngress, read_queue
 from tests.smtp_ingress.rawsmtp import RawSMTP
 

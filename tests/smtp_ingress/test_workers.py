@@ -12,7 +12,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.helpers import ServiceProcess, free_port_run, http_status, wait_until_sync
+from tests.harness import ServiceProcess
+from tests.helpers import free_port_run, http_status, wait_until_sync
 from tests.smtp_ingress.conftest import BOB, SIMPLE_MESSAGE, read_queue, send
 
 MESSAGES = 12

@@ -1,87 +1,42 @@
-"""Store test fixtures: the admin API served from a thread of its own (so sync HTTP clients and fuzzers can call it)."""
+"""Store test fixtures: the admin API on a loop thread of its own (so sync HTTP clients and fuzzers can call it), the
+store against a single Redis and a Redis Cluster."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from services.store import Store
-from services.store.api import AdminServer, create_app
-from services.store.queue_ops import QueueOps
-from shared.netaddr import HostPort
-from tests.helpers import AMQP_URL, REDIS_URL
+from tests.harness import ADMIN_TOKEN, Harness, OnThread
+from tests.helpers import REDIS_URL
 
-TOKEN = "test-token"
-# Retry steps whose delay queues tests/conftest.py's namespace cleanup removes (60 s and 300 s).
+TOKEN = ADMIN_TOKEN
+# The in-process store's retry steps (tests/harness.py), whose delay queues the namespace cleanup removes.
 TEST_DELAYS = [60, 300]
 
 
-class AdminThread:
-    """The admin application on a free loopback port, run by an event loop in a background thread."""
+@dataclass
+class AdminAPI:
+    """The admin API of an in-process store (tests/harness.py) on a loop thread, and the token it asks for."""
 
-    def __init__(
-        self,
-        namespace: str,
-        token: str | None = TOKEN,
-        redis_url: str = REDIS_URL,
-        amqp_url: str = AMQP_URL,
-        cluster: bool = False,
-    ) -> None:
-        self.cluster = cluster
-        self.namespace = namespace
-        self.token = token
-        self.redis_url = redis_url
-        self.amqp_url = amqp_url
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
+    service: OnThread
+    token: str | None = TOKEN
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://127.0.0.1:{self.service.port('admin')}"
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
-    def _run(self) -> None:
-        self._loop.run_until_complete(self._main())
 
-    async def _main(self) -> None:
-        try:
-            store = Store.connect(self.redis_url, self.namespace, self.cluster, socket_connect_timeout=2)
-            queue = QueueOps(self.amqp_url, self.namespace, TEST_DELAYS)
-            server = AdminServer(create_app(store, self.token, queue), HostPort("127.0.0.1", 0))
-            await server.start()
-            self.port = server.port
-            self._stop = asyncio.Event()
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-            raise
-        self._ready.set()
-        await self._stop.wait()
-        await server.stop()
-        await queue.close()
-        await store.close()
-
-    def start(self) -> AdminThread:
-        self._thread.start()
-        assert self._ready.wait(20), "admin API did not start"
-        if self._error is not None:
-            raise self._error
-        return self
-
-    def stop(self) -> None:
-        if self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(20)
+def start_admin(harness: Harness, token: str | None = TOKEN, cluster: bool = False, **settings: Any) -> AdminAPI:
+    """Not waiting for readiness: a test may point it at a Redis or broker that is not there."""
+    service = harness.thread("store", wait_ready=False, admin_token=token, redis_cluster=cluster, **settings)
+    return AdminAPI(service, token)
 
 
 @pytest.fixture(params=["redis", "cluster"])
@@ -104,19 +59,15 @@ async def store(namespace: str, store_env: dict[str, str]) -> AsyncIterator[Stor
 
 
 @pytest.fixture
-def admin_factory(namespace: str) -> Iterator[Callable[..., AdminThread]]:
-    started: list[AdminThread] = []
+def admin_factory(harness: Harness) -> Callable[..., AdminAPI]:
+    """Start the admin API: `token`, `cluster`, `redis_url`, `amqp_url` and other store settings."""
 
-    def start(**kwargs: Any) -> AdminThread:
-        admin = AdminThread(namespace, **kwargs).start()
-        started.append(admin)
-        return admin
+    def start(**kwargs: Any) -> AdminAPI:
+        return start_admin(harness, **kwargs)
 
-    yield start
-    for admin in started:
-        admin.stop()
+    return start
 
 
 @pytest.fixture
-def admin(admin_factory: Callable[..., AdminThread]) -> AdminThread:
+def admin(admin_factory: Callable[..., AdminAPI]) -> AdminAPI:
     return admin_factory()

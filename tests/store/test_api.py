@@ -9,10 +9,10 @@ from openapi_spec_validator import validate
 
 from services.store.api.openapi import OPENAPI
 from tests.helpers import free_port
-from tests.store.conftest import AdminThread
+from tests.store.conftest import AdminAPI
 
 
-def call(admin: AdminThread, method: str, path: str, **kwargs) -> requests.Response:  # type: ignore[no-untyped-def]
+def call(admin: AdminAPI, method: str, path: str, **kwargs) -> requests.Response:  # type: ignore[no-untyped-def]
     headers = {**admin.headers(), **kwargs.pop("headers", {})}
     return requests.request(method, admin.url + path, headers=headers, timeout=10, **kwargs)
 
@@ -25,7 +25,7 @@ def assert_error(response: requests.Response, status: int) -> str:
     return str(body["error"])
 
 
-def test_bearer_token_required(admin: AdminThread) -> None:
+def test_bearer_token_required(admin: AdminAPI) -> None:
     assert_error(requests.get(admin.url + "/api/v1/domains", timeout=10), 401)
     assert_error(requests.get(admin.url + "/api/v1/domains", headers={"Authorization": "Bearer nope"}, timeout=10), 401)
     assert_error(
@@ -37,7 +37,7 @@ def test_bearer_token_required(admin: AdminThread) -> None:
     assert call(admin, "GET", "/api/v1/domains").status_code == 200
 
 
-def test_no_token_configured_refuses_everything(admin_factory: Callable[..., AdminThread]) -> None:
+def test_no_token_configured_refuses_everything(admin_factory: Callable[..., AdminAPI]) -> None:
     admin = admin_factory(token=None)
     for header in ({}, {"Authorization": "Bearer "}, {"Authorization": "Bearer None"}):
         assert "POSTROOM_ADMIN_TOKEN" in assert_error(
@@ -45,7 +45,7 @@ def test_no_token_configured_refuses_everything(admin_factory: Callable[..., Adm
         )
 
 
-def test_domains(admin: AdminThread) -> None:
+def test_domains(admin: AdminAPI) -> None:
     assert call(admin, "GET", "/api/v1/domains").json() == {"domains": []}
     created = call(admin, "POST", "/api/v1/domains", json={"domain": "Example.TEST"})
     assert created.status_code == 201 and created.json() == {"domain": "example.test"}
@@ -56,7 +56,7 @@ def test_domains(admin: AdminThread) -> None:
     assert_error(call(admin, "DELETE", "/api/v1/domains/example.test"), 404)
 
 
-def test_users(admin: AdminThread) -> None:
+def test_users(admin: AdminAPI) -> None:
     call(admin, "POST", "/api/v1/domains", json={"domain": "example.test"})
     created = call(
         admin, "POST", "/api/v1/users", json={"address": "Alice@example.test", "password": "pw", "quota": 10}
@@ -86,7 +86,7 @@ def test_users(admin: AdminThread) -> None:
     assert_error(call(admin, "GET", "/api/v1/users/not-an-address"), 400)
 
 
-def test_aliases(admin: AdminThread) -> None:
+def test_aliases(admin: AdminAPI) -> None:
     call(admin, "POST", "/api/v1/domains", json={"domain": "example.test"})
     created = call(admin, "POST", "/api/v1/aliases", json={"address": "@example.test", "targets": ["x@remote.test"]})
     assert created.status_code == 201 and created.json() == {"address": "@example.test", "targets": ["x@remote.test"]}
@@ -99,7 +99,7 @@ def test_aliases(admin: AdminThread) -> None:
     assert_error(call(admin, "DELETE", "/api/v1/aliases/@example.test"), 404)
 
 
-def test_bad_requests_are_4xx_json(admin: AdminThread) -> None:
+def test_bad_requests_are_4xx_json(admin: AdminAPI) -> None:
     assert_error(call(admin, "POST", "/api/v1/domains", data=b"{not json"), 400)
     assert_error(call(admin, "POST", "/api/v1/domains", data=b"[1, 2]"), 400)
     assert_error(call(admin, "POST", "/api/v1/domains", data=b"\xff\xfe"), 400)
@@ -114,17 +114,17 @@ def test_bad_requests_are_4xx_json(admin: AdminThread) -> None:
     assert_error(call(admin, "GET", "/api/v1/trace/not-a-queue-id"), 400)
 
 
-def test_redis_down_is_503(admin_factory: Callable[..., AdminThread]) -> None:
+def test_redis_down_is_503(admin_factory: Callable[..., AdminAPI]) -> None:
     admin = admin_factory(redis_url=f"redis://127.0.0.1:{free_port()}/0")
     assert_error(call(admin, "GET", "/api/v1/domains"), 503)
 
 
-def test_rabbitmq_down_is_503(admin_factory: Callable[..., AdminThread]) -> None:
+def test_rabbitmq_down_is_503(admin_factory: Callable[..., AdminAPI]) -> None:
     admin = admin_factory(amqp_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/")
     assert "RabbitMQ" in assert_error(call(admin, "GET", "/api/v1/queue"), 503)
 
 
-def test_openapi_document_is_served_valid_and_complete(admin: AdminThread) -> None:
+def test_openapi_document_is_served_valid_and_complete(admin: AdminAPI) -> None:
     served = call(admin, "GET", "/api/v1/openapi.json")
     assert served.status_code == 200 and served.json() == OPENAPI
     validate(served.json())

@@ -15,7 +15,8 @@ import pytest
 
 from services.store import Store
 from shared.netaddr import parse_host_port
-from tests.helpers import ROOT, ServiceProcess, wait_until
+from tests.harness import ServiceProcess
+from tests.helpers import ROOT, wait_until
 from tests.redis_cluster import RedisClusterProcesses
 
 PASSWORD = "cluster pass"

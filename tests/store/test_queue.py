@@ -18,7 +18,7 @@ from shared.envelope import REQUEUED, Envelope
 from shared.queue_id import new_queue_id
 from shared.topology import Topology
 from tests.helpers import AMQP_URL
-from tests.store.conftest import TEST_DELAYS, AdminThread
+from tests.store.conftest import TEST_DELAYS, AdminAPI
 
 
 @pytest.fixture
@@ -147,7 +147,7 @@ async def test_cli_queue_commands(channel: AbstractChannel, namespace: str) -> N
     assert "no dead letters" in postroom("queue", "dead", "list").stdout
 
 
-async def test_api_queue(channel: AbstractChannel, namespace: str, admin: AdminThread) -> None:
+async def test_api_queue(channel: AbstractChannel, namespace: str, admin: AdminAPI) -> None:
     ids = await kill_letters(channel, namespace, 3)
 
     def get(path: str, method: str = "GET", **kwargs):  # type: ignore[no-untyped-def]

@@ -19,7 +19,7 @@ from shared.envelope import Envelope
 from shared.queue_id import new_queue_id
 from shared.topology import Topology
 from tests.helpers import AMQP_URL
-from tests.store.conftest import TEST_DELAYS, AdminThread
+from tests.store.conftest import TEST_DELAYS, AdminAPI
 
 DEAD_LETTERS = 40
 
@@ -85,14 +85,14 @@ def postroom(namespace: str, *args: str) -> Result:
     return result
 
 
-def api(admin: AdminThread, path: str) -> Any:
+def api(admin: AdminAPI, path: str) -> Any:
     with ThreadPoolExecutor(1) as pool:
         response = pool.submit(requests.get, admin.url + path, headers=admin.headers(), timeout=30).result()
     assert response.status_code == 200, response.text
     return response.json()
 
 
-async def test_status_touches_no_dead_letter(channel: AbstractChannel, namespace: str, admin: AdminThread) -> None:
+async def test_status_touches_no_dead_letter(channel: AbstractChannel, namespace: str, admin: AdminAPI) -> None:
     """CLI and API status give the dead queue's depth from a passive declare: same messages, same order, unmarked."""
     ids = await kill_letters(channel, namespace, DEAD_LETTERS)
     status = json.loads(postroom(namespace, "queue", "status", "--json").stdout)
@@ -105,7 +105,7 @@ async def test_status_touches_no_dead_letter(channel: AbstractChannel, namespace
 
 @pytest.mark.parametrize("how", ["cli", "api"])
 async def test_a_listing_touches_only_what_it_lists(
-    channel: AbstractChannel, namespace: str, admin_factory: Callable[..., AdminThread], how: str
+    channel: AbstractChannel, namespace: str, admin_factory: Callable[..., AdminAPI], how: str
 ) -> None:
     """`dead list --limit 5` (or `?limit=5`) takes five dead letters, copies none, and hands them back."""
     ids = await kill_letters(channel, namespace, DEAD_LETTERS)

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import urllib.request
-from collections.abc import Callable
 
 import aiohttp
 
 from services.store import Store
 from shared.queue_id import new_queue_id
-from tests.helpers import ROOT, ServiceProcess, free_port, http_status, wait_until, wait_until_sync
+from tests.harness import ADMIN_TOKEN, Harness, ServiceProcess
+from tests.helpers import free_port, http_status, wait_until, wait_until_sync
 
 MESSAGE = b"Subject: x\r\n\r\nhello\r\n"
 
@@ -28,10 +25,8 @@ def scrape(service: ServiceProcess) -> str:
         return str(response.read().decode())
 
 
-async def test_store_service_metrics_and_api(
-    store: Store, start_service: Callable[..., ServiceProcess], base_env: dict[str, str], store_env: dict[str, str]
-) -> None:
-    service = start_service("store", POSTROOM_STATS_INTERVAL="0.2s", **store_env)
+async def test_store_service_metrics_and_api(store: Store, harness: Harness, store_env: dict[str, str]) -> None:
+    service = harness.process("store", POSTROOM_STATS_INTERVAL="0.2s", **store_env)
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
     async with http, http.get(f"{service.metrics_url}/readyz") as response:
         assert await response.json() == {"ready": True, "checks": {"redis": True, "admin_api": True}}
@@ -41,8 +36,8 @@ async def test_store_service_metrics_and_api(
     assert metric(first, "postroom_store_stored_bytes") == 0
     assert metric(first, "postroom_store_trace_events_total") == 0
 
-    admin = f"http://{base_env['POSTROOM_ADMIN_LISTEN']}"
-    auth = {"Authorization": f"Bearer {base_env['POSTROOM_ADMIN_TOKEN']}"}
+    admin = f"http://127.0.0.1:{service.port('admin')}"
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
         async with http.post(f"{admin}/api/v1/domains", json={"domain": "example.test"}, headers=auth) as response:
             assert response.status == 201
@@ -71,27 +66,14 @@ async def test_store_service_metrics_and_api(
     assert service.stop() == 0
 
 
-def test_not_ready_without_redis(base_env: dict[str, str], tmp_path) -> None:  # type: ignore[no-untyped-def]
-    metrics = free_port()
-    env = {
-        **os.environ,
-        **base_env,
-        "POSTROOM_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
-        "POSTROOM_METRICS_LISTEN": f"127.0.0.1:{metrics}",
-    }
-    log = (tmp_path / "store.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "services.store"], env=env, cwd=ROOT, stdout=log, stderr=log)
-    try:
-        wait_until_sync(lambda: http_status(f"http://127.0.0.1:{metrics}/readyz") == 503, what="readyz 503")
-        assert http_status(f"http://127.0.0.1:{metrics}/healthz") == 200
-    finally:
-        proc.terminate()
-        proc.wait(20)
+def test_not_ready_without_redis(harness: Harness) -> None:
+    service = harness.spawn("store", POSTROOM_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    wait_until_sync(lambda: http_status(f"{service.metrics_url}/readyz") == 503, what="readyz 503")
+    assert http_status(f"{service.metrics_url}/healthz") == 200
 
 
-def test_bad_setting_stops_with_one_line(base_env: dict[str, str]) -> None:
-    env = {**os.environ, **base_env, "POSTROOM_ADMIN_LISTEN": "nowhere", "POSTROOM_TRACE_RETENTION": "-1d"}
-    done = subprocess.run([sys.executable, "-m", "services.store"], env=env, cwd=ROOT, capture_output=True, timeout=30)
+def test_bad_setting_stops_with_one_line(harness: Harness) -> None:
+    done = harness.run("store", POSTROOM_ADMIN_LISTEN="nowhere", POSTROOM_TRACE_RETENTION="-1d")
     assert done.returncode == 2
-    assert "POSTROOM_ADMIN_LISTEN" in done.stderr.decode() and "POSTROOM_TRACE_RETENTION" in done.stderr.decode()
-    assert "Traceback" not in done.stderr.decode()
+    assert "POSTROOM_ADMIN_LISTEN" in done.stderr and "POSTROOM_TRACE_RETENTION" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -13,7 +13,7 @@ from services.store import Store
 from services.store.cli import cli
 from services.store.trace import MAX_EVENTS, Trace
 from shared.queue_id import new_queue_id
-from tests.store.conftest import AdminThread
+from tests.store.conftest import AdminAPI
 
 
 async def record_life(store: Store, queue_id: str) -> None:
@@ -70,7 +70,7 @@ async def test_cli_trace(store: Store, store_env: dict[str, str]) -> None:
     assert postroom("trace", "not-an-id").exit_code == 1
 
 
-async def test_api_trace(store: Store, store_env: dict[str, str], admin_factory: Callable[..., AdminThread]) -> None:
+async def test_api_trace(store: Store, store_env: dict[str, str], admin_factory: Callable[..., AdminAPI]) -> None:
     admin = admin_factory(
         redis_url=store_env["POSTROOM_REDIS_URL"], cluster=store_env["POSTROOM_REDIS_CLUSTER"] == "true"
     )
