@@ -1,4 +1,5 @@
-"""The consumer's decisions (ack, defer, bounce, dead-letter) with a recording publisher and fake AMQP messages."""
+"""The consumer's decisions (ack, defer, bounce, dead-letter) with a recording publisher and fake AMQP messages, and
+its count of Received fields."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from services.delivery import outcome
 from services.delivery.config import DeliverySettings
-from services.delivery.consumer import Consumer
+from services.delivery.consumer import Consumer, count_received
 from services.delivery.outcome import Outcome
 from services.delivery.routing import Target
 from services.store import Store
@@ -511,3 +512,8 @@ async def test_a_redelivery_in_hand_waits_for_the_earlier_delivery_of_the_same_m
     assert remote.calls == [["bob@remote.test"]]  # the third found it recorded
     assert recorder.log == [("ack", None), ("ack", None)]
     assert consumer._working == {}
+
+
+def test_count_received_only_in_the_header_section() -> None:
+    message = b"Received: a\r\nreceived: b\r\nSubject: x\r\n\r\nReceived: not a header\r\n"
+    assert count_received(message) == 2

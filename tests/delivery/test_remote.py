@@ -1,4 +1,5 @@
-"""Remote delivery against a loopback DNS server and SMTP sinks on 127.x.y.z:25, called in-process."""
+"""Remote delivery against a loopback DNS server and SMTP sinks on 127.x.y.z:25, called in-process, and the enhanced
+status code read from a reply."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 from services.delivery.config import DeliverySettings
 from services.delivery.mx import MailResolver
 from services.delivery.outcome import Outcome, Status
-from services.delivery.remote import RemoteDelivery
+from services.delivery.remote import RemoteDelivery, _enhanced
 from services.delivery.routing import Target
 from shared.envelope import Envelope
 from shared.queue_id import new_queue_id
@@ -306,3 +307,9 @@ async def test_mx_host_without_address_is_retried(zone: Any, dns_server: Any) ->
     zone.add("dangling.test", "MX", "10 nowhere.dangling.test.")
     [result] = await send(remote_for(dns_server), "dangling.test", "user@dangling.test")
     assert (result.status, result.enhanced) == (Status.TEMPORARY, "4.4.4")
+
+
+def test_enhanced_code_from_reply() -> None:
+    assert _enhanced(550, "5.1.1 no such user") == "5.1.1"
+    assert _enhanced(450, "5.1.1 mismatched class") == "4.0.0"
+    assert _enhanced(554, "go away") == "5.0.0"

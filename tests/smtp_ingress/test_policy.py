@@ -1,14 +1,19 @@
-"""Relay policy, sender ownership, recipient and size limits (docs/design.md invariant 7; RFC 5321 §3.6, §4.5.3.1)."""
+"""services/smtp_ingress/policy.py: relay policy, sender ownership, recipient and size limits through a live ingress
+(docs/design.md invariant 7; RFC 5321 §3.6, §4.5.3.1), and its address, HELO and trusted-network checks on their own."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import pytest
 
-from services.smtp_ingress import replies
+from services.smtp_ingress import policy, replies
+from services.smtp_ingress.config import IngressSettings
+from services.smtp_ingress.policy import check_address, client_ip, is_trusted, valid_helo
 from services.store import Store
 from shared.envelope import Envelope
+from shared.settings import load_settings
 from tests.smtp_ingress.conftest import (
     ALICE,
     BOB,
@@ -156,3 +161,46 @@ def test_non_ascii_address_needs_smtputf8(ingress: RunningIngress, namespace: st
         raw.command("RSET")
         assert raw.command("MAIL FROM:<sender@remote.example> SMTPUTF8") == str(replies.SENDER_OK)
         assert raw.command("RCPT TO:<jürgen@local.test>") == str(replies.RECIPIENT_OK)
+
+
+@pytest.mark.parametrize(
+    ("address", "sender", "expected"),
+    [
+        ("<>", True, None),
+        ("user@example.com", False, None),
+        ("user@[192.0.2.1]", False, None),
+        ("user@[IPv6:2001:db8::1]", False, None),
+        ("user@[999.1.1.1]", False, replies.BAD_RECIPIENT_SYNTAX),
+        ("user@-bad.example", True, replies.BAD_SENDER_SYNTAX),
+        ("us\ter@example.com", False, replies.CONTROL_CHARACTERS),
+        ("us\udcffer@example.com", False, replies.CONTROL_CHARACTERS),
+        ("a" * 65 + "@example.com", False, replies.ADDRESS_TOO_LONG),
+        ('"x@y"@example.com', False, replies.QUOTED_LOCAL_PART),
+        ("jürgen@example.com", False, replies.NON_ASCII_WITHOUT_SMTPUTF8),
+    ],
+)
+def test_check_address(address: str, sender: bool, expected: replies.Reply | None) -> None:
+    assert check_address(address, sender=sender, smtputf8=False) == expected
+
+
+def test_client_ip_and_trust() -> None:
+    settings = load_settings(IngressSettings, trusted_networks="10.0.0.0/8, ::1/128")
+    assert client_ip(("::ffff:10.1.2.3", 25, 0, 0)) == "10.1.2.3"
+    assert is_trusted("10.1.2.3", settings.trusted_networks)
+    assert is_trusted("::1", settings.trusted_networks)
+    assert not is_trusted("127.0.0.1", settings.trusted_networks)
+    assert load_settings(IngressSettings, trusted_networks="").trusted_networks == ()
+
+
+def test_domain_fast_path_agrees_with_the_label_check() -> None:
+    labels = ["a", "A9", "-a", "a-", "a-b", "x" * 63, "x" * 64, "", "ü", "xn--bcher-kva", "a_b", "1", "a\n", " a"]
+    domains = [".".join(parts) for parts in itertools.product(labels, repeat=2)] + labels
+    domains += [d + "." for d in domains] + [d + ".." for d in labels] + ["[192.0.2.1]", "[IPv6:::1]", "[x]"]
+    domains += [".".join(["a" * 63] * 4), ".".join(["a"] * 200), "-", ".", ""]
+    for domain in domains:
+        assert policy.valid_domain(domain) == policy._valid_domain(domain), repr(domain)
+
+
+def test_helo_names() -> None:
+    assert valid_helo("mail.example.org") and valid_helo("MY_PC") and valid_helo("[192.0.2.1]")
+    assert not valid_helo("evil)(x") and not valid_helo("a b") and not valid_helo("bücher.example")

@@ -1,4 +1,4 @@
-"""Small units: SASL decoding, loopback detection, capability lists."""
+"""services/pop3/sasl.py: decoding SASL PLAIN and base64 responses."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import base64
 import pytest
 
 from services.pop3 import sasl
-from services.pop3.state import is_loopback
 
 
 def test_sasl_plain() -> None:
@@ -25,19 +24,3 @@ def test_sasl_base64() -> None:
         with pytest.raises(sasl.SaslError):
             sasl.decode_response(bad)
     assert base64.b64decode(sasl.LOGIN_USERNAME_PROMPT) == b"Username:"
-
-
-@pytest.mark.parametrize(
-    ("ip", "loopback"),
-    [
-        ("127.0.0.1", True),
-        ("127.9.9.9", True),
-        ("::1", True),
-        ("::ffff:127.0.0.1", True),
-        ("192.0.2.1", False),
-        ("", False),
-        ("::ffff:192.0.2.1", False),
-    ],
-)
-def test_loopback(ip: str, loopback: bool) -> None:
-    assert is_loopback(ip) is loopback
