@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.harness import Harness
+from tests.harness import Harness, ServiceProcess
 from tests.helpers import ROOT, free_port, http_status, wait_until_sync
 
 SERVICES = ("store", "smtp_ingress", "delivery", "pop3")
@@ -24,39 +22,20 @@ BAD_HTTP = b"GET /metrics HTTP/1.1\r\nHost: postroom.test\r\nNot A Header\r\n\r\
 
 
 class LoggingService:
-    """`python -m services.<name>` with JSON logs, stdout and stderr in one file, not waited on for readiness."""
+    """A service process of the harness with JSON logs (stdout and stderr in one file), not waited on for readiness."""
 
-    def __init__(self, name: str, env: dict[str, str], directory: Path) -> None:
-        self.name = name
-        self.metrics_port = free_port()
-        self.env = {
-            **os.environ,
-            **env,
-            "POSTROOM_LOG_FORMAT": "json",
-            "POSTROOM_METRICS_LISTEN": f"127.0.0.1:{self.metrics_port}",
-        }
-        self.path = directory / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> LoggingService:
-        with self.path.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", f"services.{self.name}"], env=self.env, cwd=ROOT, stdout=out, stderr=out
-            )
-        wait_until_sync(
-            lambda: self.running() and http_status(f"http://127.0.0.1:{self.metrics_port}/healthz") == 200,
-            60,
-            what=f"{self.name} /healthz (log: {self.text()[-2000:]})",
-        )
-        return self
+    def __init__(self, process: ServiceProcess) -> None:
+        self.process = process
+        self.name = process.name
+        self.metrics_port = process.metrics_port
 
     def running(self) -> bool:
-        if self.proc is None or self.proc.poll() is not None:
+        if self.process.proc is None or self.process.proc.poll() is not None:
             raise AssertionError(f"{self.name} exited: {self.text()[-3000:]}")
         return True
 
     def text(self) -> str:
-        return self.path.read_text(errors="replace")
+        return self.process.log()
 
     def records(self) -> list[dict[str, Any]]:
         """Every line as JSON; a line that is not one object fails the test, quoted."""
@@ -75,28 +54,19 @@ class LoggingService:
             lambda: self.running() and any(found(r) for r in self.records()), 60, what=f"{self.name}: {what}"
         )
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
 
 @pytest.fixture
-def launch(base_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., LoggingService]]:
-    started: list[LoggingService] = []
-
+def launch(harness: Harness) -> Callable[..., LoggingService]:
     def start(name: str, **overrides: str) -> LoggingService:
-        service = LoggingService(name, {**base_env, **overrides}, tmp_path)
-        started.append(service)
-        return service.start()
+        service = LoggingService(harness.spawn(name, POSTROOM_LOG_FORMAT="json", **overrides))
+        wait_until_sync(
+            lambda: service.running() and http_status(f"{service.process.metrics_url}/healthz") == 200,
+            60,
+            what=f"{name} /healthz (log: {service.text()[-2000:]})",
+        )
+        return service
 
-    yield start
-    for service in started:
-        service.stop()
+    return start
 
 
 def send(port: int, data: bytes) -> None:
@@ -121,9 +91,7 @@ def check_records(service: LoggingService) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("name", SERVICES)
-def test_every_line_of_every_service_is_one_json_object(
-    name: str, launch: Callable[..., LoggingService], base_env: dict[str, str]
-) -> None:
+def test_every_line_of_every_service_is_one_json_object(name: str, launch: Callable[..., LoggingService]) -> None:
     overrides = {}
     if name in ("smtp_ingress", "delivery"):
         # A closed port: aiormq logs every failed connect through stdlib logging while the service retries.
@@ -135,15 +103,12 @@ def test_every_line_of_every_service_is_one_json_object(
     service.wait_for("aiohttp's error line", from_logger("aiohttp"))
     if name == "smtp_ingress":
         # Not TLS on the implicit-TLS port, then a broken handshake after STARTTLS.
-        send(int(base_env["POSTROOM_SMTPS_LISTEN"].rsplit(":", 1)[1]), b"\x16\x03\x01\x00\x05hello" + b"\0" * 64)
-        send(
-            int(base_env["POSTROOM_SMTP_LISTEN"].rsplit(":", 1)[1]),
-            b"EHLO client.test\r\nSTARTTLS\r\n" + b"\x16\x03\x01garbage" * 8,
-        )
+        send(service.process.port("smtps"), b"\x16\x03\x01\x00\x05hello" + b"\0" * 64)
+        send(service.process.port("smtp"), b"EHLO client.test\r\nSTARTTLS\r\n" + b"\x16\x03\x01garbage" * 8)
         service.wait_for("the failed handshake", lambda r: "handshake" in str(r.get("event", "")))
     if name == "pop3":
-        send(int(base_env["POSTROOM_POP3S_LISTEN"].rsplit(":", 1)[1]), b"\x16\x03\x01\x00\x05hello" + b"\0" * 64)
-    service.stop()
+        send(service.process.port("pop3s"), b"\x16\x03\x01\x00\x05hello" + b"\0" * 64)
+    service.process.stop()
     records = check_records(service)
     (aiohttp,) = [r for r in records if from_logger("aiohttp")(r)]
     # The traceback is a field of the one line, not lines of its own.
