@@ -23,6 +23,22 @@ from tests.redis_private import private_redis  # noqa: F401  (a redis-server of 
 DEFAULT_TEST_DELAYS = [1, 2, 5, 60, 300, 900, 1800, 3600, 7200, 14400]
 
 
+# Fixtures that start a broker of their own, once per session or module, each kept to one worker.
+SHARED_FIXTURES = ("rabbitmq_node", "rabbitmq_cluster")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist's `--dist loadgroup`, the tests of one expensive shared fixture run on one worker, so it
+    starts once rather than once per worker: private RabbitMQ nodes (Erlang VMs, SHARED_FIXTURES) and the fault
+    stack (every service as a process, package-scoped). Other tests go to whichever worker is free."""
+    for item in items:
+        shared = [name for name in SHARED_FIXTURES if name in getattr(item, "fixturenames", ())]
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(shared[0]))
+        elif item.nodeid.startswith("tests/faults/"):
+            item.add_marker(pytest.mark.xdist_group("fault_stack"))
+
+
 @pytest.fixture
 def namespace() -> Iterator[str]:
     """A namespace of this test alone; its Redis keys and AMQP queues are removed afterwards."""

@@ -153,10 +153,11 @@ async def mailbox(store: Store, address: str) -> list[bytes]:
 
 @pytest.fixture
 def loopback_net() -> str:
-    """A /24 of 127/8 for this test's SMTP sinks (port 25 on each address), so tests never share a listener."""
+    """A /24 of 127/8 for this test's SMTP sinks (port 25 on each address), one of 25,000: tests running at once (other
+    pytest-xdist workers, other checkouts) pick the same one only by a rare chance."""
     import random
 
-    return f"127.25.{random.randrange(1, 250)}"
+    return f"127.{random.randrange(100, 200)}.{random.randrange(1, 250)}"
 
 
 @pytest.fixture
