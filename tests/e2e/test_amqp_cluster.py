@@ -12,7 +12,8 @@ from services.store import Store
 from shared.netaddr import parse_host_port
 from tests.faults.ledger import Ledger, Sent
 from tests.faults.traffic import submit_all
-from tests.helpers import ServiceProcess, wait_until
+from tests.harness import ServiceProcess
+from tests.helpers import wait_until
 from tests.rabbitmq_cluster import RabbitMQCluster, rabbitmq_cluster  # noqa: F401  (the fixture)
 from tests.rabbitmq_node import RabbitMQNode
 

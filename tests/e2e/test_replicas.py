@@ -11,7 +11,8 @@ from services.store import Store
 from shared.netaddr import parse_host_port
 from tests.faults.ledger import Ledger, Sent
 from tests.faults.traffic import submit_all
-from tests.helpers import ServiceProcess, free_port, wait_until
+from tests.harness import ServiceProcess
+from tests.helpers import free_port, wait_until
 
 DOMAIN = "example.test"
 USERS = [f"user{i}@{DOMAIN}" for i in range(4)]

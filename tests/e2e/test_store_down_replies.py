@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from services.store import Store
 from shared.netaddr import parse_host_port
-from tests.helpers import ServiceProcess
+from tests.harness import ServiceProcess
 from tests.redis_private import PrivateRedis
 
 PASSWORD = "outage pass"
