@@ -13,8 +13,9 @@ from services.pop3.server import Pop3Server
 from services.pop3.state import ServerContext
 from services.store import Store
 from services.store.cli import cli
+from shared.tls import server_context
 from tests.dovecot import pop3_messages
-from tests.pop3.conftest import settings_for, tls_context
+from tests.harness import settings_for
 
 DOMAIN = "migrate.test"
 PASSWORD = "postroom-test-password"
@@ -38,8 +39,13 @@ def postroom_cli(namespace: str, store_env: dict[str, str]) -> Postroom:
 @asynccontextmanager
 async def postroom_pop3(namespace: str, store: Store) -> AsyncIterator[int]:
     """Postroom's POP3 server on a free loopback port; yields the port."""
-    settings = settings_for(namespace)
-    ctx = ServerContext(settings=settings, store=store, tls_context=tls_context(), throttle=store.login_throttle(0, 1))
+    settings = settings_for("pop3", namespace)
+    ctx = ServerContext(
+        settings=settings,
+        store=store,
+        tls_context=server_context(None, None, "pop.postroom.test"),
+        throttle=store.login_throttle(0, 1),
+    )
     server = Pop3Server(ctx)
     await server.start()
     try:

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from services.store import Store
 from services.store.accounts import ConflictError, NotFoundError
 from services.store.dkim import DkimKey
-from tests.store.conftest import AdminThread
+from tests.store.conftest import AdminAPI
 from tests.store.test_api import assert_error, call
 from tests.store.test_cli import one_line_error, postroom  # noqa: F401  (the fixture)
 
@@ -87,7 +87,7 @@ async def test_cli_generate_show_remove(postroom, store: Store) -> None:  # type
     assert [k.algorithm for k in await store.dkim.show("example.test")] == ["ed25519"]
 
 
-def test_api_generate_list_remove(admin: AdminThread) -> None:
+def test_api_generate_list_remove(admin: AdminAPI) -> None:
     path = "/api/v1/domains/example.test/dkim"
     assert_error(call(admin, "GET", path), 404)
     call(admin, "POST", "/api/v1/domains", json={"domain": "example.test"})

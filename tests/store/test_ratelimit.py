@@ -8,7 +8,7 @@ import pytest
 
 from services.store import Rate, RateLimiter, Store, parse_rate
 from tests.redis_private import PrivateRedis, private_redis  # noqa: F401  (fixture)
-from tests.store.conftest import AdminThread
+from tests.store.conftest import AdminAPI
 from tests.store.test_api import assert_error, call
 from tests.store.test_cli import one_line_error, postroom  # noqa: F401  (the CLI fixture)
 
@@ -126,7 +126,7 @@ async def test_cli_user_update_send_limit(postroom, store: Store) -> None:  # ty
     assert "no such user" in one_line_error(postroom("user", "update", "bob@example.test", "--send-limit", "1/1h"))
 
 
-def test_api_patch_send_limit(admin: AdminThread) -> None:
+def test_api_patch_send_limit(admin: AdminAPI) -> None:
     call(admin, "POST", "/api/v1/domains", json={"domain": "example.test"})
     call(admin, "POST", "/api/v1/users", json={"address": ALICE, "password": "pw"})
     assert call(admin, "GET", f"/api/v1/users/{ALICE}").json()["send_limit"] is None
