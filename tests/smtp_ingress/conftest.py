@@ -32,9 +32,7 @@ RunningIngress = OnThread  # an ingress on a loop thread of its own (tests/harne
 
 
 def ingress_settings(namespace: str, **overrides: Any) -> IngressSettings:
-    # The inbound checks would ask the machine's resolver about the test domains; the tests of the checks turn them
-    # on with a local DNS server (test_inbound.py).
-    settings: IngressSettings = settings_for("smtp_ingress", namespace, **{"inbound_checks": False, **overrides})
+    settings: IngressSettings = settings_for("smtp_ingress", namespace, **overrides)
     return settings
 
 
