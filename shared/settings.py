@@ -12,6 +12,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from shared.errors import ConfigError
 from shared.netaddr import HostPort, Network, parse_host_port, parse_networks
 
+# Postfix's and chasquid's schedule: 1m, 5m, 15m, 30m, 1h, 2h, 4h (the last step repeats).
+DEFAULT_RETRY_SCHEDULE = (60, 300, 900, 1800, 3600, 7200, 14400)
+
 ENV_PREFIX = "POSTROOM_"
 
 SettingsT = TypeVar("SettingsT", bound="CommonSettings")
@@ -60,11 +63,45 @@ def delay_value(value: Any) -> float:
     return duration_value(value)
 
 
+def optional_duration_value(value: Any) -> float | None:
+    """Like `duration_value`, but unset or empty is None (the feature is off)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return duration_value(value)
+
+
+def parse_retry_schedule(text: str) -> tuple[int, ...]:
+    """`1m,5m,15m` → (60, 300, 900): whole seconds, because each step is a delay queue named by its TTL."""
+    steps = []
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        seconds = parse_duration(item)
+        if seconds < 1 or seconds != int(seconds):
+            raise ValueError(f"retry step {item.strip()!r} must be a whole number of seconds, at least 1s")
+        steps.append(int(seconds))
+    if not steps:
+        raise ValueError("the retry schedule needs at least one step (e.g. 1m,5m,1h)")
+    return tuple(steps)
+
+
+def retry_schedule_value(value: Any) -> tuple[int, ...]:
+    """Validator body for `POSTROOM_RETRY_SCHEDULE`: text as `parse_retry_schedule` reads it, or whole seconds."""
+    if isinstance(value, tuple | list):
+        return parse_retry_schedule(",".join(f"{step}s" for step in value))
+    return parse_retry_schedule(str(value))
+
+
+def host_ports_value(value: Any, default_port: int) -> tuple[HostPort, ...]:
+    """Validator body for lists of `host[:port]` (comma separated); a host without a port gets `default_port`."""
+    if isinstance(value, tuple | list):
+        return tuple(item if isinstance(item, HostPort) else parse_host_port(str(item), default_port) for item in value)
+    return tuple(parse_host_port(item, default_port=default_port) for item in str(value).split(",") if item.strip())
+
+
 def nameservers(value: Any) -> tuple[HostPort, ...]:
     """`host[:port]` list (port 53 when left out), comma separated; empty: the system's resolver."""
-    if isinstance(value, tuple):
-        return value
-    return tuple(parse_host_port(item, default_port=53) for item in str(value).split(",") if item.strip())
+    return host_ports_value(value, default_port=53)
 
 
 def optional_path(value: Any) -> str | None:
@@ -75,6 +112,8 @@ def optional_path(value: Any) -> str | None:
 # Field types every service's settings use, so each rule is written once.
 Duration = Annotated[float, BeforeValidator(duration_value), NoDecode]
 Delay = Annotated[float, BeforeValidator(delay_value), NoDecode]
+OptionalDuration = Annotated[float | None, BeforeValidator(optional_duration_value), NoDecode]
+RetrySchedule = Annotated[tuple[int, ...], BeforeValidator(retry_schedule_value), NoDecode]
 ListenAddress = Annotated[HostPort | None, BeforeValidator(listen_address), NoDecode]
 OptionalPath = Annotated[str | None, BeforeValidator(optional_path)]
 # CIDRs, comma or space separated (`10.0.0.0/8, ::1/128`); empty: none.

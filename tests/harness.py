@@ -322,7 +322,7 @@ class StoreInProcess:
         self.store = Store.connect(
             settings.redis_url, settings.namespace, settings.redis_cluster, socket_connect_timeout=2
         )
-        self.queue = QueueOps(settings.amqp_url, settings.namespace, settings.retry_delays)
+        self.queue = QueueOps(settings.amqp_url, settings.namespace, settings.retry_schedule)
         self.app = AdminServer(create_app(self.store, token, self.queue), settings.admin_listen)
 
     async def start(self) -> None:

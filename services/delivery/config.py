@@ -7,19 +7,20 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
-from services.delivery.retry import parse_schedule
 from services.delivery.tls import SMTPS_PORT, check_ca_file
 from services.delivery.transport_map import Route, parse_route, parse_transport_map
 from shared.netaddr import HostPort, parse_networks
 from shared.settings import (
+    DEFAULT_RETRY_SCHEDULE,
     CommonSettings,
     Delay,
     Duration,
     ListenAddress,
     Nameservers,
     Networks,
+    OptionalDuration,
     OptionalPath,
-    duration_value,
+    RetrySchedule,
 )
 from shared.srs import SrsSettings
 
@@ -47,10 +48,10 @@ class DeliverySettings(CommonSettings, SrsSettings):
     large_concurrency: int = Field(default=4, ge=1, le=1000)
     delivery_spool_dir: OptionalPath = None
 
-    retry_schedule: Annotated[tuple[int, ...], NoDecode] = (60, 300, 900, 1800, 3600, 7200, 14400)
+    retry_schedule: RetrySchedule = DEFAULT_RETRY_SCHEDULE
     max_queue_lifetime: Duration = 5 * 86400
     # Send a "still trying" notice (RFC 3464 Action: delayed) once a message has waited this long; unset: never.
-    delay_warning_time: float | None = None
+    delay_warning_time: OptionalDuration = None
     alias_depth_limit: int = Field(default=10, ge=1, le=100)
     max_received_headers: int = Field(default=50, ge=1)
 
@@ -98,18 +99,6 @@ class DeliverySettings(CommonSettings, SrsSettings):
 
     # Fault injection for tests only: die with SIGKILL after storing, before the ack. Inert unless set.
     fault_crash_after_store: bool = False
-
-    @field_validator("retry_schedule", mode="before")
-    @classmethod
-    def _retry_schedule(cls, value: Any) -> tuple[int, ...]:
-        return value if isinstance(value, tuple) else parse_schedule(str(value))
-
-    @field_validator("delay_warning_time", mode="before")
-    @classmethod
-    def _optional_duration(cls, value: Any) -> float | None:
-        if value is None or (isinstance(value, str) and not value.strip()):
-            return None
-        return duration_value(value)
 
     @field_validator("transport_map", mode="before")
     @classmethod

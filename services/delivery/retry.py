@@ -2,23 +2,6 @@
 
 from __future__ import annotations
 
-from shared.settings import parse_duration
-
-
-def parse_schedule(text: str) -> tuple[int, ...]:
-    """`1m,5m,15m` → (60, 300, 900); whole seconds, because each step is a delay queue named by its TTL."""
-    steps = []
-    for item in text.split(","):
-        if not item.strip():
-            continue
-        seconds = parse_duration(item)
-        if seconds < 1 or seconds != int(seconds):
-            raise ValueError(f"retry step {item.strip()!r} must be a whole number of seconds, at least 1s")
-        steps.append(int(seconds))
-    if not steps:
-        raise ValueError("the retry schedule needs at least one step")
-    return tuple(steps)
-
 
 def delay_for(schedule: tuple[int, ...], attempt: int) -> int:
     """Delay before attempt number `attempt` (1 = the first retry); the last step repeats, as in Postfix."""

@@ -35,7 +35,7 @@ async def main() -> None:
     store = Store.connect(
         settings.redis_url, settings.namespace, settings.redis_cluster, trace_retention=settings.trace_retention_seconds
     )
-    queue = QueueOps(settings.amqp_url, settings.namespace, settings.retry_delays)
+    queue = QueueOps(settings.amqp_url, settings.namespace, settings.retry_schedule)
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
     if token is None:
         log.warning("POSTROOM_ADMIN_TOKEN is not set: the admin API refuses every request")
@@ -63,7 +63,7 @@ async def main() -> None:
         autoconfig=str(settings.autoconfig_listen),
         metrics=str(settings.metrics_listen),
     )
-    refresher = asyncio.create_task(refresh_stats(store.redis, store.keys, collector, settings.stats_interval_seconds))
+    refresher = asyncio.create_task(refresh_stats(store.redis, store.keys, collector, settings.stats_interval))
     await stop.wait()
     log.info("store stopping")
     await cancel_and_wait(refresher)

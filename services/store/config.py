@@ -15,17 +15,7 @@ from shared.client_ports import (
     parse_client_ports,
 )
 from shared.netaddr import HostPort
-from shared.settings import CommonSettings, ListenAddress, parse_duration
-
-DEFAULT_RETRY_SCHEDULE = "1m,5m,15m,30m,1h,2h,4h"
-
-
-def parse_schedule(text: str) -> list[int]:
-    """Whole seconds of each retry step of `POSTROOM_RETRY_SCHEDULE` (`1m,5m,1h`), as delivery names its queues."""
-    steps = [part for part in (p.strip() for p in text.split(",")) if part]
-    if not steps:
-        raise ValueError("needs at least one duration (e.g. 1m,5m,1h)")
-    return [max(1, round(parse_duration(step))) for step in steps]
+from shared.settings import DEFAULT_RETRY_SCHEDULE, CommonSettings, Duration, ListenAddress, RetrySchedule
 
 
 class StoreSettings(CommonSettings, Argon2Settings, SubmissionListenSettings, Pop3ListenSettings):
@@ -36,11 +26,11 @@ class StoreSettings(CommonSettings, Argon2Settings, SubmissionListenSettings, Po
     admin_listen: ListenAddress = HostPort("0.0.0.0", 8080)
     # No token means the API refuses every request: an admin API must never be open by default.
     admin_token: SecretStr | None = None
-    # Kept as text and parsed by properties: pydantic-settings would otherwise try to read lists as JSON.
-    trace_retention: str = "7d"
-    retry_schedule: str = DEFAULT_RETRY_SCHEDULE
+    trace_retention: Duration = 7 * 86400
+    # The delay queues `postroom queue` reports on: the delivery's schedule (the same variable, the same parser).
+    retry_schedule: RetrySchedule = DEFAULT_RETRY_SCHEDULE
     # How often the store's gauges (domains, mailboxes, messages, bytes) are recomputed from Redis.
-    stats_interval: str = "15s"
+    stats_interval: Duration = 15.0
     # Public HTTP for mail clients' autoconfig (Mozilla) and autodiscover (Microsoft); unset or empty: off.
     autoconfig_listen: ListenAddress = None
     # The ports clients reach where a NAT or load balancer maps them (the container image listens on 2587 and
@@ -54,22 +44,10 @@ class StoreSettings(CommonSettings, Argon2Settings, SubmissionListenSettings, Po
             return None
         return value
 
-    @field_validator("trace_retention", "stats_interval")
-    @classmethod
-    def _duration(cls, value: str) -> str:
-        parse_duration(value)
-        return value
-
     @field_validator("client_ports")
     @classmethod
     def _client_ports(cls, value: str) -> str:
         parse_client_ports(value)
-        return value
-
-    @field_validator("retry_schedule")
-    @classmethod
-    def _schedule(cls, value: str) -> str:
-        parse_schedule(value)
         return value
 
     @property
@@ -77,13 +55,6 @@ class StoreSettings(CommonSettings, Argon2Settings, SubmissionListenSettings, Po
         return client_endpoints(self, parse_client_ports(self.client_ports))
 
     @property
-    def retry_delays(self) -> list[int]:
-        return parse_schedule(self.retry_schedule)
-
-    @property
     def trace_retention_seconds(self) -> int:
-        return max(1, round(parse_duration(self.trace_retention)))
-
-    @property
-    def stats_interval_seconds(self) -> float:
-        return parse_duration(self.stats_interval)
+        """Whole seconds, as Redis's EXPIRE takes them."""
+        return max(1, round(self.trace_retention))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.delivery.retry import delay_for, expired, parse_schedule
+from services.delivery.retry import delay_for, expired
+from shared.settings import parse_retry_schedule as parse_schedule
 
 
 def test_schedule_units_and_repeating_last_step() -> None:

@@ -5,8 +5,12 @@ from __future__ import annotations
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from services.delivery.retry import delay_for, parse_schedule
-from services.store.config import parse_schedule as store_parse_schedule
+from services.delivery.config import DeliverySettings
+from services.delivery.retry import delay_for
+from services.store.config import StoreSettings
+from shared.errors import ConfigError
+from shared.settings import load_settings
+from shared.settings import parse_retry_schedule as parse_schedule
 
 step = st.builds("{}{}".format, st.integers(1, 10**6), st.sampled_from(["", "s", "m", "h", "d", "S", "M"]))
 schedule_text = st.one_of(
@@ -30,8 +34,22 @@ def test_any_text_is_a_schedule_of_whole_seconds_or_a_value_error(text: str) -> 
         assert "\n" not in str(error)
         return
     assert steps and all(isinstance(s, int) and s >= 1 for s in steps)
-    # The store's reading of POSTROOM_RETRY_SCHEDULE (the delay queues it reports on) is the same.
-    assert tuple(store_parse_schedule(text)) == steps
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=schedule_text)
+@example("0.5s")
+@example("1.5s,2s")
+def test_store_and_delivery_read_the_schedule_alike(text: str) -> None:
+    """POSTROOM_RETRY_SCHEDULE names the delivery's delay queues and the store's report of them: one reading."""
+    readings = []
+    for cls in (DeliverySettings, StoreSettings):
+        try:
+            readings.append(load_settings(cls, retry_schedule=text).retry_schedule)  # type: ignore[attr-defined]
+        except ConfigError as error:
+            assert "POSTROOM_RETRY_SCHEDULE" in str(error)
+            readings.append(None)
+    assert readings[0] == readings[1]
 
 
 @settings(max_examples=300, deadline=None)

@@ -22,7 +22,7 @@ T = TypeVar("T")
 def run_with_queue(action: Callable[[QueueOps], Awaitable[T]]) -> T:
     async def body() -> T:
         config = settings()
-        ops = QueueOps(config.amqp_url, config.namespace, config.retry_delays)
+        ops = QueueOps(config.amqp_url, config.namespace, config.retry_schedule)
         try:
             return await action(ops)
         finally:

@@ -31,7 +31,7 @@ def run_with_admin(action: Callable[[QueueAdmin], Awaitable[T]]) -> T:
             socket_connect_timeout=5,
             socket_timeout=10,
         )
-        ops = QueueOps(config.amqp_url, config.namespace, config.retry_delays)
+        ops = QueueOps(config.amqp_url, config.namespace, config.retry_schedule)
         try:
             return await action(QueueAdmin(store, ops, "cli"))
         except (UnknownQueueId, WrongState) as exc:

@@ -1,0 +1,52 @@
+"""One parser per kind of setting value: every service reads durations, schedules and lists by the same rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.delivery.config import DeliverySettings
+from services.store.config import StoreSettings
+from shared.errors import ConfigError
+from shared.netaddr import HostPort
+from shared.settings import host_ports_value, load_settings, optional_duration_value, retry_schedule_value
+
+
+def test_the_store_reads_its_durations_as_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POSTROOM_TRACE_RETENTION", "2d")
+    monkeypatch.setenv("POSTROOM_STATS_INTERVAL", "90")
+    monkeypatch.setenv("POSTROOM_RETRY_SCHEDULE", "30s,5m")
+    settings = load_settings(StoreSettings)
+    assert settings.trace_retention == 2 * 86400.0
+    assert settings.trace_retention_seconds == 2 * 86400
+    assert settings.stats_interval == 90.0
+    assert settings.retry_schedule == (30, 300)
+
+
+@pytest.mark.parametrize("name", ["TRACE_RETENTION", "STATS_INTERVAL"])
+def test_a_bad_store_duration_names_its_variable(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    monkeypatch.setenv(f"POSTROOM_{name}", "soon")
+    with pytest.raises(ConfigError, match=f"POSTROOM_{name}: bad duration"):
+        load_settings(StoreSettings)
+
+
+def test_the_schedule_of_the_store_and_the_delivery_is_one_value() -> None:
+    for text in ("1m, 5m,1h", "60,300,3600"):
+        assert load_settings(StoreSettings, retry_schedule=text).retry_schedule == (60, 300, 3600)
+        assert load_settings(DeliverySettings, retry_schedule=text).retry_schedule == (60, 300, 3600)
+    assert retry_schedule_value((60, 300)) == (60, 300)
+    with pytest.raises(ValueError, match="whole number"):
+        retry_schedule_value("1.5s")
+
+
+def test_an_optional_duration_is_none_when_unset() -> None:
+    assert optional_duration_value(None) is None
+    assert optional_duration_value("  ") is None
+    assert optional_duration_value("4h") == 4 * 3600.0
+    with pytest.raises(ValueError):
+        optional_duration_value("0")
+
+
+def test_a_host_port_list_takes_the_default_port() -> None:
+    assert host_ports_value("10.0.0.1, [::1]:5353", 53) == (HostPort("10.0.0.1", 53), HostPort("::1", 5353))
+    assert host_ports_value(("a.test:25",), 53) == (HostPort("a.test", 25),)
+    assert host_ports_value("", 53) == ()
