@@ -6,11 +6,19 @@ import datetime
 import ssl
 import tempfile
 from pathlib import Path
+from typing import Self
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from pydantic import model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.errors import ConfigError
+from shared.settings import ENV_PREFIX, OptionalPath
+
+PAIR = f"{ENV_PREFIX}TLS_CERT/{ENV_PREFIX}TLS_KEY"
 
 
 def self_signed_pair(hostname: str, directory: Path) -> tuple[Path, Path]:
@@ -47,3 +55,27 @@ def server_context(cert: str | None, key: str | None, hostname: str) -> ssl.SSLC
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert, key)
     return context
+
+
+class ListenerTlsSettings(BaseSettings):
+    """`POSTROOM_TLS_CERT`/`KEY`, mixed into the settings of every service with a TLS listener (ingress, POP3)."""
+
+    # The same as CommonSettings': pydantic merges the configs of all bases, so a default one here would win.
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    tls_cert: OptionalPath = None
+    tls_key: OptionalPath = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Self:
+        # Half a pair is a mistake, never a wish for the self-signed fallback: serving that would hide it.
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError(f"{PAIR}: set both or neither (neither: a self-signed pair is made at start)")
+        return self
+
+    def listener_tls(self, hostname: str) -> ssl.SSLContext:
+        """The context every TLS listener of the service serves; an unreadable pair is a ConfigError."""
+        try:
+            return server_context(self.tls_cert, self.tls_key, hostname)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise ConfigError(f"{PAIR}: cannot load the certificate and key: {exc}") from None

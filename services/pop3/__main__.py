@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -11,12 +10,10 @@ from services.pop3.server import Pop3Server
 from services.pop3.state import ServerContext
 from services.store import Store, passwords
 from shared.connections import connect_redis
-from shared.errors import ConfigError
 from shared.health import HealthServer
 from shared.logging import configure_logging, get_logger
 from shared.service import run_service, wait_for_stop_signal
-from shared.settings import ENV_PREFIX, load_settings
-from shared.tls import server_context
+from shared.settings import load_settings
 
 
 async def main() -> None:
@@ -28,7 +25,7 @@ async def main() -> None:
     ctx = ServerContext(
         settings=settings,
         store=store,
-        tls_context=_tls(settings),
+        tls_context=settings.listener_tls(settings.hostname),
         throttle=store.login_throttle(settings.pop3_auth_failure_delay, settings.pop3_auth_failure_delay_max),
     )
     server = Pop3Server(ctx)
@@ -46,13 +43,6 @@ async def main() -> None:
     if health is not None:
         await health.stop()
     await store.close()
-
-
-def _tls(settings: Pop3Settings) -> ssl.SSLContext:
-    try:
-        return server_context(settings.tls_cert, settings.tls_key, settings.hostname)
-    except (OSError, ssl.SSLError, ValueError) as exc:
-        raise ConfigError(f"{ENV_PREFIX}TLS_CERT/{ENV_PREFIX}TLS_KEY: cannot load the certificate: {exc}") from None
 
 
 def _redis(settings: Pop3Settings) -> Any:

@@ -10,16 +10,15 @@ from services.store.passwords import Argon2Settings
 from shared.client_ports import Pop3ListenSettings
 from shared.netaddr import HostPort
 from shared.proxy import ProxySettings
-from shared.settings import CommonSettings, Delay, Duration, ListenAddress, OptionalPath
+from shared.settings import CommonSettings, Delay, Duration, ListenAddress
+from shared.tls import ListenerTlsSettings
 
 
-class Pop3Settings(CommonSettings, Argon2Settings, ProxySettings, Pop3ListenSettings):
+class Pop3Settings(CommonSettings, Argon2Settings, ProxySettings, Pop3ListenSettings, ListenerTlsSettings):
     """Listeners, TLS, authentication policy (argon2id cost included) and session limits of the POP3 service."""
 
     metrics_listen: ListenAddress = HostPort("0.0.0.0", 9103)
     # pop3_listen, pop3s_listen: Pop3ListenSettings (the store advertises them to mail clients).
-    tls_cert: OptionalPath = None
-    tls_key: OptionalPath = None
     # RFC 2595 §2.1 / RFC 8314: no cleartext passwords on the open network; loopback clients are always allowed.
     pop3_allow_plaintext_auth: bool = False
     # RFC 1939 §3 asks for at least 10 minutes; lower values are accepted for tests.

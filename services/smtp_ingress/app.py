@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 import warnings
 
 from services.smtp_ingress import metrics
@@ -17,23 +16,11 @@ from services.smtp_ingress.inbound import InboundChecks
 from services.smtp_ingress.publisher import Publisher
 from services.smtp_ingress.server import IngressServer
 from services.store import Store
-from shared.errors import ConfigError
 from shared.health import HealthServer
 from shared.logging import get_logger
 from shared.spool import check_spool_dir
-from shared.tls import server_context
 
 log = get_logger(__name__)
-
-
-def tls_context(settings: IngressSettings) -> ssl.SSLContext:
-    """The configured certificate, or a self-signed one when neither path is set; half a pair is an error."""
-    if bool(settings.tls_cert) != bool(settings.tls_key):
-        raise ConfigError("POSTROOM_TLS_CERT and POSTROOM_TLS_KEY must be set together")
-    try:
-        return server_context(settings.tls_cert, settings.tls_key, settings.hostname)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"POSTROOM_TLS_CERT/POSTROOM_TLS_KEY: cannot load the certificate and key: {exc}") from None
 
 
 class IngressApp:
@@ -57,8 +44,7 @@ class IngressApp:
         self.handler = IngressHandler(
             settings, self.store, self.publisher, authenticator, inbound=self.inbound, checks=self.checks
         )
-        tls = tls_context(settings)
-        self.server = IngressServer(settings, self.handler, tls)
+        self.server = IngressServer(settings, self.handler, settings.listener_tls(settings.hostname))
         self.health: HealthServer | None = None
 
     async def start(self) -> None:

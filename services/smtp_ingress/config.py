@@ -15,6 +15,7 @@ from shared.netaddr import HostPort, Network, parse_networks
 from shared.proxy import ProxySettings
 from shared.settings import CommonSettings, Delay, Duration, ListenAddress, Nameservers, Networks, OptionalPath
 from shared.srs import SrsSettings
+from shared.tls import ListenerTlsSettings
 
 __all__ = ["IngressSettings", "Network", "parse_networks"]
 
@@ -52,14 +53,14 @@ def _optional_url(value: Any) -> str | None:
     return text
 
 
-class IngressSettings(CommonSettings, Argon2Settings, ProxySettings, SrsSettings, SubmissionListenSettings):
+class IngressSettings(
+    CommonSettings, Argon2Settings, ProxySettings, SrsSettings, SubmissionListenSettings, ListenerTlsSettings
+):
     """Listeners, TLS, relay policy, limits and timeouts of the ingress; an empty listen value disables it."""
 
     metrics_listen: ListenAddress = HostPort("0.0.0.0", 9101)
     smtp_listen: ListenAddress = HostPort("0.0.0.0", 25)
     # submission_listen, smtps_listen: SubmissionListenSettings (the store advertises them to mail clients).
-    tls_cert: OptionalPath = None
-    tls_key: OptionalPath = None
     trusted_networks: Networks = parse_networks("127.0.0.0/8,::1/128")
     max_message_size: int = Field(default=26214400, ge=1024)
     max_recipients: int = Field(default=100, ge=1)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from services.store import Store
+from shared.tls import self_signed_pair
 from tests.harness import Harness, ServiceProcess
 from tests.helpers import free_port, http_status, wait_until_sync
 from tests.pop3.conftest import PASSWORD, USER, Client, deliver, message
@@ -85,6 +87,16 @@ def test_bad_setting_names_the_variable(harness: Harness, variable: str, value: 
     assert result.returncode == 2, result.stderr
     assert variable in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("half", ["POSTROOM_TLS_CERT", "POSTROOM_TLS_KEY"])
+def test_half_a_tls_pair_stops_the_start_in_one_line(harness: Harness, tmp_path: Path, half: str) -> None:
+    """Without this POP3 served a self-signed certificate when the operator forgot one of the two paths."""
+    cert, key = self_signed_pair("pop3.postroom.test", tmp_path)
+    result = harness.run("pop3", **{half: str(cert if half == "POSTROOM_TLS_CERT" else key)})
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "POSTROOM_TLS_CERT/POSTROOM_TLS_KEY: set both or neither" in line
 
 
 async def test_sigterm_closes_sessions_without_deleting(harness: Harness, account: str, store: Store) -> None:

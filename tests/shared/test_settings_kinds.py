@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
+
 import pytest
 
 from services.delivery.config import DeliverySettings
+from services.pop3.config import Pop3Settings
+from services.smtp_ingress.config import IngressSettings
 from services.store.config import StoreSettings
 from shared.errors import ConfigError
 from shared.netaddr import HostPort
-from shared.settings import host_ports_value, load_settings, optional_duration_value, retry_schedule_value
+from shared.settings import (
+    CommonSettings,
+    host_ports_value,
+    load_settings,
+    optional_duration_value,
+    retry_schedule_value,
+)
+from shared.tls import self_signed_pair
 
 
 def test_the_store_reads_its_durations_as_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -50,3 +62,20 @@ def test_a_host_port_list_takes_the_default_port() -> None:
     assert host_ports_value("10.0.0.1, [::1]:5353", 53) == (HostPort("10.0.0.1", 53), HostPort("::1", 5353))
     assert host_ports_value(("a.test:25",), 53) == (HostPort("a.test", 25),)
     assert host_ports_value("", 53) == ()
+
+
+@pytest.mark.parametrize("cls", [IngressSettings, Pop3Settings])
+@pytest.mark.parametrize("half", ["tls_cert", "tls_key"])
+def test_every_listener_refuses_half_a_tls_pair(cls: type[CommonSettings], half: str) -> None:
+    with pytest.raises(ConfigError, match="POSTROOM_TLS_CERT/POSTROOM_TLS_KEY: set both or neither") as error:
+        load_settings(cls, **{half: "/etc/postroom/tls/half.pem"})
+    assert "\n" not in str(error.value)
+
+
+def test_an_unreadable_pair_is_a_config_error(tmp_path: Path) -> None:
+    settings = load_settings(Pop3Settings, tls_cert=str(tmp_path / "no.crt"), tls_key=str(tmp_path / "no.key"))
+    with pytest.raises(ConfigError, match="cannot load the certificate and key"):
+        settings.listener_tls("pop3.test")
+    cert, key = self_signed_pair("pop3.test", tmp_path)
+    served = load_settings(IngressSettings, tls_cert=str(cert), tls_key=str(key)).listener_tls("smtp.test")
+    assert served.minimum_version == ssl.TLSVersion.TLSv1_2
