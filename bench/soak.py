@@ -151,7 +151,7 @@ class Soak:
             "POSTROOM_AMQP_URL": self.amqp_proxy.url(self.rabbit.url).rstrip("/")
             + "/?heartbeat=5&reconnect_interval=1",
             "POSTROOM_REDIS_URL": self.redis_proxy.url(self.redis.url),
-            "POSTROOM_REDIS_TIMEOUT": "5s",
+            "POSTROOM_DELIVERY_REDIS_TIMEOUT": "5s",
             "POSTROOM_SMTP_LISTEN": f"127.0.0.1:{free_port()}",
             "POSTROOM_SUBMISSION_LISTEN": "",
             "POSTROOM_SMTPS_LISTEN": "",
@@ -165,13 +165,8 @@ class Soak:
             "POSTROOM_TRANSPORT_MAP": f"{SINK}={self.sink.route}",
         }
         self.env = env
-        # The delivery's outbound SMTP timeouts (under both names: POSTROOM_RELAY_* are the names of the
-        # outbound settings); the ingress reads POSTROOM_SMTP_COMMAND_TIMEOUT as its own idle timeout.
-        relay = {
-            f"POSTROOM_{prefix}_{what}_TIMEOUT": "10s"
-            for prefix in ("SMTP", "RELAY")
-            for what in ("CONNECT", "GREETING", "COMMAND", "DATA")
-        }
+        # The delivery's outbound SMTP timeouts (the ingress's POSTROOM_SMTP_COMMAND_TIMEOUT is its idle wait).
+        relay = {f"POSTROOM_RELAY_{what}_TIMEOUT": "10s" for what in ("CONNECT", "GREETING", "COMMAND", "DATA")}
         for name in SERVICES:
             service = Service(name, {**env, **(relay if name == "delivery" else {})}, self.log_dir)
             self.services[name] = service

@@ -41,7 +41,7 @@ SERVICES = (
     ("store", "Store, admin API and the postroom CLI (services/store)"),
 )
 # Fields for tests only (fault injection): never in an operator's file.
-TEST_ONLY = frozenset({"fault_crash_after_store"})
+TEST_ONLY = frozenset({"delivery_fault_crash_after_store"})
 INTERPOLATION = re.compile(r"\$\{(\w+)(?::([-?])([^}]*))?\}")
 # What each docker-compose.yml variable that is not a Postroom setting is for (a new one needs a line here).
 COMPOSE_VARIABLES = {

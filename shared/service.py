@@ -9,7 +9,15 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from shared.errors import ConfigError
-from shared.logging import fatal
+from shared.logging import fatal, get_logger
+from shared.settings import CommonSettings
+
+
+def warn_renamed_settings(settings: CommonSettings) -> None:
+    """One warning per renamed variable still set under its old name (read this release, ignored the next)."""
+    log = get_logger("shared.settings")
+    for old, new in settings.old_names_used:
+        log.warning("renamed setting: use the new name, the old one is read for one release only", old=old, new=new)
 
 
 def wait_for_stop_signal() -> asyncio.Event:

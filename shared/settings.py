@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
 import socket
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, PrivateAttr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.errors import ConfigError
@@ -137,6 +138,16 @@ class CommonSettings(BaseSettings):
     log_level: str = "info"
     log_format: str = Field(default="console", pattern=r"^(console|json)$")
 
+    # Variables renamed, still read for one release: old name → field. Each one set is warned about at start.
+    renamed: ClassVar[dict[str, str]] = {}
+    # (old, new) variable names this instance was given in the old spelling (see `load_settings`).
+    _old_names_used: tuple[tuple[str, str], ...] = PrivateAttr(default=())
+
+    @property
+    def old_names_used(self) -> tuple[tuple[str, str], ...]:
+        """(old variable, new variable) for each renamed setting read under its old name: for the start-up log."""
+        return self._old_names_used
+
     @field_validator("hostname")
     @classmethod
     def _hostname(cls, value: str) -> str:
@@ -146,10 +157,34 @@ class CommonSettings(BaseSettings):
         return value
 
 
+def variable(field: str) -> str:
+    """The environment variable of a settings field."""
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def _old_names(cls: type[CommonSettings], overrides: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """Fill `overrides` from renamed variables whose new name is not set.
+
+    Returns (field → old name) for every old name set, and for those whose value was taken (the new name wins).
+    """
+    used: dict[str, str] = {}
+    taken: dict[str, str] = {}
+    for old, field in cls.renamed.items():
+        if old not in os.environ:
+            continue
+        used[field] = old
+        if field not in overrides and variable(field) not in os.environ:
+            overrides[field] = os.environ[old]
+            taken[field] = old
+    return used, taken
+
+
 def load_settings(cls: type[SettingsT], **overrides: Any) -> SettingsT:
     """Build settings from the environment; a bad value raises ConfigError naming the variable."""
+    overrides = dict(overrides)
+    used, taken = _old_names(cls, overrides)
     try:
-        return cls(**overrides)
+        settings = cls(**overrides)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -158,5 +193,7 @@ def load_settings(cls: type[SettingsT], **overrides: Any) -> SettingsT:
                 problems.append(message)  # a rule across settings (a model validator): its text names them
                 continue
             field = ".".join(str(part) for part in error["loc"])
-            problems.append(f"{ENV_PREFIX}{field.upper()}: {message}")
+            problems.append(f"{taken.get(field) or variable(field)}: {message}")
         raise ConfigError("; ".join(problems)) from None
+    settings._old_names_used = tuple((old, variable(field)) for field, old in used.items())
+    return settings

@@ -48,8 +48,8 @@ class DeliveryApp:
             settings.redis_url,
             settings.namespace,
             settings.redis_cluster,
-            socket_connect_timeout=min(5.0, settings.redis_timeout),
-            socket_timeout=settings.redis_timeout,
+            socket_connect_timeout=min(5.0, settings.delivery_redis_timeout),
+            socket_timeout=settings.delivery_redis_timeout,
             coalesce=True,
         )
         self.consuming: AbstractRobustConnection | None = None  # the consumer's channel (and its acks), depth polls
@@ -80,7 +80,7 @@ class DeliveryApp:
         topology = Topology(self.settings.namespace)
         self.publisher = Publisher(self.publishing, topology, self.settings.retry_schedule)
         await self.publisher.start()
-        resolver = MailResolver(self.settings.dns_nameservers, self.settings.dns_timeout)
+        resolver = MailResolver(self.settings.dns_nameservers, self.settings.delivery_dns_timeout)
         # The policy hosts' HTTPS is checked against the same CAs as the MX hosts under an enforced policy.
         self.mta_sts = MtaSts(resolver, self.store.tls_policies, verified_context(self.settings.tls_ca_file))
         remote = RemoteDelivery(self.settings, resolver, self.mta_sts, self.tls_results)
@@ -93,7 +93,7 @@ class DeliveryApp:
         signer = Signer(KeyCache(self.store.dkim), self.settings.trusted_networks, self.settings.dkim_signing)
         self.consumer = Consumer(self.settings, self.store, self.consuming, self.publisher, remote, signer)
         await self.consumer.start()
-        self.poller = DepthPoller(self.consuming, self.labels, self.settings.queue_poll_interval)
+        self.poller = DepthPoller(self.consuming, self.labels, self.settings.delivery_queue_poll_interval)
         self.poller.start()
         log.info("delivery ready", namespace=self.settings.namespace)
         return True

@@ -125,11 +125,11 @@ class Consumer:
         self.remote = remote
         self.topology = Topology(settings.namespace)
         self.srs = Srs.of(settings)
-        self.router = Router(store.accounts, settings.alias_depth_limit, self.srs)
-        self._slots = asyncio.Semaphore(settings.concurrency)
+        self.router = Router(store.accounts, settings.delivery_alias_depth_limit, self.srs)
+        self._slots = asyncio.Semaphore(settings.delivery_concurrency)
         # Large messages (over LARGE_MESSAGE bytes) take one of these as well, taken before a worker slot so that
         # large ones waiting never keep a slot from small ones; their waiting bodies are bounded by `waiting`.
-        self._large = asyncio.Semaphore(settings.large_concurrency)
+        self._large = asyncio.Semaphore(settings.delivery_large_concurrency)
         self.waiting = WaitingRoom(settings.delivery_memory_budget, settings.delivery_spool_dir)
         self._tasks: set[asyncio.Task[None]] = set()
         self._working: dict[str, asyncio.Future[None]] = {}  # queue id → done when its delivery here has ended
@@ -137,7 +137,9 @@ class Consumer:
         self._tag: str | None = None
         self._stopping = False
         self._channel: Any = None
-        self._acks = AckBatcher(settings.ack_hold, max(1, settings.prefetch // 4), settings.ack_interval)
+        self._acks = AckBatcher(
+            settings.delivery_ack_hold, max(1, settings.delivery_prefetch // 4), settings.delivery_ack_interval
+        )
         self.control = QueueControl(store, publisher, settings.retry_schedule, self._bounce)
 
     @property
@@ -147,7 +149,7 @@ class Consumer:
     async def start(self) -> None:
         self._stopping = False
         self._channel = await self.connection.channel()
-        await self._channel.set_qos(prefetch_count=self.settings.prefetch)  # restored with the channel
+        await self._channel.set_qos(prefetch_count=self.settings.delivery_prefetch)  # restored with the channel
         self._queue = await self._channel.get_queue(self.topology.incoming, ensure=True)
         # Consumed on the underlying aiormq channel, so each delivery is one task and one small object (aio_pika's
         # consumer wraps it in an IncomingMessage and a second task). aio_pika only restores consumers it made:
@@ -158,8 +160,8 @@ class Consumer:
         log.info(
             "consuming",
             queue=self.topology.incoming,
-            prefetch=self.settings.prefetch,
-            concurrency=self.settings.concurrency,
+            prefetch=self.settings.delivery_prefetch,
+            concurrency=self.settings.delivery_concurrency,
         )
 
     async def _consume(self) -> None:
@@ -453,7 +455,7 @@ class Consumer:
                 # A retry copy's own recipients were deferred, not settled: going on risks nothing new.
                 log.warning("delivery progress unreadable", queue_id=envelope.queue_id, reason=reason)
         received = count_received(body)
-        if received > self.settings.max_received_headers:
+        if received > self.settings.delivery_max_received_headers:
             text = f"mail loop: {received} Received headers"
             return [outcome.permanent(r, "5.4.6", text) for r in envelope.recipients if not ledger.settled(r)]
         try:
@@ -474,8 +476,8 @@ class Consumer:
                 )
             except Exception as exc:
                 results += self._internal_error(envelope, plan.local, exc)
-            if self.settings.fault_crash_after_store:
-                # Test hook (POSTROOM_FAULT_CRASH_AFTER_STORE): die after the store and before the ack.
+            if self.settings.delivery_fault_crash_after_store:
+                # Test hook (POSTROOM_DELIVERY_FAULT_CRASH_AFTER_STORE): die after the store and before the ack.
                 os.kill(os.getpid(), signal.SIGKILL)
         if plan.remote:
             relays = self._senders(envelope, plan)

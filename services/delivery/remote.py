@@ -207,7 +207,7 @@ class RemoteDelivery:
         s = self.settings
         # The TCP connect gets its own short timeout (a dead host should not hold us for 5 minutes); the 220
         # greeting then gets the RFC 5321 §4.5.3.2.1 five minutes.
-        sock = await _connect(hop.address, hop.port, s.smtp_connect_timeout)
+        sock = await _connect(hop.address, hop.port, s.relay_connect_timeout)
         hop_tls = hop.tls
         # Implicit TLS (RFC 8314 §3.3): the handshake first, within the greeting timeout, then the 220 over it.
         client = aiosmtplib.SMTP(
@@ -216,12 +216,12 @@ class RemoteDelivery:
             use_tls=hop_tls.implicit,
             tls_context=hop_tls.context,
             local_hostname=s.hostname,
-            timeout=s.smtp_command_timeout,
+            timeout=s.relay_command_timeout,
             start_tls=False,
             validate_certs=False,
         )
         try:
-            await client.connect(timeout=s.smtp_greeting_timeout)
+            await client.connect(timeout=s.relay_greeting_timeout)
         except BaseException as exc:
             sock.close()
             if hop_tls.required and _ssl_cause(exc) is not None:
@@ -307,7 +307,7 @@ class RemoteDelivery:
             # RFC 5321 §4.5.3.2.6: up to 10 minutes for the reply to the final dot.
             s = self.settings
             response = await send_data(
-                client, message.body, s.smtp_command_timeout, s.smtp_data_timeout, message.prefix
+                client, message.body, s.relay_command_timeout, s.relay_data_timeout, message.prefix
             )
         except aiosmtplib.SMTPDataError as exc:
             return results + [self._refused(t, hop, exc.code, exc.message) for t in accepted]

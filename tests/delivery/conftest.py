@@ -199,7 +199,9 @@ async def crash_after_store_then_redeliver(
     """Publish `message` to `address`; a worker SIGKILLs itself after the store and before the ack; a second worker
     gets the redelivery. Returns the mailbox right after the kill and checks the redelivery was seen as a duplicate
     and the queue drained; the caller asserts on the mailbox before and after."""
-    crashing = start_service("delivery", POSTROOM_FAULT_CRASH_AFTER_STORE="1", POSTROOM_RETRY_SCHEDULE=TEST_SCHEDULE)
+    crashing = start_service(
+        "delivery", POSTROOM_DELIVERY_FAULT_CRASH_AFTER_STORE="1", POSTROOM_RETRY_SCHEDULE=TEST_SCHEDULE
+    )
     envelope = await broker.publish([address], message)
     wait_until_sync(lambda: crashing.proc is not None and crashing.proc.poll() is not None, what="worker killed")
     assert crashing.proc is not None and crashing.proc.returncode == -9

@@ -29,7 +29,7 @@ class Zone:
 
 
 class DNSServer:
-    """Serves `zone` over UDP on 127.0.0.1 from a thread; `nameserver` is the POSTROOM_DNS_NAMESERVERS value."""
+    """Serves `zone` over UDP on 127.0.0.1 from a thread; `nameserver` is a POSTROOM_DNS_NAMESERVERS value."""
 
     def __init__(self, zone: Zone) -> None:
         self.zone = zone

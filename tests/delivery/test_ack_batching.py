@@ -167,7 +167,7 @@ async def assert_once(store: Store, envelopes: list[Envelope]) -> None:
 async def test_a_slow_delivery_and_a_requeue_in_between_then_one_multiple_ack(
     worker: Callable[..., Awaitable[Worker]], broker: Broker, users: Store
 ) -> None:
-    handle = await worker(ack_hold="3600", prefetch=100, concurrency=100)
+    handle = await worker(delivery_ack_hold="3600", delivery_prefetch=100, delivery_concurrency=100)
     channel = await handle.underlay()
     await broker.publish(["slow@remote.test"])
     local = [await publish(broker, LOCAL[i % 5], i) for i in range(5)]
@@ -199,7 +199,7 @@ async def test_a_slow_delivery_and_a_requeue_in_between_then_one_multiple_ack(
 async def test_acks_behind_a_slow_delivery_go_out_alone_after_the_hold(
     worker: Callable[..., Awaitable[Worker]], broker: Broker, users: Store
 ) -> None:
-    handle = await worker(ack_hold="0.05", prefetch=100, concurrency=100)
+    handle = await worker(delivery_ack_hold="0.05", delivery_prefetch=100, delivery_concurrency=100)
     local = await slow_then_stored(broker, users, 6)
 
     async def acked() -> bool:
@@ -221,7 +221,7 @@ async def test_acks_behind_a_slow_delivery_go_out_alone_after_the_hold(
 async def test_channel_closed_between_completion_and_ack(
     worker: Callable[..., Awaitable[Worker]], broker: Broker, users: Store
 ) -> None:
-    handle = await worker(ack_hold="3600", prefetch=100, concurrency=100)
+    handle = await worker(delivery_ack_hold="3600", delivery_prefetch=100, delivery_concurrency=100)
     old = await handle.underlay()
     local = await slow_then_stored(broker, users, 5)
     await wait_held(handle, 5)
@@ -262,7 +262,7 @@ async def test_connection_lost_between_completion_and_ack_then_consuming_again(
     proxy.enable()
     try:
         url = AMQP_URL.replace(f":{port}", f":{proxy.port}").rstrip("/") + "/?reconnect_interval=0.2"
-        handle = await worker(url, ack_hold="3600", prefetch=100, concurrency=100)
+        handle = await worker(url, delivery_ack_hold="3600", delivery_prefetch=100, delivery_concurrency=100)
         local = await slow_then_stored(broker, users, 5)
         await wait_held(handle, 5)
         proxy.cut()  # as if the broker crashed: the connection is gone, the held acks were never written
@@ -301,7 +301,11 @@ async def test_worker_sigkilled_with_finished_unacked_deliveries(
     stall.bind(("127.0.0.1", 0))
     stall.listen(8)
     try:
-        env = {"POSTROOM_ACK_HOLD": "3600", "POSTROOM_PREFETCH": "100", "POSTROOM_RETRY_SCHEDULE": "1s,2s"}
+        env = {
+            "POSTROOM_DELIVERY_ACK_HOLD": "3600",
+            "POSTROOM_DELIVERY_PREFETCH": "100",
+            "POSTROOM_RETRY_SCHEDULE": "1s,2s",
+        }
         port = stall.getsockname()[1]
         first = start_service("delivery", **env, POSTROOM_TRANSPORT_MAP=f"slow.test=[127.0.0.1]:{port}")
         await broker.publish(["slow@slow.test"])

@@ -112,7 +112,7 @@ async def test_acks_go_out_while_a_retry_publish_is_blocked(
         "delivery",
         POSTROOM_AMQP_URL=node.url,
         POSTROOM_DNS_NAMESERVERS=dns_server.nameserver,
-        POSTROOM_DNS_TIMEOUT="2s",
+        POSTROOM_DELIVERY_DNS_TIMEOUT="2s",
         POSTROOM_RETRY_SCHEDULE=SCHEDULE,
     )
     incoming = node_broker.topology.incoming
@@ -170,8 +170,8 @@ async def test_both_connections_come_back_after_the_broker_drops_them(
         "delivery",
         POSTROOM_AMQP_URL=node.url,
         POSTROOM_DNS_NAMESERVERS=dns_server.nameserver,
-        POSTROOM_DNS_TIMEOUT="2s",
-        POSTROOM_SMTP_CONNECT_TIMEOUT="2s",
+        POSTROOM_DELIVERY_DNS_TIMEOUT="2s",
+        POSTROOM_RELAY_CONNECT_TIMEOUT="2s",
         POSTROOM_RETRY_SCHEDULE=SCHEDULE,
     )
     names = sorted(name for name, _ in delivery_connections(node))

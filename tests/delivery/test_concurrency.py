@@ -42,7 +42,9 @@ class GatedRemote:
 
 
 async def test_concurrency_bounds_parallel_work(store: Store, broker: Broker, namespace: str) -> None:
-    settings = load_settings(DeliverySettings, namespace=namespace, prefetch=20, concurrency=4, retry_schedule="1s,2s")
+    settings = load_settings(
+        DeliverySettings, namespace=namespace, delivery_prefetch=20, delivery_concurrency=4, retry_schedule="1s,2s"
+    )
     connection: Any = await aio_pika.connect_robust(AMQP_URL)
     remote = GatedRemote()
     publisher = Publisher(connection, broker.topology, settings.retry_schedule)

@@ -62,7 +62,11 @@ async def test_worker_sigkilled_mid_stream_loses_and_doubles_nothing(
     start_service: Callable[..., ServiceProcess], broker: Broker, store: Store
 ) -> None:
     await add_users(store)
-    env = {"POSTROOM_RETRY_SCHEDULE": "1s,2s", "POSTROOM_PREFETCH": "100", "POSTROOM_CONCURRENCY": "32"}
+    env = {
+        "POSTROOM_RETRY_SCHEDULE": "1s,2s",
+        "POSTROOM_DELIVERY_PREFETCH": "100",
+        "POSTROOM_DELIVERY_CONCURRENCY": "32",
+    }
     expected = await publish_all(broker, MESSAGES)
     total = sum(len(ids) for ids in expected.values())
     kills = []
@@ -106,8 +110,8 @@ async def test_redis_killed_and_restarted_loses_and_doubles_nothing(
         "delivery",
         POSTROOM_REDIS_URL=private_redis.url,
         POSTROOM_RETRY_SCHEDULE="1s",
-        POSTROOM_PREFETCH="100",
-        POSTROOM_CONCURRENCY="32",
+        POSTROOM_DELIVERY_PREFETCH="100",
+        POSTROOM_DELIVERY_CONCURRENCY="32",
     )
     publishing = asyncio.create_task(publish_all(broker, MESSAGES))
 

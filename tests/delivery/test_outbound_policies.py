@@ -86,14 +86,14 @@ def remote(dns_server: Any, store: Store, ca: TestCA, results: TlsResults | None
     settings = load_settings(
         DeliverySettings,
         dns_nameservers=dns_server.nameserver,
-        dns_timeout="1s",
-        smtp_connect_timeout="3s",
-        smtp_greeting_timeout="3s",
-        smtp_command_timeout="10s",
+        delivery_dns_timeout="1s",
+        relay_connect_timeout="3s",
+        relay_greeting_timeout="3s",
+        relay_command_timeout="10s",
         hostname="mx.postroom.test",
         tls_ca_file=str(ca.ca_file),
     )
-    resolver = MailResolver(settings.dns_nameservers, settings.dns_timeout)
+    resolver = MailResolver(settings.dns_nameservers, settings.delivery_dns_timeout)
     mta_sts = MtaSts(resolver, store.tls_policies, verified_context(settings.tls_ca_file), timeout=5)
     return RemoteDelivery(settings, resolver, mta_sts, results)
 

@@ -23,14 +23,14 @@ def remote_for(dns_server: Any, **overrides: Any) -> RemoteDelivery:
     settings = load_settings(
         DeliverySettings,
         dns_nameservers=dns_server.nameserver,
-        dns_timeout="1s",
-        smtp_connect_timeout="3s",
-        smtp_greeting_timeout="1s",
-        smtp_command_timeout="10s",
+        delivery_dns_timeout="1s",
+        relay_connect_timeout="3s",
+        relay_greeting_timeout="1s",
+        relay_command_timeout="10s",
         hostname="mx.postroom.test",
         **overrides,
     )
-    return RemoteDelivery(settings, MailResolver(settings.dns_nameservers, settings.dns_timeout))
+    return RemoteDelivery(settings, MailResolver(settings.dns_nameservers, settings.delivery_dns_timeout))
 
 
 async def send(remote: RemoteDelivery, domain: str, *recipients: str, message: bytes | None = None) -> list[Outcome]:

@@ -31,7 +31,7 @@ async def deliver(mx: list[HostileMX], script: Script) -> tuple[Status, str, str
     server = HostileMX(f"127.29.{random.randrange(1, 250)}.{random.randrange(1, 250)}", script).start()
     mx.append(server)
     route = f"odd.test={server.route}"
-    settings = load_settings(DeliverySettings, hostname="mx.test", transport_map=route, smtp_command_timeout="5s")
+    settings = load_settings(DeliverySettings, hostname="mx.test", transport_map=route, relay_command_timeout="5s")
     remote = RemoteDelivery(settings, MailResolver((), 1.0))
     envelope = Envelope(new_queue_id(), "sender@origin.test", ("u@odd.test",))
     [found] = await remote(envelope, make_message(), "odd.test", [Target("u@odd.test", "u@odd.test", local=False)])

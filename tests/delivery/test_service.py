@@ -40,7 +40,9 @@ async def test_deferred_remote_recipient_is_retried_and_local_stored_once(
     zone.add("remote.test", "MX", "10 mx.remote.test.")
     zone.add("mx.remote.test", "A", f"{loopback_net}.1")
     sink = sinks(f"{loopback_net}.1", Behaviour(defer_data=1))
-    start_service("delivery", POSTROOM_RETRY_SCHEDULE=TEST_SCHEDULE, POSTROOM_DNS_NAMESERVERS=dns_server.nameserver)
+    start_service(
+        "delivery", POSTROOM_RETRY_SCHEDULE=TEST_SCHEDULE, POSTROOM_DNS_NAMESERVERS=dns_server.nameserver
+    )
     envelope = await broker.publish(["alice@example.test", "bob@remote.test"])
 
     async def relayed() -> bool:
@@ -129,7 +131,9 @@ async def test_full_mailbox_is_retried_then_bounced(
 async def test_foreign_message_goes_to_the_dead_queue_and_metrics_show_it(
     start_service: Callable[..., ServiceProcess], broker: Broker
 ) -> None:
-    service = start_service("delivery", POSTROOM_RETRY_SCHEDULE=TEST_SCHEDULE, POSTROOM_QUEUE_POLL_INTERVAL="0.2s")
+    service = start_service(
+        "delivery", POSTROOM_RETRY_SCHEDULE=TEST_SCHEDULE, POSTROOM_DELIVERY_QUEUE_POLL_INTERVAL="0.2s"
+    )
     lines = metric_lines(service)
     for series in (
         'postroom_delivery_queue_depth_messages{queue="dead"} 0.0',
@@ -158,7 +162,7 @@ async def test_poison_message_reaches_the_delivery_limit_and_the_dead_queue(
     """A message that kills the worker every time: after x-delivery-limit deliveries it is dead-lettered."""
     await local_users("victim@example.test")
     envelope = await broker.publish(["victim@example.test"])
-    env = {**os.environ, **base_env, "POSTROOM_FAULT_CRASH_AFTER_STORE": "1", "POSTROOM_METRICS_LISTEN": ""}
+    env = {**os.environ, **base_env, "POSTROOM_DELIVERY_FAULT_CRASH_AFTER_STORE": "1", "POSTROOM_METRICS_LISTEN": ""}
     log = (tmp_path / "poison.log").open("ab")
     queues = (broker.topology.incoming, broker.topology.dead)
 
@@ -182,3 +186,16 @@ async def test_poison_message_reaches_the_delivery_limit_and_the_dead_queue(
     [dead] = await broker.get_all(broker.topology.dead)
     assert dead.message_id == envelope.queue_id
     assert len(await mailbox(store, "victim@example.test")) == 1
+
+
+def test_an_old_setting_name_is_warned_about_at_start(
+    start_service: Callable[..., ServiceProcess], broker: Broker
+) -> None:
+    service = start_service("delivery", POSTROOM_SMTP_COMMAND_TIMEOUT="42s", POSTROOM_PREFETCH="8")
+    warnings = [line for line in service.log().splitlines() if "renamed setting" in line]
+    assert len(warnings) == 2, warnings
+    for old, new in (
+        ("POSTROOM_SMTP_COMMAND_TIMEOUT", "POSTROOM_RELAY_COMMAND_TIMEOUT"),
+        ("POSTROOM_PREFETCH", "POSTROOM_DELIVERY_PREFETCH"),
+    ):
+        assert any(old in line and new in line for line in warnings), (old, warnings)

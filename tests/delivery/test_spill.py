@@ -103,9 +103,9 @@ async def test_waiting_bodies_stay_within_the_budget_and_spill(
     settings = load_settings(
         DeliverySettings,
         namespace=namespace,
-        prefetch=40,
-        concurrency=4,
-        large_concurrency=2,
+        delivery_prefetch=40,
+        delivery_concurrency=4,
+        delivery_large_concurrency=2,
         delivery_memory_budget=budget,
         delivery_spool_dir=str(tmp_path),
         retry_schedule="1s,2s",
@@ -155,7 +155,7 @@ async def test_an_unreadable_spool_file_requeues_the_message(
     settings = load_settings(
         DeliverySettings,
         namespace=namespace,
-        large_concurrency=1,
+        delivery_large_concurrency=1,
         delivery_memory_budget=0,
         delivery_spool_dir=str(tmp_path),
         retry_schedule="1s,2s",
@@ -222,15 +222,18 @@ async def test_worker_killed_with_spilled_messages_loses_nothing(
     spool.mkdir()
     env = {
         "POSTROOM_RETRY_SCHEDULE": "1s,2s",
-        "POSTROOM_PREFETCH": "20",
-        "POSTROOM_LARGE_CONCURRENCY": "1",
+        "POSTROOM_DELIVERY_PREFETCH": "20",
+        "POSTROOM_DELIVERY_LARGE_CONCURRENCY": "1",
         "POSTROOM_DELIVERY_MEMORY_BUDGET": str(2 * MIB),
         "POSTROOM_DELIVERY_SPOOL_DIR": str(spool),
     }
     # Redis behind a stalled proxy: the first large message hangs in the store (no timeout before the kill), the
     # next one waits in memory (within 2 MiB), the other six are spilled.
     worker = start_service(
-        "delivery", POSTROOM_REDIS_URL=f"redis://127.0.0.1:{redis_proxy.port}/0", POSTROOM_REDIS_TIMEOUT="600", **env
+        "delivery",
+        POSTROOM_REDIS_URL=f"redis://127.0.0.1:{redis_proxy.port}/0",
+        POSTROOM_DELIVERY_REDIS_TIMEOUT="600",
+        **env,
     )
     redis_proxy.stall()
     expected: dict[str, tuple[str, bytes]] = {}

@@ -297,7 +297,7 @@ def delivery_holds_at_most() -> float:
     from services.delivery.config import DeliverySettings
 
     defaults = DeliverySettings()
-    return (defaults.prefetch / defaults.concurrency + 1) * defaults.delivery_attempt_timeout
+    return (defaults.delivery_prefetch / defaults.delivery_concurrency + 1) * defaults.delivery_attempt_timeout
 
 
 def test_rabbitmq_consumer_timeout_is_set_above_the_delivery_deadline() -> None:

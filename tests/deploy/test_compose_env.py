@@ -18,7 +18,7 @@ EXAMPLE = ROOT / "deploy" / "compose.env.example"
 COMPOSE = ROOT / "docker-compose.yml"
 LINE = re.compile(r"^#? ?(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
 # Fault injection for tests: deliberately not offered to operators.
-TEST_ONLY = {"POSTROOM_FAULT_CRASH_AFTER_STORE"}
+TEST_ONLY = {"POSTROOM_DELIVERY_FAULT_CRASH_AFTER_STORE"}
 
 
 def generator() -> ModuleType:

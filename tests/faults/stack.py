@@ -77,19 +77,13 @@ class FaultStack:
             "POSTROOM_RETRY_SCHEDULE": RETRY,
             "POSTROOM_MAX_QUEUE_LIFETIME": LIFETIME,
             "POSTROOM_TRANSPORT_MAP": ",".join(routes),
-            "POSTROOM_REDIS_TIMEOUT": "3s",
-            "POSTROOM_PREFETCH": "16",
-            "POSTROOM_CONCURRENCY": "16",
+            "POSTROOM_DELIVERY_REDIS_TIMEOUT": "3s",
+            "POSTROOM_DELIVERY_PREFETCH": "16",
+            "POSTROOM_DELIVERY_CONCURRENCY": "16",
         }
         self.delivery_env = {
-            # The delivery's outbound SMTP timeouts, short so a silent MX costs seconds. (Only the delivery gets
-            # them: the ingress reads POSTROOM_SMTP_COMMAND_TIMEOUT as its own idle timeout.) The RELAY_ names
-            # are the same settings under their POSTROOM_RELAY_* names.
-            **{
-                f"POSTROOM_{prefix}_{what}_TIMEOUT": "3s"
-                for prefix in ("SMTP", "RELAY")
-                for what in ("CONNECT", "GREETING", "COMMAND", "DATA")
-            },
+            # The delivery's outbound SMTP timeouts, short so a silent MX costs seconds.
+            **{f"POSTROOM_RELAY_{what}_TIMEOUT": "3s" for what in ("CONNECT", "GREETING", "COMMAND", "DATA")},
         }
         self.start_service("smtp_ingress")
         self.start_service("delivery")

@@ -45,7 +45,7 @@ def test_redis_blackholed_for_a_while(stack: FaultStack, ledger: Ledger) -> None
     deferred = metric(delivery, "postroom_delivery_messages_total", 'result="deferred"')
     proxy.blackhole()
     sent = stack.send(ledger, LOCAL, count=2)
-    # Every connection hangs: the store times out (POSTROOM_REDIS_TIMEOUT, 3 s) and the recipients are deferred.
+    # Every connection hangs: the store times out (POSTROOM_DELIVERY_REDIS_TIMEOUT, 3 s), the recipients are deferred.
     wait_until_sync(
         lambda: metric(delivery, "postroom_delivery_messages_total", 'result="deferred"') > deferred,
         30,

@@ -79,3 +79,35 @@ def test_an_unreadable_pair_is_a_config_error(tmp_path: Path) -> None:
     cert, key = self_signed_pair("pop3.test", tmp_path)
     served = load_settings(IngressSettings, tls_cert=str(cert), tls_key=str(key)).listener_tls("smtp.test")
     assert served.minimum_version == ssl.TLSVersion.TLSv1_2
+
+
+def test_a_renamed_setting_is_read_under_its_old_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POSTROOM_PREFETCH", "7")
+    monkeypatch.setenv("POSTROOM_SMTP_COMMAND_TIMEOUT", "42s")
+    settings = load_settings(DeliverySettings)
+    assert settings.delivery_prefetch == 7 and settings.relay_command_timeout == 42.0
+    assert set(settings.old_names_used) == {
+        ("POSTROOM_PREFETCH", "POSTROOM_DELIVERY_PREFETCH"),
+        ("POSTROOM_SMTP_COMMAND_TIMEOUT", "POSTROOM_RELAY_COMMAND_TIMEOUT"),
+    }
+    # The ingress's own POSTROOM_SMTP_COMMAND_TIMEOUT is untouched by the delivery's rename.
+    assert load_settings(IngressSettings).smtp_command_timeout == 42.0
+
+
+def test_the_new_name_wins_and_a_bad_old_value_names_the_old_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POSTROOM_PREFETCH", "7")
+    monkeypatch.setenv("POSTROOM_DELIVERY_PREFETCH", "9")
+    assert load_settings(DeliverySettings).delivery_prefetch == 9
+    assert load_settings(DeliverySettings, delivery_prefetch=11).delivery_prefetch == 11
+    monkeypatch.delenv("POSTROOM_DELIVERY_PREFETCH")
+    monkeypatch.setenv("POSTROOM_PREFETCH", "0")
+    with pytest.raises(ConfigError, match=r"^POSTROOM_PREFETCH: "):
+        load_settings(DeliverySettings)
+
+
+def test_no_old_name_is_a_current_name() -> None:
+    """An old name that some service still reads as its own would be renamed under that service's feet."""
+    for cls in (IngressSettings, DeliverySettings, Pop3Settings, StoreSettings):
+        for old, field in cls.renamed.items():
+            assert field in cls.model_fields, (old, field)
+            assert old.removeprefix("POSTROOM_").lower() not in cls.model_fields, old
