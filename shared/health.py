@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import prometheus_client
@@ -11,12 +12,17 @@ from shared.netaddr import HostPort
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
 
+# A check that has not answered by then counts as not ready: a Redis or broker that hangs (rather than refusing)
+# must not hang /readyz, whose caller (kubelet, compose) gives up after a few seconds and learns nothing.
+CHECK_TIMEOUT = 2.0
+
 
 class HealthServer:
     """Serves metrics and health; readiness is the AND of the named checks the service registers."""
 
-    def __init__(self, listen: HostPort) -> None:
+    def __init__(self, listen: HostPort, check_timeout: float = CHECK_TIMEOUT) -> None:
         self.listen = listen
+        self.check_timeout = check_timeout
         self.checks: dict[str, ReadinessCheck] = {}
         self._runner: web.AppRunner | None = None
         self.port = listen.port
@@ -31,13 +37,21 @@ class HealthServer:
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
+    async def _bounded(self, check: ReadinessCheck) -> bool:
+        try:
+            async with asyncio.timeout(self.check_timeout):
+                return bool(await check())
+        except Exception:  # TimeoutError included: not ready, and the reason is in the service's own logs
+            return False
+
+    async def readiness(self) -> dict[str, bool]:
+        """Every check's answer, all run at once, each within `check_timeout`."""
+        names = list(self.checks)
+        answers = await asyncio.gather(*(self._bounded(self.checks[name]) for name in names))
+        return dict(zip(names, answers, strict=True))
+
     async def _readyz(self, request: web.Request) -> web.Response:
-        results: dict[str, bool] = {}
-        for name, check in self.checks.items():
-            try:
-                results[name] = bool(await check())
-            except Exception:
-                results[name] = False
+        results = await self.readiness()
         ready = bool(results) and all(results.values())
         return web.json_response({"ready": ready, "checks": results}, status=200 if ready else 503)
 
