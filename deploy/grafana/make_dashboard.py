@@ -113,7 +113,7 @@ ROWS = [
             Panel(
                 "Open sessions",
                 [
-                    Query("sum(postroom_smtp_active_sessions)", "SMTP"),
+                    Query("sum(postroom_smtp_sessions_active)", "SMTP"),
                     Query("sum(postroom_pop3_sessions_active)", "POP3"),
                 ],
                 kind="stat",
@@ -151,7 +151,7 @@ ROWS = [
             ),
             Panel(
                 "Active SMTP sessions",
-                [Query("sum by (listener) (postroom_smtp_active_sessions)", "{{listener}}")],
+                [Query("sum by (listener) (postroom_smtp_sessions_active)", "{{listener}}")],
             ),
             Panel(
                 "Rejections",

@@ -29,7 +29,7 @@ PROXY_DROPPED = Counter(
     "POSTROOM_PROXY_TRUSTED_NETWORKS, the global cap, a missing or bad header, a failed TLS handshake.",
     ["listener", "reason"],
 )
-ACTIVE_SESSIONS = Gauge("postroom_smtp_active_sessions", "SMTP sessions open now.", ["listener"])
+SESSIONS_ACTIVE = Gauge("postroom_smtp_sessions_active", "SMTP sessions open now.", ["listener"])
 MESSAGES_ACCEPTED = Counter(
     "postroom_smtp_messages_accepted_total", "Messages queued and answered with 250.", ["listener"]
 )
@@ -148,7 +148,7 @@ def count_rejection(stage: str, code: int) -> None:
 def initialise() -> None:
     """Create every labelled series at zero so dashboards never see a missing series."""
     for listener in LISTENERS:
-        ACTIVE_SESSIONS.labels(listener).set(0)
+        SESSIONS_ACTIVE.labels(listener).set(0)
         MESSAGES_ACCEPTED.labels(listener)
         for result in ("accepted", "limit", "shutdown"):
             CONNECTIONS.labels(listener, result)

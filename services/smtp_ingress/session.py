@@ -139,7 +139,7 @@ class IngressSMTP(SMTP):
         self.listener = listener
         # Label children bound once per listener (clones share them), not looked up per connection.
         self._connections_accepted = metrics.CONNECTIONS.labels(listener, "accepted")
-        self._active_sessions = metrics.ACTIVE_SESSIONS.labels(listener)
+        self._active_sessions = metrics.SESSIONS_ACTIVE.labels(listener)
         self._builtin_auth = any(impl.is_builtin for impl in self._auth_methods.values())
         # aiosmtpd's greeting (`220 <hostname> <ident>`) is the one text of its own that varies per listener.
         self._greeting = (f"220 {self.hostname} {self.__ident__}", replies.greeting(self.hostname))

@@ -128,3 +128,11 @@ def test_every_metric_the_queries_read_is_exported_by_its_service() -> None:
     assert missing == {}
     if checked == 0:
         pytest.skip("no services/<name>/metrics.py in this checkout yet")
+
+
+@pytest.mark.parametrize("service,package", [("smtp", "smtp_ingress"), ("pop3", "pop3")])
+def test_both_protocols_name_their_open_sessions_alike(service: str, package: str) -> None:
+    """One name per meaning across services: a dashboard or alert written for one protocol reads the other."""
+    gauge = f"postroom_{service}_sessions_active"
+    assert gauge in exported_by_package(ROOT / "services" / package)
+    assert any(gauge in query.expr for query in dashboard_queries())

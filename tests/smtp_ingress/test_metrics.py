@@ -33,7 +33,7 @@ def test_counters_and_histograms_follow_a_session(ingress: RunningIngress, names
     before = {key: value(name, **labels) for key, (name, labels) in names.items()}
     with ingress.smtp() as client:
         client.ehlo("client.example.org")
-        assert value("postroom_smtp_active_sessions", listener="smtp") >= 1
+        assert value("postroom_smtp_sessions_active", listener="smtp") >= 1
         client.mail("sender@remote.example")
         client.rcpt("nobody@local.test")
         client.rset()
@@ -65,7 +65,7 @@ def test_metrics_endpoint_lists_every_series_at_start(start_service: Callable[..
     with urllib.request.urlopen(f"{service.metrics_url}/metrics", timeout=5) as response:
         text = response.read().decode()
     for line in (
-        'postroom_smtp_active_sessions{listener="submission"} 0.0',
+        'postroom_smtp_sessions_active{listener="submission"} 0.0',
         'postroom_smtp_connections_total{listener="smtps",result="limit"} 0.0',
         'postroom_smtp_auth_failures_total{mechanism="LOGIN"} 0.0',
         "postroom_smtp_broker_connected 1.0",
