@@ -71,7 +71,7 @@ class IngressSettings(
     smtp_max_connections_per_ip: int = Field(default=20, ge=1)
     smtp_max_errors: int = Field(default=20, ge=1)
     smtp_auth_failure_delay: Delay = 1.0
-    smtp_auth_failure_delay_max: Delay = 30.0
+    smtp_auth_failure_delay_max: Duration = 30.0
     smtp_publish_timeout: Duration = 15.0
     # Messages over 1 MiB wait here (an unlinked temporary file) between DATA and their publish; unset: the system's
     # temporary directory. It needs room for the large messages in flight at once.

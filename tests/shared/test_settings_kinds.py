@@ -111,3 +111,11 @@ def test_no_old_name_is_a_current_name() -> None:
         for old, field in cls.renamed.items():
             assert field in cls.model_fields, (old, field)
             assert old.removeprefix("POSTROOM_").lower() not in cls.model_fields, old
+
+
+@pytest.mark.parametrize(("cls", "prefix"), [(IngressSettings, "smtp"), (Pop3Settings, "pop3")])
+def test_both_protocols_read_the_login_delays_alike(cls: type[CommonSettings], prefix: str) -> None:
+    """One throttle (services/store/throttle.py) serves both: a first delay of 0 turns it off, the cap is a duration."""
+    assert getattr(load_settings(cls, **{f"{prefix}_auth_failure_delay": "0"}), f"{prefix}_auth_failure_delay") == 0
+    with pytest.raises(ConfigError, match=f"POSTROOM_{prefix.upper()}_AUTH_FAILURE_DELAY_MAX"):
+        load_settings(cls, **{f"{prefix}_auth_failure_delay_max": "0"})
