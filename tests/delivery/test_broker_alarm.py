@@ -154,6 +154,7 @@ async def test_acks_go_out_while_a_retry_publish_is_blocked(
 async def test_both_connections_come_back_after_the_broker_drops_them(
     rabbitmq_node: RabbitMQNode,
     node_broker: Broker,
+    namespace: str,
     start_service: Callable[..., ServiceProcess],
     store: Store,
     local_users: Any,
@@ -182,9 +183,15 @@ async def test_both_connections_come_back_after_the_broker_drops_them(
         return http_status(f"{service.metrics_url}/readyz") == 200 and len(delivery_connections(node)) == 2
 
     await wait_until(reconnected, 60, interval=0.5, what="both connections back and ready")
-
-    stored = await node_broker.publish(["alice@example.test"])
-    deferred = await node_broker.publish(["u@down.test"])
+    # The test's own connection was closed too, and may still be reconnecting: publish on a new one.
+    publishing = await aio_pika.connect_robust(node.url)
+    try:
+        fresh = Broker(publishing, namespace)
+        await fresh.start()
+        stored = await fresh.publish(["alice@example.test"])
+        deferred = await fresh.publish(["u@down.test"])
+    finally:
+        await publishing.close()
     delay_queue = node_broker.topology.delay_queue(DELAY_SECONDS)
 
     async def done() -> bool:
