@@ -40,9 +40,7 @@ async def test_deferred_remote_recipient_is_retried_and_local_stored_once(
     zone.add("remote.test", "MX", "10 mx.remote.test.")
     zone.add("mx.remote.test", "A", f"{loopback_net}.1")
     sink = sinks(f"{loopback_net}.1", Behaviour(defer_data=1))
-    start_service(
-        "delivery", POSTROOM_RETRY_SCHEDULE=TEST_SCHEDULE, POSTROOM_DNS_NAMESERVERS=dns_server.nameserver
-    )
+    start_service("delivery", POSTROOM_RETRY_SCHEDULE=TEST_SCHEDULE, POSTROOM_DNS_NAMESERVERS=dns_server.nameserver)
     envelope = await broker.publish(["alice@example.test", "bob@remote.test"])
 
     async def relayed() -> bool:

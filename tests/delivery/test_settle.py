@@ -102,9 +102,7 @@ async def test_a_latin1_refusal_bounces_once_and_the_accepted_recipients_get_one
         "dot": Script(final_dot=LATIN1),
     }[stage]
     latin = scripted(f"{loopback_net}.2", script)
-    start_service(
-        "delivery", POSTROOM_RETRY_SCHEDULE=TEST_SCHEDULE, POSTROOM_DNS_NAMESERVERS=dns_server.nameserver
-    )
+    start_service("delivery", POSTROOM_RETRY_SCHEDULE=TEST_SCHEDULE, POSTROOM_DNS_NAMESERVERS=dns_server.nameserver)
     # At RCPT the same transaction also carries a recipient the MX accepts.
     recipients = ["ok@good.test", "mueller@latin.test", *(["ok@latin.test"] if stage == "rcpt" else [])]
     envelope = await broker.publish(recipients, make_message(f"latin1 at {stage}"), sender=SENDER)
