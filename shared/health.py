@@ -17,6 +17,21 @@ ReadinessCheck = Callable[[], Awaitable[bool]]
 CHECK_TIMEOUT = 2.0
 
 
+async def _bounded(check: ReadinessCheck, timeout: float) -> bool:
+    try:
+        async with asyncio.timeout(timeout):
+            return bool(await check())
+    except Exception:  # TimeoutError included: not ready, and the reason is in the service's own logs
+        return False
+
+
+async def run_checks(checks: dict[str, ReadinessCheck], timeout: float = CHECK_TIMEOUT) -> dict[str, bool]:
+    """Every check's answer, all run at once, each within `timeout` (a check that raises is not ready)."""
+    names = list(checks)
+    answers = await asyncio.gather(*(_bounded(checks[name], timeout) for name in names))
+    return dict(zip(names, answers, strict=True))
+
+
 class HealthServer:
     """Serves metrics and health; readiness is the AND of the named checks the service registers."""
 
@@ -37,18 +52,8 @@ class HealthServer:
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    async def _bounded(self, check: ReadinessCheck) -> bool:
-        try:
-            async with asyncio.timeout(self.check_timeout):
-                return bool(await check())
-        except Exception:  # TimeoutError included: not ready, and the reason is in the service's own logs
-            return False
-
     async def readiness(self) -> dict[str, bool]:
-        """Every check's answer, all run at once, each within `check_timeout`."""
-        names = list(self.checks)
-        answers = await asyncio.gather(*(self._bounded(self.checks[name]) for name in names))
-        return dict(zip(names, answers, strict=True))
+        return await run_checks(self.checks, self.check_timeout)
 
     async def _readyz(self, request: web.Request) -> web.Response:
         results = await self.readiness()

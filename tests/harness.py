@@ -226,8 +226,10 @@ def settings_for(name: str, namespace: str, **overrides: Any) -> Any:
 
 class IngressInProcess:
     def __init__(self, settings: Any) -> None:
+        from services.smtp_ingress import metrics
         from services.smtp_ingress.app import IngressApp
 
+        metrics.initialise()  # what the service's runner does at start (shared/service.py)
         self.app = IngressApp(settings)
 
     async def start(self) -> None:
@@ -282,9 +284,12 @@ class Pop3InProcess:
     `peer_of` fakes the client address; `throttle` replaces the login throttle."""
 
     def __init__(self, settings: Any, backend: Any = None, throttle: Any = None, peer_of: Any = None) -> None:
+        from services.pop3 import metrics
         from services.pop3.server import Pop3Server, default_peer_of
         from services.pop3.state import ServerContext
         from services.store import Store
+
+        metrics.initialise(settings)  # what the service's runner does at start (shared/service.py)
 
         self._own_store = backend is None
         store = Store.connect(settings.redis_url, settings.namespace) if backend is None else backend
@@ -313,10 +318,11 @@ class StoreInProcess:
     """The admin API over a store of its own (`cluster`: the Redis at `redis_url` is a cluster)."""
 
     def __init__(self, settings: Any) -> None:
-        from services.store import Store
+        from services.store import Store, metrics
         from services.store.api import AdminServer, create_app
         from services.store.queue_ops import QueueOps
 
+        metrics.initialise(settings)  # what the service's runner does at start (shared/service.py)
         self.settings = settings
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
         self.store = Store.connect(

@@ -1,24 +1,20 @@
-"""`python -m services.delivery`: load settings, start the delivery service, drain on SIGTERM."""
+"""`python -m services.delivery`: the delivery service under the shared runner (shared/service.py)."""
 
 from __future__ import annotations
 
+from services.delivery import metrics
 from services.delivery.app import DeliveryApp
 from services.delivery.config import DeliverySettings
-from shared.logging import configure_logging
-from shared.service import run_service, wait_for_stop_signal, warn_renamed_settings
-from shared.settings import load_settings
+from services.delivery.depth import queue_labels
+from shared.service import Service, run
+from shared.topology import Topology
 
 
-async def main() -> None:
-    settings = load_settings(DeliverySettings)
-    configure_logging(settings.log_level, settings.log_format, service="delivery")
-    warn_renamed_settings(settings)
-    stop = wait_for_stop_signal()
-    app = DeliveryApp(settings)
-    if await app.start(stop):
-        await stop.wait()
-    await app.stop()
+def _metrics(settings: DeliverySettings) -> None:
+    metrics.init_series(list(queue_labels(Topology(settings.namespace), settings.retry_schedule)))
 
+
+SERVICE = Service(name="delivery", settings=DeliverySettings, app=DeliveryApp, metrics=_metrics)
 
 if __name__ == "__main__":
-    run_service(main)
+    run(SERVICE)

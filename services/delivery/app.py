@@ -1,4 +1,4 @@
-"""The delivery service assembled: health server, Redis store, broker connections, publisher, consumer, poller."""
+"""The delivery service assembled (Redis store, broker connections, publisher, consumer, poller) for the runner."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import contextlib
 
 from aio_pika.abc import AbstractRobustConnection
 
-from services.delivery import metrics
 from services.delivery.config import DeliverySettings
 from services.delivery.consumer import Consumer
 from services.delivery.depth import DepthPoller, queue_labels
@@ -20,7 +19,7 @@ from services.delivery.tls import verified_context
 from services.delivery.tlsrpt import TlsReporter, TlsResults
 from services.store import Store
 from shared.connections import connect_amqp
-from shared.health import HealthServer
+from shared.health import ReadinessCheck
 from shared.logging import get_logger
 from shared.spool import check_spool_dir
 from shared.topology import Topology
@@ -43,7 +42,6 @@ class DeliveryApp:
         self.settings = settings
         check_spool_dir(settings.delivery_spool_dir, "POSTROOM_DELIVERY_SPOOL_DIR")
         self.labels = queue_labels(Topology(settings.namespace), settings.retry_schedule)
-        self.health = HealthServer(settings.metrics_listen) if settings.metrics_listen else None
         self.store = Store.connect(
             settings.redis_url,
             settings.namespace,
@@ -63,14 +61,11 @@ class DeliveryApp:
         self._background_stop = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
 
+    def checks(self) -> dict[str, ReadinessCheck]:
+        return {"consumer": self._consuming, "publisher": self._publishing, "redis": self.store.ping}
+
     async def start(self, stop: asyncio.Event) -> bool:
         """False when `stop` was set before the broker could be reached."""
-        metrics.init_series(list(self.labels))
-        if self.health is not None:
-            self.health.add_check("consumer", self._consuming)
-            self.health.add_check("publisher", self._publishing)
-            self.health.add_check("redis", self.store.ping)
-            await self.health.start()
         self.consuming = await self._connect(stop, "postroom-delivery-consumer")
         if self.consuming is None:
             return False
@@ -98,11 +93,15 @@ class DeliveryApp:
         log.info("delivery ready", namespace=self.settings.namespace)
         return True
 
-    async def stop(self) -> None:
-        """Stop consuming, finish the messages in hand, then close everything."""
+    async def stop(self, drain_timeout: float | None = None) -> None:
+        """Stop consuming, finish the messages in hand (POSTROOM_DELIVERY_DRAIN_TIMEOUT unless given), close all.
+
+        What is still in hand after the drain goes back to the queue unacked; the broker redelivers it, and the dedup
+        keys and progress records make that safe.
+        """
         log.info("stopping: draining messages in hand")
         if self.consumer is not None:
-            await self.consumer.stop()
+            await self.consumer.stop(drain_timeout)
         if self.poller is not None:
             await self.poller.stop()
         self._background_stop.set()
@@ -115,8 +114,6 @@ class DeliveryApp:
             if connection is not None:
                 await connection.close()
         await self.store.close()
-        if self.health is not None:
-            await self.health.stop()
 
     async def _consuming(self) -> bool:
         return self.consumer is not None and self.consumer.running

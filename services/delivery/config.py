@@ -108,6 +108,9 @@ class DeliverySettings(CommonSettings, SrsSettings):
     # under RabbitMQ's consumer_timeout (the deploy files set it to 1h), which would close the channel of a delivery
     # held unacked longer; past it the domains not finished are deferred (4.4.7), the others keep their outcome.
     delivery_attempt_timeout: Duration = 600.0
+    # On SIGTERM, how long the messages in hand may take to finish; the rest go back to the queue unacked. Within
+    # the deploy files' grace period (120 s), which also covers closing the connections.
+    delivery_drain_timeout: Duration = 30.0
 
     delivery_queue_poll_interval: Duration = 10.0
 

@@ -181,8 +181,11 @@ class Consumer:
         else:
             log.info("consuming again after a reconnect", queue=self.topology.incoming)
 
-    async def stop(self, drain_timeout: float = 30.0) -> None:
-        """Stop taking messages, let those in hand finish; anything unfinished goes back to the queue unacked."""
+    async def stop(self, drain_timeout: float | None = None) -> None:
+        """Stop taking messages, let those in hand finish (POSTROOM_DELIVERY_DRAIN_TIMEOUT unless given); anything
+        unfinished goes back to the queue unacked."""
+        if drain_timeout is None:
+            drain_timeout = self.settings.delivery_drain_timeout
         metrics.CONSUMER_UP.set(0)
         self._stopping = True
         if self._channel is not None:

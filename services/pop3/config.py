@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Self
+from typing import ClassVar, Self
 
 from pydantic import Field, model_validator
 
@@ -19,6 +19,9 @@ class Pop3Settings(CommonSettings, Argon2Settings, ProxySettings, Pop3ListenSett
 
     metrics_listen: ListenAddress = HostPort("0.0.0.0", 9103)
     # pop3_listen, pop3s_listen: Pop3ListenSettings (the store advertises them to mail clients).
+
+    # Old names read for one release (POSTROOM_<SERVICE>_DRAIN_TIMEOUT is every service's drain).
+    renamed: ClassVar[dict[str, str]] = {"POSTROOM_POP3_SHUTDOWN_GRACE": "pop3_drain_timeout"}
     # RFC 2595 §2.1 / RFC 8314: no cleartext passwords on the open network; loopback clients are always allowed.
     pop3_allow_plaintext_auth: bool = False
     # RFC 1939 §3 asks for at least 10 minutes; lower values are accepted for tests.
@@ -31,7 +34,8 @@ class Pop3Settings(CommonSettings, Argon2Settings, ProxySettings, Pop3ListenSett
     pop3_auth_failure_delay: Delay = 1.0
     pop3_auth_failure_delay_max: Duration = 15.0
     pop3_chunk_size: int = Field(default=65536, ge=1024, le=16 << 20)
-    pop3_shutdown_grace: Duration = 10.0
+    # On SIGTERM, how long a command in progress (a RETR, an UPDATE) may take to finish; idle sessions end at once.
+    pop3_drain_timeout: Duration = 10.0
     pop3_redis_connections: int = Field(default=200, ge=1, le=10000)
     pop3_max_connections: int = Field(default=5000, ge=1)
     pop3_max_connections_per_ip: int = Field(default=50, ge=1)

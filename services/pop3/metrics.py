@@ -51,7 +51,7 @@ def count_command(verb: str, ok: bool) -> None:
     series.inc()
 
 
-def _initialise() -> None:
+def initialise(_settings: object = None) -> None:
     """Create every labelled series at zero, so dashboards and alerts never see a missing series."""
     for listener in LISTENERS:
         CONNECTIONS.labels(listener)
@@ -64,6 +64,3 @@ def _initialise() -> None:
             COMMANDS.labels(verb, result)
     for mechanism in MECHANISMS:
         AUTH_FAILURES.labels(mechanism)
-
-
-_initialise()

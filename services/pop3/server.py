@@ -139,7 +139,7 @@ class Pop3Server:
         """Stop accepting; end idle sessions now and busy ones after `grace` seconds. Nothing is deleted."""
         for server in self._servers:
             server.close()
-        grace = self.ctx.settings.pop3_shutdown_grace if grace is None else grace
+        grace = self.ctx.settings.pop3_drain_timeout if grace is None else grace
         for task, session in list(self._sessions.items()):
             session.stopping = True
             if not session.busy:

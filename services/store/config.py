@@ -36,6 +36,8 @@ class StoreSettings(CommonSettings, Argon2Settings, SubmissionListenSettings, Po
     # The ports clients reach where a NAT or load balancer maps them (the container image listens on 2587 and
     # so on): `submission=587,submissions=465,pop3=110,pop3s=995`; unset: the listen ports themselves.
     client_ports: str = ""
+    # On SIGTERM, how long admin API requests in progress may take to finish.
+    store_drain_timeout: Duration = 10.0
 
     @field_validator("admin_token", mode="before")
     @classmethod

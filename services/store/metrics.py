@@ -64,11 +64,16 @@ async def refresh_stats(redis: Any, keys: Keys, collector: StoreStatsCollector, 
         await asyncio.sleep(interval)
 
 
-def register_stats_collector() -> StoreStatsCollector:
-    # The API outcomes an operator graphs, created at zero so the first request shows up in rate().
+# The totals /metrics reports; registered once, by `initialise`, and kept up to date by `refresh_stats`.
+COLLECTOR = StoreStatsCollector()
+_registered: list[StoreStatsCollector] = []
+
+
+def initialise(_settings: object = None) -> None:
+    """Create the API's series at zero (the first request then shows up in rate()) and report the store totals."""
     for method in ("GET", "POST", "PATCH", "DELETE"):
         for status in ("200", "201", "204", "400", "401", "404", "409", "500", "503"):
             API_REQUESTS.labels(method, status)
-    collector = StoreStatsCollector()
-    REGISTRY.register(collector)
-    return collector
+    if not _registered:
+        REGISTRY.register(COLLECTOR)
+        _registered.append(COLLECTOR)

@@ -115,16 +115,19 @@ def create_app(store: Store, token: str | None, queue: Any = None) -> web.Applic
 class AdminServer:
     """Runs the admin app on its listen address; `listening` feeds the service's readiness check."""
 
-    def __init__(self, app: web.Application, listen: HostPort) -> None:
+    def __init__(self, app: web.Application, listen: HostPort, drain_timeout: float = 60.0) -> None:
         self.app = app
         self.listen = listen
+        self.drain_timeout = drain_timeout
         self.port = listen.port
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
         # A request line up to 32 KiB: the queue listing's three text filters of up to 512 characters each,
         # percent-encoded UTF-8, exceed aiohttp's default of 8190 bytes (which it refuses as text/plain, not JSON).
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, max_line_size=32768)
+        self._runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, max_line_size=32768, shutdown_timeout=self.drain_timeout
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.listen.host, self.listen.port, reuse_address=True)
         await site.start()
@@ -137,6 +140,7 @@ class AdminServer:
         return self._runner is not None and bool(self._runner.sites)
 
     async def stop(self) -> None:
+        """Stop listening; requests in progress get the drain timeout to finish."""
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -1,0 +1,49 @@
+"""The POP3 service assembled (store, login throttle, TLS, listeners) for `shared/service.py`'s runner."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from services.pop3.config import Pop3Settings
+from services.pop3.server import Pop3Server
+from services.pop3.state import ServerContext
+from services.store import Store
+from shared.connections import connect_redis
+from shared.health import ReadinessCheck
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class Pop3App:
+    """The running POP3 service: start, readiness, graceful stop."""
+
+    def __init__(self, settings: Pop3Settings) -> None:
+        self.settings = settings
+        self.store = Store(_redis(settings), settings.namespace)
+        throttle = self.store.login_throttle(settings.pop3_auth_failure_delay, settings.pop3_auth_failure_delay_max)
+        tls = settings.listener_tls(settings.hostname)
+        self.server = Pop3Server(ServerContext(settings=settings, store=self.store, tls_context=tls, throttle=throttle))
+
+    def checks(self) -> dict[str, ReadinessCheck]:
+        return {"redis": self.store.ping, "listeners": self._serving}
+
+    async def start(self, stop: asyncio.Event | None = None) -> bool:
+        await self.server.start()
+        log.info("pop3 listening", listeners=dict(self.server.ports))
+        return True
+
+    async def stop(self, drain_timeout: float | None = None) -> None:
+        """End idle sessions now, busy ones after their command (at most `drain_timeout`); nothing is deleted."""
+        log.info("pop3 draining", sessions=self.server.session_count)
+        await self.server.stop(drain_timeout)
+        await self.store.close()
+
+    async def _serving(self) -> bool:
+        return self.server.serving
+
+
+def _redis(settings: Pop3Settings) -> Any:
+    """Hundreds of POP3 sessions reading at once queue for a pooled connection rather than fail."""
+    return connect_redis(settings.redis_url, settings.redis_cluster, max_connections=settings.pop3_redis_connections)
