@@ -13,7 +13,7 @@ from services.delivery.depth import DepthPoller, queue_labels
 from services.delivery.dkim import KeyCache, Signer
 from services.delivery.mtasts import MtaSts
 from services.delivery.mx import MailResolver
-from services.delivery.publisher import Publisher
+from services.delivery.publisher import DeliveryPublisher
 from services.delivery.remote import RemoteDelivery
 from services.delivery.tls import verified_context
 from services.delivery.tlsrpt import TlsReporter, TlsResults
@@ -52,7 +52,7 @@ class DeliveryApp:
         )
         self.consuming: AbstractRobustConnection | None = None  # the consumer's channel (and its acks), depth polls
         self.publishing: AbstractRobustConnection | None = None  # the publisher's confirming channel
-        self.publisher: Publisher | None = None
+        self.publisher: DeliveryPublisher | None = None
         self.consumer: Consumer | None = None
         self.poller: DepthPoller | None = None
         self.mta_sts: MtaSts | None = None
@@ -73,7 +73,7 @@ class DeliveryApp:
         if self.publishing is None:
             return False
         topology = Topology(self.settings.namespace)
-        self.publisher = Publisher(self.publishing, topology, self.settings.retry_schedule)
+        self.publisher = DeliveryPublisher(self.publishing, topology, self.settings.retry_schedule)
         await self.publisher.start()
         resolver = MailResolver(self.settings.dns_nameservers, self.settings.delivery_dns_timeout)
         # The policy hosts' HTTPS is checked against the same CAs as the MX hosts under an enforced policy.

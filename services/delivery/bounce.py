@@ -15,7 +15,7 @@ import time
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
-from services.delivery.outcome import Outcome, Status
+from services.delivery.outcome import RecipientOutcome, Status
 from services.delivery.replytext import readable
 from shared.dsn import RET_FULL
 from shared.envelope import Envelope
@@ -124,7 +124,7 @@ def _address_field(address: str) -> str:
     return "utf-8; " + _ascii(address, also=_XTEXT_SPECIALS, limit=_FOLD)
 
 
-def _status(found: Outcome, action: str) -> str:
+def _status(found: RecipientOutcome, action: str) -> str:
     """The RFC 3463 code: the outcome's when well-formed, its class made to match the action (5 for failed,
     4 for delayed, 2 for delivered and relayed; RFC 3464 §2.3.4)."""
     code = found.enhanced if _STATUS.match(found.enhanced) else ""
@@ -134,7 +134,7 @@ def _status(found: Outcome, action: str) -> str:
     return wanted + code[1:]
 
 
-def _diagnostic(found: Outcome, action: str) -> str:
+def _diagnostic(found: RecipientOutcome, action: str) -> str:
     text = _clean(found.diagnostic)
     if found.transport == "smtp" and _SMTP_REPLY.match(text + " "):
         return f"smtp; {text}"
@@ -169,7 +169,7 @@ def _original_recipient(orcpt: str) -> str:
     return f"{kind}; {_ascii(_address(address), also=_XTEXT_SPECIALS, limit=_FOLD)}"
 
 
-def _recipient_block(found: Outcome, action: str, now: float, orcpt: str) -> str:
+def _recipient_block(found: RecipientOutcome, action: str, now: float, orcpt: str) -> str:
     lines = []
     recipient, original = _address(found.recipient), _address(found.original)
     if orcpt:
@@ -240,7 +240,7 @@ def _returned_part(boundary: str, full: bool, action: str) -> bytes:
 def compose(
     envelope: Envelope,
     message: bytes,
-    failed: list[Outcome],
+    failed: list[RecipientOutcome],
     hostname: str,
     now: float | None = None,
     action: str = "failed",

@@ -27,8 +27,8 @@ from services.delivery.dkim import Signer
 from services.delivery.dsnrequest import wanting
 from services.delivery.ledger import Ledger
 from services.delivery.local import deliver_local, unavailable
-from services.delivery.outcome import Outcome, Status
-from services.delivery.publisher import Publisher
+from services.delivery.outcome import RecipientOutcome, Status
+from services.delivery.publisher import DeliveryPublisher
 from services.delivery.queue_control import QueueControl
 from services.delivery.remote import TRANSPORT as TRANSPORT_SMTP
 from services.delivery.routing import Plan, Router, Target
@@ -48,7 +48,7 @@ from shared.topology import DELIVERY_LIMIT, Topology
 log = get_logger(__name__)
 
 # (envelope, message, domain, recipients there, header fields to send in front of the message: DKIM signatures)
-RemoteDeliver = Callable[[Envelope, bytes, str, Sequence[Target], bytes], Awaitable[list[Outcome]]]
+RemoteDeliver = Callable[[Envelope, bytes, str, Sequence[Target], bytes], Awaitable[list[RecipientOutcome]]]
 SERVICE = "delivery"
 # The outcome label of an attempt (metrics) by its status.
 _RESULT = {Status.DELIVERED: "delivered", Status.TEMPORARY: "deferred", Status.PERMANENT: "bounced"}
@@ -113,7 +113,7 @@ class Consumer:
         settings: DeliverySettings,
         store: Store,
         connection: AbstractRobustConnection,
-        publisher: Publisher,
+        publisher: DeliveryPublisher,
         remote: RemoteDeliver,
         signer: Signer | None = None,
     ) -> None:
@@ -441,7 +441,7 @@ class Consumer:
             await ledger.write(keep=ledger.last_chance)
         (metrics.DEFERRED if deferred else metrics.DONE).inc()
 
-    async def deliver(self, envelope: Envelope, body: bytes, ledger: Ledger) -> list[Outcome]:
+    async def deliver(self, envelope: Envelope, body: bytes, ledger: Ledger) -> list[RecipientOutcome]:
         """An outcome for every final recipient (after alias expansion) not settled before; raises only for what
         nobody foresaw (the caller defers those recipients as an internal error)."""
         deadline = asyncio.get_running_loop().time() + self.settings.delivery_attempt_timeout
@@ -534,7 +534,7 @@ class Consumer:
 
     async def _relay(
         self, envelope: Envelope, body: bytes, domain: str, targets: list[Target], deadline: float, signature: bytes
-    ) -> list[Outcome]:
+    ) -> list[RecipientOutcome]:
         """Remote delivery to one domain within the attempt's deadline (POSTROOM_DELIVERY_ATTEMPT_TIMEOUT), so that a
         tarpitting MX cannot hold the message past the broker's consumer_timeout; cut there, its recipients are
         deferred (4.4.7), while the other domains keep their outcomes."""
@@ -552,7 +552,7 @@ class Consumer:
         cut = [outcome.temporary(t.address, "4.4.7", text, TRANSPORT_SMTP) for t in targets]
         return [replace(found, original=t.original) for found, t in zip(cut, targets, strict=True)]
 
-    def _internal_error(self, envelope: Envelope, targets: Sequence[Target], exc: Exception) -> list[Outcome]:
+    def _internal_error(self, envelope: Envelope, targets: Sequence[Target], exc: Exception) -> list[RecipientOutcome]:
         """Deferred (4.3.0) for an exception nobody foresaw in delivering to `targets`, logged with its traceback."""
         metrics.INTERNAL_ERRORS.inc()
         log.error("delivery failed unexpectedly; deferred", queue_id=envelope.queue_id, exc_info=exc)
@@ -564,7 +564,7 @@ class Consumer:
             for t in targets
         ]
 
-    def _account(self, envelope: Envelope, outcomes: list[Outcome]) -> None:
+    def _account(self, envelope: Envelope, outcomes: list[RecipientOutcome]) -> None:
         age = max(0.0, time.time() - envelope.first_seen)
         events: list[tuple[str, dict[str, Any]]] = []
         for found in outcomes:
@@ -598,7 +598,7 @@ class Consumer:
         # Posted, not awaited: the ack does not wait for the trace, and busy workers share one write (Trace.post).
         self.store.trace.post(envelope.queue_id, SERVICE, events)
 
-    async def _defer(self, envelope: Envelope, body: bytes, deferred: list[Outcome]) -> Envelope:
+    async def _defer(self, envelope: Envelope, body: bytes, deferred: list[RecipientOutcome]) -> Envelope:
         """Publish the retry copy carrying `deferred` (confirmed by the broker) and return its envelope."""
         recipients = tuple(o.recipient for o in deferred)
         following = envelope.retry(recipients, {o.recipient: o.carried() for o in deferred})
@@ -623,7 +623,9 @@ class Consumer:
         previous = age - retry.delay_for(self.settings.retry_schedule, envelope.attempt) if envelope.attempt else -1.0
         return previous < warn <= age
 
-    async def _notify_delay(self, envelope: Envelope, body: bytes, deferred: list[Outcome], now: float) -> None:
+    async def _notify_delay(
+        self, envelope: Envelope, body: bytes, deferred: list[RecipientOutcome], now: float
+    ) -> None:
         """Best effort: the recipients are deferred already (durable); a notice the broker refuses is logged, and
         the message goes on as if it had been sent, rather than repeat the deferral. Only for recipients whose
         NOTIFY asks for delays (or gave none)."""
@@ -631,7 +633,9 @@ class Consumer:
         if deferred and await self._notify(envelope, body, deferred, now, "delayed"):
             metrics.DELAY_NOTICES.inc()
 
-    async def _notify_success(self, envelope: Envelope, body: bytes, delivered: list[Outcome], now: float) -> None:
+    async def _notify_success(
+        self, envelope: Envelope, body: bytes, delivered: list[RecipientOutcome], now: float
+    ) -> None:
         """RFC 3461 NOTIFY=SUCCESS: `delivered` into a mailbox here, or `relayed` to a next hop without DSN (one
         that has DSN was given NOTIFY and reports itself). Sent after the recipients' progress is recorded, so at
         most once: a crash before the broker confirms it loses the notice, never the message."""
@@ -640,7 +644,9 @@ class Consumer:
             if outcomes and await self._notify(envelope, body, outcomes, now, action):
                 metrics.SUCCESS_NOTICES.labels(action).inc()
 
-    async def _notify(self, envelope: Envelope, body: bytes, outcomes: list[Outcome], now: float, action: str) -> bool:
+    async def _notify(
+        self, envelope: Envelope, body: bytes, outcomes: list[RecipientOutcome], now: float, action: str
+    ) -> bool:
         """Publish a notice of `action` about `outcomes`, best effort; True when the broker confirmed it."""
         notice, notice_envelope = bounce.compose(envelope, body, outcomes, self.settings.hostname, now, action)
         try:
@@ -657,7 +663,7 @@ class Consumer:
         log.info("notice sent", queue_id=envelope.queue_id, action=action, report=notice_envelope.queue_id)
         return True
 
-    async def _bounce(self, envelope: Envelope, body: bytes, failed: list[Outcome], now: float) -> None:
+    async def _bounce(self, envelope: Envelope, body: bytes, failed: list[RecipientOutcome], now: float) -> None:
         for _ in failed:
             metrics.BOUNCED_DELAY.observe(max(0.0, now - envelope.first_seen))
         recipients = [o.recipient for o in failed]
@@ -701,19 +707,19 @@ def _targets(envelope: Envelope) -> list[Target]:
     return [Target(r, r, local=False) for r in envelope.recipients]
 
 
-def _durable_state(found: Outcome) -> str:
+def _durable_state(found: RecipientOutcome) -> str:
     if found.transport == TRANSPORT_SMTP:
         return progress.RELAYED
     return progress.DUPLICATE if found.diagnostic == StoreOutcome.DUPLICATE.value else progress.STORED
 
 
-def _restore_originals(outcomes: list[Outcome], envelope: Envelope) -> list[Outcome]:
+def _restore_originals(outcomes: list[RecipientOutcome], envelope: Envelope) -> list[RecipientOutcome]:
     """A retry carries expanded addresses; give each outcome back the envelope recipient it first came from,
     so the final report's Original-Recipient still names the alias the sender used."""
     carried = dict(envelope.last_errors)
     restored = []
     for found in outcomes:
-        original = Outcome.carried_original(carried[found.recipient]) if found.recipient in carried else ""
+        original = RecipientOutcome.carried_original(carried[found.recipient]) if found.recipient in carried else ""
         restored.append(replace(found, original=original) if original else found)
     return restored
 
@@ -736,7 +742,7 @@ def _delivery_count(message: Incoming) -> int:
     return value if isinstance(value, int) else 0
 
 
-def _give_up(deferred: Outcome, envelope: Envelope) -> Outcome:
+def _give_up(deferred: RecipientOutcome, envelope: Envelope) -> RecipientOutcome:
     """A temporary failure past the queue lifetime becomes permanent (same detail, class 5)."""
     enhanced = "5" + deferred.enhanced[1:]
     age_hours = (time.time() - envelope.first_seen) / 3600

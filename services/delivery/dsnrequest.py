@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from services.delivery.outcome import Outcome
+from services.delivery.outcome import RecipientOutcome
 from shared.dsn import xtext_encode
 from shared.envelope import Envelope
 
@@ -31,7 +31,7 @@ def rcpt_parameters(envelope: Envelope, original: str) -> list[str]:
     return options
 
 
-def wanting(envelope: Envelope, outcomes: Iterable[Outcome], kind: str) -> list[Outcome]:
+def wanting(envelope: Envelope, outcomes: Iterable[RecipientOutcome], kind: str) -> list[RecipientOutcome]:
     """The outcomes whose envelope recipient wants a notice of `kind` (SUCCESS, FAILURE, DELAY); none for a
     message from the null sender, which is never answered (RFC 3461 §6.2, RFC 5321 §4.5.5)."""
     if not envelope.mail_from:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from services.delivery import metrics, outcome
-from services.delivery.outcome import Outcome
+from services.delivery.outcome import RecipientOutcome
 from services.delivery.replytext import readable
 from services.delivery.routing import Target
 from services.store import Mailboxes, StoreOutcome
@@ -24,7 +24,7 @@ def return_path(sender: str) -> bytes:
 
 async def deliver_local(
     mailboxes: Mailboxes, targets: Sequence[Target], queue_id: str, message: bytes, sender: str
-) -> list[Outcome]:
+) -> list[RecipientOutcome]:
     """Store once per queue id and mailbox, all mailboxes in one round trip; DUPLICATE (a redelivered message) is as
     good as STORED. A store that is unreachable or refuses writes (a replica mid-failover, maxmemory, too few
     replicas, loading) defers the recipient; any other error raises (the consumer defers it as an internal error).
@@ -48,7 +48,9 @@ async def deliver_local(
     return outcomes
 
 
-def unavailable(targets: Sequence[Target], queue_id: str, exc: Exception, reason: str, what: str) -> list[Outcome]:
+def unavailable(
+    targets: Sequence[Target], queue_id: str, exc: Exception, reason: str, what: str
+) -> list[RecipientOutcome]:
     """Deferred (4.3.0) for a store outage, with the reason in the diagnostic, counted and logged. The store may or
     may not have happened; the dedup key makes the retry safe either way."""
     error = readable(str(exc))
@@ -58,7 +60,7 @@ def unavailable(targets: Sequence[Target], queue_id: str, exc: Exception, reason
     return [replace(outcome.temporary(t.address, "4.3.0", text), original=t.original) for t in targets]
 
 
-def _outcome(target: Target, result: StoreOutcome) -> Outcome:
+def _outcome(target: Target, result: StoreOutcome) -> RecipientOutcome:
     if result in (StoreOutcome.STORED, StoreOutcome.DUPLICATE):
         return outcome.delivered(target.address, result.value)
     if result is StoreOutcome.OVER_QUOTA:

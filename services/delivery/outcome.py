@@ -14,7 +14,7 @@ class Status(enum.Enum):
 
 
 @dataclass(frozen=True)
-class Outcome:
+class RecipientOutcome:
     """One final recipient's result; `recipient` is what travels on in a retry (already alias-expanded)."""
 
     recipient: str
@@ -57,17 +57,17 @@ class Outcome:
             return ""
 
 
-def delivered(recipient: str, diagnostic: str, transport: str = "local", remote_mta: str = "") -> Outcome:
-    return Outcome(recipient, Status.DELIVERED, "2.0.0", diagnostic, transport, remote_mta)
+def delivered(recipient: str, diagnostic: str, transport: str = "local", remote_mta: str = "") -> RecipientOutcome:
+    return RecipientOutcome(recipient, Status.DELIVERED, "2.0.0", diagnostic, transport, remote_mta)
 
 
 def temporary(
     recipient: str, enhanced: str, diagnostic: str, transport: str = "local", remote_mta: str = ""
-) -> Outcome:
-    return Outcome(recipient, Status.TEMPORARY, enhanced, diagnostic, transport, remote_mta)
+) -> RecipientOutcome:
+    return RecipientOutcome(recipient, Status.TEMPORARY, enhanced, diagnostic, transport, remote_mta)
 
 
 def permanent(
     recipient: str, enhanced: str, diagnostic: str, transport: str = "local", remote_mta: str = ""
-) -> Outcome:
-    return Outcome(recipient, Status.PERMANENT, enhanced, diagnostic, transport, remote_mta)
+) -> RecipientOutcome:
+    return RecipientOutcome(recipient, Status.PERMANENT, enhanced, diagnostic, transport, remote_mta)

@@ -27,7 +27,7 @@ PUBLISH_TIMEOUT = 30.0
 STREAM_THRESHOLD = 1 << 20
 
 
-class Publisher:
+class DeliveryPublisher:
     """One confirming channel; `publish` returns only once the broker has the message, and raises otherwise.
 
     Its connection is not the consumer's: RabbitMQ blocks a connection that publishes during a resource alarm and

@@ -22,8 +22,8 @@ from dataclasses import replace
 
 from services.delivery import outcome, retry
 from services.delivery.ledger import Ledger
-from services.delivery.outcome import Outcome
-from services.delivery.publisher import Publisher
+from services.delivery.outcome import RecipientOutcome
+from services.delivery.publisher import DeliveryPublisher
 from services.store import Store, progress
 from services.store import queue_index as states
 from shared.envelope import Envelope
@@ -32,7 +32,7 @@ from shared.logging import get_logger
 log = get_logger(__name__)
 
 SERVICE = "delivery"
-Bounce = Callable[[Envelope, bytes, list[Outcome], float], Awaitable[None]]
+Bounce = Callable[[Envelope, bytes, list[RecipientOutcome], float], Awaitable[None]]
 DELETED_TEXT = "message deleted from the queue by the postmaster"
 
 
@@ -51,7 +51,7 @@ def entry_fields(envelope: Envelope, size: int, last_error: str, next_attempt: f
     }
 
 
-def last_error(found: Outcome) -> str:
+def last_error(found: RecipientOutcome) -> str:
     """One line for the listing, as mailq puts it: the reply (with its code) and the host that gave it."""
     text = found.diagnostic if found.diagnostic[:1].isdigit() else f"{found.enhanced} {found.diagnostic}"
     return f"{text} (host {found.remote_mta})" if found.remote_mta else text
@@ -60,7 +60,7 @@ def last_error(found: Outcome) -> str:
 class QueueControl:
     """Claims each copy of a deferred message before it is attempted and records the entry after."""
 
-    def __init__(self, store: Store, publisher: Publisher, schedule: tuple[int, ...], bounce: Bounce) -> None:
+    def __init__(self, store: Store, publisher: DeliveryPublisher, schedule: tuple[int, ...], bounce: Bounce) -> None:
         self.store = store
         self.publisher = publisher
         self.schedule = schedule
@@ -124,7 +124,7 @@ class QueueControl:
             await self.bounce(envelope, body, failed, time.time())
         await self.finish(ledger)
 
-    async def deferred(self, ledger: Ledger, following: Envelope, deferred: list[Outcome], size: int) -> None:
+    async def deferred(self, ledger: Ledger, following: Envelope, deferred: list[RecipientOutcome], size: int) -> None:
         """After a retry copy was confirmed: the entry describes it, with the progress of this delivery, in one step."""
         delay = retry.delay_for(self.schedule, following.attempt)
         fields = entry_fields(following, size, last_error(deferred[0]), time.time() + delay)

@@ -15,7 +15,7 @@ from services.delivery.config import DeliverySettings
 from services.delivery.dsnrequest import mail_parameters, rcpt_parameters
 from services.delivery.mtasts import MtaSts, StsPolicy
 from services.delivery.mx import MailHost, MailResolver, is_ip_literal
-from services.delivery.outcome import Outcome
+from services.delivery.outcome import RecipientOutcome
 from services.delivery.replytext import readable, reply
 from services.delivery.routing import Target
 from services.delivery.smtpdata import send_data
@@ -85,7 +85,7 @@ class RemoteDelivery:
 
     async def __call__(
         self, envelope: Envelope, body: bytes, domain: str, targets: Sequence[Target], signature: bytes = b""
-    ) -> list[Outcome]:
+    ) -> list[RecipientOutcome]:
         """`signature`: header fields (the DKIM signatures) sent in front of `body`."""
         route = transport_map.lookup(self.settings.transport_map, domain)
         relay = route is None and self.settings.relay_host is not None
@@ -167,7 +167,7 @@ class RemoteDelivery:
 
     async def _session(
         self, hop: Hop, envelope: Envelope, message: _Message, targets: Sequence[Target]
-    ) -> list[Outcome] | PostroomError:
+    ) -> list[RecipientOutcome] | PostroomError:
         """One SMTP transaction. A list is a decision for every target; an error means: try the next hop."""
         policy = hop.tls.policy if hop.tls.policy in ("dane", "mta-sts") else None
         try:
@@ -203,7 +203,7 @@ class RemoteDelivery:
 
     async def _transaction(
         self, hop: Hop, envelope: Envelope, message: _Message, targets: Sequence[Target], tls: bool
-    ) -> list[Outcome]:
+    ) -> list[RecipientOutcome]:
         s = self.settings
         # The TCP connect gets its own short timeout (a dead host should not hold us for 5 minutes); the 220
         # greeting then gets the RFC 5321 §4.5.3.2.1 five minutes.
@@ -261,7 +261,7 @@ class RemoteDelivery:
 
     async def _send(
         self, client: aiosmtplib.SMTP, hop: Hop, envelope: Envelope, message: _Message, targets: Sequence[Target]
-    ) -> list[Outcome]:
+    ) -> list[RecipientOutcome]:
         addresses = [envelope.mail_from, *(t.address for t in targets)]
         utf8 = not all(a.isascii() for a in addresses)
         if utf8 and not client.supports_extension("smtputf8"):
@@ -291,7 +291,7 @@ class RemoteDelivery:
             if _permanent(exc.code):
                 return [self._refused(t, hop, exc.code, exc.message) for t in targets]
             raise
-        results: list[Outcome] = []
+        results: list[RecipientOutcome] = []
         accepted: list[Target] = []
         for target, address in zip(targets, addresses[1:], strict=True):
             try:
@@ -321,7 +321,7 @@ class RemoteDelivery:
         relayed = [_from(outcome.delivered(t.address, text, TRANSPORT, hop.host), t) for t in accepted]
         return results + [replace(found, dsn_passed=dsn) for found in relayed]
 
-    def _refused(self, target: Target, hop: Hop, code: int, message: str) -> Outcome:
+    def _refused(self, target: Target, hop: Hop, code: int, message: str) -> RecipientOutcome:
         text = reply(code, message)
         if not 400 <= code <= 599:
             # RFC 5321 §4.2.1: only 4yz and 5yz refuse; anything else here (999, 1yz, 252 to DATA) is a server out
@@ -423,5 +423,5 @@ def _enhanced(code: int, message: str) -> str:
     return f"{str(code)[0]}.0.0"
 
 
-def _from(found: Outcome, target: Target) -> Outcome:
+def _from(found: RecipientOutcome, target: Target) -> RecipientOutcome:
     return replace(found, original=target.original)

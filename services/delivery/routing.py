@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from services.delivery import outcome
-from services.delivery.outcome import Outcome
+from services.delivery.outcome import RecipientOutcome
 from services.store import Accounts
 from services.store.keys import normalize_address
 from shared.srs import Srs
@@ -36,7 +36,7 @@ class Plan:
 
     local: list[Target] = field(default_factory=list)
     remote: dict[str, list[Target]] = field(default_factory=dict)
-    failed: list[Outcome] = field(default_factory=list)
+    failed: list[RecipientOutcome] = field(default_factory=list)
 
 
 def _plausible(address: str) -> bool:

@@ -8,10 +8,10 @@ from typing import Any
 
 from services.pop3 import command as c
 from services.pop3.op import auth, capability, delete, fetch, listing
-from services.pop3.response import Outcome
+from services.pop3.response import Response
 from services.pop3.state import SessionState, State
 
-Handler = Callable[[SessionState, Any], Awaitable[Outcome]]
+Handler = Callable[[SessionState, Any], Awaitable[Response]]
 
 AUTHORIZATION = frozenset({State.AUTHORIZATION})
 TRANSACTION = frozenset({State.TRANSACTION})

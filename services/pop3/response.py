@@ -60,13 +60,13 @@ class Challenge:
     """A SASL continuation (RFC 5034 §4): send `+ prompt`, then hand the client's next line to `resume`."""
 
     prompt: str
-    resume: Callable[[bytes], Awaitable[Outcome]]
+    resume: Callable[[bytes], Awaitable[Response]]
 
     def encode(self) -> bytes:
         return b"+ " + self.prompt.encode() + CRLF
 
 
-Outcome = Reply | MultiLine | Stream | Challenge
+Response = Reply | MultiLine | Stream | Challenge
 
 
 class TopLimit:

@@ -10,7 +10,7 @@ from services.pop3 import metrics, replies
 from services.pop3.command import Command, ParseError, Retr, Top, parse, verb_of
 from services.pop3.connection import Connection, ConnectionClosed, LineTooLong
 from services.pop3.dispatch import gate
-from services.pop3.response import Action, BodyEncoder, Challenge, MultiLine, Outcome, Reply, Stream
+from services.pop3.response import Action, BodyEncoder, Challenge, MultiLine, Reply, Response, Stream
 from services.pop3.state import ServerContext, SessionState
 from services.store.outage import outage
 from shared.logging import get_logger
@@ -124,7 +124,7 @@ class Session:
             if action is Action.START_TLS and not await self._start_tls():
                 return
 
-    async def _execute(self, line: bytes) -> tuple[Outcome, str]:
+    async def _execute(self, line: bytes) -> tuple[Response, str]:
         # A RETR/TOP line parsed by the last read-ahead is not parsed again (parse depends on the line alone).
         command = self._parsed.pop(line, None)
         if command is None:
@@ -188,7 +188,7 @@ class Session:
         if flush or self.conn.queued >= FLUSH_AT:
             await self._drain()
 
-    async def _deliver(self, outcome: Outcome, verb: str) -> Action:
+    async def _deliver(self, outcome: Response, verb: str) -> Action:
         """Write one outcome (following SASL continuations to the final reply) and return what to do next."""
         while isinstance(outcome, Challenge):
             outcome = await self._continue(outcome)
@@ -207,7 +207,7 @@ class Session:
             self.close_reason = "quit"
         return head.action
 
-    async def _continue(self, challenge: Challenge) -> Outcome:
+    async def _continue(self, challenge: Challenge) -> Response:
         await self._send(challenge.encode())
         try:
             line = await self._read()

@@ -12,7 +12,7 @@ from services.smtp_ingress.checks import Checks
 from services.smtp_ingress.config import IngressSettings
 from services.smtp_ingress.handler import IngressHandler
 from services.smtp_ingress.inbound import InboundChecks
-from services.smtp_ingress.publisher import Publisher
+from services.smtp_ingress.publisher import IngressPublisher
 from services.smtp_ingress.server import IngressServer
 from services.smtp_ingress.workers import siblings_ready
 from services.store import Store
@@ -37,7 +37,7 @@ class IngressApp:
         check_spool_dir(settings.smtp_spool_dir, "POSTROOM_SMTP_SPOOL_DIR")
         # Concurrent sessions share Redis round trips (RCPT lookups, trace writes): see services/store/coalesce.py.
         self.store = Store.connect(settings.redis_url, settings.namespace, settings.redis_cluster, coalesce=True)
-        self.publisher = Publisher(settings.amqp_url, settings.namespace, settings.smtp_publish_timeout)
+        self.publisher = IngressPublisher(settings.amqp_url, settings.namespace, settings.smtp_publish_timeout)
         throttle = self.store.login_throttle(settings.smtp_auth_failure_delay, settings.smtp_auth_failure_delay_max)
         self.inbound = InboundChecks(settings) if settings.inbound_checks else None
         # Limits, blocklists and the content filter (checks.py); `checks()` below is the readiness checks.

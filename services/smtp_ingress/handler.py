@@ -21,7 +21,7 @@ from services.smtp_ingress.policy import (
     valid_helo,
 )
 from services.smtp_ingress.postmaster import is_bare_postmaster, postmaster_address
-from services.smtp_ingress.publisher import Publisher
+from services.smtp_ingress.publisher import IngressPublisher
 from services.smtp_ingress.replies import Reply
 from services.store import Store
 from services.store.keys import normalize_address
@@ -52,7 +52,7 @@ class IngressHandler:
         self,
         settings: IngressSettings,
         store: Store,
-        publisher: Publisher,
+        publisher: IngressPublisher,
         authenticator: Authenticator,
         inbound: InboundChecks | None = None,
         checks: Checks | None = None,

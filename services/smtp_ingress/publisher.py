@@ -31,7 +31,7 @@ RECONNECT_MIN = 0.2
 RECONNECT_MAX = 5.0
 
 
-class Publisher:
+class IngressPublisher:
     """One connection and one confirming channel; many publishes in flight on it, each awaiting its own confirm."""
 
     def __init__(self, url: str, namespace: str, timeout: float) -> None:

@@ -19,8 +19,8 @@ import pytest
 from services.delivery import outcome
 from services.delivery.config import DeliverySettings
 from services.delivery.consumer import Consumer
-from services.delivery.outcome import Outcome
-from services.delivery.publisher import Publisher
+from services.delivery.outcome import RecipientOutcome
+from services.delivery.publisher import DeliveryPublisher
 from services.delivery.routing import Target
 from services.store import Store
 from shared.envelope import Envelope
@@ -42,7 +42,7 @@ class Remote:
 
     async def __call__(
         self, envelope: Envelope, body: bytes, domain: str, targets: Sequence[Target], signature: bytes = b""
-    ) -> list[Outcome]:
+    ) -> list[RecipientOutcome]:
         for target in targets:
             self.calls[target.address] = self.calls.get(target.address, 0) + 1
             if target.address.startswith("slow@"):
@@ -52,7 +52,7 @@ class Remote:
         return [outcome.delivered(t.address, "250 ok", "smtp", "mx.remote.test") for t in targets]
 
 
-class RefusingPublisher(Publisher):
+class RefusingPublisher(DeliveryPublisher):
     """Refuses the first retry of `flaky@`, as a broker refusing the publish would: that message is nacked."""
 
     refused = False

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.delivery import bounce
-from services.delivery.outcome import Outcome, Status
+from services.delivery.outcome import RecipientOutcome, Status
 from shared.envelope import Envelope
 from shared.queue_id import new_queue_id
 
@@ -23,7 +23,7 @@ TEXT = st.one_of(ANY_TEXT, WIRE_TEXT, st.text(max_size=3000))
 STATUS = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
 
 outcomes = st.builds(
-    Outcome,
+    RecipientOutcome,
     recipient=TEXT,
     status=st.sampled_from([Status.TEMPORARY, Status.PERMANENT]),
     enhanced=st.one_of(st.sampled_from(["5.1.1", "4.4.7", "5.0.0", "4.2.2"]), TEXT),
@@ -42,7 +42,7 @@ envelopes = st.builds(
 )
 
 
-def check_report(report: bytes, failed: list[Outcome], action: str) -> None:
+def check_report(report: bytes, failed: list[RecipientOutcome], action: str) -> None:
     # CRLF line ends only, no line over 998 octets (RFC 5322 §2.1.1, §2.3).
     assert b"\r" not in report.replace(b"\r\n", b"") and b"\n" not in report.replace(b"\r\n", b"")
     assert max(len(line) for line in report.split(b"\r\n")) <= 998
@@ -81,7 +81,7 @@ def check_report(report: bytes, failed: list[Outcome], action: str) -> None:
     action=st.sampled_from(["failed", "delayed"]),
 )
 def test_any_text_in_a_valid_report_out(
-    envelope: Envelope, message: bytes, failed: list[Outcome], hostname: str, now: float, action: str
+    envelope: Envelope, message: bytes, failed: list[RecipientOutcome], hostname: str, now: float, action: str
 ) -> None:
     report, report_envelope = bounce.compose(envelope, message, failed, hostname, now, action)
     check_report(report, failed, action)
@@ -98,7 +98,7 @@ def test_a_latin1_reply_is_quoted_readably() -> None:
     RFC 6533 escape in the delivery-status part."""
     wire = b"550 5.1.1 M\xfcller unknown".decode("utf-8", "surrogateescape")
     envelope = Envelope(new_queue_id(), "sender@origin.test", ("mueller@remote.test",))
-    failed = [Outcome("mueller@remote.test", Status.PERMANENT, "5.1.1", wire, "smtp", "mx.remote.test")]
+    failed = [RecipientOutcome("mueller@remote.test", Status.PERMANENT, "5.1.1", wire, "smtp", "mx.remote.test")]
     report, _ = bounce.compose(envelope, b"Subject: hi\r\n\r\n", failed, "mx.postroom.test")
     check_report(report, failed, "failed")
     assert "<mueller@remote.test>: 550 5.1.1 Müller unknown".encode() in report

@@ -14,7 +14,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from services.delivery import publisher as publisher_module
-from services.delivery.publisher import Publisher
+from services.delivery.publisher import DeliveryPublisher
 from services.store import Store
 from shared.connections import connect_amqp, publishing_blocked
 from shared.envelope import Envelope
@@ -212,7 +212,7 @@ async def test_a_retry_publish_waits_out_the_block_without_writing(
     node = rabbitmq_node
     monkeypatch.setattr(publisher_module, "PUBLISH_TIMEOUT", 2.0)
     connection = await connect_amqp(node.url, "postroom-test-publisher")
-    publisher = Publisher(connection, Topology(namespace), (DELAY_SECONDS,))
+    publisher = DeliveryPublisher(connection, Topology(namespace), (DELAY_SECONDS,))
     await publisher.start()
     first, second, third = (Envelope(new_queue_id(), "s@remote.test", ("u@later.test",)) for _ in range(3))
     try:

@@ -11,8 +11,8 @@ import aio_pika
 from services.delivery import outcome
 from services.delivery.config import DeliverySettings
 from services.delivery.consumer import Consumer
-from services.delivery.outcome import Outcome
-from services.delivery.publisher import Publisher
+from services.delivery.outcome import RecipientOutcome
+from services.delivery.publisher import DeliveryPublisher
 from services.delivery.routing import Target
 from services.store import Store
 from shared.envelope import Envelope
@@ -32,7 +32,7 @@ class GatedRemote:
 
     async def __call__(
         self, envelope: Envelope, body: bytes, domain: str, targets: Sequence[Target], signature: bytes = b""
-    ) -> list[Outcome]:
+    ) -> list[RecipientOutcome]:
         self.active += 1
         self.peak = max(self.peak, self.active)
         await self.gate.wait()
@@ -47,7 +47,7 @@ async def test_concurrency_bounds_parallel_work(store: Store, broker: Broker, na
     )
     connection: Any = await aio_pika.connect_robust(AMQP_URL)
     remote = GatedRemote()
-    publisher = Publisher(connection, broker.topology, settings.retry_schedule)
+    publisher = DeliveryPublisher(connection, broker.topology, settings.retry_schedule)
     await publisher.start()
     consumer = Consumer(settings, store, connection, publisher, remote)
     await consumer.start()

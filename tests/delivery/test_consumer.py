@@ -14,7 +14,7 @@ import pytest
 from services.delivery import outcome
 from services.delivery.config import DeliverySettings
 from services.delivery.consumer import Consumer, count_received
-from services.delivery.outcome import Outcome
+from services.delivery.outcome import RecipientOutcome
 from services.delivery.routing import Target
 from services.store import Store
 from shared.envelope import REQUEUED, Envelope
@@ -72,7 +72,7 @@ class FakeRemote:
 
     async def __call__(
         self, envelope: Envelope, body: bytes, domain: str, targets: Sequence[Target], signature: bytes = b""
-    ) -> list[Outcome]:
+    ) -> list[RecipientOutcome]:
         self.calls.append([t.address for t in targets])
         return [replace(self.answer(t.address), original=t.original) for t in targets]
 
@@ -272,7 +272,7 @@ async def test_unexpected_error_defers_instead_of_requeueing(users: Store) -> No
     """A bug in delivering a recipient never requeues at once (which would repeat the other recipients' work):
     the recipient is deferred as an internal error through the delay queue, the others keep their outcome."""
 
-    def explode(recipient: str) -> Outcome:
+    def explode(recipient: str) -> RecipientOutcome:
         raise RuntimeError("bug")
 
     recorder = Recorder()
@@ -487,7 +487,7 @@ async def test_a_redelivery_in_hand_waits_for_the_earlier_delivery_of_the_same_m
     class Gated(FakeRemote):
         async def __call__(
             self, envelope: Envelope, body: bytes, domain: str, targets: Sequence[Target], signature: bytes = b""
-        ) -> list[Outcome]:
+        ) -> list[RecipientOutcome]:
             found = await super().__call__(envelope, body, domain, targets, signature)
             await gate.wait()
             return found

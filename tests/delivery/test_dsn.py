@@ -30,9 +30,9 @@ def envelope_with(recipients: tuple[str, ...], *notify: tuple[str, str, str], **
 def relayed(dsn_passed: bool) -> FakeRemote:
     return FakeRemote(
         lambda r: (
-            outcome.Outcome(r, outcome.Status.DELIVERED, "2.0.0", "250 2.0.0 Ok", "smtp", "mx.remote.test")
+            outcome.RecipientOutcome(r, outcome.Status.DELIVERED, "2.0.0", "250 2.0.0 Ok", "smtp", "mx.remote.test")
             if not dsn_passed
-            else outcome.Outcome(
+            else outcome.RecipientOutcome(
                 r, outcome.Status.DELIVERED, "2.0.0", "250 2.0.0 Ok", "smtp", "mx.remote.test", "", True
             )
         )

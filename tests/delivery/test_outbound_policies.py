@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from services.delivery.config import DeliverySettings
 from services.delivery.mtasts import MtaSts, parse_policy, txt_id
 from services.delivery.mx import MailResolver
-from services.delivery.outcome import Outcome, Status
+from services.delivery.outcome import RecipientOutcome, Status
 from services.delivery.remote import RemoteDelivery
 from services.delivery.tls import verified_context
 from services.delivery.tlsrpt import TlsReporter, TlsResults, rua_addresses, utc_day
@@ -108,7 +108,7 @@ def enforce(*mx: str, mode: str = "enforce") -> str:
     return f"version: STSv1\r\nmode: {mode}\r\n" + "".join(f"mx: {m}\r\n" for m in mx) + "max_age: 86400\r\n"
 
 
-async def deliver(delivery: RemoteDelivery) -> Outcome:
+async def deliver(delivery: RemoteDelivery) -> RecipientOutcome:
     [result] = await send(delivery, DOMAIN, f"user@{DOMAIN}")
     if delivery.mta_sts is not None:
         await delivery.mta_sts.close()

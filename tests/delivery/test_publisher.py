@@ -14,7 +14,7 @@ from aiormq.abc import DeliveredMessage
 from aiormq.channel import Channel
 
 from services.delivery import publisher as publisher_module
-from services.delivery.publisher import STREAM_THRESHOLD, Publisher
+from services.delivery.publisher import STREAM_THRESHOLD, DeliveryPublisher
 from shared.amqp_frames import publish_streamed
 from shared.envelope import Envelope
 from shared.queue_id import new_queue_id
@@ -58,8 +58,8 @@ async def take(connection: aio_pika.abc.AbstractConnection, queue: str) -> list[
         await channel.close()
 
 
-async def started_publisher(connection: aio_pika.abc.AbstractRobustConnection, namespace: str) -> Publisher:
-    publisher = Publisher(connection, Topology(namespace), (DELAY,))
+async def started_publisher(connection: aio_pika.abc.AbstractRobustConnection, namespace: str) -> DeliveryPublisher:
+    publisher = DeliveryPublisher(connection, Topology(namespace), (DELAY,))
     await publisher.start()
     return publisher
 

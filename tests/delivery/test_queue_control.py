@@ -171,11 +171,11 @@ async def test_a_first_attempt_that_relays_is_listed_active_while_it_runs(users:
     recorder = Recorder()
     envelope = Envelope(new_queue_id(), "sender@origin.test", ("g@remote.test", "alice@example.test"))
 
-    def answer(recipient: str) -> outcome.Outcome:
+    def answer(recipient: str) -> outcome.RecipientOutcome:
         return outcome.delivered(recipient, "250 ok", "smtp")
 
     class Watching(FakeRemote):
-        async def __call__(self, *args: Any) -> list[outcome.Outcome]:
+        async def __call__(self, *args: Any) -> list[outcome.RecipientOutcome]:
             entry = await users.queue.get(envelope.queue_id)
             seen.append(entry.state if entry else "")
             return await super().__call__(*args)

@@ -9,7 +9,7 @@ from typing import Any
 
 from services.delivery.config import DeliverySettings
 from services.delivery.mx import MailResolver
-from services.delivery.outcome import Outcome, Status
+from services.delivery.outcome import RecipientOutcome, Status
 from services.delivery.remote import RemoteDelivery, _enhanced
 from services.delivery.routing import Target
 from shared.envelope import Envelope
@@ -33,7 +33,9 @@ def remote_for(dns_server: Any, **overrides: Any) -> RemoteDelivery:
     return RemoteDelivery(settings, MailResolver(settings.dns_nameservers, settings.delivery_dns_timeout))
 
 
-async def send(remote: RemoteDelivery, domain: str, *recipients: str, message: bytes | None = None) -> list[Outcome]:
+async def send(
+    remote: RemoteDelivery, domain: str, *recipients: str, message: bytes | None = None
+) -> list[RecipientOutcome]:
     envelope = Envelope(new_queue_id(), "sender@origin.test", tuple(recipients))
     targets = [Target(r, r, local=False) for r in recipients]
     return await remote(envelope, message or make_message(), domain, targets)

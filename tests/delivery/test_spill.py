@@ -19,8 +19,8 @@ from services.delivery import outcome
 from services.delivery.app import DeliveryApp
 from services.delivery.config import DeliverySettings
 from services.delivery.consumer import Consumer
-from services.delivery.outcome import Outcome
-from services.delivery.publisher import Publisher
+from services.delivery.outcome import RecipientOutcome
+from services.delivery.publisher import DeliveryPublisher
 from services.delivery.routing import Target
 from services.store import Store
 from shared.envelope import Envelope
@@ -64,7 +64,7 @@ class SizeGatedRemote:
 
     async def __call__(
         self, envelope: Envelope, body: bytes, domain: str, targets: Sequence[Target], signature: bytes = b""
-    ) -> list[Outcome]:
+    ) -> list[RecipientOutcome]:
         self.bodies.setdefault(envelope.queue_id, []).append(hashlib.sha256(body).hexdigest())
         if len(body) > MEMORY_LIMIT:
             self.active += 1
@@ -85,7 +85,7 @@ async def consuming(
     closed on the way out."""
     connection: Any = await aio_pika.connect_robust(AMQP_URL)
     remote = SizeGatedRemote()
-    publisher = Publisher(connection, broker.topology, settings.retry_schedule)
+    publisher = DeliveryPublisher(connection, broker.topology, settings.retry_schedule)
     await publisher.start()
     consumer = Consumer(settings, store, connection, publisher, remote)
     try:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from services.smtp_ingress import publisher as publisher_module
-from services.smtp_ingress.publisher import Publisher
+from services.smtp_ingress.publisher import IngressPublisher
 from shared.tasks import cancel_and_wait
 
 
@@ -79,7 +79,7 @@ async def test_publisher_stops_when_its_connect_swallows_the_cancel(monkeypatch:
 
     monkeypatch.setattr(publisher_module, "connect_amqp_once", connect)
     monkeypatch.setattr(publisher_module, "RECONNECT_MIN", 0)
-    publisher = Publisher("amqp://guest:guest@127.0.0.1:1/", "tasks-test", timeout=1)
+    publisher = IngressPublisher("amqp://guest:guest@127.0.0.1:1/", "tasks-test", timeout=1)
     publisher.start()
     await connecting.wait()
     stopping = asyncio.create_task(publisher.stop())

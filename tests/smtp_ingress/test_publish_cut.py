@@ -11,7 +11,7 @@ from collections.abc import Callable
 from prometheus_client import REGISTRY
 
 from services.smtp_ingress import replies
-from services.smtp_ingress.publisher import Publisher
+from services.smtp_ingress.publisher import IngressPublisher
 from shared.envelope import Envelope
 from shared.queue_id import new_queue_id
 from tests.faults.proxy import broker_proxy
@@ -95,7 +95,7 @@ def test_broker_cut_amid_a_stream_of_messages_loses_and_duplicates_nothing(
 
 async def test_concurrent_publishes_joined_in_the_write_queue_each_get_their_own_confirm(namespace: str) -> None:
     """Publishes of one moment share a socket write; each still gets the confirm of its own delivery tag."""
-    publisher = Publisher(AMQP_URL, namespace, timeout=30)
+    publisher = IngressPublisher(AMQP_URL, namespace, timeout=30)
     publisher.start()
     try:
 

@@ -14,7 +14,7 @@ from aiosmtpd.smtp import Session
 
 from services.smtp_ingress import replies
 from services.smtp_ingress.handler import IngressHandler
-from services.smtp_ingress.publisher import Publisher
+from services.smtp_ingress.publisher import IngressPublisher
 from services.smtp_ingress.session import IngressEnvelope
 from shared.envelope import Envelope
 from shared.errors import TemporaryError
@@ -130,7 +130,7 @@ async def test_nack_is_a_temporary_error() -> None:
         is_closed = False
         transport = None  # no aiormq connection behind it: never blocked
 
-    publisher = Publisher("amqp://unused/", "ns", timeout=1)
+    publisher = IngressPublisher("amqp://unused/", "ns", timeout=1)
     publisher._exchange, publisher._connection, publisher._channel = NackingExchange(), Open(), Open()  # type: ignore[assignment]
     with pytest.raises(TemporaryError) as error:
         await publisher.publish(b"x", Envelope("01ABCDEFGHJKMNPQRSTVWXYZ00", "", ("a@b.example",)))

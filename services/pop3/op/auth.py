@@ -8,12 +8,12 @@ from collections.abc import Awaitable, Callable
 from services.pop3 import metrics, replies, sasl
 from services.pop3.command import Apop, Auth, Pass, User
 from services.pop3.maildrop import Maildrop
-from services.pop3.response import Challenge, MultiLine, Outcome, Reply
+from services.pop3.response import Challenge, MultiLine, Reply, Response
 from services.pop3.state import SessionState, State
 from services.store.addresses import account_address
 
 
-async def user(session: SessionState, command: User) -> Outcome:
+async def user(session: SessionState, command: User) -> Response:
     if not session.plaintext_auth_allowed:
         return replies.ERR_PLAINTEXT_DISALLOWED
     # Always +OK: whether the account exists is only ever answered after a password (RFC 1939 §7 allows either).
@@ -21,7 +21,7 @@ async def user(session: SessionState, command: User) -> Outcome:
     return replies.OK_USER
 
 
-async def pass_(session: SessionState, command: Pass) -> Outcome:
+async def pass_(session: SessionState, command: Pass) -> Response:
     if not session.plaintext_auth_allowed:
         return replies.ERR_PLAINTEXT_DISALLOWED
     if session.user is None:
@@ -30,13 +30,13 @@ async def pass_(session: SessionState, command: Pass) -> Outcome:
     return await login(session, name, command.password, "user")
 
 
-async def apop(session: SessionState, command: Apop) -> Outcome:
+async def apop(session: SessionState, command: Apop) -> Response:
     # APOP (RFC 1939 §7) needs the plaintext password (or an equivalent) on the server to compute the MD5 digest;
     # we keep only argon2id hashes, and MD5 challenge-response is weak anyway. AUTH PLAIN over TLS replaces it.
     return replies.ERR_APOP_DISABLED
 
 
-async def auth(session: SessionState, command: Auth) -> Outcome:
+async def auth(session: SessionState, command: Auth) -> Response:
     if command.mechanism is None:
         # Not in RFC 5034 but widely expected (it predates CAPA): AUTH alone lists the mechanisms.
         return MultiLine(replies.OK_AUTH_MECHANISMS, sasl.MECHANISMS)
@@ -49,10 +49,10 @@ async def auth(session: SessionState, command: Auth) -> Outcome:
     return await _respond(session, command.initial_response, sasl.LOGIN_USERNAME_PROMPT, _login_user_step(session))
 
 
-Step = Callable[[bytes], Awaitable[Outcome]]
+Step = Callable[[bytes], Awaitable[Response]]
 
 
-async def _respond(session: SessionState, initial: str | None, prompt: str, step: Step) -> Outcome:
+async def _respond(session: SessionState, initial: str | None, prompt: str, step: Step) -> Response:
     """Use the initial response when given (RFC 5034 §4), else ask for it with a continuation."""
     if initial is None:
         return Challenge(prompt, _decoding(step))
@@ -60,7 +60,7 @@ async def _respond(session: SessionState, initial: str | None, prompt: str, step
 
 
 def _decoding(step: Step) -> Step:
-    async def resume(line: bytes) -> Outcome:
+    async def resume(line: bytes) -> Response:
         if line.strip(b"\r\n") == sasl.CANCEL:
             return replies.ERR_AUTH_CANCELLED
         try:
@@ -73,7 +73,7 @@ def _decoding(step: Step) -> Step:
 
 
 def _plain_step(session: SessionState) -> Step:
-    async def step(data: bytes) -> Outcome:
+    async def step(data: bytes) -> Response:
         try:
             name, password = sasl.decode_plain(data)
         except sasl.SaslError:
@@ -85,7 +85,7 @@ def _plain_step(session: SessionState) -> Step:
 
 
 def _login_user_step(session: SessionState) -> Step:
-    async def step(data: bytes) -> Outcome:
+    async def step(data: bytes) -> Response:
         try:
             name = sasl.decode_text(data)
         except sasl.SaslError:
@@ -96,7 +96,7 @@ def _login_user_step(session: SessionState) -> Step:
 
 
 def _login_password_step(session: SessionState, name: str) -> Step:
-    async def step(data: bytes) -> Outcome:
+    async def step(data: bytes) -> Response:
         try:
             password = sasl.decode_text(data)
         except sasl.SaslError:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.pop3 import replies, sasl
 from services.pop3.command import Capa, Noop, Stls, Utf8
-from services.pop3.response import MultiLine, Outcome
+from services.pop3.response import MultiLine, Response
 from services.pop3.state import SessionState, State
 
 
@@ -21,11 +21,11 @@ def capabilities(session: SessionState) -> list[str]:
     return lines
 
 
-async def capa(session: SessionState, command: Capa) -> Outcome:
+async def capa(session: SessionState, command: Capa) -> Response:
     return MultiLine(replies.OK_CAPA, capabilities(session))
 
 
-async def stls(session: SessionState, command: Stls) -> Outcome:
+async def stls(session: SessionState, command: Stls) -> Response:
     if session.tls:
         return replies.ERR_ALREADY_TLS
     if not session.can_start_tls:
@@ -33,11 +33,11 @@ async def stls(session: SessionState, command: Stls) -> Outcome:
     return replies.OK_STLS
 
 
-async def utf8(session: SessionState, command: Utf8) -> Outcome:
+async def utf8(session: SessionState, command: Utf8) -> Response:
     # Messages are served as stored (no RFC 6857 downgrade for clients that never send UTF8).
     session.utf8 = True
     return replies.OK_UTF8
 
 
-async def noop(session: SessionState, command: Noop) -> Outcome:
+async def noop(session: SessionState, command: Noop) -> Response:
     return replies.OK_NOOP

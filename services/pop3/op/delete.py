@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from services.pop3 import metrics, replies
 from services.pop3.command import Dele, Quit, Rset
-from services.pop3.response import Outcome
+from services.pop3.response import Response
 from services.pop3.state import SessionState, State
 
 
-async def dele(session: SessionState, command: Dele) -> Outcome:
+async def dele(session: SessionState, command: Dele) -> Response:
     maildrop = session.maildrop
     assert maildrop is not None
     if maildrop.get(command.msg) is None:
@@ -18,13 +18,13 @@ async def dele(session: SessionState, command: Dele) -> Outcome:
     return replies.ok_dele(command.msg)
 
 
-async def rset(session: SessionState, command: Rset) -> Outcome:
+async def rset(session: SessionState, command: Rset) -> Response:
     assert session.maildrop is not None
     session.maildrop.reset()
     return replies.ok_maildrop(*session.maildrop.stat())
 
 
-async def quit_(session: SessionState, command: Quit) -> Outcome:
+async def quit_(session: SessionState, command: Quit) -> Response:
     maildrop = session.maildrop
     if session.state is State.AUTHORIZATION or maildrop is None:
         return replies.OK_SIGNOFF  # RFC 1939 §4: QUIT before login ends the session, no UPDATE state

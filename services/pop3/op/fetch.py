@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 from services.pop3 import metrics, replies
 from services.pop3.command import Retr, Top
 from services.pop3.maildrop import MessageGone
-from services.pop3.response import Outcome, Stream
+from services.pop3.response import Response, Stream
 from services.pop3.state import SessionState
 from services.store import MessageInfo
 
 
-async def _open(session: SessionState, msg: int) -> tuple[MessageInfo, AsyncIterator[bytes]] | Outcome:
+async def _open(session: SessionState, msg: int) -> tuple[MessageInfo, AsyncIterator[bytes]] | Response:
     """The message's size and its chunks, or the error reply when it is not there (any more)."""
     assert session.maildrop is not None
     info = session.maildrop.get(msg)
@@ -24,7 +24,7 @@ async def _open(session: SessionState, msg: int) -> tuple[MessageInfo, AsyncIter
         return replies.ERR_MESSAGE_GONE
 
 
-async def retr(session: SessionState, command: Retr) -> Outcome:
+async def retr(session: SessionState, command: Retr) -> Response:
     opened = await _open(session, command.msg)
     if not isinstance(opened, tuple):
         return opened
@@ -32,7 +32,7 @@ async def retr(session: SessionState, command: Retr) -> Outcome:
     return Stream(replies.ok_retr(info.size), chunks, on_complete=metrics.MESSAGES_RETRIEVED.inc)
 
 
-async def top(session: SessionState, command: Top) -> Outcome:
+async def top(session: SessionState, command: Top) -> Response:
     opened = await _open(session, command.msg)
     if not isinstance(opened, tuple):
         return opened

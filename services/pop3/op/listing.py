@@ -5,7 +5,7 @@ from __future__ import annotations
 from services.pop3 import replies
 from services.pop3.command import List, Stat, Uidl
 from services.pop3.maildrop import Maildrop
-from services.pop3.response import MultiLine, Outcome
+from services.pop3.response import MultiLine, Response
 from services.pop3.state import SessionState
 
 
@@ -14,12 +14,12 @@ def _maildrop(session: SessionState) -> Maildrop:
     return session.maildrop
 
 
-async def stat(session: SessionState, command: Stat) -> Outcome:
+async def stat(session: SessionState, command: Stat) -> Response:
     # Sizes are the stored CRLF octets, exactly what RETR sends before dot-stuffing (RFC 1939 §5).
     return replies.ok_stat(*_maildrop(session).stat())
 
 
-async def list_(session: SessionState, command: List) -> Outcome:
+async def list_(session: SessionState, command: List) -> Response:
     maildrop = _maildrop(session)
     if command.msg is not None:
         info = maildrop.get(command.msg)
@@ -29,7 +29,7 @@ async def list_(session: SessionState, command: List) -> Outcome:
     return MultiLine(head, [f"{n} {info.size}" for n, info in visible])
 
 
-async def uidl(session: SessionState, command: Uidl) -> Outcome:
+async def uidl(session: SessionState, command: Uidl) -> Response:
     # The store uses the queue id as uid: unique, stable across sessions, printable, under 70 characters.
     maildrop = _maildrop(session)
     if command.msg is not None:

@@ -34,7 +34,7 @@ _SIGNED = (b"dkim-signature:", b"arc-seal:")
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class InboundVerdict:
     """What the checks decided: a reply that refuses the message (DMARC reject, enforced) or the headers to put in
     front of it and the spool to publish (a new one when forged fields were taken out of the header block)."""
 
@@ -63,7 +63,7 @@ class InboundChecks:
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def check(self, client_ip: str, helo: str | None, mail_from: str, spool: MessageSpool) -> Outcome:
+    async def check(self, client_ip: str, helo: str | None, mail_from: str, spool: MessageSpool) -> InboundVerdict:
         """Never raises: a check that cannot finish reports temperror and the mail flows."""
         head = spool.head(HEAD_LIMIT)
         facts = read_head(head, self.authserv_id)
@@ -79,13 +79,13 @@ class InboundChecks:
         lines = _resinfo(mail_from, sender_domain, spf_mail, helo_domain, spf_helo, dkims, arc, verdict, facts)
         if verdict.disposition == "reject" and self.enforce:
             log.info("dmarc reject", client=client_ip, domain=facts.from_domain)
-            return Outcome(replies.DMARC_REJECTED, b"", spool)
+            return InboundVerdict(replies.DMARC_REJECTED, b"", spool)
         extra = results_header(self.authserv_id, lines)
         if verdict.disposition in ("reject", "quarantine"):
             extra += QUARANTINE_HEADER
         if facts.cleaned is not None:
             spool = self._rewritten(spool, facts.cleaned, facts.head_length)
-        return Outcome(None, extra, spool)
+        return InboundVerdict(None, extra, spool)
 
     async def _results(
         self,
