@@ -64,6 +64,7 @@ class CertificateReloader:
         self.listeners = tuple(listeners)
         self.interval = interval
         self._seen = self._files()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._publish_expiry()
 
     def _files(self) -> tuple[tuple[int, int, int] | None, tuple[int, int, int] | None]:
@@ -97,9 +98,24 @@ class CertificateReloader:
     def changed(self) -> bool:
         return self._files() != self._seen
 
-    def install(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Reload on SIGHUP, the reload signal of every mail daemon."""
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
+    def install(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Reload on SIGHUP, the reload signal of every mail daemon; False where the loop cannot take signals (a
+        service run in-process on a thread, as some tests do)."""
+        try:
+            loop.add_signal_handler(signal.SIGHUP, self.reload)
+        except (ValueError, RuntimeError, NotImplementedError):
+            return False
+        self._loop = loop
+        return True
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """SIGHUP and the file watch for a service's life: until `stop`, then the signal handler goes."""
+        installed = self.install(asyncio.get_running_loop())
+        try:
+            await self.watch(stop)
+        finally:
+            if installed:
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
 
     async def watch(self, stop: asyncio.Event) -> None:
         """Check the files every `interval` seconds until `stop`; reload once they changed (cert-manager, certbot)."""

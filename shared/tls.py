@@ -1,10 +1,12 @@
-"""TLS server contexts from `POSTROOM_TLS_CERT`/`KEY`, or a self-signed pair made at start when they are unset."""
+"""TLS server contexts from `POSTROOM_TLS_CERT`/`KEY` (reloaded when renewed: shared/certs.py), or a self-signed
+pair made at start when they are unset."""
 
 from __future__ import annotations
 
 import datetime
 import ssl
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Self
 
@@ -15,8 +17,9 @@ from cryptography.x509.oid import NameOID
 from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.certs import CertificateReloader
 from shared.errors import ConfigError
-from shared.settings import ENV_PREFIX, OptionalPath
+from shared.settings import ENV_PREFIX, Duration, OptionalPath
 
 PAIR = f"{ENV_PREFIX}TLS_CERT/{ENV_PREFIX}TLS_KEY"
 
@@ -65,6 +68,8 @@ class ListenerTlsSettings(BaseSettings):
 
     tls_cert: OptionalPath = None
     tls_key: OptionalPath = None
+    # How often the pair's files are looked at for a renewal (cert-manager, certbot); SIGHUP reloads at once.
+    tls_reload_interval: Duration = 60.0
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Self:
@@ -75,7 +80,17 @@ class ListenerTlsSettings(BaseSettings):
 
     def listener_tls(self, hostname: str) -> ssl.SSLContext:
         """The context every TLS listener of the service serves; an unreadable pair is a ConfigError."""
+        return self.listener_certificates(hostname, ()).context
+
+    def listener_certificates(self, hostname: str, listeners: Sequence[str]) -> CertificateReloader:
+        """The context every TLS listener serves (`listeners` name them in the expiry metric), kept serving the
+        files as they are renewed; an unreadable pair is a ConfigError."""
+        cert, key = self.tls_cert, self.tls_key
+        if cert is None or key is None:
+            cert_path, key_path = self_signed_pair(hostname, Path(tempfile.mkdtemp(prefix="postroom-tls-")))
+            cert, key = str(cert_path), str(key_path)
         try:
-            return server_context(self.tls_cert, self.tls_key, hostname)
+            context = server_context(cert, key, hostname)
         except (OSError, ssl.SSLError, ValueError) as exc:
             raise ConfigError(f"{PAIR}: cannot load the certificate and key: {exc}") from None
+        return CertificateReloader(context, cert, key, listeners, self.tls_reload_interval)

@@ -23,20 +23,30 @@ class Pop3App:
         self.settings = settings
         self.store = Store(_redis(settings), settings.namespace)
         throttle = self.store.login_throttle(settings.pop3_auth_failure_delay, settings.pop3_auth_failure_delay_max)
-        tls = settings.listener_tls(settings.hostname)
+        listeners = [
+            name for name, listen in (("pop3", settings.pop3_listen), ("pop3s", settings.pop3s_listen)) if listen
+        ]
+        self.certificates = settings.listener_certificates(settings.hostname, listeners)
+        tls = self.certificates.context
         self.server = Pop3Server(ServerContext(settings=settings, store=self.store, tls_context=tls, throttle=throttle))
+        self._stopping = asyncio.Event()
+        self._certificates_task: asyncio.Task[None] | None = None
 
     def checks(self) -> dict[str, ReadinessCheck]:
         return {"redis": self.store.ping, "listeners": self._serving}
 
     async def start(self, stop: asyncio.Event | None = None) -> bool:
         await self.server.start()
+        self._certificates_task = asyncio.create_task(self.certificates.run(self._stopping))
         log.info("pop3 listening", listeners=dict(self.server.ports))
         return True
 
     async def stop(self, drain_timeout: float | None = None) -> None:
         """End idle sessions now, busy ones after their command (at most `drain_timeout`); nothing is deleted."""
         log.info("pop3 draining", sessions=self.server.session_count)
+        self._stopping.set()
+        if self._certificates_task is not None:
+            await self._certificates_task
         await self.server.stop(drain_timeout)
         await self.store.close()
 

@@ -46,7 +46,19 @@ class IngressApp:
         self.handler = IngressHandler(
             settings, self.store, self.publisher, authenticator, inbound=self.inbound, checks=self.screening
         )
-        self.server = IngressServer(settings, self.handler, settings.listener_tls(settings.hostname))
+        listeners = [
+            name
+            for name, listen in (
+                ("smtp", settings.smtp_listen),
+                ("submission", settings.submission_listen),
+                ("smtps", settings.smtps_listen),
+            )
+            if listen
+        ]
+        self.certificates = settings.listener_certificates(settings.hostname, listeners)
+        self.server = IngressServer(settings, self.handler, self.certificates.context)
+        self._stopping = asyncio.Event()
+        self._certificates_task: asyncio.Task[None] | None = None
 
     def checks(self) -> dict[str, ReadinessCheck]:
         checks: dict[str, ReadinessCheck] = {
@@ -63,6 +75,7 @@ class IngressApp:
     async def start(self, stop: asyncio.Event | None = None) -> bool:
         self.publisher.start()
         await self.server.start()
+        self._certificates_task = asyncio.create_task(self.certificates.run(self._stopping))
         await self._check_postmaster()
         return True
 
@@ -90,6 +103,9 @@ class IngressApp:
 
     async def stop(self, drain_timeout: float | None = None) -> None:
         """Drain sessions (POSTROOM_SMTP_DRAIN_TIMEOUT unless given), wait for publishes in flight, then close."""
+        self._stopping.set()
+        if self._certificates_task is not None:
+            await self._certificates_task
         await self.server.drain(self.settings.smtp_drain_timeout if drain_timeout is None else drain_timeout)
         inflight = list(self.handler.inflight)
         if inflight:
