@@ -24,7 +24,7 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractIncomingMessage
 
-from services.store.queue_ops import MAX_CYCLE, QueueError, QueueOps
+from services.store.queue_ops import MAX_CYCLE, QueueError, QueueOps, take
 
 _BATCH = 200
 # What was left of a message's wait, by queue id (None: not known, the message waits its queue's whole delay).
@@ -72,12 +72,7 @@ async def _cycle(
             return [], 0
         remaining = min(queue.declaration_result.message_count or 0, budget)
         while remaining > 0:
-            batch: list[AbstractIncomingMessage] = []
-            while len(batch) < min(remaining, _BATCH):
-                message = await queue.get(no_ack=False, fail=False)
-                if message is None:
-                    break
-                batch.append(message)
+            batch = await take(queue, min(remaining, _BATCH))
             if not batch:
                 break
             remaining -= len(batch)

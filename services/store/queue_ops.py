@@ -125,6 +125,18 @@ def _copy(message: AbstractIncomingMessage, clean: bool) -> aio_pika.Message:
     )
 
 
+async def take(queue: Any, limit: int) -> list[AbstractIncomingMessage]:
+    """Up to `limit` messages got from `queue` unacknowledged (fewer when it runs dry): the caller acks or nacks
+    each once what it stands for is safe elsewhere."""
+    batch: list[AbstractIncomingMessage] = []
+    while len(batch) < limit:
+        message = await queue.get(no_ack=False, fail=False)
+        if message is None:
+            break
+        batch.append(message)
+    return batch
+
+
 class QueueOps:
     """Opens an AMQP connection on first use and keeps it; every operation uses channels of its own."""
 
@@ -194,12 +206,7 @@ class QueueOps:
                 return [], 0
             remaining = min(dead.declaration_result.message_count or 0, MAX_CYCLE)
             while remaining > 0:
-                batch: list[AbstractIncomingMessage] = []
-                while len(batch) < min(remaining, _BATCH):
-                    message = await dead.get(no_ack=False, fail=False)
-                    if message is None:
-                        break
-                    batch.append(message)
+                batch = await take(dead, min(remaining, _BATCH))
                 if not batch:
                     break
                 remaining -= len(batch)

@@ -33,19 +33,23 @@ def settings() -> StoreSettings:
     return config
 
 
+def connect_store(config: StoreSettings) -> Store:
+    """The store of the configured settings, with the CLI's short socket timeouts (a command must not hang)."""
+    return Store.connect(
+        config.redis_url,
+        config.namespace,
+        config.redis_cluster,
+        trace_retention=config.trace_retention_seconds,
+        socket_connect_timeout=5,
+        socket_timeout=10,
+    )
+
+
 def run_with_store(action: Callable[[Store], Awaitable[T]]) -> T:
     """Connect to Redis with the configured settings, run `action`, and always close the connection."""
 
     async def body() -> T:
-        config = settings()
-        store = Store.connect(
-            config.redis_url,
-            config.namespace,
-            config.redis_cluster,
-            trace_retention=config.trace_retention_seconds,
-            socket_connect_timeout=5,
-            socket_timeout=10,
-        )
+        store = connect_store(settings())
         try:
             return await action(store)
         finally:

@@ -9,8 +9,15 @@ from typing import TypeVar
 
 import click
 
-from services.store import Store
-from services.store.cli.common import UserError, emit_json, emit_table, human_bytes, json_option, settings
+from services.store.cli.common import (
+    UserError,
+    connect_store,
+    emit_json,
+    emit_table,
+    human_bytes,
+    json_option,
+    settings,
+)
 from services.store.queue_admin import FlushReport, QueueAdmin, UnknownQueueId, WrongState
 from services.store.queue_index import DEAD, DEFERRED, HELD, Filter, QueueEntry
 from services.store.queue_ops import QueueOps
@@ -23,14 +30,7 @@ def run_with_admin(action: Callable[[QueueAdmin], Awaitable[T]]) -> T:
 
     async def body() -> T:
         config = settings()
-        store = Store.connect(
-            config.redis_url,
-            config.namespace,
-            config.redis_cluster,
-            trace_retention=config.trace_retention_seconds,
-            socket_connect_timeout=5,
-            socket_timeout=10,
-        )
+        store = connect_store(config)
         ops = QueueOps(config.amqp_url, config.namespace, config.retry_schedule)
         try:
             return await action(QueueAdmin(store, ops, "cli"))
