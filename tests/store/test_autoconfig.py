@@ -192,6 +192,7 @@ def test_client_ports_override_the_listen_ports_and_off_listeners_leave(store_en
 
 async def test_domain_dns_lists_every_record(namespace: str, store_env: dict[str, str], store: Store) -> None:
     await store.accounts.add_domain(DOMAIN)
+    key = await store.dkim.generate(DOMAIN, "ed1", "ed25519")
     postroom = postroom_cli(namespace, store_env)
     env = {"POSTROOM_HOSTNAME": "mx.clients.test", "POSTROOM_AUTOCONFIG_LISTEN": ":8081", "POSTROOM_POP3_LISTEN": ""}
     result = postroom("domain", "dns", DOMAIN, "--json", **env)
@@ -202,6 +203,7 @@ async def test_domain_dns_lists_every_record(namespace: str, store_env: dict[str
         (zone, "MX"): "10 mx.clients.test.",
         (zone, "TXT"): '"v=spf1 mx -all"',
         (f"_dmarc.{zone}", "TXT"): f'"v=DMARC1; p=quarantine; rua=mailto:postmaster@{DOMAIN}"',
+        (f"ed1._domainkey.{zone}", "TXT"): f'"v=DKIM1; k=ed25519; p={key.public_key}"',
         (f"autoconfig.{zone}", "CNAME"): "mx.clients.test.",
         (f"autodiscover.{zone}", "CNAME"): "mx.clients.test.",
         (f"_submissions._tcp.{zone}", "SRV"): "0 1 465 mx.clients.test.",

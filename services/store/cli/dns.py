@@ -14,8 +14,9 @@ from services.store.clientconfig.dns import Record, domain_records
 
 
 async def dkim_keys(store: Store, name: str) -> list[tuple[str, str]]:
-    """(selector, TXT value) of the domain's DKIM keys: none until the store keeps DKIM keys; then read here."""
-    return []
+    """(selector, TXT value) of each DKIM key the store holds for the domain (`postroom dkim generate`), oldest
+    first; never a private key."""
+    return [(key.selector, key.record) for key in await store.dkim.keys_of(name)]
 
 
 @domain.command("dns")
