@@ -1,17 +1,16 @@
 """Run a private Postfix or Dovecot on loopback and drive it with bench.run's load generators, for reference figures.
 
 .venv/bin/python -m bench.reference postfix --messages 5000 --sessions 20 --size 1024
+.venv/bin/python -m bench.reference postfix --delivery lmtp        # Postfix → Dovecot LMTP → maildir + index
 .venv/bin/python -m bench.reference dovecot --sessions 20 --messages 250 --size 10240
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import multiprocessing
 import os
 import pwd
-import resource
 import shutil
 import signal
 import socket
@@ -19,8 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
@@ -29,12 +28,11 @@ from typing import Any
 
 from argon2 import PasswordHasher
 
-from bench.run import DOMAIN, load_average, pop3_body, pop3_download, save_result, smtp_source_command
+from bench.pop3load import PASSWORD, download
+from bench.run import DOMAIN, load_average, pop3_body, raise_file_limit, save_result, smtp_source_command
 from bench.stack import cpu_seconds, free_port, process_tree
 from services.store.passwords import DEFAULT_MEMORY_KIB, DEFAULT_PARALLELISM, DEFAULT_TIME_COST
 
-# The downloader of bench.run logs in with this password.
-PASSWORD = "bench-password"
 # Mail is owned by an unprivileged user that exists on every Debian system, as a vmail user would be.
 MAIL_USER = "nobody"
 
@@ -55,9 +53,9 @@ def identity(pid: int) -> tuple[str, int]:
     return name, int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
 
 
-def usage(root: int) -> dict[int, Usage]:
+def usage(*roots: int) -> dict[int, Usage]:
     out = {}
-    for pid in process_tree(root):
+    for pid in (member for root in roots for member in process_tree(root)):
         try:
             name, started = identity(pid)
             own = cpu_seconds(pid)
@@ -67,17 +65,18 @@ def usage(root: int) -> dict[int, Usage]:
     return out
 
 
-def sample_until(root: int, interval: float, done: Event, out: Connection) -> None:
-    """The sampler process: the last usage seen of every process of the tree, sent back once `done` is set."""
+def sample_until(roots: list[int], interval: float, done: Event, out: Connection) -> None:
+    """The sampler process: the last usage seen of every process of the trees, sent back once `done` is set."""
     last: dict[tuple[int, int], Usage] = {}
     while not done.wait(interval):
-        for pid, process in usage(root).items():
+        for pid, process in usage(*roots).items():
             last[pid, process.started] = process
     out.send(last)
 
 
 class Meter:
-    """CPU of a process tree from start() to stop(): the total exactly, its split over the programs nearly.
+    """CPU of process trees (named: "postfix", "dovecot") from start() to stop(): the total of each tree exactly,
+    its split over the programs nearly.
 
     The total is exact because an ended worker's time is added to its parent's reaped time. Which program a worker
     was is only known from the samples taken while it lived, every `interval` seconds; what it used after its last
@@ -85,19 +84,33 @@ class Meter:
     would wait for the GIL behind the benchmark's own client (the POP3 downloader) and sample far less often.
     """
 
-    def __init__(self, root: int, interval: float = 0.2) -> None:
-        self.root = root
+    def __init__(self, roots: Mapping[str, int], interval: float = 0.2) -> None:
+        self.roots = dict(roots)
         self.interval = interval
         self.before: dict[int, Usage] = {}
         self.after: dict[int, Usage] = {}
+        self.trees_before: dict[str, float] = {}
+        self.trees_after: dict[str, float] = {}
         self.last: dict[tuple[int, int], Usage] = {}
+        self.tree_of: dict[int, str] = {}
         context = multiprocessing.get_context("fork")
         self._done = context.Event()
         self._results, sender = context.Pipe(duplex=False)
-        self._sampler = context.Process(target=sample_until, args=(root, interval, self._done, sender), daemon=True)
+        target, args = sample_until, (list(self.roots.values()), interval, self._done, sender)
+        self._sampler = context.Process(target=target, args=args, daemon=True)
+
+    def _trees(self) -> dict[str, float]:
+        """Each tree's CPU so far, its ended workers' included; remembers which tree each process is in."""
+        totals = {}
+        for label, root in self.roots.items():
+            members = usage(root)
+            self.tree_of.update(dict.fromkeys(members, label))
+            totals[label] = sum(u.own + u.reaped for u in members.values())
+        return totals
 
     def start(self) -> None:
-        self.before = usage(self.root)
+        self.trees_before = self._trees()
+        self.before = usage(*self.roots.values())
         self._remember(self.before)
         self._sampler.start()
 
@@ -106,7 +119,8 @@ class Meter:
         if self._results.poll(30):
             self.last.update(self._results.recv())
         self._sampler.join(30)
-        self.after = usage(self.root)
+        self.trees_after = self._trees()
+        self.after = usage(*self.roots.values())
         self._remember(self.after)
 
     def _remember(self, sample: dict[int, Usage]) -> None:
@@ -114,18 +128,21 @@ class Meter:
             self.last[pid, process.started] = process
 
     def report(self, messages: int) -> dict[str, Any]:
-        total = sum(u.own + u.reaped for u in self.after.values())
-        total -= sum(u.own + u.reaped for u in self.before.values())
+        by_tree = {label: self.trees_after[label] - self.trees_before[label] for label in self.roots}
+        total = sum(by_tree.values())
         by_name: dict[str, float] = {}
         for (pid, started), last in self.last.items():
             first = self.before.get(pid)
             used = last.own - (first.own if first is not None and first.started == started else 0.0)
-            by_name[last.name] = by_name.get(last.name, 0.0) + used
+            # Postfix's LMTP client and Dovecot's LMTP server are both "lmtp": name the tree when there are two.
+            name = f"{self.tree_of.get(pid, '?')}/{last.name}" if len(self.roots) > 1 else last.name
+            by_name[name] = by_name.get(name, 0.0) + used
         # Never below zero but by the rounding of clock ticks.
         by_name["(unattributed: after a worker's last sample)"] = max(0.0, total - sum(by_name.values()))
         per_msg = {name: round(seconds * 1000 / messages, 3) for name, seconds in by_name.items()}
         return {
             "cpu_ms_per_msg": round(total * 1000 / messages, 3),
+            "cpu_ms_per_msg_by_server": {label: round(s * 1000 / messages, 3) for label, s in by_tree.items()},
             "cpu_ms_per_msg_by_program": dict(sorted(per_msg.items(), key=lambda item: -item[1])),
         }
 
@@ -167,18 +184,38 @@ def wait_until_gone(root: int, names: set[str], timeout: float) -> None:
         time.sleep(0.05)
 
 
-def wait_for_banner(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+def wait_for_banner(address: int | Path, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+    """Until the server greets (220 or +OK) on a loopback port or a unix socket."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            if isinstance(address, Path):
+                sock = socket.socket(socket.AF_UNIX)
+                sock.settimeout(5)
+                sock.connect(str(address))
+            else:
+                sock = socket.create_connection(("127.0.0.1", address), timeout=5)
+            with sock:
                 if sock.recv(512)[:3] in (b"220", b"+OK"):
                     return
         except OSError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the server did not answer on port {port}; see {log}")
+            raise RuntimeError(f"the server did not answer on {address}; see {log}")
         time.sleep(0.1)
+
+
+@contextmanager
+def server(name: str, command: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A server's master in the foreground as our child (so stopping it is ours to do), its tree stopped at the end."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=out)
+    try:
+        yield proc
+    finally:
+        killed = stop_tree(proc)
+        if killed:
+            print(f"killed {name} processes that outlived their master: {killed}", file=sys.stderr)
 
 
 @contextmanager
@@ -206,14 +243,29 @@ def postconf(name: str) -> str:
     return subprocess.run(["postconf", "-dh", name], capture_output=True, text=True, check=True).stdout.strip()
 
 
-def postfix_config(root: Path, port: int, mailboxes: list[str], maillog: bool) -> Path:
-    """main.cf and master.cf of a private instance: no chroot, no DNS, one virtual domain of maildirs."""
+def mail_root(root: Path) -> Path:
+    """Where both servers keep the mail: <root>/mail/<domain>/<user>/ is a user's maildir (Postfix's virtual(8) and
+    Dovecot alike), owned by MAIL_USER."""
+    mail = root / "mail"
+    if not mail.exists():
+        mail.mkdir()
+        owner = pwd.getpwnam(MAIL_USER)
+        os.chown(mail, owner.pw_uid, owner.pw_gid)
+    return mail
+
+
+def maildir(root: Path, address: str) -> Path:
+    local, domain = address.split("@")
+    return mail_root(root) / domain / local
+
+
+def postfix_config(root: Path, port: int, mailboxes: list[str], maillog: bool, transport: str | None) -> Path:
+    """main.cf and master.cf of a private instance: no chroot, no DNS, one virtual domain of maildirs, delivered by
+    virtual(8), or by `transport` (Dovecot's LMTP: lmtp:unix:<socket> or lmtp:inet:<host>:<port>)."""
     conf = root / "conf"
     conf.mkdir()
-    mail = root / "mail"
-    mail.mkdir()
+    mail = mail_root(root)
     owner = pwd.getpwnam(MAIL_USER)
-    os.chown(mail, owner.pw_uid, owner.pw_gid)
     (conf / "vmailbox").write_text("".join(f"{box} {DOMAIN}/{box.split('@')[0]}/\n" for box in mailboxes))
     main = {
         "compatibility_level": "3.6",
@@ -246,6 +298,8 @@ def postfix_config(root: Path, port: int, mailboxes: list[str], maillog: bool) -
         "maillog_file": root / "maillog" if maillog else "",
         "maillog_file_prefixes": root,
     }
+    if transport:
+        main["virtual_transport"] = transport
     (conf / "main.cf").write_text("".join(f"{key} = {value}\n" for key, value in main.items()))
     # Debian's master.cf, with every service out of the chroot and smtpd on the loopback port only.
     services = [
@@ -294,65 +348,84 @@ def count_files(directories: list[Path]) -> int:
     return total
 
 
+def dovecot_version(dovecot: str) -> str:
+    return subprocess.run([dovecot, "--version"], capture_output=True, text=True, check=False).stdout.strip()
+
+
 def run_postfix(args: argparse.Namespace) -> dict[str, Any]:
     if not shutil.which("smtp-source") or not shutil.which("postfix"):
         sys.exit("Postfix is missing: apt-get install --no-install-recommends postfix (it is not started)")
     mailboxes = [f"sink@{DOMAIN}"] + [f"box{i}@{DOMAIN}" for i in range(1, args.mailboxes)]
-    with scratch(args.keep) as root:
+    lmtp = args.delivery == "lmtp"
+    with scratch(args.keep) as root, ExitStack() as running:
+        roots: dict[str, int] = {}
+        procs: list[subprocess.Popen[bytes]] = []
+        transport = None
+        details: dict[str, Any] = {}
+        if lmtp:
+            dovecot = ensure_dovecot()
+            # Dovecot's LMTP as production runs it behind Postfix: passwd-file users, maildir with its index.
+            lmtp_port = free_port() if args.lmtp_socket == "inet" else None
+            config = dovecot_config(root, mailboxes, password_entry("plain"), lmtp=lmtp_port or True)
+            log = root / "dovecot.log"
+            proc = running.enter_context(server("Dovecot", [dovecot, "-F", "-c", str(config)], root / "dovecot.out"))
+            socket_path = root / "run" / "lmtp"
+            wait_for_banner(lmtp_port or socket_path, proc, log)
+            transport = f"lmtp:inet:127.0.0.1:{lmtp_port}" if lmtp_port else f"lmtp:unix:{socket_path}"
+            roots["dovecot"] = proc.pid
+            procs.append(proc)
+            details = {"dovecot_version": dovecot_version(dovecot), "lmtp": transport}
         port = free_port()
-        conf = postfix_config(root, port, mailboxes, args.maillog)
-        master_log = root / "master.log"
-        with master_log.open("ab") as log:
-            # In the foreground as our child (master without -w does not detach), so stopping it is ours to do.
-            proc = subprocess.Popen(
-                [str(Path(postconf("daemon_directory")) / "master"), "-c", str(conf)], stdout=log, stderr=log
-            )
-        try:
-            wait_for_banner(port, proc, master_log)
-            maildirs = [root / "mail" / DOMAIN / box.split("@")[0] / sub for box in mailboxes for sub in ("new", "cur")]
-            queue = [root / "queue" / name for name in ("maildrop", "incoming", "active", "deferred", "hold")]
-            load_before = load_average()
-            meter = Meter(proc.pid)
-            meter.start()
-            started = time.monotonic()
-            # The same command bench.run smtp uses, against Postfix's port.
-            command = smtp_source_command(args.sessions, args.size, args.messages, mailboxes[0], port)
-            subprocess.run(command, check=True, timeout=args.timeout)
-            accepted_at = time.monotonic()
-            deadline = accepted_at + args.timeout
-            while count_files(maildirs) < args.messages:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"not every message reached the maildir in time; see {root}")
-                time.sleep(0.05)
-            stored_at = time.monotonic()
-            meter.stop()
-            load_after = load_average()
-            # Nothing lost or duplicated: exactly one file per message, and once the queue is empty (bounded
-            # wait: qmgr removes a queue file after the delivery) no further delivery can add one.
-            while any(count_files([d]) for d in queue) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            check = {"in_maildir": count_files(maildirs), "left_in_queue": sum(count_files([d]) for d in queue)}
-            if check["in_maildir"] != args.messages or check["left_in_queue"]:
-                raise RuntimeError(f"lost or duplicated messages: sent {args.messages}, {check}")
-            return {
-                "reference": "postfix",
-                "version": postconf("mail_version"),
-                "messages": args.messages,
-                "sessions": args.sessions,
-                "size": args.size,
-                "maillog": args.maillog,
-                "command": " ".join(command),
-                "loadavg_before": load_before,
-                "loadavg_after": load_after,
-                "check": check,
-                "accept_msg_per_s": round(args.messages / (accepted_at - started), 1),
-                "into_mailbox_msg_per_s": round(args.messages / (stored_at - started), 1),
-                **meter.report(args.messages),
-            }
-        finally:
-            killed = stop_tree(proc)
-            if killed:
-                print(f"killed Postfix processes that outlived their master: {killed}", file=sys.stderr)
+        conf = postfix_config(root, port, mailboxes, args.maillog, transport)
+        master = [str(Path(postconf("daemon_directory")) / "master"), "-c", str(conf)]
+        proc = running.enter_context(server("Postfix", master, root / "master.log"))
+        roots = {"postfix": proc.pid, **roots}
+        procs.append(proc)
+        wait_for_banner(port, proc, root / "master.log")
+        maildirs = [maildir(root, box) / sub for box in mailboxes for sub in ("new", "cur")]
+        queue = [root / "queue" / name for name in ("maildrop", "incoming", "active", "deferred", "hold")]
+        load_before = load_average()
+        meter = Meter(roots)
+        meter.start()
+        started = time.monotonic()
+        # The same command bench.run smtp uses, against Postfix's port.
+        command = smtp_source_command(args.sessions, args.size, args.messages, mailboxes[0], port)
+        subprocess.run(command, check=True, timeout=args.timeout)
+        accepted_at = time.monotonic()
+        deadline = accepted_at + args.timeout
+        while count_files(maildirs) < args.messages:
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"not every message reached the maildir in time; see {root} (--keep)")
+            time.sleep(0.05)
+        stored_at = time.monotonic()
+        meter.stop()
+        load_after = load_average()
+        # Nothing lost or duplicated: exactly one file per message, and once the queue is empty (bounded
+        # wait: qmgr removes a queue file after the delivery) no further delivery can add one.
+        while any(count_files([d]) for d in queue) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        check = {"in_maildir": count_files(maildirs), "left_in_queue": sum(count_files([d]) for d in queue)}
+        if check["in_maildir"] != args.messages or check["left_in_queue"]:
+            raise RuntimeError(f"lost or duplicated messages: sent {args.messages}, {check}")
+        if lmtp:
+            check["dovecot_index"] = (maildir(root, mailboxes[0]) / "dovecot.index.log").exists()
+        return {
+            "reference": "postfix",
+            "delivery": args.delivery,
+            "version": postconf("mail_version"),
+            **details,
+            "messages": args.messages,
+            "sessions": args.sessions,
+            "size": args.size,
+            "maillog": args.maillog,
+            "command": " ".join(command),
+            "loadavg_before": load_before,
+            "loadavg_after": load_after,
+            "check": check,
+            "accept_msg_per_s": round(args.messages / (accepted_at - started), 1),
+            "into_mailbox_msg_per_s": round(args.messages / (stored_at - started), 1),
+            **meter.report(args.messages),
+        }
 
 
 def ensure_dovecot() -> str:
@@ -367,7 +440,7 @@ def ensure_dovecot() -> str:
         policy.write_text("#!/bin/sh\nexit 101\n")
         policy.chmod(0o755)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "--no-install-recommends", "dovecot-pop3d"]
+    install = ["apt-get", "install", "-y", "--no-install-recommends", "dovecot-pop3d", "dovecot-lmtpd"]
     try:
         if subprocess.run(install, env=env, check=False).returncode != 0:
             subprocess.run(["apt-get", "update"], env=env, check=True)
@@ -378,39 +451,74 @@ def ensure_dovecot() -> str:
     return shutil.which("dovecot", path="/usr/sbin:/usr/bin") or "/usr/sbin/dovecot"
 
 
-def password_entry(scheme: str) -> str:
+def password_entry(scheme: str, password: str = PASSWORD) -> str:
     """The passwd-file password of every reference user: argon2id at Postroom's default cost (what its pop3 checks
-    at each login, so both sides pay the same for the 20 logins), or PLAIN (no hashing at all)."""
+    at each login, so both sides pay the same for the logins), or PLAIN (no hashing at all)."""
     if scheme == "plain":
-        return "{PLAIN}" + PASSWORD
+        return "{PLAIN}" + password
     hasher = PasswordHasher(DEFAULT_TIME_COST, DEFAULT_MEMORY_KIB, DEFAULT_PARALLELISM)
-    return "{ARGON2ID}" + hasher.hash(PASSWORD)
+    return "{ARGON2ID}" + hasher.hash(password)
 
 
-def dovecot_config(root: Path, port: int, users: list[str], messages: int, body: bytes, scheme: str) -> Path:
-    """dovecot.conf of a private instance: POP3 only, passwd-file users, maildirs filled with the messages."""
-    owner = pwd.getpwnam(MAIL_USER)
-    # Maildir files hold LF lines, as an MTA writes them; Dovecot sends them with CRLF. S= and W= in the name
-    # (file size, size with CRLF) are what a delivery agent puts there, so sizes need no reading of the file.
-    stored = body.replace(b"\r\n", b"\n")
-    mail = root / "mail"
+def fill_maildir(root: Path, address: str, messages: int, body: Callable[[int], bytes]) -> None:
+    """A user's maildir with `messages` messages, message n being body(n) as POP3 sends it (CRLF lines).
+
+    The files hold LF lines, as an MTA writes them; Dovecot sends them with CRLF. S= and W= in the name (file size,
+    size with CRLF) are what a delivery agent puts there, so sizes need no reading of the file."""
+    box = maildir(root, address)
+    for sub in ("cur", "new", "tmp"):
+        (box / sub).mkdir(parents=True)
     stamp = int(time.time())
-    for user in users:
-        box = mail / user.split("@")[0]
-        for sub in ("cur", "new", "tmp"):
-            (box / sub).mkdir(parents=True)
-        for n in range(messages):
-            name = f"{stamp}.M{n}P{os.getpid()}.reference,S={len(stored)},W={len(body)}:2,S"
-            (box / "cur" / name).write_bytes(stored)
-    chown_tree(mail, owner.pw_uid, owner.pw_gid)
-    password = password_entry(scheme)
-    (root / "users").write_text("".join(f"{user}:{password}::::::\n" for user in users))
+    for n in range(messages):
+        wire = body(n)
+        stored = wire.replace(b"\r\n", b"\n")
+        name = f"{stamp}.M{n}P{os.getpid()}.reference,S={len(stored)},W={len(wire)}:2,S"
+        (box / "cur" / name).write_bytes(stored)
+    owner = pwd.getpwnam(MAIL_USER)
+    chown_tree(box.parent, owner.pw_uid, owner.pw_gid)
+
+
+def dovecot_config(
+    root: Path, users: list[str], password: str, pop3: int | None = None, lmtp: int | bool = False
+) -> Path:
+    """dovecot.conf of a private instance, virtual users only: passdb and userdb from one passwd-file (no PAM, no
+    system users), maildirs under mail_root() with Dovecot's index files in them (its default). `pop3`: a POP3
+    listener on that loopback port. `lmtp`: LMTP on <root>/run/lmtp for the postfix user (True), or on that
+    loopback port too (a port number)."""
+    owner = pwd.getpwnam(MAIL_USER)
+    mail = mail_root(root)
+    (root / "users").write_text(
+        "".join(f"{user}:{password}:{owner.pw_uid}:{owner.pw_gid}::{maildir(root, user)}::\n" for user in users)
+    )
+    protocols = [name for name, on in (("pop3", pop3), ("lmtp", lmtp)) if on]
+    services = ""
+    if pop3:
+        services += f"""service pop3-login {{
+  inet_listener pop3 {{
+    address = 127.0.0.1
+    port = {pop3}
+  }}
+}}
+"""
+    if lmtp:
+        inet = ""
+        if lmtp is not True:
+            inet = f"  inet_listener lmtp {{\n    address = 127.0.0.1\n    port = {lmtp}\n  }}\n"
+        # As production runs it for Postfix: a socket only the postfix user may use.
+        services += f"""service lmtp {{
+  unix_listener lmtp {{
+    user = postfix
+    group = postfix
+    mode = 0600
+  }}
+{inet}}}
+"""
     config = root / "dovecot.conf"
     config.write_text(
         f"""base_dir = {root / "run"}
 state_dir = {root / "state"}
 instance_name = postroom-reference
-protocols = pop3
+protocols = {" ".join(protocols)}
 listen = 127.0.0.1
 ssl = no
 disable_plaintext_auth = no
@@ -419,22 +527,17 @@ log_path = {root / "dovecot.log"}
 default_internal_user = dovecot
 default_login_user = dovenull
 first_valid_uid = {owner.pw_uid}
-mail_location = maildir:{mail}/%n
+mail_location = maildir:{mail}/%d/%n
+postmaster_address = postmaster@{DOMAIN}
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN {root / "users"}
 }}
 userdb {{
-  driver = static
-  args = uid={owner.pw_uid} gid={owner.pw_gid} home={mail}/%n
+  driver = passwd-file
+  args = {root / "users"}
 }}
-service pop3-login {{
-  inet_listener pop3 {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-}}
-"""
+{services}"""
     )
     return config
 
@@ -445,46 +548,42 @@ def run_dovecot(args: argparse.Namespace) -> dict[str, Any]:
     body = pop3_body(args.size)
     total = args.messages * args.sessions
 
-    async def download(port: int) -> tuple[float, int]:
-        started = time.monotonic()
-        sizes = await asyncio.gather(*(pop3_download(port, user, args.messages, args.batch) for user in users))
-        return time.monotonic() - started, sum(sizes)
-
     with scratch(args.keep) as root:
         port = free_port()
-        config = dovecot_config(root, port, users, args.messages, body, args.scheme)
+        for user in users:
+            fill_maildir(root, user, args.messages, lambda _: body)
+        config = dovecot_config(root, users, password_entry(args.scheme), pop3=port)
         log = root / "dovecot.log"
-        with (root / "master.log").open("ab") as out:
-            proc = subprocess.Popen([dovecot, "-F", "-c", str(config)], stdout=out, stderr=out)
-        try:
+        with server("Dovecot", [dovecot, "-F", "-c", str(config)], root / "master.log") as proc:
             wait_for_banner(port, proc, log)
             # Let the connection of the banner check end before the first sample.
             wait_until_gone(proc.pid, {"pop3-login", "pop3"}, 10)
             passes = []
             for number in range(1, args.passes + 1):
                 load_before = load_average()
-                meter = Meter(proc.pid)
+                meter = Meter({"dovecot": proc.pid})
                 meter.start()
-                elapsed, octets = asyncio.run(download(port))
+                # Every message is checked to come back whole (its size in octets) by the load generator.
+                loaded = download(port, users, args.messages, args.batch, len(body), args.clients)
                 # Each session's pop3 and pop3-login processes end after QUIT: count their last CPU in.
                 wait_until_gone(proc.pid, {"pop3-login", "pop3"}, 10)
                 meter.stop()
-                if octets != total * len(body):
-                    raise RuntimeError(f"downloaded {octets} octets, expected {total * len(body)}")
+                if loaded.octets != total * len(body):
+                    raise RuntimeError(f"downloaded {loaded.octets} octets, expected {total * len(body)}")
                 passes.append(
                     {
                         # The first pass also builds Dovecot's index and uidlist files; later ones read them.
                         "pass": number,
                         "loadavg_before": load_before,
                         "loadavg_after": load_average(),
-                        "msg_per_s": round(total / elapsed, 1),
+                        "msg_per_s": round(total / loaded.seconds, 1),
                         **meter.report(total),
+                        **loaded.report(total),
                     }
                 )
-            version = subprocess.run([dovecot, "--version"], capture_output=True, text=True, check=False)
             return {
                 "reference": "dovecot",
-                "version": version.stdout.strip(),
+                "version": dovecot_version(dovecot),
                 "sessions": args.sessions,
                 "messages": total,
                 "size": args.size,
@@ -492,22 +591,28 @@ def run_dovecot(args: argparse.Namespace) -> dict[str, Any]:
                 "password_scheme": args.scheme,
                 "passes": passes,
             }
-        finally:
-            killed = stop_tree(proc)
-            if killed:
-                print(f"killed Dovecot processes that outlived their master: {killed}", file=sys.stderr)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs, mail)")
     sub = parser.add_subparsers(dest="reference", required=True)
-    postfix = sub.add_parser("postfix", help="smtp-source → smtpd → queue → virtual → maildir")
+    postfix = sub.add_parser("postfix", help="smtp-source → smtpd → queue → virtual or Dovecot LMTP → maildir")
     postfix.add_argument("--messages", type=int, default=5000)
     postfix.add_argument("--sessions", type=int, default=20)
     postfix.add_argument("--size", type=int, default=1024)
     postfix.add_argument("--mailboxes", type=int, default=20, help="virtual mailboxes (the load goes to the first)")
+    postfix.add_argument(
+        "--delivery",
+        choices=("virtual", "lmtp"),
+        default="virtual",
+        help="virtual: Postfix's virtual(8) writes the maildir (its fastest); lmtp: Postfix hands each message to a "
+        "private Dovecot's LMTP, which writes the maildir and its index (the production set-up)",
+    )
+    postfix.add_argument(
+        "--lmtp-socket", choices=("unix", "inet"), default="unix", help="how Postfix reaches Dovecot's LMTP"
+    )
     postfix.add_argument(
         "--maillog",
         action=argparse.BooleanOptionalAction,
@@ -519,6 +624,7 @@ def main() -> None:
     dovecot.add_argument("--messages", type=int, default=250, help="per session")
     dovecot.add_argument("--size", type=int, default=10240)
     dovecot.add_argument("--batch", type=int, default=50, help="RETR commands pipelined at once")
+    dovecot.add_argument("--clients", type=int, default=4, help="load generator processes sharing the sessions")
     dovecot.add_argument("--passes", type=int, default=2, help="downloads in a row (the first builds the index)")
     dovecot.add_argument(
         "--scheme",
@@ -526,13 +632,26 @@ def main() -> None:
         default="argon2id",
         help="how the users' passwords are stored: argon2id at Postroom's default cost (default), or PLAIN",
     )
-    args = parser.parse_args()
+    return parser
+
+
+def require_root() -> None:
     if os.geteuid() != 0:
         sys.exit("run as root: Postfix and Dovecot switch to their own users")
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
-    result = {"postfix": run_postfix, "dovecot": run_dovecot}[args.reference](args)
-    save_result(f"reference-{args.reference}", result)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    runner = run_postfix if args.reference == "postfix" else run_dovecot
+    return runner(args)
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    require_root()
+    raise_file_limit()
+    result = run(args)
+    name = f"reference-{args.reference}" + ("-lmtp" if getattr(args, "delivery", "") == "lmtp" else "")
+    save_result(name, result)
 
 
 if __name__ == "__main__":

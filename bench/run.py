@@ -26,14 +26,16 @@ from typing import Any
 
 import redis
 
+from bench.brokers import SHARED_AMQP_URL, SHARED_REDIS_URL, Brokers, brokers
+from bench.pop3load import download
 from bench.stack import SERVICES, Stack, tree_rss_bytes
 from services.store import Store
 from shared.connections import connect_amqp_once
 from shared.topology import Topology
 from tests.delivery.dnsserver import DNSServer, Zone
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+REDIS_URL = SHARED_REDIS_URL
+AMQP_URL = SHARED_AMQP_URL
 RESULTS = Path(__file__).resolve().parent / "results"
 DOMAIN = "bench.test"
 
@@ -42,27 +44,33 @@ def mib(value: float) -> str:
     return f"{value / 2**20:.1f} MiB"
 
 
-async def prepare_users(namespace: str, users: list[str]) -> None:
-    store = Store.connect(REDIS_URL, namespace)
+async def prepare_users(namespace: str, users: list[str], url: str = REDIS_URL) -> None:
+    store = Store.connect(url, namespace)
     await store.accounts.add_domain(DOMAIN)
     for user in users:
         await store.accounts.add_user(user, "bench-password")
     await store.close()
 
 
-async def count_messages(namespace: str, user: str) -> int:
-    store = Store.connect(REDIS_URL, namespace)
+async def count_messages(namespace: str, user: str, url: str = REDIS_URL) -> int:
+    store = Store.connect(url, namespace)
     try:
         return len(await store.mailboxes.snapshot(user))
     finally:
         await store.close()
 
 
-def cleanup(namespace: str) -> None:
-    client = redis.Redis.from_url(REDIS_URL)
+def cleanup(namespace: str, servers: Brokers | None = None) -> None:
+    """Remove the run's Redis keys, and its queues when they are on the shared broker (a private node is stopped
+    with everything on it)."""
+    servers = servers or Brokers()
+    client = redis.Redis.from_url(servers.redis_url)
     keys = list(client.scan_iter(match=f"{namespace}:*", count=5000))
     for start in range(0, len(keys), 1000):
         client.delete(*keys[start : start + 1000])
+    client.close()
+    if "rabbitmq" in servers.private:
+        return
     subprocess.run(
         [sys.executable, "-c", f"from tests.conftest import _cleanup_amqp; _cleanup_amqp({namespace!r})"],
         cwd=Path(__file__).resolve().parent.parent,
@@ -95,8 +103,8 @@ def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-async def mailbox_uids(namespace: str, user: str) -> list[str]:
-    store = Store.connect(REDIS_URL, namespace)
+async def mailbox_uids(namespace: str, user: str, url: str = REDIS_URL) -> list[str]:
+    store = Store.connect(url, namespace)
     try:
         return [info.uid for info in await store.mailboxes.snapshot(user)]
     finally:
@@ -116,9 +124,9 @@ def queue_id_time(queue_id: str) -> float:
     return millis / 1000
 
 
-async def latencies(namespace: str, user: str) -> list[float]:
+async def latencies(namespace: str, user: str, url: str = REDIS_URL) -> list[float]:
     """End of DATA → in the mailbox, per message: the queue id is made at the final dot, 'stored' is traced."""
-    store = Store.connect(REDIS_URL, namespace)
+    store = Store.connect(url, namespace)
     try:
         out = []
         for info in await store.mailboxes.snapshot(user):
@@ -159,15 +167,19 @@ def inbound_checks(mode: str) -> tuple[dict[str, str], DNSServer | None]:
     return env, server
 
 
-def run_smtp(args: argparse.Namespace) -> dict[str, Any]:
+def run_smtp(args: argparse.Namespace, servers: Brokers | None = None) -> dict[str, Any]:
     if not shutil.which("smtp-source"):
         sys.exit("smtp-source is missing: apt-get install --no-install-recommends postfix (it is not started)")
+    if servers is None:
+        with brokers(args.brokers or "shared", amqp=True) as own:
+            return run_smtp(args, own)
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
     user = f"sink@{DOMAIN}"
+    url = servers.redis_url
     checks_env, dns_server = inbound_checks(args.checks)
-    stack = Stack(namespace, RESULTS / namespace, extra_env={**checks_env, **args.env})
+    stack = Stack(namespace, RESULTS / namespace, {**servers.env(), **checks_env, **args.env}, servers=servers.private)
     try:
-        asyncio.run(prepare_users(namespace, [user]))
+        asyncio.run(prepare_users(namespace, [user], url))
         stack.start()
         start_profiling(stack, args, namespace)
         if args.checks == "on":
@@ -181,7 +193,7 @@ def run_smtp(args: argparse.Namespace) -> dict[str, Any]:
         subprocess.run(command, check=True, timeout=args.timeout)
         accepted_at = time.monotonic()
         deadline = accepted_at + args.timeout
-        while asyncio.run(count_messages(namespace, user)) < args.messages:
+        while asyncio.run(count_messages(namespace, user, url)) < args.messages:
             if time.monotonic() > deadline:
                 raise RuntimeError("not every message reached the mailbox in time")
             time.sleep(0.05)
@@ -197,7 +209,7 @@ def run_smtp(args: argparse.Namespace) -> dict[str, Any]:
             for offset in range(workers)
         )
         time.sleep(1)
-        uids = asyncio.run(mailbox_uids(namespace, user))
+        uids = asyncio.run(mailbox_uids(namespace, user, url))
         check: dict[str, Any] = {
             "accepted_250": int(accepted),
             "in_mailbox": len(uids),
@@ -212,7 +224,7 @@ def run_smtp(args: argparse.Namespace) -> dict[str, Any]:
                 for line in metric_lines(stack, "smtp_ingress")
                 if line.startswith("postroom_smtp_auth_results_total{") and not line.endswith(" 0.0")
             }
-        lat = asyncio.run(latencies(namespace, user))
+        lat = asyncio.run(latencies(namespace, user, url))
         return {
             "scenario": "smtp",
             "messages": args.messages,
@@ -227,14 +239,13 @@ def run_smtp(args: argparse.Namespace) -> dict[str, Any]:
             "end_to_end_msg_per_s": round(args.messages / (stored_at - started), 1),
             "latency_p50_ms": round(percentile(lat, 0.5) * 1000, 1) if lat else None,
             "latency_p99_ms": round(percentile(lat, 0.99) * 1000, 1) if lat else None,
-            "cpu_ms_per_msg": {
-                name: round((cpu_after[name] - cpu_before[name]) * 1000 / args.messages, 3) for name in cpu_after
-            },
+            **cpu_report(cpu_before, cpu_after, tuple(cpu_after), args.messages),
+            "cpu_sources": servers.sources(),
             "peak_rss": {name: mib(v) for name, v in stack.peak_rss().items()},
         }
     finally:
         stack.stop()
-        cleanup(namespace)
+        cleanup(namespace, servers)
         if dns_server is not None:
             dns_server.stop()
 
@@ -244,53 +255,34 @@ def pop3_body(size: int) -> bytes:
     return (b"Subject: bench\r\n\r\n" + (b"x" * 76 + b"\r\n") * (size // 78))[:size]
 
 
-async def pop3_download(port: int, user: str, count: int, batch: int) -> int:
-    """Log in, pipeline RETR 1..count in batches, return the bytes read; keep mode (no DELE)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**20)
-    await reader.readline()
-    writer.write(f"USER {user}\r\nPASS bench-password\r\n".encode())
-    await writer.drain()
-    for _ in range(2):
-        line = await reader.readline()
-        if not line.startswith(b"+OK"):
-            raise RuntimeError(f"login failed: {line!r}")
-    total = 0
-    for first in range(1, count + 1, batch):
-        numbers = range(first, min(count, first + batch - 1) + 1)
-        writer.write(b"".join(f"RETR {n}\r\n".encode() for n in numbers))
-        await writer.drain()
-        for _ in numbers:
-            status = await reader.readline()
-            if not status.startswith(b"+OK"):
-                raise RuntimeError(f"RETR failed: {status!r}")
-            while (line := await reader.readline()) != b".\r\n":
-                total += len(line)
-    writer.write(b"QUIT\r\n")
-    await writer.drain()
-    await reader.readline()
-    writer.close()
-    return total
+def cpu_report(
+    before: dict[str, float], after: dict[str, float], names: tuple[str, ...], messages: int
+) -> dict[str, Any]:
+    """CPU ms per message of each of `names` and their sum, the server side of the run."""
+    used = {name: (after[name] - before[name]) * 1000 / messages for name in names if name in after}
+    return {
+        "cpu_ms_per_msg": {name: round(ms, 3) for name, ms in used.items()},
+        "server_cpu_ms_per_msg": round(sum(used.values()), 3),
+    }
 
 
-def run_pop3(args: argparse.Namespace) -> dict[str, Any]:
+def run_pop3(args: argparse.Namespace, servers: Brokers | None = None) -> dict[str, Any]:
+    if servers is None:
+        with brokers(args.brokers or "private", amqp=False) as own:
+            return run_pop3(args, own)
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
     users = [f"reader{i}@{DOMAIN}" for i in range(args.sessions)]
-    stack = Stack(namespace, RESULTS / namespace, extra_env=args.env)
+    stack = Stack(namespace, RESULTS / namespace, {**servers.env(), **args.env}, servers=servers.private)
     body = pop3_body(args.size)
 
     async def fill() -> None:
-        await prepare_users(namespace, users)
-        store = Store.connect(REDIS_URL, namespace)
+        await prepare_users(namespace, users, servers.redis_url)
+        store = Store.connect(servers.redis_url, namespace)
         for user in users:
-            for n in range(args.messages):
-                await store.mailboxes.deliver(user, f"Q{n:08d}", body)
+            for start in range(0, args.messages, 500):
+                numbers = range(start, min(args.messages, start + 500))
+                await asyncio.gather(*(store.mailboxes.deliver(user, f"Q{n:08d}", body) for n in numbers))
         await store.close()
-
-    async def download() -> tuple[float, int]:
-        port = stack.port("POSTROOM_POP3_LISTEN")
-        started = time.monotonic()
-        sizes = await asyncio.gather(*(pop3_download(port, user, args.messages, args.batch) for user in users))
-        return time.monotonic() - started, sum(sizes)
 
     try:
         asyncio.run(fill())
@@ -299,13 +291,14 @@ def run_pop3(args: argparse.Namespace) -> dict[str, Any]:
         start_profiling(stack, args, namespace)
         load_before = load_average()
         cpu_before = stack.cpu()
-        elapsed, octets = asyncio.run(download())
+        port = stack.port("POSTROOM_POP3_LISTEN")
+        # Every message is checked to come back whole (its size in octets) by the load generator.
+        loaded = download(port, users, args.messages, args.batch, len(body), args.clients)
         cpu_after = stack.cpu()
         stack.stop_profiling()
         total = args.messages * args.sessions
-        # Each message comes back whole (dot-unstuffing does not apply: no body line starts with a dot).
-        if octets != total * len(body):
-            raise RuntimeError(f"downloaded {octets} octets, expected {total * len(body)}")
+        if loaded.octets != total * len(body):
+            raise RuntimeError(f"downloaded {loaded.octets} octets, expected {total * len(body)}")
         return {
             "scenario": "pop3",
             "sessions": args.sessions,
@@ -315,13 +308,16 @@ def run_pop3(args: argparse.Namespace) -> dict[str, Any]:
             "loadavg_before": load_before,
             "loadavg_after": load_average(),
             "rss_before": mib(rss_idle),
-            "msg_per_s": round(total / elapsed, 1),
-            "cpu_ms_per_msg": round((cpu_after["pop3"] - cpu_before["pop3"]) * 1000 / total, 3),
+            "msg_per_s": round(total / loaded.seconds, 1),
+            # pop3 and the Redis serving it; RabbitMQ plays no part in a download.
+            **cpu_report(cpu_before, cpu_after, ("pop3", "redis"), total),
+            "cpu_sources": servers.sources(("redis",)),
+            **loaded.report(total),
             "peak_rss": mib(stack.peak_rss()["pop3"]),
         }
     finally:
         stack.stop()
-        cleanup(namespace)
+        cleanup(namespace, servers)
 
 
 def run_idle(args: argparse.Namespace) -> dict[str, Any]:
@@ -523,9 +519,16 @@ def save_result(name: str, result: dict[str, Any]) -> None:
     print(json.dumps(result, indent=2))
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", action="append", default=[], help="extra VAR=value for the services")
+    parser.add_argument(
+        "--brokers",
+        choices=("shared", "private"),
+        help="Redis and RabbitMQ: the shared servers, or private ones of this run alone, so that their CPU is "
+        "Postroom's own (a private RabbitMQ node needs root). Default: private for pop3 (a redis-server), shared "
+        "otherwise (smtp with private also starts a RabbitMQ node)",
+    )
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument(
         "--profile", action="append", default=[], help="sample this service with py-spy during the run (repeatable)"
@@ -547,6 +550,7 @@ def main() -> None:
     pop3.add_argument("--messages", type=int, default=250, help="per session")
     pop3.add_argument("--size", type=int, default=10240)
     pop3.add_argument("--batch", type=int, default=50, help="RETR commands pipelined at once")
+    pop3.add_argument("--clients", type=int, default=4, help="load generator processes sharing the sessions")
     idle = sub.add_parser("idle", help="ingress memory holding idle connections")
     idle.add_argument("--connections", type=int, default=1000)
     big = sub.add_parser("big", help="one big message through the whole path")
@@ -557,10 +561,23 @@ def main() -> None:
     burst = sub.add_parser("burst", help="big messages queued while the delivery is stopped, then let go")
     burst.add_argument("--messages", type=int, default=70)
     burst.add_argument("--size-mib", type=int, default=25)
-    args = parser.parse_args()
+    return parser
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
     args.env = dict(item.split("=", 1) for item in args.env)
+    return args
+
+
+def raise_file_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+
+
+def main() -> None:
+    args = parse()
+    raise_file_limit()
     runner = {"smtp": run_smtp, "pop3": run_pop3, "idle": run_idle, "big": run_big, "burst": run_burst}[args.scenario]
     result = runner(args)
     save_result(args.scenario, result)

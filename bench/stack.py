@@ -110,6 +110,9 @@ class Stack:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     profilers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     metrics_ports: dict[str, int] = field(default_factory=dict)
+    # Root pids of private servers of this run ("redis", "rabbitmq"; bench/brokers.py): their CPU is read from them
+    # rather than from the shared servers found by name.
+    servers: dict[str, int] = field(default_factory=dict)
 
     def port(self, variable: str) -> int:
         return int(self.env[variable].rsplit(":", 1)[1])
@@ -179,9 +182,14 @@ class Stack:
         self.profilers.clear()
 
     def cpu(self) -> dict[str, float]:
-        """CPU seconds of each service, and of the broker and Redis that the run shares (found by name)."""
+        """CPU seconds of each service, and of the broker and Redis: the run's private ones, or the shared ones
+        (found by name; their CPU includes everyone's traffic)."""
         used = {name: tree_cpu_seconds(proc.pid) for name, proc in self.procs.items()}
+        for name, pid in self.servers.items():
+            used[name] = tree_cpu_seconds(pid)
         for name, pattern in (("rabbitmq", "beam.smp"), ("redis", "redis-server .*:6379")):
+            if name in self.servers:
+                continue
             found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False).stdout.split()
             if found:
                 used[name] = sum(cpu_seconds(int(pid)) for pid in found)
