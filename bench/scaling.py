@@ -5,6 +5,7 @@ a table row per size as JSON; docs/scaling.md holds the figures. Counts and byte
 machine does; the times do, so they are medians of several tries.
 
     .venv/bin/python -m bench.scaling mailbox --sizes 1000,10000,100000
+    .venv/bin/python -m bench.scaling mailbox --reference dovecot      # root: the same against a private Dovecot
     .venv/bin/python -m bench.scaling memory --count 2000
     .venv/bin/python -m bench.scaling accounts --sizes 1000,100000
     .venv/bin/python -m bench.scaling backlog --messages 100000        # root: a private RabbitMQ node
@@ -25,12 +26,26 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import aio_pika
 
-from bench.stack import Stack, rss_bytes
+from bench.reference import (
+    dovecot_config,
+    ensure_dovecot,
+    fill_maildir,
+    maildir,
+    password_entry,
+    require_root,
+    scratch,
+    server,
+    usage,
+    wait_for_banner,
+    wait_until_gone,
+)
+from bench.stack import Stack, free_port, peak_rss_bytes, rss_bytes, tree_rss_bytes
 from services.store import Store, passwords
 from shared.envelope import Envelope
 from shared.queue_id import new_queue_id
@@ -116,8 +131,9 @@ async def seed_accounts(url: str, namespace: str, count: int, aliases: bool) -> 
 
 
 # -- one big mailbox over POP3 --------------------------------------------------------------------------------------
-def pop3_session(port: int, address: str) -> dict[str, float]:
-    """Login, STAT, UIDL, RETR of the last message, QUIT: the seconds each took."""
+def pop3_session(port: int, address: str, before_quit: Callable[[], None] | None = None) -> dict[str, float]:
+    """Login, STAT, UIDL, RETR of the last message, QUIT: the seconds each took (`before_quit` runs before QUIT,
+    untimed: a per-session server process still lives then)."""
     seen: dict[str, float] = {}
     started = time.perf_counter()
     pop = poplib.POP3("127.0.0.1", port, timeout=600)
@@ -133,8 +149,13 @@ def pop3_session(port: int, address: str) -> dict[str, float]:
     mark = time.perf_counter()
     pop.retr(count)
     seen["retr_last"] = time.perf_counter() - mark
+    hook = 0.0
+    if before_quit is not None:
+        mark = time.perf_counter()
+        before_quit()
+        hook = time.perf_counter() - mark
     pop.quit()
-    seen["total"] = time.perf_counter() - started
+    seen["total"] = time.perf_counter() - started - hook
     return seen
 
 
@@ -164,6 +185,52 @@ def mailbox(sizes: list[int], tries: int) -> list[dict[str, Any]]:
                 **{f"{k}_s": round(statistics.median(t[k] for t in timings), 4) for k in timings[0]},
                 "pop3_rss_mib": round(rss / 2**20, 1),
                 "redis_used_mib": round(used_memory(redis) / 2**20, 1),
+            }
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
+def dovecot_rss(master: int, out: list[tuple[int, int]]) -> None:
+    """Append the peak RSS of the session's pop3 process and the RSS of the whole Dovecot instance."""
+    session = [pid for pid, u in usage(master).items() if u.name == "pop3"]
+    out.append((sum(peak_rss_bytes(pid) for pid in session), tree_rss_bytes(master)))
+
+
+def mailbox_dovecot(sizes: list[int], tries: int) -> list[dict[str, Any]]:
+    """The same sessions against a private Dovecot (bench/reference.py: passwd-file user, argon2id at Postroom's
+    cost, maildir with its index) on a maildir of 1 KiB messages. Its first session builds the index (reported
+    apart); the figures are medians of the `tries` after it. RSS: the session's pop3 process (VmHWM, read before
+    QUIT) and the whole instance at that moment."""
+    require_root()
+    dovecot = ensure_dovecot()
+    rows = []
+    for size in sizes:
+        with scratch(keep=False) as root:
+            address = f"big@{DOMAIN}"
+            fill_maildir(root, address, size, lambda n: message(1024, n))
+            port = free_port()
+            config = dovecot_config(root, [address], password_entry("argon2id", PASSWORD), pop3=port)
+            with server("Dovecot", [dovecot, "-F", "-c", str(config)], root / "master.log") as proc:
+                wait_for_banner(port, proc, root / "dovecot.log")
+                wait_until_gone(proc.pid, {"pop3-login", "pop3"}, 10)
+                rss: list[tuple[int, int]] = []
+                measure_rss = partial(dovecot_rss, proc.pid, rss)
+                first = pop3_session(port, address, measure_rss)
+                timings = []
+                for _ in range(tries):
+                    wait_until_gone(proc.pid, {"pop3-login", "pop3"}, 10)
+                    timings.append(pop3_session(port, address, measure_rss))
+                box = maildir(root, address)
+                index = sum(f.stat().st_size for f in box.iterdir() if f.is_file() and f.name.startswith("dovecot"))
+            row = {
+                "reference": "dovecot",
+                "messages": size,
+                "first_session_s (builds the index)": round(first["total"], 4),
+                **{f"{k}_s": round(statistics.median(t[k] for t in timings), 4) for k in timings[0]},
+                "pop3_peak_rss_mib": round(statistics.median(r[0] for r in rss[1:]) / 2**20, 1),
+                "dovecot_rss_mib": round(statistics.median(r[1] for r in rss[1:]) / 2**20, 1),
+                "index_and_uidlist_mib": round(index / 2**20, 2),
             }
             print(json.dumps(row), flush=True)
             rows.append(row)
@@ -383,6 +450,9 @@ def main(argv: list[str] | None = None) -> int:
     part = sub.add_parser("mailbox")
     part.add_argument("--sizes", default="1000,10000,100000")
     part.add_argument("--tries", type=int, default=3)
+    part.add_argument(
+        "--reference", choices=("dovecot",), help="the same sessions against a private Dovecot (root) instead"
+    )
     part = sub.add_parser("memory")
     part.add_argument("--count", type=int, default=2000)
     part = sub.add_parser("accounts")
@@ -393,7 +463,9 @@ def main(argv: list[str] | None = None) -> int:
     part.add_argument("--users", type=int, default=100)
     args = parser.parse_args(argv)
     run: dict[str, Callable[[], Any]] = {
-        "mailbox": lambda: mailbox([int(s) for s in args.sizes.split(",")], args.tries),
+        "mailbox": lambda: (mailbox_dovecot if args.reference else mailbox)(
+            [int(s) for s in args.sizes.split(",")], args.tries
+        ),
         "memory": lambda: memory(args.count),
         "accounts": lambda: accounts([int(s) for s in args.sizes.split(",")], args.tries),
         "backlog": lambda: backlog(args.messages, args.users),
