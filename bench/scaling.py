@@ -9,6 +9,7 @@ machine does; the times do, so they are medians of several tries.
     .venv/bin/python -m bench.scaling memory --count 2000
     .venv/bin/python -m bench.scaling accounts --sizes 1000,100000
     .venv/bin/python -m bench.scaling backlog --messages 100000        # root: a private RabbitMQ node
+    .venv/bin/python -m bench.scaling backlog --reference postfix      # root: the same in a private Postfix's queue
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import json
 import os
 import poplib
 import shutil
+import signal
 import smtplib
 import statistics
+import subprocess
 import tempfile
 import time
 import uuid
@@ -33,11 +36,15 @@ from typing import Any
 import aio_pika
 
 from bench.reference import (
+    Meter,
+    count_files,
     dovecot_config,
     ensure_dovecot,
     fill_maildir,
     maildir,
     password_entry,
+    postconf,
+    postfix_config,
     require_root,
     scratch,
     server,
@@ -45,7 +52,9 @@ from bench.reference import (
     wait_for_banner,
     wait_until_gone,
 )
-from bench.stack import Stack, free_port, peak_rss_bytes, rss_bytes, tree_rss_bytes
+from bench.run import DOMAIN as BENCH_DOMAIN
+from bench.run import smtp_source_command
+from bench.stack import Stack, free_port, peak_rss_bytes, rss_bytes, tree_pss_bytes
 from services.store import Store, passwords
 from shared.envelope import Envelope
 from shared.queue_id import new_queue_id
@@ -192,16 +201,17 @@ def mailbox(sizes: list[int], tries: int) -> list[dict[str, Any]]:
 
 
 def dovecot_rss(master: int, out: list[tuple[int, int]]) -> None:
-    """Append the peak RSS of the session's pop3 process and the RSS of the whole Dovecot instance."""
+    """Append the peak RSS of the session's pop3 process and the PSS of the whole Dovecot instance (shared pages
+    counted once)."""
     session = [pid for pid, u in usage(master).items() if u.name == "pop3"]
-    out.append((sum(peak_rss_bytes(pid) for pid in session), tree_rss_bytes(master)))
+    out.append((sum(peak_rss_bytes(pid) for pid in session), tree_pss_bytes(master)))
 
 
 def mailbox_dovecot(sizes: list[int], tries: int) -> list[dict[str, Any]]:
     """The same sessions against a private Dovecot (bench/reference.py: passwd-file user, argon2id at Postroom's
     cost, maildir with its index) on a maildir of 1 KiB messages. Its first session builds the index (reported
     apart); the figures are medians of the `tries` after it. RSS: the session's pop3 process (VmHWM, read before
-    QUIT) and the whole instance at that moment."""
+    QUIT) and the whole instance's PSS at that moment."""
     require_root()
     dovecot = ensure_dovecot()
     rows = []
@@ -229,7 +239,7 @@ def mailbox_dovecot(sizes: list[int], tries: int) -> list[dict[str, Any]]:
                 "first_session_s (builds the index)": round(first["total"], 4),
                 **{f"{k}_s": round(statistics.median(t[k] for t in timings), 4) for k in timings[0]},
                 "pop3_peak_rss_mib": round(statistics.median(r[0] for r in rss[1:]) / 2**20, 1),
-                "dovecot_rss_mib": round(statistics.median(r[1] for r in rss[1:]) / 2**20, 1),
+                "dovecot_pss_mib": round(statistics.median(r[1] for r in rss[1:]) / 2**20, 1),
                 "index_and_uidlist_mib": round(index / 2**20, 2),
             }
             print(json.dumps(row), flush=True)
@@ -426,6 +436,71 @@ async def _stored(url: str, namespace: str, addresses: list[str]) -> int:
         await store.close()
 
 
+def backlog_postfix(count: int) -> dict[str, Any]:
+    """The backlog against a private Postfix (bench/reference.py, virtual(8) delivery): `count` messages of 1 KiB
+    sent by smtp-source (20 sessions) while `defer_transports = virtual` keeps them in the deferred queue (Postfix's
+    way of stopping a delivery transport), then the transport let go (main.cf rewritten, SIGHUP, `postqueue -f`)
+    and drained into the maildir while an SMTP client submits one more message every 2 s."""
+    require_root()
+    address = f"sink@{BENCH_DOMAIN}"
+    with scratch(keep=False) as root:
+        port = free_port()
+        conf = postfix_config(root, port, [address], maillog=True, transport=None)
+        main_cf = conf / "main.cf"
+        main_cf.write_text(main_cf.read_text() + "defer_transports = virtual\n")
+        master = [str(Path(postconf("daemon_directory")) / "master"), "-c", str(conf)]
+        with server("Postfix", master, root / "master.log") as proc:
+            wait_for_banner(port, proc, root / "master.log")
+            deferred = root / "queue" / "deferred"
+            started = time.monotonic()
+            subprocess.run(smtp_source_command(20, 1024, count, address, port), check=True, timeout=3600)
+            deadline = time.monotonic() + 600
+            while _files(deferred) < count and time.monotonic() < deadline:
+                time.sleep(0.5)
+            queued_s = time.monotonic() - started
+            queue = {
+                "queued": _files(deferred),
+                # Shared pages once (PSS): a sum of RSS would count the libraries of every smtpd again.
+                "postfix_pss_mib": round(tree_pss_bytes(proc.pid) / 2**20),
+                "queue_disk_mib": _du_mib(root / "queue"),
+            }
+            print(json.dumps({"backlog": queue, "queue_seconds": round(queued_s, 1)}), flush=True)
+            boxes = [maildir(root, address) / sub for sub in ("new", "cur")]
+            meter = Meter({"postfix": proc.pid})
+            meter.start()
+            drain_started = time.monotonic()
+            main_cf.write_text(main_cf.read_text().replace("defer_transports = virtual\n", ""))
+            proc.send_signal(signal.SIGHUP)
+            # The deferred messages wait for their next retry time; flushing asks qmgr to try them all now.
+            subprocess.run(["postqueue", "-c", str(conf), "-f"], check=True, timeout=60)
+            probe: list[float] = []
+            deadline = drain_started + 3600
+            while (stored := count_files(boxes)) < count + len(probe) and time.monotonic() < deadline:
+                probe.append(_submit_seconds(port, address))
+                time.sleep(2)
+            drain_s = time.monotonic() - drain_started
+            meter.stop()
+            if stored != count + len(probe):
+                raise RuntimeError(f"{stored} messages in the maildir, expected {count + len(probe)}")
+            result = {
+                "reference": "postfix",
+                "messages": count,
+                **queue,
+                "drain_seconds": round(drain_s, 1),
+                "drain_messages_per_s": round(count / drain_s),
+                "smtpd_submit_p50_ms_during_drain": round(statistics.median(probe) * 1000, 1) if probe else None,
+                "smtpd_submit_max_ms_during_drain": round(max(probe) * 1000, 1) if probe else None,
+                "drain_cpu_ms_per_msg": meter.report(count + len(probe))["cpu_ms_per_msg"],
+            }
+            print(json.dumps(result), flush=True)
+            return result
+
+
+def _files(directory: Path) -> int:
+    """Files under `directory`, its hashed subdirectories included (Postfix's deferred queue)."""
+    return sum(1 for f in directory.rglob("*") if f.is_file())
+
+
 def _submit_seconds(port: int, address: str) -> float:
     started = time.perf_counter()
     with smtplib.SMTP("127.0.0.1", port, timeout=120) as smtp:
@@ -461,6 +536,9 @@ def main(argv: list[str] | None = None) -> int:
     part = sub.add_parser("backlog")
     part.add_argument("--messages", type=int, default=100_000)
     part.add_argument("--users", type=int, default=100)
+    part.add_argument(
+        "--reference", choices=("postfix",), help="the same backlog in a private Postfix's queue (root) instead"
+    )
     args = parser.parse_args(argv)
     run: dict[str, Callable[[], Any]] = {
         "mailbox": lambda: (mailbox_dovecot if args.reference else mailbox)(
@@ -468,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "memory": lambda: memory(args.count),
         "accounts": lambda: accounts([int(s) for s in args.sizes.split(",")], args.tries),
-        "backlog": lambda: backlog(args.messages, args.users),
+        "backlog": lambda: backlog_postfix(args.messages) if args.reference else backlog(args.messages, args.users),
     }
     run[args.part]()
     return 0

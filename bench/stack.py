@@ -84,6 +84,21 @@ def tree_rss_bytes(pid: int) -> int:
     return total
 
 
+def tree_pss_bytes(pid: int) -> int:
+    """Proportional set size of the tree (`Pss` of /proc/<pid>/smaps_rollup summed): shared pages counted once
+    over the processes sharing them, unlike a sum of RSS, which counts a forking server's libraries per worker."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{member}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) * 1024
+                    break
+        except OSError:
+            continue
+    return total
+
+
 def peak_rss_bytes(pid: int) -> int:
     """The process's high-water resident set size (VmHWM)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
