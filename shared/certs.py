@@ -1,6 +1,7 @@
 """Listener certificates that renew without a restart: reloaded when their files change and on SIGHUP.
 
 cert-manager and certbot renew by replacing the files (cert-manager through a symlink swap of the Secret volume);
+built-in ACME keeps the pair in the store (services/store/certificates.py, a source beside the file source);
 every mail daemon reloads on SIGHUP. Either way the new pair is first loaded into a scratch context, so a
 half-written or mismatched pair is refused (and counted) while the listeners keep the old one; then it is loaded
 into the live context, which every listener shares: new handshakes get the new certificate, sessions already
@@ -11,12 +12,12 @@ certificate ends (an alert fires 14 days before).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import ssl
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 from cryptography import x509
 from prometheus_client import Counter, Gauge
@@ -52,23 +53,61 @@ def _signature(path: str) -> tuple[int, int, int] | None:
     return (found.st_mtime_ns, found.st_size, found.st_ino)
 
 
+class CertificateSource(Protocol):
+    """Where renewed pairs come from: the configured files, or the store (built-in ACME, services/store)."""
+
+    async def fetch(self) -> tuple[str, str] | None:
+        """The paths of a pair that is new since the last call (to load now), or None."""
+        ...
+
+    def loaded(self) -> None:
+        """The pair last given was loaded again (SIGHUP): not new any more."""
+        ...
+
+
+class FileSource:
+    """`POSTROOM_TLS_CERT`/`KEY` as cert-manager or certbot renews them: new when either file changed."""
+
+    def __init__(self, cert: str, key: str) -> None:
+        self.cert = cert
+        self.key = key
+        self._seen = self._files()
+
+    def _files(self) -> tuple[tuple[int, int, int] | None, tuple[int, int, int] | None]:
+        return _signature(self.cert), _signature(self.key)
+
+    async def fetch(self) -> tuple[str, str] | None:
+        files = self._files()
+        if files == self._seen:
+            return None
+        self._seen = files
+        return self.cert, self.key
+
+    def loaded(self) -> None:
+        self._seen = self._files()
+
+
 class CertificateReloader:
-    """Keeps `context` serving the pair in `cert`/`key`; `listeners` name the metric's series."""
+    """Keeps `context` serving the newest pair of `source`, starting with `cert`/`key` (what `context` was made
+    with); `listeners` name the metric's series."""
 
     def __init__(
-        self, context: ssl.SSLContext, cert: str, key: str, listeners: Sequence[str], interval: float = 60.0
+        self,
+        context: ssl.SSLContext,
+        cert: str,
+        key: str,
+        listeners: Sequence[str],
+        interval: float = 60.0,
+        source: CertificateSource | None = None,
     ) -> None:
         self.context = context
         self.cert = cert
         self.key = key
+        self.source: CertificateSource = source if source is not None else FileSource(cert, key)
         self.listeners = tuple(listeners)
         self.interval = interval
-        self._seen = self._files()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
         self._publish_expiry()
-
-    def _files(self) -> tuple[tuple[int, int, int] | None, tuple[int, int, int] | None]:
-        return _signature(self.cert), _signature(self.key)
 
     def _publish_expiry(self) -> None:
         try:
@@ -79,37 +118,45 @@ class CertificateReloader:
         for listener in self.listeners:
             EXPIRY.labels(listener).set(expires)
 
-    def reload(self, why: str = "signal") -> bool:
-        """Load the pair again if it is whole and matches; True when the listeners now serve it."""
-        self._seen = self._files()
+    def reload(self, why: str = "signal", pair: tuple[str, str] | None = None) -> bool:
+        """Load `pair` (else the current one again) if it is whole and matches; True when the listeners now serve
+        it."""
+        cert, key = pair if pair is not None else (self.cert, self.key)
         try:
             scratch = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            scratch.load_cert_chain(self.cert, self.key)  # a bad pair fails here, not in the live context
-            self.context.load_cert_chain(self.cert, self.key)
+            scratch.load_cert_chain(cert, key)  # a bad pair fails here, not in the live context
+            self.context.load_cert_chain(cert, key)
         except (OSError, ssl.SSLError, ValueError) as exc:
             RELOADS.labels("refused").inc()
-            log.error("certificate reload refused; the old one stays", why=why, cert=self.cert, error=str(exc))
+            log.error("certificate reload refused; the old one stays", why=why, cert=cert, error=str(exc))
             return False
+        self.cert, self.key = cert, key
         RELOADS.labels("loaded").inc()
         self._publish_expiry()
-        log.info("certificate reloaded", why=why, cert=self.cert, listeners=",".join(self.listeners))
+        log.info("certificate reloaded", why=why, cert=cert, listeners=",".join(self.listeners))
         return True
 
-    def changed(self) -> bool:
-        return self._files() != self._seen
+    def _signal(self) -> None:
+        self.reload()
+        self.source.loaded()
+        self._wake.set()  # and ask the source at once (the store may hold a newer pair than the files loaded)
+
+    async def refresh(self, why: str = "renewed") -> bool:
+        """Load the source's new pair if it has one; True when it was loaded."""
+        pair = await self.source.fetch()
+        return pair is not None and self.reload(why, pair)
 
     def install(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Reload on SIGHUP, the reload signal of every mail daemon; False where the loop cannot take signals (a
         service run in-process on a thread, as some tests do)."""
         try:
-            loop.add_signal_handler(signal.SIGHUP, self.reload)
+            loop.add_signal_handler(signal.SIGHUP, self._signal)
         except (ValueError, RuntimeError, NotImplementedError):
             return False
-        self._loop = loop
         return True
 
     async def run(self, stop: asyncio.Event) -> None:
-        """SIGHUP and the file watch for a service's life: until `stop`, then the signal handler goes."""
+        """SIGHUP and the watch for a service's life: until `stop`, then the signal handler goes."""
         installed = self.install(asyncio.get_running_loop())
         try:
             await self.watch(stop)
@@ -118,9 +165,15 @@ class CertificateReloader:
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
 
     async def watch(self, stop: asyncio.Event) -> None:
-        """Check the files every `interval` seconds until `stop`; reload once they changed (cert-manager, certbot)."""
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.interval)
-            if not stop.is_set() and self.changed():
-                self.reload("files changed")
+        """Ask the source every `interval` seconds (or at once after SIGHUP) until `stop`; load what it gives."""
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                woken = asyncio.ensure_future(self._wake.wait())
+                await asyncio.wait({stopping, woken}, timeout=self.interval, return_when=asyncio.FIRST_COMPLETED)
+                woken.cancel()
+                self._wake.clear()
+                if not stop.is_set():
+                    await self.refresh("renewed")
+        finally:
+            stopping.cancel()

@@ -105,6 +105,16 @@ def nameservers(value: Any) -> tuple[HostPort, ...]:
     return host_ports_value(value, default_port=53)
 
 
+def optional_url(value: Any) -> str | None:
+    """An http:// or https:// URL without its trailing slash; unset or empty is None."""
+    text = str(value or "").strip().rstrip("/")
+    if not text:
+        return None
+    if not text.startswith(("http://", "https://")):
+        raise ValueError(f"{text!r} is not an http:// or https:// URL")
+    return text
+
+
 def optional_path(value: Any) -> str | None:
     """An unset or empty path is None."""
     return (str(value).strip() or None) if value is not None else None
@@ -117,6 +127,7 @@ OptionalDuration = Annotated[float | None, BeforeValidator(optional_duration_val
 RetrySchedule = Annotated[tuple[int, ...], BeforeValidator(retry_schedule_value), NoDecode]
 ListenAddress = Annotated[HostPort | None, BeforeValidator(listen_address), NoDecode]
 OptionalPath = Annotated[str | None, BeforeValidator(optional_path)]
+OptionalUrl = Annotated[str | None, BeforeValidator(optional_url)]
 # CIDRs, comma or space separated (`10.0.0.0/8, ::1/128`); empty: none.
 Networks = Annotated[tuple[Network, ...], BeforeValidator(parse_networks), NoDecode]
 # POSTROOM_DNS_NAMESERVERS: every DNS lookup of a service (MX in the delivery, SPF/DKIM/DMARC in the ingress).

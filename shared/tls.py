@@ -1,5 +1,5 @@
-"""TLS server contexts from `POSTROOM_TLS_CERT`/`KEY` (reloaded when renewed: shared/certs.py), or a self-signed
-pair made at start when they are unset."""
+"""TLS server contexts from `POSTROOM_TLS_CERT`/`KEY` (reloaded when renewed: shared/certs.py), from the store when
+built-in ACME is on (`POSTROOM_ACME_DIRECTORY`), or a self-signed pair made at start when neither is set."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from cryptography.x509.oid import NameOID
 from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.certs import CertificateReloader
+from shared.certs import CertificateReloader, CertificateSource
 from shared.errors import ConfigError
-from shared.settings import ENV_PREFIX, Duration, OptionalPath
+from shared.settings import ENV_PREFIX, Duration, OptionalPath, OptionalUrl
 
 PAIR = f"{ENV_PREFIX}TLS_CERT/{ENV_PREFIX}TLS_KEY"
 
@@ -68,23 +68,32 @@ class ListenerTlsSettings(BaseSettings):
 
     tls_cert: OptionalPath = None
     tls_key: OptionalPath = None
-    # How often the pair's files are looked at for a renewal (cert-manager, certbot); SIGHUP reloads at once.
+    # How often the pair's files (cert-manager, certbot) or the store (ACME) are looked at for a renewal; SIGHUP
+    # looks at once.
     tls_reload_interval: Duration = 60.0
+    # Built-in ACME (the store orders the certificate, services/store/acme.py): set, the listeners serve the pair
+    # the store keeps (a self-signed one until there is one).
+    acme_directory: OptionalUrl = None
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Self:
         # Half a pair is a mistake, never a wish for the self-signed fallback: serving that would hide it.
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError(f"{PAIR}: set both or neither (neither: a self-signed pair is made at start)")
+        if self.tls_cert is not None and self.acme_directory is not None:
+            raise ValueError(f"{PAIR} and {ENV_PREFIX}ACME_DIRECTORY: set one (files, or certificates from ACME)")
         return self
 
     def listener_tls(self, hostname: str) -> ssl.SSLContext:
         """The context every TLS listener of the service serves; an unreadable pair is a ConfigError."""
         return self.listener_certificates(hostname, ()).context
 
-    def listener_certificates(self, hostname: str, listeners: Sequence[str]) -> CertificateReloader:
+    def listener_certificates(
+        self, hostname: str, listeners: Sequence[str], acme: CertificateSource | None = None
+    ) -> CertificateReloader:
         """The context every TLS listener serves (`listeners` name them in the expiry metric), kept serving the
-        files as they are renewed; an unreadable pair is a ConfigError."""
+        files as they are renewed, or what `acme` (the store's pair) gives when ACME is on; an unreadable pair is a
+        ConfigError."""
         cert, key = self.tls_cert, self.tls_key
         if cert is None or key is None:
             cert_path, key_path = self_signed_pair(hostname, Path(tempfile.mkdtemp(prefix="postroom-tls-")))
@@ -93,4 +102,5 @@ class ListenerTlsSettings(BaseSettings):
             context = server_context(cert, key, hostname)
         except (OSError, ssl.SSLError, ValueError) as exc:
             raise ConfigError(f"{PAIR}: cannot load the certificate and key: {exc}") from None
-        return CertificateReloader(context, cert, key, listeners, self.tls_reload_interval)
+        source = acme if self.acme_directory is not None else None
+        return CertificateReloader(context, cert, key, listeners, self.tls_reload_interval, source)

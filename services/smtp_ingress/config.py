@@ -13,7 +13,16 @@ from services.store.ratelimit import Rate, parse_rate
 from shared.client_ports import SubmissionListenSettings
 from shared.netaddr import HostPort, Network, parse_networks
 from shared.proxy import ProxySettings
-from shared.settings import CommonSettings, Delay, Duration, ListenAddress, Nameservers, Networks, OptionalPath
+from shared.settings import (
+    CommonSettings,
+    Delay,
+    Duration,
+    ListenAddress,
+    Nameservers,
+    Networks,
+    OptionalPath,
+    OptionalUrl,
+)
 from shared.srs import SrsSettings
 from shared.tls import ListenerTlsSettings
 
@@ -42,15 +51,6 @@ def _zones(value: Any) -> tuple[str, ...]:
             raise ValueError(f"bad zone {item!r}: {exc}") from None
         zones.append(zone)
     return tuple(dict.fromkeys(zones))
-
-
-def _optional_url(value: Any) -> str | None:
-    text = str(value or "").strip().rstrip("/")
-    if not text:
-        return None
-    if not text.startswith(("http://", "https://")):
-        raise ValueError(f"{text!r} is not an http:// or https:// URL")
-    return text
 
 
 class IngressSettings(
@@ -116,7 +116,7 @@ class IngressSettings(
     # A blocklist that has not answered by then counts as not listing the client (the mail is not held up).
     dnsbl_timeout: Duration = 3.0
     # rspamd's HTTP address (rspamd.py), e.g. http://127.0.0.1:11333; unset: no content filter.
-    rspamd_url: Annotated[str | None, BeforeValidator(_optional_url)] = None
+    rspamd_url: OptionalUrl = None
     # Also filter what authenticated users send on 587/465 (port 25 is always filtered when the URL is set).
     rspamd_submission: bool = False
     rspamd_timeout: Duration = 20.0
