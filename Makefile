@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 # System programs the tests drive: command=Debian package.
-TEST_TOOLS := fetchmail=fetchmail mpop=mpop postfix=postfix promtool=prometheus prometheus=prometheus docker-compose=docker-compose redis-cli=redis-tools prometheus-redis-exporter=prometheus-redis-exporter rspamd=rspamd dovecot=dovecot-core /usr/lib/dovecot/pop3=dovecot-pop3d /usr/lib/dovecot/lmtp=dovecot-lmtpd
+TEST_TOOLS := fetchmail=fetchmail mpop=mpop postfix=postfix promtool=prometheus prometheus=prometheus docker-compose=docker-compose redis-cli=redis-tools prometheus-redis-exporter=prometheus-redis-exporter rspamd=rspamd dovecot=dovecot-core /usr/lib/dovecot/pop3=dovecot-pop3d /usr/lib/dovecot/lmtp=dovecot-lmtpd pebble=pebble
 
 .PHONY: run test venv services test-tools lint typecheck unit clean
 

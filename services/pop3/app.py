@@ -26,7 +26,9 @@ class Pop3App:
         listeners = [
             name for name, listen in (("pop3", settings.pop3_listen), ("pop3s", settings.pop3s_listen)) if listen
         ]
-        self.certificates = settings.listener_certificates(settings.hostname, listeners)
+        self.certificates = settings.listener_certificates(
+            settings.hostname, listeners, self.store.certificate_source()
+        )
         tls = self.certificates.context
         self.server = Pop3Server(ServerContext(settings=settings, store=self.store, tls_context=tls, throttle=throttle))
         self._stopping = asyncio.Event()
@@ -36,6 +38,7 @@ class Pop3App:
         return {"redis": self.store.ping, "listeners": self._serving}
 
     async def start(self, stop: asyncio.Event | None = None) -> bool:
+        await self.certificates.refresh("start")  # the store's ACME pair, when there is one, from the first session
         await self.server.start()
         self._certificates_task = asyncio.create_task(self.certificates.run(self._stopping))
         log.info("pop3 listening", listeners=dict(self.server.ports))

@@ -55,7 +55,9 @@ class IngressApp:
             )
             if listen
         ]
-        self.certificates = settings.listener_certificates(settings.hostname, listeners)
+        self.certificates = settings.listener_certificates(
+            settings.hostname, listeners, self.store.certificate_source()
+        )
         self.server = IngressServer(settings, self.handler, self.certificates.context)
         self._stopping = asyncio.Event()
         self._certificates_task: asyncio.Task[None] | None = None
@@ -74,6 +76,7 @@ class IngressApp:
 
     async def start(self, stop: asyncio.Event | None = None) -> bool:
         self.publisher.start()
+        await self.certificates.refresh("start")  # the store's ACME pair, when there is one, from the first session
         await self.server.start()
         self._certificates_task = asyncio.create_task(self.certificates.run(self._stopping))
         await self._check_postmaster()

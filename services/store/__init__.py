@@ -7,6 +7,7 @@ from typing import Any
 
 from services.store.accounts import AccountError, Accounts, AddressFacts, User
 from services.store.addresses import AddressError
+from services.store.certificates import AcmeData, StoreCertificateSource
 from services.store.coalesce import Coalescer
 from services.store.dkim import DkimKey, DkimKeys
 from services.store.keys import Keys
@@ -24,6 +25,7 @@ from shared.settings import parse_duration
 __all__ = [
     "AccountError",
     "Accounts",
+    "AcmeData",
     "AddressError",
     "AddressFacts",
     "DkimKey",
@@ -36,6 +38,7 @@ __all__ = [
     "Rate",
     "RateLimiter",
     "Store",
+    "StoreCertificateSource",
     "StoreOutcome",
     "TlsPolicies",
     "Trace",
@@ -67,6 +70,7 @@ class Store:
         coalescer = Coalescer(redis) if coalesce else None
         self.accounts = Accounts(redis, self.keys, coalescer)
         self.dkim = DkimKeys(redis, self.keys)
+        self.acme = AcmeData(redis, self.keys)
         self.mailboxes = Mailboxes(redis, self.keys, coalescer=coalescer)
         # A finished message's progress lasts as long as its mailbox dedup keys.
         self.rate_limits = RateLimiter(redis, self.keys, coalescer)
@@ -87,6 +91,10 @@ class Store:
     ) -> Store:
         """A store on a new client; `redis_options` go to redis-py (e.g. socket timeouts for the CLI)."""
         return cls(connect_redis(url, cluster, **redis_options), namespace, trace_retention, coalesce)
+
+    def certificate_source(self) -> StoreCertificateSource:
+        """The listeners' certificate when built-in ACME is on (shared/certs.py reloads it on renewal)."""
+        return StoreCertificateSource(self.acme)
 
     def login_throttle(self, base: float, cap: float) -> LoginThrottle:
         """The login throttle (shared by every replica of SMTP AUTH and POP3) with a service's delays."""

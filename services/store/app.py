@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from services.store import Store, metrics
+from services.store.acme import AcmeManager
 from services.store.api import AdminServer, create_app
 from services.store.clientconfig.app import create_autoconfig_app
 from services.store.config import StoreSettings
@@ -42,6 +43,11 @@ class StoreApp:
             app = create_autoconfig_app(self.store, settings.hostname, settings.client_endpoints)
             self.autoconfig = AdminServer(app, settings.autoconfig_listen, settings.store_drain_timeout)
         self._refresher: asyncio.Task[None] | None = None
+        # Built-in ACME: the listeners' certificate, ordered by one replica at a time, kept in Redis.
+        acme = settings.acme
+        self.acme = AcmeManager(self.store.acme, acme) if acme is not None else None
+        self._acme_task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     def checks(self) -> dict[str, ReadinessCheck]:
         checks: dict[str, ReadinessCheck] = {"redis": self.store.ping}
@@ -58,6 +64,8 @@ class StoreApp:
             self.store.redis, self.store.keys, metrics.COLLECTOR, self.settings.stats_interval
         )
         self._refresher = asyncio.create_task(refresh)
+        if self.acme is not None:
+            self._acme_task = asyncio.create_task(self.acme.run(self._stopping))
         log.info(
             "store serving", admin=str(self.settings.admin_listen), autoconfig=str(self.settings.autoconfig_listen)
         )
@@ -65,8 +73,10 @@ class StoreApp:
 
     async def stop(self, drain_timeout: float | None = None) -> None:
         """Stop the refresher; requests in progress get POSTROOM_STORE_DRAIN_TIMEOUT (set when the API was made)."""
-        if self._refresher is not None:
-            await cancel_and_wait(self._refresher)
+        self._stopping.set()
+        for task in (self._refresher, self._acme_task):
+            if task is not None:
+                await cancel_and_wait(task)
         for server in (self.autoconfig, self.admin):
             if server is not None:
                 await server.stop()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Self
 
-from pydantic import SecretStr, field_validator
+from pydantic import BeforeValidator, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
 
+from services.store.addresses import AddressError, validate_address, validate_domain
+from services.store.idn import ascii_domain
 from services.store.passwords import Argon2Settings
 from shared.client_ports import (
     Endpoint,
@@ -15,7 +19,47 @@ from shared.client_ports import (
     parse_client_ports,
 )
 from shared.netaddr import HostPort
-from shared.settings import DEFAULT_RETRY_SCHEDULE, CommonSettings, Duration, ListenAddress, RetrySchedule
+from shared.settings import (
+    DEFAULT_RETRY_SCHEDULE,
+    CommonSettings,
+    Duration,
+    ListenAddress,
+    OptionalPath,
+    OptionalUrl,
+    RetrySchedule,
+)
+
+
+def parse_acme_domains(value: Any) -> tuple[str, ...]:
+    """`mail.example.com,example.com`: the names of one certificate, as ACME identifiers (A-labels), in order."""
+    if isinstance(value, tuple):
+        return value
+    names: list[str] = []
+    for item in str(value or "").split(","):
+        if not item.strip():
+            continue
+        try:
+            name = ascii_domain(validate_domain(item))
+        except AddressError as exc:
+            raise ValueError(str(exc)) from None
+        if name is None:
+            raise ValueError(f"bad domain {item.strip()!r}")
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
+@dataclass(frozen=True)
+class AcmeConfig:
+    """Built-in ACME as the store runs it (services/store/acme.py)."""
+
+    directory: str
+    domains: tuple[str, ...]
+    email: str | None
+    ca_file: str | None
+    renew_before: float
+    check_interval: float
+    retry_delay: float
 
 
 class StoreSettings(CommonSettings, Argon2Settings, SubmissionListenSettings, Pop3ListenSettings):
@@ -38,6 +82,20 @@ class StoreSettings(CommonSettings, Argon2Settings, SubmissionListenSettings, Po
     client_ports: str = ""
     # On SIGTERM, how long admin API requests in progress may take to finish.
     store_drain_timeout: Duration = 10.0
+    # Built-in ACME (RFC 8555, HTTP-01 answered on the autoconfig listener): the CA's directory URL; unset: off.
+    acme_directory: OptionalUrl = None
+    # The names of the one certificate every TLS listener serves, comma separated (the first is its subject).
+    acme_domains: Annotated[tuple[str, ...], BeforeValidator(parse_acme_domains), NoDecode] = ()
+    # The account's contact (the CA's expiry notices go there); unset: an account without contact.
+    acme_email: str | None = None
+    # Extra CAs to trust for the ACME server's own HTTPS (a private CA, a test CA); unset: the system's.
+    acme_ca_file: OptionalPath = None
+    # Order a new certificate when the served one ends within this window (Let's Encrypt certificates last 90 days).
+    acme_renew_before: Duration = 30 * 86400
+    # How often the certificate's validity is looked at in Redis (and the longest wait between failed orders).
+    acme_check_interval: Duration = 3600.0
+    # The wait after a failed order, doubled at each failure in a row up to POSTROOM_ACME_CHECK_INTERVAL.
+    acme_retry_delay: Duration = 60.0
 
     @field_validator("admin_token", mode="before")
     @classmethod
@@ -45,6 +103,43 @@ class StoreSettings(CommonSettings, Argon2Settings, SubmissionListenSettings, Po
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("acme_email", mode="before")
+    @classmethod
+    def _acme_email(cls, value: Any) -> Any:
+        if value is None or not str(value).strip():
+            return None
+        try:
+            return validate_address(str(value))
+        except AddressError as exc:
+            raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _acme(self) -> Self:
+        if self.acme_directory is None:
+            return self
+        if not self.acme_domains:
+            raise ValueError("POSTROOM_ACME_DOMAINS: the names of the certificate are needed when ACME is on")
+        if self.autoconfig_listen is None:
+            raise ValueError(
+                "POSTROOM_AUTOCONFIG_LISTEN: ACME answers HTTP-01 on it (reachable on port 80 of every name)"
+            )
+        return self
+
+    @property
+    def acme(self) -> AcmeConfig | None:
+        """Built-in ACME's settings, or None when it is off."""
+        if self.acme_directory is None:
+            return None
+        return AcmeConfig(
+            self.acme_directory,
+            self.acme_domains,
+            self.acme_email,
+            self.acme_ca_file,
+            self.acme_renew_before,
+            self.acme_check_interval,
+            self.acme_retry_delay,
+        )
 
     @field_validator("client_ports")
     @classmethod

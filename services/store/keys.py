@@ -37,6 +37,13 @@ Outbound TLS policies (tls_policy.py), single-key commands only:
                                       expires after TLSRPT_KEEP
     {ns}:tlsrpt:{day}:sent            string: the replica that sends that day's reports (SET NX)
 
+Built-in ACME (certificates.py, acme.py), global keys touched by single-key commands only:
+    {ns}:acme:certificate             hash: chain (PEM, the server's first), key (PEM), domains (comma list),
+                                      not_after (Unix time), version (SHA-256 of chain and key: what listeners watch)
+    {ns}:acme:account                 hash: directory (URL), key (the account's JWK, JSON), uri (its account URL)
+    {ns}:acme:challenge:{token}       string: the HTTP-01 key authorization for `token`, expiring after the order
+    {ns}:acme:lock                    string with a TTL: the store replica ordering now, value = owner token
+
 The queue index (queue_index.py): one entry per message not yet finished, hash-tagged by queue id like its progress
 record, so one script (queue_lua.QUEUE_RECORD) writes both; the listing set is a global key changed by single
 commands only (added to before an entry is written, removed from after it is deleted, so a crash leaves at most a
@@ -157,6 +164,21 @@ class Keys:
 
     def tlsrpt(self, day: str, domain: str) -> str:
         return f"{self.namespace}:tlsrpt:{day}:{domain}"
+
+    @property
+    def acme_certificate(self) -> str:
+        return f"{self.namespace}:acme:certificate"
+
+    @property
+    def acme_account(self) -> str:
+        return f"{self.namespace}:acme:account"
+
+    def acme_challenge(self, token: str) -> str:
+        return f"{self.namespace}:acme:challenge:{token}"
+
+    @property
+    def acme_lock(self) -> str:
+        return f"{self.namespace}:acme:lock"
 
     def queue_entry(self, queue_id: str) -> str:
         return f"{self.namespace}:queue:{{{queue_id}}}"

@@ -1,4 +1,5 @@
-"""The public autoconfig listener: Mozilla autoconfig and Microsoft autodiscover, for local domains only.
+"""The public autoconfig listener: Mozilla autoconfig and Microsoft autodiscover, for local domains only, and the
+HTTP-01 answers of built-in ACME.
 
 A separate aiohttp application on its own listener inside the store service: it needs the list of local domains,
 which the store has, and a fifth service would be a deployment, an image command and a metrics port for three
@@ -6,6 +7,8 @@ routes. It shares nothing with the admin app (no token, no admin route is reacha
 """
 
 from __future__ import annotations
+
+import re
 
 import redis.exceptions
 from aiohttp import web
@@ -75,6 +78,26 @@ async def autodiscover(request: web.Request) -> web.Response:
     return web.Response(body=microsoft_autodiscover(settings, address.strip()), content_type=XML, charset="utf-8")
 
 
+# An ACME token is base64url (RFC 8555 §8.3: at least 128 bits of entropy); anything else is no token of ours.
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,256}$")
+
+
+async def acme_challenge(request: web.Request) -> web.Response:
+    """HTTP-01 (RFC 8555 §8.3): the CA fetches http://NAME/.well-known/acme-challenge/TOKEN from whichever store
+    replica it reaches; the one ordering put the answer in Redis (services/store/acme.py)."""
+    token = request.match_info["token"]
+    if not _TOKEN.match(token):
+        raise web.HTTPNotFound(text="no such challenge\n")
+    try:
+        answer = await request.app[STORE].acme.challenge(token)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+        log.warning("acme challenge: redis unavailable", path=request.path)
+        raise web.HTTPServiceUnavailable(text="try again later\n") from None
+    if answer is None:
+        raise web.HTTPNotFound(text="no such challenge\n")
+    return web.Response(text=answer, content_type="application/octet-stream")
+
+
 def create_autoconfig_app(store: Store, hostname: str, endpoints: list[Endpoint]) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
     app[STORE] = store
@@ -84,4 +107,5 @@ def create_autoconfig_app(store: Store, hostname: str, endpoints: list[Endpoint]
     # Outlook spells the path both ways.
     for path in ("/autodiscover/autodiscover.xml", "/Autodiscover/Autodiscover.xml"):
         app.router.add_post(path, autodiscover)
+    app.router.add_get("/.well-known/acme-challenge/{token}", acme_challenge)
     return app
