@@ -9,17 +9,27 @@ import poplib
 import smtplib
 import socket
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from services.store import Store
+from services.store.acme import ORDERS as ORDERS_COUNTER
+from services.store.acme import AcmeManager
+from services.store.api import AdminServer
+from services.store.clientconfig.app import create_autoconfig_app
+from services.store.config import AcmeConfig
+from shared.netaddr import HostPort
+from tests.certs import TestCA
 from tests.delivery.dnsserver import DNSServer, Zone
 from tests.faults.stack import metric
-from tests.harness import ServiceProcess
+from tests.harness import Harness, ServiceProcess
 from tests.helpers import free_port, wait_until_sync
+from tests.redis_private import PrivateRedis
 from tests.store.pebble import Pebble
 
 NAME, SECOND = "mail.acme.test", "pop.acme.test"
@@ -169,3 +179,121 @@ def test_listeners_serve_the_acme_certificate_and_its_renewal_without_dropping_s
     assert not any("Traceback" in line for line in lines)
     assert served(listeners["smtps"], "smtps", root).serial_number == renewed.serial_number
     assert served(listeners["pop3s"], "pop3s", root).serial_number == renewed.serial_number
+
+
+# -- in-process: the loop's decisions, one step at a time ----------------------------------------------------------
+
+
+@pytest.fixture
+async def autoconfig(store: Store, autoconfig_port: int) -> AsyncIterator[AdminServer]:
+    """The store's autoconfig listener (which answers HTTP-01) on the port pebble checks."""
+    server = AdminServer(
+        create_autoconfig_app(store, "mx.acme.test", []), HostPort("127.0.0.1", autoconfig_port), drain_timeout=1
+    )
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def config(pebble: Pebble, *domains: str, renew_before: float = 30 * 86400) -> AcmeConfig:
+    return AcmeConfig(
+        directory=pebble.directory,
+        domains=domains,
+        email=None,
+        ca_file=str(pebble.ca_file),
+        renew_before=renew_before,
+        check_interval=3600,
+        retry_delay=60,
+    )
+
+
+def issued() -> float:
+    return float(ORDERS_COUNTER.labels("issued")._value.get())
+
+
+async def test_a_certificate_within_the_renew_window_is_ordered_again_and_one_outside_it_is_not(
+    store: Store, pebble: Pebble, autoconfig: AdminServer
+) -> None:
+    manager = AcmeManager(store.acme, config(pebble, NAME))
+    before = issued()
+    assert await manager.step() == 0.0  # ordered: look again at once
+    first = await store.acme.certificate()
+    assert first is not None and first.domains == (NAME,) and issued() == before + 1
+    assert await manager.step() == 3600  # valid for years: the next look after the check interval
+    assert issued() == before + 1
+    assert await store.acme.account() is not None
+    # Pebble's certificates last 5 years: a window longer than that makes this one due.
+    renewing = AcmeManager(store.acme, config(pebble, NAME, renew_before=10 * 365 * 86400))
+    assert await renewing.step() == 0.0
+    second = await store.acme.certificate()
+    assert second is not None and second.version != first.version and issued() == before + 2
+    assert await store.redis.get(store.keys.acme_lock) is None, "the lock is given back"
+    assert not [key async for key in store.redis.scan_iter(match=store.keys.acme_challenge("*"))], "answers removed"
+
+
+async def test_a_replica_orders_nothing_while_another_holds_the_lock(store: Store, pebble: Pebble) -> None:
+    assert await store.acme.lock("another replica", 60)
+    manager = AcmeManager(store.acme, config(pebble, NAME))
+    before = issued()
+    assert await manager.step() == 60  # wait a retry delay, then find the other replica's certificate
+    assert issued() == before and await store.acme.certificate() is None
+    assert await store.redis.get(store.keys.acme_lock) == b"another replica"
+
+
+async def test_the_autoconfig_listener_answers_only_tokens_it_holds(store: Store, autoconfig: AdminServer) -> None:
+    token = "a" * 43
+    await store.acme.put_challenge(token, f"{token}.thumbprint", 60)
+    base = f"http://127.0.0.1:{autoconfig.port}/.well-known/acme-challenge"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/{token}") as response:
+            assert response.status == 200 and await response.text() == f"{token}.thumbprint"
+        for other in ("b" * 43, "short", "a%2Fb" * 10):
+            async with session.get(f"{base}/{other}") as response:
+                assert response.status == 404
+
+
+def written_pair(pair: tuple[str, str]) -> tuple[str, int]:
+    """The certificate file's text and the key file's mode."""
+    return Path(pair[0]).read_text(), Path(pair[1]).stat().st_mode
+
+
+async def test_the_listeners_source_gives_each_stored_pair_once_and_nothing_while_redis_is_away(
+    namespace: str, private_redis: PrivateRedis, tmp_path: Path
+) -> None:
+    ca = TestCA(tmp_path)
+    store = Store.connect(private_redis.url, namespace, socket_connect_timeout=1)
+    source = store.certificate_source()
+    try:
+        assert await source.fetch() is None  # nothing ordered yet: the listeners keep their self-signed pair
+        for renewal in range(2):
+            cert, key = ca.issue(NAME)
+            await store.acme.put_certificate(cert.read_text(), key.read_text(), (NAME,))
+            pair = await source.fetch()
+            assert pair is not None
+            written, key_mode = written_pair(pair)
+            assert written == cert.read_text(), renewal
+            assert key_mode & 0o077 == 0, "the key file is the service's alone"
+            assert await source.fetch() is None, "given once"
+        private_redis.stop()
+        assert await source.fetch() is None
+        assert await source.fetch() is None
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("service", "env", "named"),
+    [
+        ("store", {"POSTROOM_AUTOCONFIG_LISTEN": "127.0.0.1:8081"}, "POSTROOM_ACME_DOMAINS"),
+        ("store", {"POSTROOM_ACME_DOMAINS": NAME}, "POSTROOM_AUTOCONFIG_LISTEN"),
+        ("store", {"POSTROOM_ACME_DOMAINS": "bad..name", "POSTROOM_AUTOCONFIG_LISTEN": ":8081"}, "ACME_DOMAINS"),
+        ("pop3", {"POSTROOM_TLS_CERT": "/c.pem", "POSTROOM_TLS_KEY": "/k.pem"}, "POSTROOM_ACME_DIRECTORY"),
+    ],
+)
+def test_an_incomplete_acme_setting_stops_the_start_with_one_line(
+    harness: Harness, service: str, env: dict[str, str], named: str
+) -> None:
+    result = harness.run(service, POSTROOM_ACME_DIRECTORY="https://acme.test/directory", **env)
+    assert result.returncode == 2
+    assert named in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr + result.stdout
