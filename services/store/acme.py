@@ -23,25 +23,13 @@ from acme.crypto_util import make_csr
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from josepy.jwk import JWKRSA
-from prometheus_client import Counter, Gauge
 
 from services.store.certificates import REDIS_ERRORS, AcmeAccount, AcmeData
 from services.store.config import AcmeConfig
+from services.store.metrics import ACME_EXPIRY, ACME_ORDERS
 from shared.logging import get_logger
 
 log = get_logger(__name__)
-
-ORDERS = Counter(
-    "postroom_store_acme_orders_total",
-    "Certificate orders of built-in ACME: issued, or failed (the CA unreachable or refusing; retried with backoff).",
-    ["result"],
-)
-for _result in ("issued", "failed"):
-    ORDERS.labels(_result)
-EXPIRY = Gauge(
-    "postroom_store_acme_certificate_expiry_timestamp_seconds",
-    "When the certificate built-in ACME keeps in the store ends (Unix time), as this replica last looked; 0: none.",
-)
 
 # How long one order may take (authorizations polled, then finalization); the lock outlives it so that a replica
 # never orders beside another one still working, and frees itself when the replica that held it died.
@@ -105,7 +93,7 @@ class AcmeManager:
     async def _due(self) -> tuple[str | None, float]:
         """Why a certificate must be ordered now (None: it need not), and else how long until it must."""
         stored = await self.data.certificate()
-        EXPIRY.set(0 if stored is None else stored.not_after)
+        ACME_EXPIRY.set(0 if stored is None else stored.not_after)
         if stored is None:
             return "no certificate", 0.0
         if set(stored.domains) != set(self.config.domains):
@@ -124,7 +112,7 @@ class AcmeManager:
             await self.order(reason)
         except Exception as exc:  # the CA down, refusing, timing out, Redis gone: all wait and try again
             self.failures += 1
-            ORDERS.labels("failed").inc()
+            ACME_ORDERS.labels("failed").inc()
             delay = min(self.config.retry_delay * 2.0 ** (self.failures - 1), max(self.config.check_interval, 1.0))
             log.error(
                 "acme order failed",
@@ -156,7 +144,7 @@ class AcmeManager:
                 for token in answers:
                     await self.data.drop_challenge(token)
         stored = await self.data.put_certificate(done.fullchain_pem, _pem(key), self.config.domains)
-        ORDERS.labels("issued").inc()
+        ACME_ORDERS.labels("issued").inc()
         log.info(
             "acme certificate issued",
             reason=reason,

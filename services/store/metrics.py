@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import REGISTRY, Counter
+from prometheus_client import REGISTRY, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -20,6 +20,15 @@ API_REQUESTS = Counter(
     "postroom_store_api_requests_total",
     "Admin API requests by method and status code.",
     ["method", "status"],
+)
+ACME_ORDERS = Counter(
+    "postroom_store_acme_orders_total",
+    "Certificate orders of built-in ACME: issued, or failed (the CA unreachable or refusing; retried with backoff).",
+    ["result"],
+)
+ACME_EXPIRY = Gauge(
+    "postroom_store_acme_certificate_expiry_timestamp_seconds",
+    "When the certificate built-in ACME keeps in the store ends (Unix time), as this replica last looked; 0: none.",
 )
 STATS_REFRESH_FAILURES = Counter(
     "postroom_store_stats_refresh_failures_total",
@@ -74,6 +83,8 @@ def initialise(_settings: object = None) -> None:
     for method in ("GET", "POST", "PATCH", "DELETE"):
         for status in ("200", "201", "204", "400", "401", "404", "409", "500", "503"):
             API_REQUESTS.labels(method, status)
+    for result in ("issued", "failed"):
+        ACME_ORDERS.labels(result)
     if not _registered:
         REGISTRY.register(COLLECTOR)
         _registered.append(COLLECTOR)
