@@ -7,6 +7,7 @@ import os
 import random
 import socket
 import ssl
+import subprocess
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -97,3 +98,15 @@ def __getattr__(name: str) -> Any:
 
         return ServiceProcess
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def terminate(proc: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> None:
+    """SIGTERM a test's child process and wait for it; SIGKILL when it does not end within `timeout`."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.helpers import free_port, wait_until_sync
+from tests.helpers import free_port, terminate, wait_until_sync
 
 DEFAULT_CONFIG = ("--save", "", "--appendonly", "yes", "--appendfsync", "always")
 
@@ -81,13 +81,7 @@ class PrivateRedis:
 
     def stop(self) -> None:
         """SIGTERM: Redis closes every client connection, syncs its append-only file and exits."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc)
         self.proc = None
 
     def kill(self) -> None:

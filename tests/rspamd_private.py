@@ -15,7 +15,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.helpers import free_port
+from tests.helpers import free_port, terminate
 
 HS_CACHE = Path(os.environ.get("POSTROOM_TEST_RSPAMD_CACHE", "/var/tmp/postroom-rspamd-hs"))
 START_TIMEOUT = 300.0  # a cold hyperscan cache on a busy 2-core machine
@@ -96,11 +96,4 @@ class PrivateRspamd:
         return "\n".join(parts)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        terminate(self.process)

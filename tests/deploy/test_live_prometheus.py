@@ -22,7 +22,7 @@ from shared.netaddr import parse_host_port
 from tests.deploy.queries import ALERTS, ROOT, NamedQuery, alert_queries, dashboard_queries, metric_names
 from tests.deploy.tools import require
 from tests.harness import ServiceProcess
-from tests.helpers import REDIS_URL, free_port, http_status, wait_until, wait_until_sync
+from tests.helpers import REDIS_URL, free_port, http_status, terminate, wait_until, wait_until_sync
 
 SERVICES = ("store", "smtp_ingress", "delivery", "pop3")
 MISSING = [name for name in SERVICES if not (ROOT / "services" / name / "__main__.py").exists()]
@@ -108,13 +108,7 @@ class Prometheus:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        terminate(self.proc)
 
 
 @pytest.fixture

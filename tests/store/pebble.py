@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.certs import TestCA
-from tests.helpers import free_port, wait_until_sync
+from tests.helpers import free_port, terminate, wait_until_sync
 
 
 class Pebble:
@@ -88,10 +88,4 @@ class Pebble:
             return str(response.read().decode())
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        terminate(self.proc)

@@ -18,11 +18,11 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from services.store import Store
-from services.store.acme import ORDERS as ORDERS_COUNTER
 from services.store.acme import AcmeManager
 from services.store.api import AdminServer
 from services.store.clientconfig.app import create_autoconfig_app
 from services.store.config import AcmeConfig
+from services.store.metrics import ACME_ORDERS
 from shared.netaddr import HostPort
 from tests.certs import TestCA
 from tests.delivery.dnsserver import DNSServer, Zone
@@ -208,7 +208,7 @@ def config(pebble: Pebble, *domains: str, renew_before: float = 30 * 86400) -> A
 
 
 def issued() -> float:
-    return float(ORDERS_COUNTER.labels("issued")._value.get())
+    return float(ACME_ORDERS.labels("issued")._value.get())
 
 
 async def test_a_certificate_within_the_renew_window_is_ordered_again_and_one_outside_it_is_not(
