@@ -2,10 +2,13 @@
 
 cert-manager and certbot renew by replacing the files (cert-manager through a symlink swap of the Secret volume);
 built-in ACME keeps the pair in the store (services/store/certificates.py, a source beside the file source);
-every mail daemon reloads on SIGHUP. Either way the new pair is first loaded into a scratch context, so a
-half-written or mismatched pair is refused (and counted) while the listeners keep the old one; then it is loaded
-into the live context, which every listener shares: new handshakes get the new certificate, sessions already
-running keep theirs. `postroom_tls_certificate_expiry_timestamp_seconds{listener}` says when the served
+every mail daemon reloads on SIGHUP. Either way the new pair is loaded into a fresh context, so a half-written or
+mismatched pair is refused (and counted) while the listeners keep the old one. The context every listener shares
+hands each new handshake to the newest one from its SNI callback (which OpenSSL runs for every ClientHello, with or
+without a server name): new handshakes get the new certificate, sessions already running keep theirs. A fresh
+context rather than the pair loaded into the live one, because OpenSSL keeps one certificate per key type in a
+context: an ECDSA renewal of an RSA certificate would otherwise leave the old RSA one served to clients preferring it.
+`postroom_tls_certificate_expiry_timestamp_seconds{listener}` says when the served
 certificate ends (an alert fires 14 days before).
 """
 
@@ -101,6 +104,8 @@ class CertificateReloader:
         source: CertificateSource | None = None,
     ) -> None:
         self.context = context
+        self.serving = context  # the context new handshakes get: `context` itself until the first reload
+        context.sni_callback = self._hand_over
         self.cert = cert
         self.key = key
         self.source: CertificateSource = source if source is not None else FileSource(cert, key)
@@ -123,18 +128,23 @@ class CertificateReloader:
         it."""
         cert, key = pair if pair is not None else (self.cert, self.key)
         try:
-            scratch = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            scratch.load_cert_chain(cert, key)  # a bad pair fails here, not in the live context
-            self.context.load_cert_chain(cert, key)
+            fresh = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            fresh.minimum_version = self.context.minimum_version
+            fresh.load_cert_chain(cert, key)  # a bad pair fails here, and the listeners never see it
         except (OSError, ssl.SSLError, ValueError) as exc:
             RELOADS.labels("refused").inc()
             log.error("certificate reload refused; the old one stays", why=why, cert=cert, error=str(exc))
             return False
+        self.serving = fresh
         self.cert, self.key = cert, key
         RELOADS.labels("loaded").inc()
         self._publish_expiry()
         log.info("certificate reloaded", why=why, cert=cert, listeners=",".join(self.listeners))
         return True
+
+    def _hand_over(self, connection: ssl.SSLObject | ssl.SSLSocket, _name: str | None, context: ssl.SSLContext) -> None:
+        if self.serving is not context:
+            connection.context = self.serving
 
     def _signal(self) -> None:
         self.reload()

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+def _key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -48,9 +48,14 @@ class TestCA:
         self.ca_file = directory / "test-ca.pem"
         self.ca_file.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
-    def issue(self, *names: str) -> tuple[Path, Path]:
-        """A server certificate (and key) for DNS names or IP addresses; returns their PEM paths."""
-        key = ec.generate_private_key(ec.SECP256R1())
+    def issue(self, *names: str, rsa_key: bool = False) -> tuple[Path, Path]:
+        """A server certificate (and key: ECDSA P-256, or RSA 2048) for DNS names or IP addresses; returns their PEM
+        paths."""
+        key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = (
+            rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            if rsa_key
+            else ec.generate_private_key(ec.SECP256R1())
+        )
         alt: list[x509.GeneralName] = []
         for name in names:
             try:

@@ -35,10 +35,8 @@ log = get_logger(__name__)
 # never orders beside another one still working, and frees itself when the replica that held it died.
 ORDER_TIMEOUT = 120.0
 LOCK_TTL = ORDER_TIMEOUT + 60.0
-# The certificate's key is ECDSA P-256, the type of the self-signed pair listeners serve until the first certificate
-# arrives: OpenSSL keeps one certificate per key type in a context, so a pair of another type loaded beside it would
-# leave the self-signed one served to clients preferring ECDSA. The account key is RSA: RS256 is the one JWS
-# algorithm every CA accepts.
+# The certificate's key is ECDSA P-256, certbot's default since 2.0 and what current mail clients take. The account
+# key is RSA: RS256 is the one JWS algorithm every CA accepts.
 RSA_BITS = 2048
 USER_AGENT = "postroom"
 

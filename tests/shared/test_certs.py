@@ -147,3 +147,14 @@ async def test_a_mismatched_pair_is_refused_and_the_old_one_stays(
     assert reloader.reload() is False
     assert await server.serial() == before
     assert RELOADS.labels("refused")._value.get() == refused + 1
+
+
+async def test_a_renewal_of_another_key_type_replaces_the_old_certificate(
+    listener: tuple[Listener, CertificateReloader], ca: TestCA
+) -> None:
+    """OpenSSL keeps one certificate per key type in a context: an RSA pair loaded into the context of an ECDSA one
+    would sit beside it, and clients preferring ECDSA would still get the old certificate."""
+    server, reloader = listener
+    cert, key = ca.issue(NAME, rsa_key=True)
+    assert reloader.reload("renewed", (str(cert), str(key)))
+    assert await server.serial() == serial_of(cert)
