@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import sys
+import threading
 
+import nacl.pwhash.argon2id
 import pytest
 from argon2 import PasswordHasher
-from argon2.low_level import Type
+from argon2.low_level import Type, hash_secret_raw
 
 from services.pop3.config import Pop3Settings
 from services.smtp_ingress.config import IngressSettings
@@ -103,3 +106,88 @@ async def test_an_old_64_mib_hash_still_logs_in_and_is_rehashed_to_the_defaults(
 
     assert await store.accounts.authenticate("old@example.test", "pw")
     assert (await store.redis.hget(account, "password")).decode() == rehashed  # up to date: not hashed again
+
+
+HASHERS = {
+    "the defaults": PasswordHasher(memory_cost=19456, time_cost=2, parallelism=1),
+    "argon2-cffi's old defaults": PasswordHasher(),
+    "two lanes": PasswordHasher(memory_cost=1024, time_cost=1, parallelism=2),
+    "argon2i": PasswordHasher(memory_cost=1024, time_cost=1, parallelism=1, type=Type.I),
+}
+
+
+@pytest.mark.parametrize("made_by", HASHERS)
+async def test_a_hash_made_by_argon2_cffi_is_checked_by_libsodium(
+    made_by: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stored = HASHERS[made_by].hash("pässword")
+    used: list[bytes] = []
+    sodium = nacl.pwhash.argon2id.verify
+
+    def spy(encoded: bytes, password: bytes) -> bool:
+        used.append(encoded)
+        return sodium(encoded, password)
+
+    monkeypatch.setattr(nacl.pwhash.argon2id, "verify", spy)
+    assert (await passwords.verify_password(stored, "pässword"))[0]
+    assert not (await passwords.verify_password(stored, "password"))[0]
+    assert not (await passwords.verify_password(stored, ""))[0]
+    assert used == [stored.encode()] * 3
+
+
+async def test_argon2d_and_overlong_hashes_are_still_checked_by_argon2_cffi() -> None:
+    for hasher in (
+        PasswordHasher(memory_cost=1024, time_cost=1, parallelism=1, type=Type.D),
+        PasswordHasher(memory_cost=1024, time_cost=1, parallelism=1, salt_len=64),
+    ):
+        stored = hasher.hash("pw")
+        assert await passwords.verify_password(stored, "pw") == (True, True)  # not today's parameters: rehashed
+        assert await passwords.verify_password(stored, "px") == (False, False)
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "",
+        "garbage",
+        "$argon2id$",
+        "$argon2id$v=19$m=1024,t=1,p=1$zzz$yyy",
+        "$argon2id$v=19$m=1024,t=1,p=1$c29tZXNhbHQ",
+        "$argon2i$v=19$m=0,t=0,p=0$c29tZXNhbHQ$aGFzaA",
+        "$argon2d$v=19$m=1024,t=1,p=1$!!!$aGFzaA",
+        "$argon2id$v=19$m=1024,t=1,p=1$" + "A" * 200 + "$aGFzaA",
+        "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW",
+        "$argon2id$v=19$m=1024,t=1,p=1$c29tZXNhbHQ$aGFzaA\udcff",
+    ],
+)
+async def test_a_malformed_hash_is_a_failed_check_not_an_error(stored: str) -> None:
+    assert await passwords.verify_password(stored, "pw") == (False, False)
+
+
+async def test_the_check_runs_on_the_argon2_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: list[str] = []
+    matches = passwords._matches
+
+    def spy(stored: str, password: str) -> bool:
+        threads.append(threading.current_thread().name)
+        return matches(stored, password)
+
+    monkeypatch.setattr(passwords, "_matches", spy)
+    await passwords.verify_password(passwords.hash_password("pw"), "pw")
+    await passwords.verify_password(None, "pw")
+    assert len(threads) == 2 and all(name.startswith("argon2") for name in threads)
+
+
+def test_the_unknown_user_hash_is_a_well_formed_string_of_the_configured_cost() -> None:
+    """Nothing is hashed to make it, yet libsodium reads it whole: the same salt and parameters with the right tag
+    for a password pass, so a check against it runs the full argon2 work before the tag differs."""
+    passwords.configure(Argon2Settings(argon2_memory_kib=1024, argon2_time_cost=1, argon2_parallelism=2))
+    dummy = passwords._dummy_hash()
+    assert dummy.startswith("$argon2id$v=19$m=1024,t=1,p=2$")
+    head, salt, _ = dummy.rsplit("$", 2)
+    raw = hash_secret_raw(
+        b"pw", base64.b64decode(salt + "=="), time_cost=1, memory_cost=1024, parallelism=2, hash_len=32, type=Type.ID
+    )
+    assert passwords._matches(f"{head}${salt}${passwords._b64(raw)}", "pw")
+    assert not passwords._matches(dummy, "pw")
+    assert passwords._dummy_hash() == dummy  # made once per configuration
