@@ -8,23 +8,12 @@ argon2 pool.
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 
+from bench.cputime import best_per_call_us
 from services.store import passwords
 from services.store.passwords import Argon2Settings
 
 ROUNDS = 3
-
-
-def measure(check: Callable[[], bool], count: int) -> float:
-    runs = []
-    for _ in range(ROUNDS):
-        started = time.process_time()
-        for _ in range(count):
-            assert check()
-        runs.append((time.process_time() - started) / count * 1e3)
-    return min(runs)
 
 
 def main() -> None:
@@ -38,8 +27,9 @@ def main() -> None:
     print(
         f"argon2id m={settings.argon2_memory_kib} KiB, t={settings.argon2_time_cost}, p={settings.argon2_parallelism}"
     )
-    cffi = measure(lambda: hasher.verify(stored, "bench-password"), args.checks)
-    sodium = measure(lambda: passwords._matches(stored, "bench-password"), args.checks)
+    cffi = best_per_call_us(lambda: hasher.verify(stored, "bench-password"), args.checks, ROUNDS) / 1000
+    sodium = best_per_call_us(lambda: passwords._matches(stored, "bench-password"), args.checks, ROUNDS) / 1000
+    assert passwords._matches(stored, "bench-password") and not passwords._matches(stored, "wrong")
     print(f"argon2-cffi: {cffi:.1f} ms CPU per check")
     print(f"libsodium (the store's check): {sodium:.1f} ms CPU per check")
 

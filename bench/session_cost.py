@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
+from bench.cputime import best_per_call_us
 from services.smtp_ingress.session import IngressSMTP, SessionRegistry
 from shared.limits import ConnectionLimiter
 
@@ -30,13 +30,8 @@ async def main() -> None:
 
     template = build()
     for label, make in (("aiosmtpd constructor", build), ("clone", template.clone)):
-        runs = []
-        for _ in range(ROUNDS):
-            started = time.process_time()
-            for _ in range(SESSIONS):
-                make()
-            runs.append((time.process_time() - started) / SESSIONS * 1e6)
-        print(f"{label}: {min(runs):.1f} us CPU per session (best of {ROUNDS} x {SESSIONS})")
+        best = best_per_call_us(make, SESSIONS, ROUNDS)
+        print(f"{label}: {best:.1f} us CPU per session (best of {ROUNDS} x {SESSIONS})")
 
 
 if __name__ == "__main__":
