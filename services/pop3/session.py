@@ -40,7 +40,7 @@ class Session:
         self.close_reason = "disconnect"
         self.busy = False
         self.stopping = False
-        self._parsed: dict[bytes, Command] = {}
+        self._parsed: dict[bytes, Retr | Top] = {}
 
     async def run(self) -> None:
         metrics.SESSIONS_ACTIVE.inc()
@@ -126,7 +126,7 @@ class Session:
 
     async def _execute(self, line: bytes) -> tuple[Response, str]:
         # A RETR/TOP line parsed by the last read-ahead is not parsed again (parse depends on the line alone).
-        command = self._parsed.pop(line, None)
+        command: Command | None = self._parsed.pop(line, None)
         if command is None:
             try:
                 command = parse(line)
@@ -157,15 +157,20 @@ class Session:
         if maildrop is None or maildrop.is_prefetched(msg):
             return
         msgs = [msg]
-        self._parsed.clear()
+        if len(self._parsed) > PREFETCH_LINES:
+            self._parsed.clear()
         for line in self.conn.buffered_lines(PREFETCH_LINES):
-            try:
-                command = parse(line)
-            except ParseError:
-                continue
-            if isinstance(command, Retr | Top):
-                msgs.append(command.msg)
-                self._parsed[line] = command
+            # A line parsed by an earlier read-ahead (beyond that one's budget) is not parsed again.
+            fetch = self._parsed.get(line)
+            if fetch is None:
+                try:
+                    command = parse(line)
+                except ParseError:
+                    continue
+                if not isinstance(command, Retr | Top):
+                    continue
+                fetch = self._parsed[line] = command
+            msgs.append(fetch.msg)
         if len(msgs) < 2:
             return
         try:
@@ -224,13 +229,12 @@ class Session:
     async def _stream(self, stream: Stream) -> None:
         """RETR/TOP body: chunk by chunk, dot-stuffed, with back-pressure from the client's socket."""
         encoder = BodyEncoder(stream.top_lines)
-        pending = stream.head.encode()
         chunks = stream.chunks
         try:
+            # Queued, not sent: the first chunk (read before this +OK) follows it in the same send.
+            self.conn.write(stream.head.encode())
             async for chunk in chunks:
-                pending += encoder.feed(chunk)
-                await self._send(pending, flush=False)
-                pending = b""
+                await self._send(encoder.feed(chunk), flush=False)
                 if encoder.done:
                     break
         except (ConnectionClosed, TimeoutError):
@@ -242,7 +246,7 @@ class Session:
         finally:
             with contextlib.suppress(Exception):
                 await chunks.aclose()  # type: ignore[attr-defined]
-        await self._send(pending + encoder.finish(), flush=False)
+        await self._send(encoder.finish(), flush=False)
         if stream.on_complete is not None:
             stream.on_complete()
 

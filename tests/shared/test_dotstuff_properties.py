@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from services.smtp_ingress.data import END, DataDecoder
 from services.smtp_ingress.message import normalise_line_ends
-from shared.dotstuff import DotStuffer, LineEnds
+from shared import dotstuff
+from shared.dotstuff import DotStuffer, LineEnds, crlf_only
 
 PIECES = [b"\r", b"\n", b".", b"\r\n", b"\r\n.", b"..", b"\r\n.\r\n", b"\n.\n", b"\r.\r", b"text", b".\r\n"]
 body = st.lists(st.one_of(st.sampled_from(PIECES), st.binary(max_size=8)), max_size=40).map(b"".join)
@@ -66,3 +68,21 @@ def test_stuffed_then_unstuffed_is_the_message_and_ends_only_at_the_end(data: by
     if expected and not expected.endswith(b"\r\n"):
         expected += b"\r\n"  # a message without a final line end gets one before the dot line
     assert (text, rest) == (expected, b"")
+
+
+def counted_crlf_only(data: bytes) -> bool:
+    """The obvious definition: as many CRLFs as CRs and as LFs."""
+    crlf = data.count(b"\r\n")
+    return data.count(b"\r") == crlf == data.count(b"\n")
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=body, window=st.sampled_from([1, 2, 3, 7, 1 << 16]))
+@example(data=b"\n", window=1 << 16)
+@example(data=b"\r", window=1 << 16)
+@example(data=b"a\r\nb\r", window=1)
+@example(data=b"\r\n\r\n", window=2)
+def test_crlf_only_is_the_counting_definition(data: bytes, window: int) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dotstuff, "_WINDOW", window)  # windows of any size: the pair across each edge is seen
+        assert crlf_only(data) == counted_crlf_only(data)
