@@ -125,10 +125,20 @@ class AcmeManager:
 
     async def order(self, reason: str) -> None:
         """Order a certificate for the configured names and keep it, with its new key, in the store."""
-        account_key, client = await self._client()
         key = _certificate_key()
         csr = make_csr(_pem(key).encode(), list(self.config.domains))
-        order = await asyncio.to_thread(client.new_order, csr)
+        account_key, client = await self._client()
+        try:
+            order = await asyncio.to_thread(client.new_order, csr)
+        except messages.Error as exc:
+            # A CA that no longer knows our account (a reset CA, an account removed by its operator) refuses every
+            # order with it: register a new one and order again, instead of failing until someone intervenes.
+            if exc.code != "accountDoesNotExist" or client.net.account is None:
+                raise
+            log.warning("acme account refused by the CA: registering a new one", error=str(exc))
+            await self.data.drop_account(client.net.account.uri)
+            account_key, client = await self._client()
+            order = await asyncio.to_thread(client.new_order, csr)
         answers = _http01(order, account_key)
         try:
             for token, (_, _, validation) in answers.items():

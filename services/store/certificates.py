@@ -107,6 +107,12 @@ class AcmeData:
         mapping = {"directory": account.directory, "key": account.key, "uri": account.uri}
         await self.redis.hset(self.keys.acme_account, mapping=mapping)
 
+    async def drop_account(self, uri: str) -> None:
+        """Forget the account at `uri` (the CA no longer knows it); one another replica registered since stays."""
+        found = await self.redis.hget(self.keys.acme_account, "uri")
+        if found is not None and _text(found) == uri:
+            await self.redis.delete(self.keys.acme_account)
+
     async def put_challenge(self, token: str, validation: str, ttl: float) -> None:
         await self.redis.set(self.keys.acme_challenge(token), validation, px=max(1, round(ttl * 1000)))
 

@@ -297,3 +297,21 @@ def test_an_incomplete_acme_setting_stops_the_start_with_one_line(
     assert result.returncode == 2
     assert named in result.stderr + result.stdout
     assert "Traceback" not in result.stderr + result.stdout
+
+
+async def test_an_account_the_ca_no_longer_knows_is_registered_again(
+    store: Store, pebble: Pebble, autoconfig: AdminServer
+) -> None:
+    manager = AcmeManager(store.acme, config(pebble, NAME))
+    assert await manager.step() == 0.0
+    first = await store.acme.account()
+    assert first is not None
+    # A restarted pebble has forgotten every account, as a CA that removed ours would have.
+    pebble.stop()
+    pebble.start()
+    before = issued()
+    renewing = AcmeManager(store.acme, config(pebble, NAME, renew_before=10 * 365 * 86400))
+    assert await renewing.step() == 0.0, "ordered with a new account, not failed"
+    second = await store.acme.account()
+    assert second is not None and second.uri != first.uri
+    assert issued() == before + 1 and renewing.failures == 0
