@@ -11,11 +11,13 @@ from services.store import Rate, Store, User, parse_rate
 from services.store.addresses import AddressError, validate_address
 from services.store.cli.common import (
     UserError,
+    emit,
     emit_json,
     emit_table,
     human_bytes,
     json_option,
     read_password_stdin,
+    remove_or_fail,
     run_with_store,
 )
 
@@ -38,19 +40,14 @@ def domain_add(name: str) -> None:
 def domain_list(as_json: bool) -> None:
     """List the local domains."""
     domains = run_with_store(lambda store: store.accounts.list_domains())
-    if as_json:
-        emit_json(domains)
-    else:
-        emit_table(["DOMAIN"], [[d] for d in domains], "no domains")
+    emit(as_json, domains, ["DOMAIN"], [[d] for d in domains], "no domains")
 
 
 @domain.command("remove")
 @click.argument("name")
 def domain_remove(name: str) -> None:
     """Remove a local domain (it must have no users left)."""
-    if not run_with_store(lambda store: store.accounts.remove_domain(name)):
-        raise UserError(f"no such domain {name.strip().lower()}")
-    click.echo(f"domain {name.strip().lower()} removed")
+    remove_or_fail("domain", name, lambda store: store.accounts.remove_domain(name))
 
 
 @click.group()
@@ -183,9 +180,7 @@ def user_list(as_json: bool) -> None:
 @click.argument("address")
 def user_remove(address: str) -> None:
     """Remove a user and delete its mailbox."""
-    if not run_with_store(lambda store: store.accounts.remove_user(address)):
-        raise UserError(f"no such user {address.strip().lower()}")
-    click.echo(f"user {address.strip().lower()} removed")
+    remove_or_fail("user", address, lambda store: store.accounts.remove_user(address))
 
 
 @click.group()
@@ -207,16 +202,11 @@ def alias_add(address: str, targets: tuple[str, ...]) -> None:
 def alias_list(as_json: bool) -> None:
     """List aliases and their targets."""
     aliases = run_with_store(lambda store: store.accounts.list_aliases())
-    if as_json:
-        emit_json(aliases)
-    else:
-        emit_table(["ALIAS", "TARGETS"], [[k, ", ".join(v)] for k, v in aliases.items()], "no aliases")
+    emit(as_json, aliases, ["ALIAS", "TARGETS"], [[k, ", ".join(v)] for k, v in aliases.items()], "no aliases")
 
 
 @alias.command("remove")
 @click.argument("address")
 def alias_remove(address: str) -> None:
     """Remove an alias."""
-    if not run_with_store(lambda store: store.accounts.remove_alias(address)):
-        raise UserError(f"no such alias {address.strip().lower()}")
-    click.echo(f"alias {address.strip().lower()} removed")
+    remove_or_fail("alias", address, lambda store: store.accounts.remove_alias(address))

@@ -81,6 +81,21 @@ def emit_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], empty: str
     click.echo(render_table(headers, rows))
 
 
+def emit(as_json: bool, value: Any, headers: Sequence[str], rows: Sequence[Sequence[Any]], empty: str) -> None:
+    """`value` as JSON with --json, else `rows` as a table (`empty` when there are none)."""
+    if as_json:
+        emit_json(value)
+    else:
+        emit_table(headers, rows, empty)
+
+
+def remove_or_fail(kind: str, name: str, remove: Callable[[Store], Awaitable[bool]]) -> None:
+    """Run `remove`; "KIND NAME removed", or a user error when there was no such thing."""
+    if not run_with_store(remove):
+        raise UserError(f"no such {kind} {name.strip().lower()}")
+    click.echo(f"{kind} {name.strip().lower()} removed")
+
+
 def read_password_stdin() -> str:
     """The first line of stdin without its line end (as `docker login --password-stdin` reads it)."""
     line = sys.stdin.readline()
