@@ -64,30 +64,18 @@ class Authenticator:
         return _refused(replies.AUTH_INVALID)
 
     async def plain(self, server: Any, ip: str, args: list[str]) -> AuthResult:
-        if len(args) > 1:
-            blob = decode_initial_response(args[1])
-            if blob is None:
-                return _refused(replies.AUTH_BAD_BASE64)
-        else:
-            answer = await server.challenge(replies.CHALLENGE_EMPTY)
-            if isinstance(answer, Reply):
-                return _refused(answer)
-            blob = answer
+        blob = await _first_response(server, args, replies.CHALLENGE_EMPTY)
+        if isinstance(blob, Reply):
+            return _refused(blob)
         credentials = parse_plain(blob)
         if credentials is None:
             return _refused(replies.AUTH_BAD_RESPONSE)
         return await self.check(ip, "PLAIN", *credentials)
 
     async def login(self, server: Any, ip: str, args: list[str]) -> AuthResult:
-        if len(args) > 1:
-            user_blob = decode_initial_response(args[1])
-            if user_blob is None:
-                return _refused(replies.AUTH_BAD_BASE64)
-        else:
-            answer = await server.challenge(replies.CHALLENGE_USERNAME)
-            if isinstance(answer, Reply):
-                return _refused(answer)
-            user_blob = answer
+        user_blob = await _first_response(server, args, replies.CHALLENGE_USERNAME)
+        if isinstance(user_blob, Reply):
+            return _refused(user_blob)
         password_blob = await server.challenge(replies.CHALLENGE_PASSWORD)
         if isinstance(password_blob, Reply):
             return _refused(password_blob)
@@ -98,6 +86,16 @@ class Authenticator:
         if not login:
             return _refused(replies.AUTH_BAD_RESPONSE)
         return await self.check(ip, "LOGIN", login, password)
+
+
+async def _first_response(server: Any, args: list[str], prompt: Reply) -> bytes | Reply:
+    """The initial response on the AUTH line (RFC 4954 §4), else the client's answer to `prompt`, decoded; or the
+    Reply that ends the exchange (not base64, or the client cancelled with `*`)."""
+    if len(args) > 1:
+        blob = decode_initial_response(args[1])
+        return replies.AUTH_BAD_BASE64 if blob is None else blob
+    answer: bytes | Reply = await server.challenge(prompt)
+    return answer
 
 
 def _refused(reply: Reply) -> AuthResult:
