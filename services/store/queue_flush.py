@@ -16,34 +16,16 @@ its recipients settled and ends without an attempt (services/store/queue_index.p
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
 import aio_pika
-import aiormq
 from aio_pika.abc import AbstractIncomingMessage
 
-from services.store.queue_ops import MAX_CYCLE, QueueError, QueueOps, take
+from services.store.queue_ops import MAX_CYCLE, QueueOps, copy, cycle
 
-_BATCH = 200
 # What was left of a message's wait, by queue id (None: not known, the message waits its queue's whole delay).
 DueTimes = Callable[[list[str]], Awaitable[dict[str, float]]]
-
-
-def _copy(message: AbstractIncomingMessage, expiration: float | None) -> aio_pika.Message:
-    return aio_pika.Message(
-        message.body,
-        headers=dict(message.headers or {}),
-        content_type=message.content_type,
-        content_encoding=message.content_encoding,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        message_id=message.message_id,
-        timestamp=message.timestamp,
-        type=message.type,
-        app_id=message.app_id,
-        expiration=expiration,
-    )
 
 
 async def flush(ops: QueueOps, chosen: Callable[[str], bool], due: DueTimes) -> list[str]:
@@ -64,36 +46,22 @@ async def _cycle(
 ) -> tuple[list[str], int]:
     """One pass over delay queue `name`: (queue ids moved to incoming, messages taken)."""
     moved: list[str] = []
-    taken = 0
+
+    async def route(batch: list[AbstractIncomingMessage]) -> list[tuple[aio_pika.Message, str]]:
+        ids = [str(m.message_id or "") for m in batch]
+        picks = [chosen(i) for i in ids]
+        left = await due([i for i, pick in zip(ids, picks, strict=True) if not pick])
+        now = time.time()
+        moved.extend(i for i, pick in zip(ids, picks, strict=True) if pick)
+        return [
+            (copy(m), ops.topology.incoming)
+            if pick
+            else (copy(m, expiration=max(0.0, left[i] - now) if i in left else None), name)
+            for m, i, pick in zip(batch, ids, picks, strict=True)
+        ]
+
     async with ops.channel(confirms=True) as channel:
-        try:
-            queue = await channel.declare_queue(name, passive=True)
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            return [], 0
-        remaining = min(queue.declaration_result.message_count or 0, budget)
-        while remaining > 0:
-            batch = await take(queue, min(remaining, _BATCH))
-            if not batch:
-                break
-            remaining -= len(batch)
-            taken += len(batch)
-            ids = [str(m.message_id or "") for m in batch]
-            picks = [chosen(i) for i in ids]
-            left = await due([i for i, pick in zip(ids, picks, strict=True) if not pick])
-            now = time.time()
-            copies = [
-                (_copy(m, None), ops.topology.incoming)
-                if pick
-                else (_copy(m, max(0.0, left[i] - now) if i in left else None), name)
-                for m, i, pick in zip(batch, ids, picks, strict=True)
-            ]
-            try:
-                await asyncio.gather(*(channel.default_exchange.publish(c, key, mandatory=True) for c, key in copies))
-            except aiormq.exceptions.DeliveryError as exc:
-                raise QueueError(f"RabbitMQ refused to take the messages ({exc!r}); they stay queued") from None
-            # Acked only once every copy of the batch is confirmed: a crash before duplicates, never loses.
-            await batch[-1].ack(multiple=True)
-            moved += [i for i, pick in zip(ids, picks, strict=True) if pick]
+        taken = await cycle(channel, name, budget, route, "queued")
     return moved, taken
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,23 +105,23 @@ def _dead_letter(message: AbstractIncomingMessage) -> DeadLetter:
     )
 
 
-def _copy(message: AbstractIncomingMessage, clean: bool) -> aio_pika.Message:
-    """A copy to publish: `clean` for one going back to work, without the broker's headers and marked as requeued,
-    so the delivery reads its progress record (it may have been partly delivered before it died)."""
+# The properties a copy keeps from its original, besides the body and the headers.
+_KEPT = ("content_type", "content_encoding", "message_id", "timestamp", "type", "app_id")
+# What a cycle publishes for a batch it took: a copy and its routing key per message, in the batch's order.
+Route = Callable[[list[AbstractIncomingMessage]], Awaitable[list[tuple[aio_pika.Message, str]]]]
+
+
+def copy(message: AbstractIncomingMessage, *, clean: bool = False, expiration: float | None = None) -> aio_pika.Message:
+    """A persistent copy to publish: `clean` for one going back to work, without the broker's headers and marked as
+    requeued, so the delivery reads its progress record (it may have been partly delivered before it died);
+    `expiration`, what is left of its wait for one put back in a delay queue."""
     headers = dict(message.headers or {})
     if clean:
         headers = {k: v for k, v in headers.items() if not k.startswith(_BROKER_HEADERS)}
         headers[REQUEUED] = True
+    kept = {name: getattr(message, name) for name in _KEPT}
     return aio_pika.Message(
-        message.body,
-        headers=headers,
-        content_type=message.content_type,
-        content_encoding=message.content_encoding,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        message_id=message.message_id,
-        timestamp=message.timestamp,
-        type=message.type,
-        app_id=message.app_id,
+        message.body, headers=headers, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, expiration=expiration, **kept
     )
 
 
@@ -135,6 +135,34 @@ async def take(queue: Any, limit: int) -> list[AbstractIncomingMessage]:
             break
         batch.append(message)
     return batch
+
+
+async def cycle(channel: AbstractChannel, name: str, budget: int, route: Route, stay: str) -> int:
+    """Take each ready message of queue `name` once (at most `budget`), in batches; publish the copies `route`
+    makes of a batch on `channel` (a confirming one), and ack the batch only once every copy is confirmed: a crash
+    in between duplicates, never loses (docs/design.md invariant 3). How many were taken; 0 if there is no queue."""
+    try:
+        queue = await channel.declare_queue(name, passive=True)
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        return 0
+    remaining = min(queue.declaration_result.message_count or 0, budget)
+    taken = 0
+    while remaining > 0:
+        batch = await take(queue, min(remaining, _BATCH))
+        if not batch:
+            break
+        remaining -= len(batch)
+        taken += len(batch)
+        copies = await route(batch)
+        try:
+            # Published in order, confirms awaited together.
+            await asyncio.gather(*(channel.default_exchange.publish(c, key, mandatory=True) for c, key in copies))
+        except aiormq.exceptions.DeliveryError as exc:
+            # Returned or nacked (e.g. `incoming` missing): the originals stay unacked and go back to their queue
+            # when the channel closes. Copies already confirmed are duplicates, not losses.
+            raise QueueError(f"RabbitMQ refused to take the messages ({exc!r}); they stay {stay}") from None
+        await batch[-1].ack(multiple=True)
+    return taken
 
 
 class QueueOps:
@@ -198,40 +226,19 @@ class QueueOps:
     async def _cycle_dead(self, requeue: set[str] | None, everything: bool, limit: int) -> tuple[list[DeadLetter], int]:
         """Take each dead letter once; requeue the chosen ones, put the rest back at the tail. (listed, requeued)"""
         listed: list[DeadLetter] = []
-        moved = 0
+        moved: list[DeadLetter] = []
+        t = self.topology
+
+        async def route(batch: list[AbstractIncomingMessage]) -> list[tuple[aio_pika.Message, str]]:
+            infos = [_dead_letter(m) for m in batch]
+            chosen = [everything or (requeue is not None and i.queue_id in requeue) for i in infos]
+            moved.extend(i for i, c in zip(infos, chosen, strict=True) if c)
+            listed.extend(i for i, c in zip(infos, chosen, strict=True) if not c)
+            return [(copy(m, clean=c), t.incoming if c else t.dead) for m, c in zip(batch, chosen, strict=True)]
+
         async with self._dead_lock, self.channel(confirms=True) as channel:
-            try:
-                dead = await channel.declare_queue(self.topology.dead, passive=True)
-            except aiormq.exceptions.ChannelNotFoundEntity:
-                return [], 0
-            remaining = min(dead.declaration_result.message_count or 0, MAX_CYCLE)
-            while remaining > 0:
-                batch = await take(dead, min(remaining, _BATCH))
-                if not batch:
-                    break
-                remaining -= len(batch)
-                infos = [_dead_letter(m) for m in batch]
-                chosen = [everything or (requeue is not None and i.queue_id in requeue) for i in infos]
-                # Published in order, confirms awaited together; acks only after every confirm of the batch:
-                # a crash in between duplicates, never loses (docs/design.md invariant 3).
-                try:
-                    await asyncio.gather(
-                        *(
-                            channel.default_exchange.publish(
-                                _copy(m, clean=c), self.topology.incoming if c else self.topology.dead, mandatory=True
-                            )
-                            for m, c in zip(batch, chosen, strict=True)
-                        )
-                    )
-                except aiormq.exceptions.DeliveryError as exc:
-                    # Returned or nacked (e.g. `incoming` missing): the originals stay unacked and go back to the
-                    # dead queue when the channel closes. Copies already confirmed are duplicates, not losses.
-                    raise QueueError(f"RabbitMQ refused to take the messages ({exc!r}); they stay dead") from None
-                for message in batch:
-                    await message.ack()
-                moved += sum(chosen)
-                listed.extend(i for i, c in zip(infos, chosen, strict=True) if not c)
-        return listed[:limit], moved
+            await cycle(channel, t.dead, MAX_CYCLE, route, "dead")
+        return listed[:limit], len(moved)
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The first `limit` dead letters of the dead queue, touching no others; they stay in it, moved to its back."""
@@ -243,12 +250,7 @@ class QueueOps:
             except aiormq.exceptions.ChannelNotFoundEntity:
                 return []
             ready = dead.declaration_result.message_count or 0
-            taken: list[AbstractIncomingMessage] = []
-            while len(taken) < limit:
-                message = await dead.get(no_ack=False, fail=False)
-                if message is None:
-                    break
-                taken.append(message)
+            taken = await take(dead, limit)
             if taken:
                 # nack, not reject: RabbitMQ 4.3+ counts basic.reject as a failed delivery, basic.nack as not.
                 await taken[-1].nack(multiple=True, requeue=True)
