@@ -18,6 +18,7 @@ from services.store.addresses import (
 from services.store.coalesce import Coalescer, round_trip
 from services.store.idn import normalize_domain
 from services.store.keys import Keys, normalize_address
+from services.store.part import Part, as_text
 from services.store.passwords import hash_password, hash_password_off_loop, verify_password
 from services.store.ratelimit import Rate
 
@@ -62,16 +63,11 @@ class User:
     send_limit: str | None = None  # the account's own send limit (`100/1h`); None: POSTROOM_SEND_LIMIT
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-class Accounts:
+class Accounts(Part):
     """Domains, users and aliases of one namespace."""
 
     def __init__(self, redis: Any, keys: Keys, coalescer: Coalescer | None = None) -> None:
-        self.redis = redis
-        self.keys = keys
+        super().__init__(redis, keys)
         self.coalescer = coalescer
         self._create = redis.register_script(lua.CREATE_ACCOUNT)
         self._update = redis.register_script(lua.UPDATE_ACCOUNT)
@@ -102,7 +98,7 @@ class Accounts:
         return removed
 
     async def list_domains(self) -> list[str]:
-        return sorted(_text(d) for d in await self.redis.smembers(self.keys.domains))
+        return sorted(as_text(d) for d in await self.redis.smembers(self.keys.domains))
 
     async def is_local_domain(self, domain: str) -> bool:
         return bool(await self.redis.sismember(self.keys.domains, normalize_domain(domain.strip())))
@@ -136,7 +132,7 @@ class Accounts:
         address = normalize_address(address)
         box = self.keys.mailbox(address)
         existed = bool(await self._close(keys=[box.account, box.lock]))
-        uids = [_text(u) for u in await self.redis.zrange(box.index, 0, -1)]
+        uids = [as_text(u) for u in await self.redis.zrange(box.index, 0, -1)]
         fixed = [
             box.index,
             box.sizes,
@@ -163,8 +159,8 @@ class Accounts:
         if not account:
             return None
         usage = await self.redis.hgetall(box.usage)
-        fields = {_text(k): _text(v) for k, v in account.items()}
-        counts = {_text(k): int(v) for k, v in usage.items()}
+        fields = {as_text(k): as_text(v) for k, v in account.items()}
+        counts = {as_text(k): int(v) for k, v in usage.items()}
         send_limit = Rate.from_stored(fields.get("send_limit", ""))
         return User(
             normalize_address(address),
@@ -179,7 +175,7 @@ class Accounts:
         return bool(await self.redis.exists(self.keys.mailbox(address).account))
 
     async def list_users(self) -> list[str]:
-        return sorted(_text(u) for u in await self.redis.smembers(self.keys.users))
+        return sorted(as_text(u) for u in await self.redis.smembers(self.keys.users))
 
     async def set_password(self, address: str, password: str) -> None:
         if not password:
@@ -209,12 +205,12 @@ class Accounts:
             await verify_password(None, password)
             return False
         stored = await self.redis.hget(box.account, "password")
-        valid, needs_rehash = await verify_password(_text(stored) if stored else None, password)
+        valid, needs_rehash = await verify_password(as_text(stored) if stored else None, password)
         if valid and needs_rehash and stored is not None:
             # Compare-and-set: a password changed (or an account removed) meanwhile stays as it is. Hashed on the
             # argon2 pool like the check, not on the loop that serves every other session of this process.
             rehashed = await hash_password_off_loop(password)
-            await self._update(keys=[box.account], args=["password", rehashed, _text(stored)])
+            await self._update(keys=[box.account], args=["password", rehashed, as_text(stored)])
         return valid
 
     # -- aliases ---------------------------------------------------------------------------------------------
@@ -239,11 +235,11 @@ class Accounts:
 
     async def list_aliases(self) -> dict[str, list[str]]:
         raw = await self.redis.hgetall(self.keys.aliases)
-        return {_text(k): json.loads(_text(v)) for k, v in sorted(raw.items())}
+        return {as_text(k): json.loads(as_text(v)) for k, v in sorted(raw.items())}
 
     async def alias_targets(self, source: str) -> list[str] | None:
         raw = await self.redis.hget(self.keys.aliases, normalize_address(source))
-        return None if raw is None else list(json.loads(_text(raw)))
+        return None if raw is None else list(json.loads(as_text(raw)))
 
     async def recipient_exists(self, address: str) -> bool:
         """Would local delivery accept this address: a user, an alias, or a catch-all of its domain."""
@@ -275,6 +271,6 @@ def _facts(replies: list[Any]) -> AddressFacts:
     return AddressFacts(
         local_domain=bool(local_domain),
         user=bool(user),
-        aliases=None if aliases is None else list(json.loads(_text(aliases))),
-        catch_all=None if catch_all is None else list(json.loads(_text(catch_all))),
+        aliases=None if aliases is None else list(json.loads(as_text(aliases))),
+        catch_all=None if catch_all is None else list(json.loads(as_text(catch_all))),
     )

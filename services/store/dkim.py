@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from services.store.accounts import AccountError, ConflictError, NotFoundError
 from services.store.addresses import validate_domain
-from services.store.keys import Keys
+from services.store.part import Part, as_text
 
 Algorithm = Literal["rsa", "ed25519"]
 ALGORITHMS: tuple[Algorithm, ...] = ("rsa", "ed25519")
@@ -106,16 +106,8 @@ def new_key_pair(algorithm: Algorithm) -> tuple[str, str]:
     raise AccountError(f"unknown algorithm {algorithm!r}: use rsa or ed25519")
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-class DkimKeys:
+class DkimKeys(Part):
     """The `{ns}:dkim:{domain}` hashes: selector -> JSON of one key (single-key commands only)."""
-
-    def __init__(self, redis: Any, keys: Keys) -> None:
-        self.redis = redis
-        self.keys = keys
 
     async def _local(self, domain: str) -> str:
         domain = validate_domain(domain)
@@ -148,11 +140,11 @@ class DkimKeys:
         raw = await self.redis.hgetall(self.keys.dkim(domain))
         found = []
         for selector, value in raw.items():
-            fields = json.loads(_text(value))
+            fields = json.loads(as_text(value))
             found.append(
                 DkimKey(
                     domain,
-                    _text(selector),
+                    as_text(selector),
                     fields["algorithm"],
                     float(fields["created"]),
                     fields["public_key"],

@@ -16,6 +16,7 @@ from redis.exceptions import NoScriptError
 from services.store import lua
 from services.store.coalesce import Coalescer, round_trip
 from services.store.keys import Keys
+from services.store.part import Part, as_text
 
 # A queue message redelivered within this time is recognised and stored once; longer than any queue lifetime.
 DEFAULT_DEDUP_TTL = 8 * 86400
@@ -60,18 +61,13 @@ def to_crlf(data: bytes) -> bytes:
     return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-class Mailboxes:
+class Mailboxes(Part):
     """Operations on mailboxes; every multi-key change is one Lua script over keys of one hash slot."""
 
     def __init__(
         self, redis: Any, keys: Keys, dedup_ttl: int = DEFAULT_DEDUP_TTL, coalescer: Coalescer | None = None
     ) -> None:
-        self.redis = redis
-        self.keys = keys
+        super().__init__(redis, keys)
         self.dedup_ttl = dedup_ttl
         self.coalescer = coalescer
         self._store = redis.register_script(lua.STORE_MESSAGE)
@@ -149,7 +145,7 @@ class Mailboxes:
         """The messages in arrival order with their sizes, read atomically."""
         box = self.keys.mailbox(address)
         flat = await self._snapshot(keys=[box.index, box.sizes])
-        return [MessageInfo(_text(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+        return [MessageInfo(as_text(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     async def read(self, address: str, uid: str) -> bytes | None:
         data = await self.redis.get(self.keys.mailbox(address).message(uid))
@@ -192,4 +188,4 @@ class Mailboxes:
 
     async def owns_lock(self, address: str, token: str) -> bool:
         value = await self.redis.get(self.keys.mailbox(address).lock)
-        return value is not None and _text(value) == token
+        return value is not None and as_text(value) == token

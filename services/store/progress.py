@@ -15,6 +15,7 @@ from typing import Any
 from services.store import lua
 from services.store.keys import Keys
 from services.store.mailbox import DEFAULT_DEDUP_TTL
+from services.store.part import Part, as_text
 
 STORED = "stored"
 DUPLICATE = "duplicate"
@@ -45,23 +46,18 @@ def settled(state: str, attempt: int) -> bool:
         return False
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-class Progress:
+class Progress(Part):
     """Reads and records the progress of queue messages; `ttl` is how long a finished message's record lasts."""
 
     def __init__(self, redis: Any, keys: Keys, ttl: int = DEFAULT_DEDUP_TTL) -> None:
-        self.redis = redis
-        self.keys = keys
+        super().__init__(redis, keys)
         self.ttl = ttl
         self._record = redis.register_script(lua.RECORD_PROGRESS)
 
     async def read(self, queue_id: str) -> dict[str, str]:
         """Recipient → state, as recorded so far (empty when nothing was)."""
         found = await self.redis.hgetall(self.keys.progress(queue_id))
-        return {_text(k): _text(v) for k, v in found.items()}
+        return {as_text(k): as_text(v) for k, v in found.items()}
 
     async def record(self, queue_id: str, states: Mapping[str, str], keep: bool = False) -> None:
         """Record `states` (recipient → state) in one script call. `keep`: drop any TTL, because the message may

@@ -33,6 +33,7 @@ from typing import Any
 
 from services.store import queue_lua
 from services.store.keys import Keys
+from services.store.part import Part, as_text
 
 ACTIVE = "active"
 DEFERRED = "deferred"
@@ -78,10 +79,6 @@ class QueueEntry:
         return {**asdict(self), "overdue": self.overdue(now)}
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _float(value: str | None) -> float | None:
     try:
         return float(value) if value else None
@@ -90,7 +87,7 @@ def _float(value: str | None) -> float | None:
 
 
 def _entry(queue_id: str, raw: Mapping[Any, Any]) -> QueueEntry | None:
-    fields = {_text(k): _text(v) for k, v in raw.items()}
+    fields = {as_text(k): as_text(v) for k, v in raw.items()}
     if "state" not in fields:
         return None
     try:
@@ -139,12 +136,11 @@ class Filter:
         return not self.domain or self.domain.lower().rstrip(".") in entry.domains()
 
 
-class QueueIndex:
+class QueueIndex(Part):
     """Reads and changes queue entries; `ttl` is how long a finished message's progress record lasts."""
 
     def __init__(self, redis: Any, keys: Keys, ttl: int) -> None:
-        self.redis = redis
-        self.keys = keys
+        super().__init__(redis, keys)
         self.ttl = ttl
         self._record = redis.register_script(queue_lua.QUEUE_RECORD)
         self._claim = redis.register_script(queue_lua.QUEUE_CLAIM)
@@ -180,7 +176,7 @@ class QueueIndex:
 
     async def claim(self, queue_id: str) -> Claim:
         """A copy comes to be attempted: the entry turns `active` (unless held or deleted), its state before."""
-        reply = [_text(v) for v in await self._claim(keys=[self.keys.queue_entry(queue_id)], args=[time.time()])]
+        reply = [as_text(v) for v in await self._claim(keys=[self.keys.queue_entry(queue_id)], args=[time.time()])]
         return Claim(reply[0], reply[1] == "1") if reply else Claim()
 
     # -- the operator's side ---------------------------------------------------------------------------------------
@@ -213,7 +209,7 @@ class QueueIndex:
 async def read_entries(redis: Any, keys: Keys, where: Filter | None = None) -> list[QueueEntry]:
     """Every entry matching `where`, oldest arrival first, read in pipelined batches (single keys: cluster-safe);
     listing members without an entry are removed."""
-    ids = [_text(i) for i in await redis.zrange(keys.queue_ids, 0, -1)]
+    ids = [as_text(i) for i in await redis.zrange(keys.queue_ids, 0, -1)]
     found: list[QueueEntry] = []
     gone: list[str] = []
     for start in range(0, len(ids), 500):
@@ -238,12 +234,12 @@ async def read_entries(redis: Any, keys: Keys, where: Filter | None = None) -> l
 async def count_states(redis: Any, keys: Keys) -> dict[str, int]:
     """Entries per state (every state present, zero or not): only each entry's state is read."""
     counts = dict.fromkeys(STATES, 0)
-    ids = [_text(i) for i in await redis.zrange(keys.queue_ids, 0, -1)]
+    ids = [as_text(i) for i in await redis.zrange(keys.queue_ids, 0, -1)]
     for start in range(0, len(ids), 1000):
         async with redis.pipeline(transaction=False) as pipe:
             for queue_id in ids[start : start + 1000]:
                 pipe.hget(keys.queue_entry(queue_id), "state")
             for state in await pipe.execute():
                 if state is not None:
-                    counts[_text(state)] = counts.get(_text(state), 0) + 1
+                    counts[as_text(state)] = counts.get(as_text(state), 0) + 1
     return counts

@@ -18,6 +18,7 @@ from redis.exceptions import NoScriptError
 from services.store import lua
 from services.store.coalesce import Coalescer
 from services.store.keys import Keys
+from services.store.part import Part
 from shared.settings import parse_duration
 
 # A count beyond this is no limit anyone means; it keeps the script's arithmetic far inside a double's precision.
@@ -99,12 +100,11 @@ class Verdict:
 ALLOWED = Verdict(True)
 
 
-class RateLimiter:
+class RateLimiter(Part):
     """Charges the RATE_LIMIT script: per account (send limits, with its override) and per client address."""
 
     def __init__(self, redis: Any, keys: Keys, coalescer: Coalescer | None = None) -> None:
-        self.redis = redis
-        self.keys = keys
+        super().__init__(redis, keys)
         # redis-py's cluster pipelines refuse EVALSHA: a cluster client calls the script on its own.
         self.coalescer = None if isinstance(redis, RedisCluster) else coalescer
         self._script = redis.register_script(lua.RATE_LIMIT)

@@ -28,6 +28,7 @@ from prometheus_client import Counter
 
 from services.store.addresses import AddressError, account_address
 from services.store.keys import Keys, normalize_address
+from services.store.part import Part
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -70,12 +71,11 @@ def client_subject(ip: str) -> str:
     return str(address)
 
 
-class LoginThrottle:
+class LoginThrottle(Part):
     """Counts failed logins in Redis and says how long to wait before answering one (see the module docstring)."""
 
     def __init__(self, redis: Any, keys: Keys, base: float, cap: float, window: int = WINDOW) -> None:
-        self.redis = redis
-        self.keys = keys
+        super().__init__(redis, keys)
         self.base = base
         self.cap = cap
         self.window = window

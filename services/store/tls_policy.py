@@ -6,22 +6,14 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from services.store.keys import Keys
+from services.store.part import Part, as_text
 
 # How long a day's TLS-RPT counters are kept: long enough for the report of that day to be sent after an outage.
 TLSRPT_KEEP = 7 * 86400
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-class TlsPolicies:
+class TlsPolicies(Part):
     """The MTA-STS policy cache (RFC 8461 §3.3: cached for max_age, shared by every replica) and TLS-RPT counts."""
-
-    def __init__(self, redis: Any, keys: Keys) -> None:
-        self.redis = redis
-        self.keys = keys
 
     async def cached_policy(self, domain: str) -> dict[str, Any] | None:
         raw = await self.redis.get(self.keys.mta_sts(domain))
@@ -49,11 +41,11 @@ class TlsPolicies:
 
     async def day(self, day: str) -> dict[str, dict[str, int]]:
         """Every domain's counters of `day`."""
-        domains = sorted(_text(d) for d in await self.redis.smembers(self.keys.tlsrpt_day(day)))
+        domains = sorted(as_text(d) for d in await self.redis.smembers(self.keys.tlsrpt_day(day)))
         found: dict[str, dict[str, int]] = {}
         for domain in domains:
             counts = await self.redis.hgetall(self.keys.tlsrpt(day, domain))
-            found[domain] = {_text(k): int(v) for k, v in counts.items()}
+            found[domain] = {as_text(k): int(v) for k, v in counts.items()}
         return found
 
     async def claim_report(self, day: str, owner: str) -> bool:
