@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.store.outage import REASONS
+from shared.series import create_series
 
 ATTEMPTS = Counter(
     "postroom_delivery_attempts_total",
@@ -127,21 +128,13 @@ def init_series(queue_labels: list[str]) -> None:
     for transport in ("local", "smtp"):
         for result, status_class in (("delivered", "2"), ("deferred", "4"), ("bounced", "5")):
             ATTEMPTS.labels(transport, result, status_class)
-    for result in ("delivered", "bounced"):
-        DELAY.labels(result)
+    create_series(DELAY, ("delivered", "bounced"))
     for name in queue_labels:
         QUEUE_DEPTH.labels(name).set(0)
-    for result in ("done", "deferred", "requeued", "dead_lettered"):
-        MESSAGES.labels(result)
-    for rtype in ("MX", "A", "AAAA"):
-        for result in ("ok", "nxdomain", "nodata", "servfail", "timeout"):
-            DNS_LOOKUPS.labels(rtype, result)
+    create_series(MESSAGES, ("done", "deferred", "requeued", "dead_lettered"))
+    create_series(DNS_LOOKUPS, ("MX", "A", "AAAA"), ("ok", "nxdomain", "nodata", "servfail", "timeout"))
     DNS_LOOKUPS.labels("MX", "null_mx")
-    DEAD_LETTERS.labels("malformed")
-    DEAD_LETTERS.labels("delivery_limit")
-    for action in ("delivered", "relayed"):
-        SUCCESS_NOTICES.labels(action)
-    for reason in REASONS:
-        STORE_ERRORS.labels(reason)
-    for policy in ("dane", "mta-sts"):
-        TLS_POLICY.labels(policy, "success")
+    create_series(DEAD_LETTERS, ("malformed", "delivery_limit"))
+    create_series(SUCCESS_NOTICES, ("delivered", "relayed"))
+    create_series(STORE_ERRORS, REASONS)
+    create_series(TLS_POLICY, ("dane", "mta-sts"), ("success",))

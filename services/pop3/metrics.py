@@ -8,6 +8,7 @@ from prometheus_client import Counter, Gauge
 
 from services.pop3.command import KNOWN_VERBS
 from shared.proxy import DROP_REASONS
+from shared.series import create_series
 
 LISTENERS = ("pop3", "pop3s")
 RESULTS = ("ok", "err")
@@ -53,14 +54,8 @@ def count_command(verb: str, ok: bool) -> None:
 
 def initialise(_settings: object = None) -> None:
     """Create every labelled series at zero, so dashboards and alerts never see a missing series."""
-    for listener in LISTENERS:
-        CONNECTIONS.labels(listener)
-    for reason in CLOSE_REASONS:
-        SESSIONS_CLOSED.labels(reason)
-    for reason in DROP_REASONS:
-        PROXY_DROPPED.labels(reason)
-    for verb in (*sorted(KNOWN_VERBS), "UNKNOWN", "INVALID"):
-        for result in RESULTS:
-            COMMANDS.labels(verb, result)
-    for mechanism in MECHANISMS:
-        AUTH_FAILURES.labels(mechanism)
+    create_series(CONNECTIONS, LISTENERS)
+    create_series(SESSIONS_CLOSED, CLOSE_REASONS)
+    create_series(PROXY_DROPPED, DROP_REASONS)
+    create_series(COMMANDS, (*sorted(KNOWN_VERBS), "UNKNOWN", "INVALID"), RESULTS)
+    create_series(AUTH_FAILURES, MECHANISMS)

@@ -7,6 +7,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 
 from shared.proxy import DROP_REASONS
+from shared.series import create_series
 
 LISTENERS = ("smtp", "submission", "smtps")
 # Stages of an SMTP session, used as the `stage` label of rejections (never raw client text).
@@ -149,24 +150,16 @@ def initialise() -> None:
     """Create every labelled series at zero so dashboards never see a missing series."""
     for listener in LISTENERS:
         SESSIONS_ACTIVE.labels(listener).set(0)
-        MESSAGES_ACCEPTED.labels(listener)
-        for result in ("accepted", "limit", "shutdown"):
-            CONNECTIONS.labels(listener, result)
-        for reason in DROP_REASONS:
-            PROXY_DROPPED.labels(listener, reason)
-    for reason in PUBLISH_FAILURE_REASONS:
-        PUBLISH_FAILURES.labels(reason)
-    for mechanism in AUTH_MECHANISMS:
-        AUTH_FAILURES.labels(mechanism)
+    create_series(MESSAGES_ACCEPTED, LISTENERS)
+    create_series(CONNECTIONS, LISTENERS, ("accepted", "limit", "shutdown"))
+    create_series(PROXY_DROPPED, LISTENERS, DROP_REASONS)
+    create_series(PUBLISH_FAILURES, PUBLISH_FAILURE_REASONS)
+    create_series(AUTH_FAILURES, AUTH_MECHANISMS)
     for stage, code in COMMON_REJECTIONS:
         REJECTIONS.labels(stage, code)
     for method, results in AUTH_METHODS.items():
-        for result in results:
-            AUTH_RESULTS.labels(method, result)
-    for limit in LIMITS:
-        LIMIT_HITS.labels(limit)
-    for check in LIMIT_CHECKS:
-        LIMIT_ERRORS.labels(check)
-    for action in FILTER_ACTIONS_SEEN:
-        FILTER_ACTIONS.labels(action)
+        create_series(AUTH_RESULTS, (method,), results)
+    create_series(LIMIT_HITS, LIMITS)
+    create_series(LIMIT_ERRORS, LIMIT_CHECKS)
+    create_series(FILTER_ACTIONS, FILTER_ACTIONS_SEEN)
     BROKER_CONNECTED.set(0)

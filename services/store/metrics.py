@@ -13,6 +13,7 @@ from prometheus_client.registry import Collector
 from services.store.keys import Keys
 from services.store.stats import StoreStats, compute_stats
 from shared.logging import get_logger
+from shared.series import create_series
 
 log = get_logger(__name__)
 
@@ -80,11 +81,9 @@ _registered: list[StoreStatsCollector] = []
 
 def initialise(_settings: object = None) -> None:
     """Create the API's series at zero (the first request then shows up in rate()) and report the store totals."""
-    for method in ("GET", "POST", "PATCH", "DELETE"):
-        for status in ("200", "201", "204", "400", "401", "404", "409", "500", "503"):
-            API_REQUESTS.labels(method, status)
-    for result in ("issued", "failed"):
-        ACME_ORDERS.labels(result)
+    methods = ("GET", "POST", "PATCH", "DELETE")
+    create_series(API_REQUESTS, methods, ("200", "201", "204", "400", "401", "404", "409", "500", "503"))
+    create_series(ACME_ORDERS, ("issued", "failed"))
     if not _registered:
         REGISTRY.register(COLLECTOR)
         _registered.append(COLLECTOR)
