@@ -77,7 +77,7 @@ class DeliveryApp:
         await self.publisher.start()
         resolver = MailResolver(self.settings.dns_nameservers, self.settings.delivery_dns_timeout)
         # The policy hosts' HTTPS is checked against the same CAs as the MX hosts under an enforced policy.
-        self.mta_sts = MtaSts(resolver, self.store.tls_policies, verified_context(self.settings.tls_ca_file))
+        self.mta_sts = MtaSts(resolver, self.store.tls_policies, verified_context(self.settings.delivery_tls_ca_file))
         remote = RemoteDelivery(self.settings, resolver, self.mta_sts, self.tls_results)
         if self.tls_results is not None:
             reporter = TlsReporter(self.store, resolver, self.publisher.enqueue, self.settings.hostname, str(id(self)))

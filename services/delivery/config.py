@@ -48,6 +48,8 @@ class DeliverySettings(CommonSettings, SrsSettings):
         "POSTROOM_SMTP_GREETING_TIMEOUT": "relay_greeting_timeout",
         "POSTROOM_SMTP_COMMAND_TIMEOUT": "relay_command_timeout",
         "POSTROOM_SMTP_DATA_TIMEOUT": "relay_data_timeout",
+        # Beside the listeners' POSTROOM_TLS_CERT/KEY it read as theirs; it is the delivery's outbound trust.
+        "POSTROOM_TLS_CA_FILE": "delivery_tls_ca_file",
     }
 
     # At most `delivery_prefetch` unacked messages are held; `delivery_concurrency` of them are worked on at once.
@@ -89,8 +91,10 @@ class DeliverySettings(CommonSettings, SrsSettings):
     relay_implicit_tls: bool | None = None
     # Extra trusted CAs (a PEM bundle) for the relay host's certificate, besides the system's.
     relay_tls_ca_file: OptionalPath = None
-    # Outbound TLS policies of MX hosts: extra CAs (a PEM bundle) for MTA-STS policy hosts and MX certificates.
-    tls_ca_file: OptionalPath = None
+    # Outbound TLS policies of MX hosts: extra CAs (a PEM bundle), besides the system's, for the MTA-STS policy
+    # hosts' HTTPS and the certificates of MX hosts under an MTA-STS policy. Not the relay host's CAs above: a
+    # private CA trusted for one's own relay must not vouch for other domains' MX hosts.
+    delivery_tls_ca_file: OptionalPath = None
     # Honour the domains' MTA-STS policies (RFC 8461) and DANE TLSA records (RFC 7672, needs a validating resolver).
     mta_sts: bool = True
     dane: bool = True
@@ -142,7 +146,7 @@ class DeliverySettings(CommonSettings, SrsSettings):
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("relay_tls_ca_file", "tls_ca_file")
+    @field_validator("relay_tls_ca_file", "delivery_tls_ca_file")
     @classmethod
     def _ca_file(cls, value: str | None) -> str | None:
         if value is not None:

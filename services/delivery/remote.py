@@ -79,7 +79,7 @@ class RemoteDelivery:
     ) -> None:
         self.settings = settings
         self.resolver = resolver
-        self.tls = OutboundTLS(settings.relay_tls_ca_file, settings.tls_ca_file)
+        self.tls = OutboundTLS(settings.relay_tls_ca_file, settings.delivery_tls_ca_file)
         self.mta_sts = mta_sts
         self.results = results
 

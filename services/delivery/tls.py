@@ -3,7 +3,7 @@
 The one place that decides how a next hop is secured: the relay host with credentials gets verified TLS; an MX
 host with DANE records validated by DNSSEC (RFC 7672) gets mandatory TLS whose certificate must match them; an MX of
 a domain whose MTA-STS policy (RFC 8461) is in enforce mode gets verified TLS (system CAs plus those of
-`POSTROOM_TLS_CA_FILE`) for its host name; every other MX host gets opportunistic STARTTLS (RFC 7435).
+`POSTROOM_DELIVERY_TLS_CA_FILE`) for its host name; every other MX host gets opportunistic STARTTLS (RFC 7435).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class OutboundTLS:
     def __init__(self, ca_file: str | None = None, policy_ca_file: str | None = None) -> None:
         self.opportunistic = opportunistic_context()
         self.verified = verified_context(ca_file)
-        # For MTA-STS: the policy host's HTTPS and the MX hosts' STARTTLS (POSTROOM_TLS_CA_FILE).
+        # For MTA-STS: the policy host's HTTPS and the MX hosts' STARTTLS (POSTROOM_DELIVERY_TLS_CA_FILE).
         self.policy_verified = verified_context(policy_ca_file)
 
     def for_dane(self, host: str, dane: DanePolicy) -> HopTLS:

@@ -91,10 +91,10 @@ def remote(dns_server: Any, store: Store, ca: TestCA, results: TlsResults | None
         relay_greeting_timeout="3s",
         relay_command_timeout="10s",
         hostname="mx.postroom.test",
-        tls_ca_file=str(ca.ca_file),
+        delivery_tls_ca_file=str(ca.ca_file),
     )
     resolver = MailResolver(settings.dns_nameservers, settings.delivery_dns_timeout)
-    mta_sts = MtaSts(resolver, store.tls_policies, verified_context(settings.tls_ca_file), timeout=5)
+    mta_sts = MtaSts(resolver, store.tls_policies, verified_context(settings.delivery_tls_ca_file), timeout=5)
     return RemoteDelivery(settings, resolver, mta_sts, results)
 
 

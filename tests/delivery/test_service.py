@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from services.store import Store
+from tests.certs import TestCA
 from tests.delivery.conftest import (
     TEST_SCHEDULE,
     Broker,
@@ -187,13 +188,17 @@ async def test_poison_message_reaches_the_delivery_limit_and_the_dead_queue(
 
 
 def test_an_old_setting_name_is_warned_about_at_start(
-    start_service: Callable[..., ServiceProcess], broker: Broker
+    start_service: Callable[..., ServiceProcess], broker: Broker, tmp_path: Path
 ) -> None:
-    service = start_service("delivery", POSTROOM_SMTP_COMMAND_TIMEOUT="42s", POSTROOM_PREFETCH="8")
+    ca_file = str(TestCA(tmp_path).ca_file)
+    service = start_service(
+        "delivery", POSTROOM_SMTP_COMMAND_TIMEOUT="42s", POSTROOM_PREFETCH="8", POSTROOM_TLS_CA_FILE=ca_file
+    )
     warnings = [line for line in service.log().splitlines() if "renamed setting" in line]
-    assert len(warnings) == 2, warnings
+    assert len(warnings) == 3, warnings
     for old, new in (
         ("POSTROOM_SMTP_COMMAND_TIMEOUT", "POSTROOM_RELAY_COMMAND_TIMEOUT"),
         ("POSTROOM_PREFETCH", "POSTROOM_DELIVERY_PREFETCH"),
+        ("POSTROOM_TLS_CA_FILE", "POSTROOM_DELIVERY_TLS_CA_FILE"),
     ):
         assert any(old in line and new in line for line in warnings), (old, warnings)

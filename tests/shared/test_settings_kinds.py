@@ -21,6 +21,7 @@ from shared.settings import (
     retry_schedule_value,
 )
 from shared.tls import self_signed_pair
+from tests.certs import TestCA
 
 
 def test_the_store_reads_its_durations_as_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -103,6 +104,22 @@ def test_the_new_name_wins_and_a_bad_old_value_names_the_old_variable(monkeypatc
     monkeypatch.setenv("POSTROOM_PREFETCH", "0")
     with pytest.raises(ConfigError, match=r"^POSTROOM_PREFETCH: "):
         load_settings(DeliverySettings)
+
+
+def test_the_delivery_reads_its_outbound_ca_file_under_the_old_name(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """POSTROOM_TLS_CA_FILE sat beside the listeners' POSTROOM_TLS_CERT/KEY: it is POSTROOM_DELIVERY_TLS_CA_FILE."""
+    ca = TestCA(tmp_path)
+    monkeypatch.setenv("POSTROOM_TLS_CA_FILE", str(ca.ca_file))
+    settings = load_settings(DeliverySettings)
+    assert settings.delivery_tls_ca_file == str(ca.ca_file) and settings.relay_tls_ca_file is None
+    assert settings.old_names_used == (("POSTROOM_TLS_CA_FILE", "POSTROOM_DELIVERY_TLS_CA_FILE"),)
+    monkeypatch.setenv("POSTROOM_TLS_CA_FILE", str(tmp_path / "missing.pem"))
+    with pytest.raises(ConfigError, match=r"^POSTROOM_TLS_CA_FILE: .*missing\.pem"):
+        load_settings(DeliverySettings)
+    monkeypatch.setenv("POSTROOM_DELIVERY_TLS_CA_FILE", str(ca.ca_file))
+    assert load_settings(DeliverySettings).delivery_tls_ca_file == str(ca.ca_file)
 
 
 def test_no_old_name_is_a_current_name() -> None:
