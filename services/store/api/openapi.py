@@ -53,28 +53,37 @@ _QUOTA = {"type": "integer", "minimum": 0, "maximum": MAX_QUOTA, "description": 
 _PASSWORD = {"type": "string", "minLength": 1, "maxLength": MAX_PASSWORD}
 _QUEUE_ID = {"type": "string", "pattern": "^[0-9A-HJKMNP-TV-Z]{26}$"}
 
+_STRING = {"type": "string"}
+_STRINGS = {"type": "array", "items": _STRING}
+_INTEGER = {"type": "integer"}
+_BOOLEAN = {"type": "boolean"}
+_UNIX_TIME = {"type": "number", "description": "Unix time"}
+
+
+def _object(properties: dict[str, Any], required: tuple[str, ...] = (), **keywords: Any) -> dict[str, Any]:
+    """An object schema: its properties, those `required` (when any) and other keywords (additionalProperties, …)."""
+    schema: dict[str, Any] = {"type": "object", **({"required": list(required)} if required else {}), **keywords}
+    schema["properties"] = properties
+    return schema
+
+
+def _list_of(name: str, key: str) -> dict[str, Any]:
+    """A response of one required property, `key`: an array of schema `name`."""
+    return _object({key: {"type": "array", "items": _ref(name)}}, (key,))
+
+
+def _closed(properties: dict[str, Any], required: tuple[str, ...] = (), **keywords: Any) -> dict[str, Any]:
+    """A request body: an object with no properties besides those named."""
+    return _object(properties, required, additionalProperties=False, **keywords)
+
+
 _SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {"error": {"type": "string"}},
-    },
-    "DomainIn": {
-        "type": "object",
-        "required": ["domain"],
-        "additionalProperties": False,
-        "properties": {"domain": _TEXT},
-    },
-    "Domain": {"type": "object", "required": ["domain"], "properties": {"domain": {"type": "string"}}},
-    "Domains": {
-        "type": "object",
-        "required": ["domains"],
-        "properties": {"domains": {"type": "array", "items": {"type": "string"}}},
-    },
-    "DkimIn": {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
+    "Error": _object({"error": _STRING}, ("error",)),
+    "DomainIn": _closed({"domain": _TEXT}, ("domain",)),
+    "Domain": _object({"domain": _STRING}, ("domain",)),
+    "Domains": _object({"domains": _STRINGS}, ("domains",)),
+    "DkimIn": _closed(
+        {
             "selector": {
                 "type": "string",
                 "minLength": 1,
@@ -82,37 +91,23 @@ _SCHEMAS: dict[str, Any] = {
                 "description": "DNS labels, dot-separated; default ALGORITHM-YYYYMMDD.",
             },
             "algorithm": {"type": "string", "enum": ["rsa", "ed25519"], "default": "rsa"},
-        },
-    },
-    "DkimKey": {
-        "type": "object",
-        "required": ["domain", "selector", "algorithm", "created", "name", "record"],
-        "properties": {
-            "domain": {"type": "string"},
-            "selector": {"type": "string"},
+        }
+    ),
+    "DkimKey": _object(
+        {
+            "domain": _STRING,
+            "selector": _STRING,
             "algorithm": {"type": "string", "enum": ["rsa", "ed25519"]},
-            "created": {"type": "number", "description": "Unix time"},
+            "created": _UNIX_TIME,
             "name": {"type": "string", "description": "The DNS name of the TXT record"},
             "record": {"type": "string", "description": "The TXT text; split it into strings of 255 octets at most"},
         },
-    },
-    "DkimKeys": {
-        "type": "object",
-        "required": ["domain", "keys"],
-        "properties": {"domain": {"type": "string"}, "keys": {"type": "array", "items": _ref("DkimKey")}},
-    },
-    "UserIn": {
-        "type": "object",
-        "required": ["address", "password"],
-        "additionalProperties": False,
-        "properties": {"address": _TEXT, "password": _PASSWORD, "quota": _QUOTA},
-    },
-    "UserPatch": {
-        "type": "object",
-        "additionalProperties": False,
-        "minProperties": 1,
-        "description": "At least one of password, quota and send_limit, not null all.",
-        "properties": {
+        ("domain", "selector", "algorithm", "created", "name", "record"),
+    ),
+    "DkimKeys": _object({"domain": _STRING, "keys": {"type": "array", "items": _ref("DkimKey")}}, ("domain", "keys")),
+    "UserIn": _closed({"address": _TEXT, "password": _PASSWORD, "quota": _QUOTA}, ("address", "password")),
+    "UserPatch": _closed(
+        {
             "password": {**_PASSWORD, "nullable": True},
             "quota": {**_QUOTA, "nullable": True},
             "send_limit": {
@@ -123,140 +118,106 @@ _SCHEMAS: dict[str, Any] = {
                 "MESSAGES,RECIPIENTS/PERIOD (100/1h, 100,1000/1d); 'default' for POSTROOM_SEND_LIMIT.",
             },
         },
-    },
-    "User": {
-        "type": "object",
-        "required": ["address", "quota", "created", "messages", "bytes"],
-        "properties": {
-            "address": {"type": "string"},
-            "quota": {"type": "integer"},
-            "created": {"type": "number", "description": "Unix time"},
-            "messages": {"type": "integer"},
-            "bytes": {"type": "integer"},
+        minProperties=1,
+        description="At least one of password, quota and send_limit, not null all.",
+    ),
+    "User": _object(
+        {
+            "address": _STRING,
+            "quota": _INTEGER,
+            "created": _UNIX_TIME,
+            "messages": _INTEGER,
+            "bytes": _INTEGER,
             "send_limit": {
                 "type": "string",
                 "nullable": True,
                 "description": "The user's own send limit (100/1h); null: POSTROOM_SEND_LIMIT.",
             },
         },
-    },
-    "Users": {
-        "type": "object",
-        "required": ["users"],
-        "properties": {"users": {"type": "array", "items": _ref("User")}},
-    },
-    "AliasIn": {
-        "type": "object",
-        "required": ["address", "targets"],
-        "additionalProperties": False,
-        "properties": {
+        ("address", "quota", "created", "messages", "bytes"),
+    ),
+    "Users": _list_of("User", "users"),
+    "AliasIn": _closed(
+        {
             "address": {**_TEXT, "description": "An address, or @domain for a catch-all."},
-            "targets": {"type": "array", "minItems": 1, "maxItems": 1000, "items": {"type": "string"}},
+            "targets": {"type": "array", "minItems": 1, "maxItems": 1000, "items": _STRING},
         },
-    },
-    "Alias": {
-        "type": "object",
-        "required": ["address", "targets"],
-        "properties": {"address": {"type": "string"}, "targets": {"type": "array", "items": {"type": "string"}}},
-    },
-    "Aliases": {
-        "type": "object",
-        "required": ["aliases"],
-        "properties": {"aliases": {"type": "array", "items": _ref("Alias")}},
-    },
-    "QueueInfo": {
-        "type": "object",
-        "required": ["name", "kind", "exists", "messages", "consumers"],
-        "properties": {
-            "name": {"type": "string"},
+        ("address", "targets"),
+    ),
+    "Alias": _object({"address": _STRING, "targets": _STRINGS}, ("address", "targets")),
+    "Aliases": _list_of("Alias", "aliases"),
+    "QueueInfo": _object(
+        {
+            "name": _STRING,
             "kind": {"type": "string", "enum": ["incoming", "delay", "dead"]},
             "delay_seconds": {"type": "integer", "nullable": True},
-            "exists": {"type": "boolean"},
+            "exists": _BOOLEAN,
             "messages": {"type": "integer", "description": "Messages ready for delivery"},
-            "consumers": {"type": "integer"},
+            "consumers": _INTEGER,
         },
-    },
-    "DeadLetter": {
-        "type": "object",
-        "required": ["queue_id", "mail_from", "recipients", "size", "reason"],
-        "properties": {
-            "queue_id": {"type": "string"},
-            "mail_from": {"type": "string"},
-            "recipients": {"type": "array", "items": {"type": "string"}},
-            "size": {"type": "integer"},
+        ("name", "kind", "exists", "messages", "consumers"),
+    ),
+    "DeadLetter": _object(
+        {
+            "queue_id": _STRING,
+            "mail_from": _STRING,
+            "recipients": _STRINGS,
+            "size": _INTEGER,
             "first_seen": {"type": "number", "nullable": True},
-            "attempt": {"type": "integer"},
-            "reason": {"type": "string"},
+            "attempt": _INTEGER,
+            "reason": _STRING,
         },
-    },
-    "QueueStatus": {
-        "type": "object",
-        "required": ["queues", "dead_letters"],
-        "properties": {
+        ("queue_id", "mail_from", "recipients", "size", "reason"),
+    ),
+    "QueueStatus": _object(
+        {
             "queues": {"type": "array", "items": _ref("QueueInfo")},
             "dead_letters": {"type": "array", "items": _ref("DeadLetter")},
         },
-    },
-    "RequeueIn": {
-        "type": "object",
-        "additionalProperties": False,
-        "description": "Either queue_ids or all: true.",
-        "properties": {
-            "queue_ids": {"type": "array", "maxItems": 10000, "items": _QUEUE_ID},
-            "all": {"type": "boolean"},
-        },
-    },
-    "QueueMessage": {
-        "type": "object",
-        "required": ["queue_id", "state", "arrival", "sender", "recipients", "attempts", "last_error", "size"],
-        "properties": {
-            "queue_id": {"type": "string"},
+        ("queues", "dead_letters"),
+    ),
+    "RequeueIn": _closed(
+        {"queue_ids": {"type": "array", "maxItems": 10000, "items": _QUEUE_ID}, "all": _BOOLEAN},
+        description="Either queue_ids or all: true.",
+    ),
+    "QueueMessage": _object(
+        {
+            "queue_id": _STRING,
             "state": {"type": "string", "enum": list(STATES)},
             "arrival": {"type": "number", "description": "Unix time the ingress accepted it"},
             "sender": {"type": "string", "description": "Envelope sender; empty for <>"},
-            "recipients": {"type": "array", "items": {"type": "string"}, "description": "Recipients left"},
-            "attempts": {"type": "integer"},
-            "last_error": {"type": "string"},
-            "next_attempt": {"type": "number", "nullable": True, "description": "Unix time"},
-            "size": {"type": "integer"},
-            "bounce": {"type": "boolean"},
+            "recipients": {**_STRINGS, "description": "Recipients left"},
+            "attempts": _INTEGER,
+            "last_error": _STRING,
+            "next_attempt": {**_UNIX_TIME, "nullable": True},
+            "size": _INTEGER,
+            "bounce": _BOOLEAN,
             "updated": {"type": "number", "description": "Unix time of the entry's last change"},
             "overdue": {"type": "boolean", "description": "Long past its next attempt: its copy may be gone"},
         },
-    },
-    "QueueMessages": {
-        "type": "object",
-        "required": ["messages"],
-        "properties": {"messages": {"type": "array", "items": _ref("QueueMessage")}},
-    },
-    "QueueAction": {
-        "type": "object",
-        "required": ["queue_id", "action"],
-        "additionalProperties": True,
-        "properties": {
-            "queue_id": {"type": "string"},
+        ("queue_id", "state", "arrival", "sender", "recipients", "attempts", "last_error", "size"),
+    ),
+    "QueueMessages": _list_of("QueueMessage", "messages"),
+    "QueueAction": _object(
+        {
+            "queue_id": _STRING,
             "action": {"type": "string", "enum": list(ACTIONS)},
-            "flushed": {"type": "array", "items": {"type": "string"}},
-            "not_waiting": {"type": "array", "items": {"type": "string"}},
-            "gone": {"type": "array", "items": {"type": "string"}},
-            "held": {"type": "array", "items": {"type": "string"}},
-            "deleted": {"type": "array", "items": {"type": "string"}},
-            "bounce": {"type": "boolean"},
+            **dict.fromkeys(("flushed", "not_waiting", "gone", "held", "deleted"), _STRINGS),
+            "bounce": _BOOLEAN,
         },
-    },
-    "Requeued": {"type": "object", "required": ["requeued"], "properties": {"requeued": {"type": "integer"}}},
-    "Purged": {"type": "object", "required": ["purged"], "properties": {"purged": {"type": "integer"}}},
-    "TraceEvent": {
-        "type": "object",
-        "required": ["time", "event", "service"],
-        "additionalProperties": True,
-        "properties": {"time": {"type": "number"}, "event": {"type": "string"}, "service": {"type": "string"}},
-    },
-    "Trace": {
-        "type": "object",
-        "required": ["queue_id", "events"],
-        "properties": {"queue_id": {"type": "string"}, "events": {"type": "array", "items": _ref("TraceEvent")}},
-    },
+        ("queue_id", "action"),
+        additionalProperties=True,
+    ),
+    "Requeued": _object({"requeued": _INTEGER}, ("requeued",)),
+    "Purged": _object({"purged": _INTEGER}, ("purged",)),
+    "TraceEvent": _object(
+        {"time": {"type": "number"}, "event": _STRING, "service": _STRING},
+        ("time", "event", "service"),
+        additionalProperties=True,
+    ),
+    "Trace": _object(
+        {"queue_id": _STRING, "events": {"type": "array", "items": _ref("TraceEvent")}}, ("queue_id", "events")
+    ),
 }
 
 _RESPONSES = {
