@@ -185,16 +185,10 @@ AUTH_ABORTED = Reply(501, "5.7.0", "Authentication aborted")
 AUTH_BAD_BASE64 = Reply(501, "5.5.2", "Cannot decode base64")
 AUTH_BAD_RESPONSE = Reply(501, "5.5.2", "Malformed authentication response")
 AUTH_NOT_OFFERED = Reply(503, "5.5.1", "AUTH not available before EHLO")
-
-
-def _challenge(prompt: str) -> Reply:
-    # RFC 4954 §4: "334" SP base64 prompt; the space stays when the prompt is empty.
-    return Reply(334, "", b64encode(prompt.encode()).decode())
-
-
-CHALLENGE_EMPTY = _challenge("")  # PLAIN without an initial response (RFC 4616)
-CHALLENGE_USERNAME = _challenge("Username:")  # LOGIN's prompts, as clients expect them
-CHALLENGE_PASSWORD = _challenge("Password:")
+# RFC 4954 §4: "334" SP base64 prompt; the space stays when the prompt is empty.
+CHALLENGE_EMPTY = Reply(334, "", b64encode(b"").decode())  # PLAIN without an initial response (RFC 4616)
+CHALLENGE_USERNAME = Reply(334, "", b64encode(b"Username:").decode())  # LOGIN's prompts, as clients expect them
+CHALLENGE_PASSWORD = Reply(334, "", b64encode(b"Password:").decode())
 
 
 # -- aiosmtpd's own texts (1.4.6) ------------------------------------------------------------------------------
