@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 from pydantic_settings import NoDecode
 
 from services.store.addresses import AddressError, validate_domain
@@ -53,6 +54,23 @@ def _zones(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(zones))
 
 
+def _unless_blank(check: Callable[[str], str]) -> BeforeValidator:
+    """A blank value is unset (None); any other, stripped, is what `check` makes of it (its ValueError, an
+    AddressError too, names the variable through load_settings)."""
+
+    def validate(value: object) -> str | None:
+        text = str(value or "").strip()
+        return check(text) if text else None
+
+    return BeforeValidator(validate)
+
+
+def _host_name(text: str) -> str:
+    if not all(c.isalnum() or c in ".-_" for c in text):
+        raise ValueError("must be a host name (letters, digits, dots, hyphens)")
+    return text
+
+
 class IngressSettings(
     CommonSettings, Argon2Settings, ProxySettings, SrsSettings, SubmissionListenSettings, ListenerTlsSettings
 ):
@@ -87,7 +105,7 @@ class IngressSettings(
     # the header says only that the client authenticated, "ESMTPA", as the account is nobody else's business).
     smtp_received_auth: bool = False
     # Whose postmaster `RCPT TO:<Postmaster>` reaches (RFC 5321 §4.1.1.3); unset: see postmaster.primary_domain.
-    primary_domain: str | None = None
+    primary_domain: Annotated[str | None, _unless_blank(validate_domain)] = None
     # N > 1: N processes share the listening ports with SO_REUSEPORT (the kernel spreads connections); worker i
     # serves /metrics on the metrics port + i (each worker is its own scrape target; /readyz on the base port is
     # worker 0's). See docs/performance.md.
@@ -96,7 +114,7 @@ class IngressSettings(
     # docs/deliverability.md); off: nothing is checked and no Authentication-Results: is added.
     inbound_checks: bool = True
     # Who the Authentication-Results: header says checked (RFC 8601 §2.5); unset: the hostname.
-    authserv_id: str | None = None
+    authserv_id: Annotated[str | None, _unless_blank(_host_name)] = None
     # DMARC p=reject failures get 550 5.7.1 at the end of DATA; off, they are only marked like p=quarantine.
     dmarc_enforce: bool = True
     # DNS servers for the ingress's lookups (the inbound checks, the blocklists); unset: the system's resolver.
@@ -122,27 +140,6 @@ class IngressSettings(
     rspamd_timeout: Duration = 20.0
     # rspamd unreachable, failing or slower than the timeout: answer 451 (tempfail) or let the message through.
     rspamd_failure: Literal["tempfail", "accept"] = "tempfail"
-
-    @field_validator("primary_domain", mode="before")
-    @classmethod
-    def _primary_domain(cls, value: object) -> str | None:
-        text = str(value or "").strip()
-        if not text:
-            return None
-        try:
-            return validate_domain(text)
-        except AddressError as exc:
-            raise ValueError(str(exc)) from None
-
-    @field_validator("authserv_id", mode="before")
-    @classmethod
-    def _authserv_id(cls, value: object) -> str | None:
-        text = str(value or "").strip()
-        if not text:
-            return None
-        if not all(c.isalnum() or c in ".-_" for c in text):
-            raise ValueError("must be a host name (letters, digits, dots, hyphens)")
-        return text
 
     @model_validator(mode="after")
     def _proxy_networks(self) -> Self:
