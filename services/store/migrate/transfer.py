@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 from services.store import Store, StoreOutcome
@@ -47,13 +47,7 @@ class ImportReport:
         )
 
     def as_json(self) -> dict[str, object]:
-        return {
-            "user": self.user,
-            "source": self.source,
-            "stored": self.stored,
-            "duplicate": self.duplicate,
-            "skipped": [{"origin": s.origin, "uidl": s.uidl, "reason": s.reason} for s in self.skipped],
-        }
+        return asdict(self)
 
 
 async def require_user(store: Store, address: str) -> str:
