@@ -15,6 +15,7 @@ from cryptography import x509
 
 from services.store import lua
 from services.store.keys import Keys
+from services.store.part import Part, as_text
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -43,23 +44,18 @@ class AcmeAccount:
 
 
 def _fields(found: dict[Any, Any]) -> dict[str, str]:
-    return {_text(name): _text(value) for name, value in found.items()}
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return {as_text(name): as_text(value) for name, value in found.items()}
 
 
 def certificate_version(chain: str, key: str) -> str:
     return hashlib.sha256(f"{chain}\n{key}".encode()).hexdigest()
 
 
-class AcmeData:
+class AcmeData(Part):
     """Single-key commands on the `acme:*` keys (services/store/keys.py)."""
 
     def __init__(self, redis: Any, keys: Keys) -> None:
-        self.redis = redis
-        self.keys = keys
+        super().__init__(redis, keys)
         self._release = redis.register_script(lua.RELEASE_LOCK)
 
     async def certificate(self) -> StoredCertificate | None:
@@ -78,7 +74,7 @@ class AcmeData:
     async def version(self) -> str | None:
         """What the listeners compare with what they serve: one small read per look."""
         value = await self.redis.hget(self.keys.acme_certificate, "version")
-        return None if value is None else _text(value)
+        return None if value is None else as_text(value)
 
     async def put_certificate(self, chain: str, key: str, domains: tuple[str, ...]) -> StoredCertificate:
         ends = x509.load_pem_x509_certificate(chain.encode()).not_valid_after_utc.timestamp()
@@ -110,7 +106,7 @@ class AcmeData:
     async def drop_account(self, uri: str) -> None:
         """Forget the account at `uri` (the CA no longer knows it); one another replica registered since stays."""
         found = await self.redis.hget(self.keys.acme_account, "uri")
-        if found is not None and _text(found) == uri:
+        if found is not None and as_text(found) == uri:
             await self.redis.delete(self.keys.acme_account)
 
     async def put_challenge(self, token: str, validation: str, ttl: float) -> None:
@@ -118,7 +114,7 @@ class AcmeData:
 
     async def challenge(self, token: str) -> str | None:
         value = await self.redis.get(self.keys.acme_challenge(token))
-        return None if value is None else _text(value)
+        return None if value is None else as_text(value)
 
     async def drop_challenge(self, token: str) -> None:
         await self.redis.delete(self.keys.acme_challenge(token))
