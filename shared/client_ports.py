@@ -1,5 +1,8 @@
-"""Where mail clients connect: the submission and POP3 listen settings, read by the services that listen on them
-and by the store, which advertises them (autoconfig, `postroom domain dns`), and the ports a NAT maps them to."""
+"""Where mail clients connect: the submission and POP3 listen settings and the ports a NAT maps them to.
+
+The services that listen on them read them, and so does the store, which advertises them (autoconfig, `postroom
+domain dns`).
+"""
 
 from __future__ import annotations
 

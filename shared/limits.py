@@ -1,5 +1,7 @@
-"""One connection limiter for both mail protocols: a global cap, a per-client-IP cap, and slots held for
-connections whose client is not known yet (a PROXY header still to come)."""
+"""One connection limiter for both mail protocols: a global cap, a per-client-IP cap, and held slots.
+
+A slot is held for a connection whose client is not known yet (a PROXY header still to come).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""PROXY protocol (v1, v2) listeners for the mail services: only the load balancer may connect, every connection
-starts with its header, and on an implicit-TLS port the header comes before the TLS handshake.
+"""PROXY protocol (v1, v2) listeners for the mail services.
+
+Only the load balancer may connect, every connection starts with its header, and on an implicit-TLS port the header
+comes before the TLS handshake.
 
 The header is read straight from the accepted socket, consuming exactly its bytes (aiosmtpd's parser asks for
 them; a v1 line is peeked at first), so whatever the client sent behind it (a TLS ClientHello, pipelined commands)

@@ -1,5 +1,8 @@
-"""Where the text of one message waits (the ingress: DATA to publish; the delivery: arrival to a worker): memory
-while small, an unlinked temporary file after."""
+"""Where the text of one message waits: in memory while small, in an unlinked temporary file after.
+
+The ingress holds DATA there until it is published; the delivery, a message from its arrival until a worker takes
+it.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,10 @@
-"""Sender Rewriting Scheme (SRS) for mail that a local alias forwards to another domain: the envelope sender of the
-forwarded copy becomes an address of ours (so the destination's SPF check sees our domain), and a bounce sent back
-to that address is routed to the original sender. The rewriting and its HMAC are srslib's (libsrs2's Guarded
-scheme, hashes compared without case); the secret is POSTROOM_SRS_SECRET, shared by the ingress and the delivery."""
+"""Sender Rewriting Scheme (SRS) for mail that a local alias forwards to another domain.
+
+The envelope sender of the forwarded copy becomes an address of ours (so the destination's SPF check sees our
+domain), and a bounce sent back to that address is routed to the original sender. The rewriting and its HMAC are
+srslib's (libsrs2's Guarded scheme, hashes compared without case); the secret is POSTROOM_SRS_SECRET, shared by the
+ingress and the delivery.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""TLS server contexts from `POSTROOM_TLS_CERT`/`KEY` (reloaded when renewed: shared/certs.py), from the store when
-built-in ACME is on (`POSTROOM_ACME_DIRECTORY`), or a self-signed pair made at start when neither is set."""
+"""TLS server contexts: from files, from the store (built-in ACME), or self-signed.
+
+From `POSTROOM_TLS_CERT`/`KEY` (reloaded when renewed: shared/certs.py), from the store when built-in ACME is on
+(`POSTROOM_ACME_DIRECTORY`), or a self-signed pair made at start when neither is set.
+"""
 
 from __future__ import annotations
 

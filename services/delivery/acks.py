@@ -1,5 +1,6 @@
-"""Acks gathered per `interval` (or event-loop iteration): one Basic.Ack with multiple=True covers every finished
-delivery up to it.
+"""Acks gathered per `interval` (or event-loop iteration) into one Basic.Ack with multiple=True.
+
+One multiple ack covers every finished delivery up to it.
 
 The work queue is a quorum queue, where each ack is a Raft command; one multiple ack settles a whole run of
 deliveries in one command, one frame and one send(), instead of one of each per message.

@@ -1,5 +1,8 @@
-"""Mail routing lookups with dnspython's async resolver: MX in preference order, implicit MX, null MX (RFC 7505),
-and the TXT and TLSA records of outbound TLS policies, with whether DNSSEC validated them (the AD bit)."""
+"""Mail routing lookups (MX, TXT, TLSA) with dnspython's async resolver.
+
+MX in preference order, implicit MX, null MX (RFC 7505), and the TXT and TLSA records of outbound TLS policies, with
+whether DNSSEC validated them (the AD bit).
+"""
 
 from __future__ import annotations
 

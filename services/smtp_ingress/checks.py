@@ -1,5 +1,8 @@
-"""The ingress's abuse checks at their three moments: connect (DNSBL, connection rate), the DATA command (send
-limits) and the end of DATA (the content filter); each returns the refusal to answer, or None to go on."""
+"""The ingress's abuse checks at their three moments: connect, the DATA command and the end of DATA.
+
+Connect: DNSBL and connection rate; DATA: send limits; end of DATA: the content filter. Each returns the refusal to
+answer, or None to go on.
+"""
 
 from __future__ import annotations
 

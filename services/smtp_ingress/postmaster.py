@@ -1,5 +1,8 @@
-"""`RCPT TO:<Postmaster>` (RFC 5321 §4.1.1.3): the one recipient without a domain, the postmaster of the primary
-domain, which every listener accepts without AUTH (§4.5.1 requires that postmaster mail reaches someone)."""
+"""`RCPT TO:<Postmaster>` (RFC 5321 §4.1.1.3), the one recipient without a domain.
+
+It is the postmaster of the primary domain, which every listener accepts without AUTH (§4.5.1 requires that
+postmaster mail reaches someone).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The store service assembled (Redis, the admin API, autoconfig, the totals refresher) for `shared/service.py`'s
-runner."""
+"""The store service (Redis, admin API, autoconfig, ACME, totals refresher) assembled for shared/service.py."""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""What built-in ACME keeps in Redis (the certificate, the account, HTTP-01 answers, the ordering lock), and the
-listeners' certificate source that reads the certificate from there, so every replica serves the same one."""
+"""What built-in ACME keeps in Redis, and the listeners' certificate source that reads it back.
+
+Redis holds the certificate, the account, the HTTP-01 answers and the ordering lock; every replica's listeners read
+the certificate from there, so every replica serves the same one.
+"""
 
 from __future__ import annotations
 

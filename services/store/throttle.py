@@ -1,5 +1,6 @@
-"""The login throttle of SMTP AUTH and POP3: failed logins counted in Redis per account and per client address, so
-every replica of either protocol sees the same counts and slows a guesser down by the same rule.
+"""The login throttle of SMTP AUTH and POP3: failed logins counted in Redis per account and per client address.
+
+Every replica of either protocol sees the same counts and slows a guesser down by the same rule.
 
 The rule: the n-th failed login within the window (counting the one being answered) waits `base * 2**(n-1)`,
 at most `cap`, where n is the larger of the account's count and the client address's count. A failure is forgotten

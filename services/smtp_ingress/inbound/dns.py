@@ -1,5 +1,8 @@
-"""DNS of the inbound checks: one asyncio resolver with a TTL- and size-bounded cache, and a bridge for the libraries
-that resolve synchronously (pyspf, dkimpy), which run in worker threads and wait on the event loop's lookups."""
+"""DNS of the inbound checks: one cached asyncio resolver, and a bridge for the libraries that resolve synchronously.
+
+The cache is bounded by TTL and size. pyspf and dkimpy resolve synchronously: they run in worker threads and wait on
+the event loop's lookups through the bridge.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""The header block as the checks read and change it: the From domain, forged Authentication-Results: fields of our
-authserv-id (RFC 8601 §5) taken out, and our Authentication-Results: field written."""
+"""The header block as the inbound checks read and change it.
+
+They read the From domain, take out forged Authentication-Results: fields of our authserv-id (RFC 8601 §5) and write
+our own Authentication-Results: field.
+"""
 
 from __future__ import annotations
 

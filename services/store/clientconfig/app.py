@@ -1,5 +1,6 @@
-"""The public autoconfig listener: Mozilla autoconfig and Microsoft autodiscover, for local domains only, and the
-HTTP-01 answers of built-in ACME.
+"""The public autoconfig listener: Mozilla autoconfig, Microsoft autodiscover and built-in ACME's HTTP-01 answers.
+
+Autoconfig and autodiscover answer for local domains only.
 
 A separate aiohttp application on its own listener inside the store service: it needs the list of local domains,
 which the store has, and a fifth service would be a deployment, an image command and a metrics port for three

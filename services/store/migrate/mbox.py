@@ -1,5 +1,7 @@
-"""mbox files in and out, in the mboxrd convention: a `From ` line starts each message, and a body line that
-starts with `From ` after any number of `>` carries one more `>` (read: one fewer).
+"""mbox files in and out, in the mboxrd convention.
+
+A `From ` line starts each message, and a body line that starts with `From ` after any number of `>` carries one more
+`>` (read: one fewer).
 
 Reading the older mboxo convention the same way is the usual choice (Python's mailbox, mutt and Dovecot do):
 mboxo quoted only `From ` itself, so a body line `>From ` of such a file loses its `>`, which changes no message
