@@ -30,6 +30,19 @@ def crlf_only(data: bytes) -> bool:
     return True
 
 
+def wire_form(header: bytes, body: bytes) -> bool:
+    """True when `header` + `body` is already what RETR sends before its dot line: CRLF only, no line starting with ".".
+
+    `body` must be CRLF only already (the store's `to_crlf`); `header` (a few CRLF lines) is checked whole. The store
+    records the answer per message so POP3 sends such a body as stored (`WireBody`), with no pass over its bytes.
+    """
+    if body.startswith(b".") or b"\n." in body:
+        return False
+    if not header:
+        return True
+    return header.endswith(CRLF) and crlf_only(header) and not header.startswith(b".") and b"\n." not in header
+
+
 class LineEnds:
     """Turns bare CR and bare LF into CRLF across chunk boundaries, so the wire only ever carries CRLF lines."""
 
@@ -71,4 +84,19 @@ class DotStuffer:
 
     def finish(self) -> bytes:
         """The end of the multi-line body: a CRLF if the message lacked a final one, then the dot line."""
+        return TERMINATOR if self._line_start else CRLF + TERMINATOR
+
+
+class WireBody:
+    """The `DotStuffer` of a body stored in wire form (`wire_form`): chunks go out as they are, then the dot line."""
+
+    def __init__(self) -> None:
+        self._line_start = True
+
+    def feed(self, data: bytes) -> bytes:
+        if data:
+            self._line_start = data.endswith(b"\n")
+        return data
+
+    def finish(self) -> bytes:
         return TERMINATOR if self._line_start else CRLF + TERMINATOR

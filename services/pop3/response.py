@@ -6,7 +6,7 @@ import enum
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from shared.dotstuff import CRLF, TERMINATOR, DotStuffer, LineEnds
+from shared.dotstuff import CRLF, TERMINATOR, DotStuffer, LineEnds, WireBody
 
 
 class Action(enum.Enum):
@@ -53,6 +53,8 @@ class Stream:
     chunks: AsyncIterator[bytes]
     top_lines: int | None = None
     on_complete: Callable[[], None] | None = None
+    # The store recorded the body as already in wire form (MessageInfo.wire): a RETR sends its chunks as they are.
+    wire: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,12 +102,14 @@ class TopLimit:
 
 
 class BodyEncoder:
-    """Everything between `+OK` and the dot line of RETR/TOP: CRLF line ends, TOP cut, dot-stuffing."""
+    """Everything between `+OK` and the dot line of RETR/TOP: CRLF line ends, TOP cut, dot-stuffing.
 
-    def __init__(self, top_lines: int | None = None) -> None:
-        self._ends = LineEnds()
+    With `wire` (a body the store recorded in wire form) and no TOP, the chunks go out as they are."""
+
+    def __init__(self, top_lines: int | None = None, wire: bool = False) -> None:
+        self._ends: LineEnds | None = None if wire and top_lines is None else LineEnds()
         self._top = TopLimit(top_lines) if top_lines is not None else None
-        self._stuffer = DotStuffer()
+        self._stuffer: DotStuffer | WireBody = WireBody() if self._ends is None else DotStuffer()
 
     @property
     def done(self) -> bool:
@@ -118,13 +122,17 @@ class BodyEncoder:
         return self._stuffer.feed(data)
 
     def feed(self, chunk: bytes) -> bytes:
+        if self._ends is None:
+            return self._stuffer.feed(chunk)
         return self._pass(self._ends.feed(chunk))
 
     def finish(self) -> bytes:
+        if self._ends is None:
+            return self._stuffer.finish()
         return self._pass(self._ends.finish()) + self._stuffer.finish()
 
 
-def encode_body(message: bytes, top_lines: int | None = None) -> bytes:
+def encode_body(message: bytes, top_lines: int | None = None, wire: bool = False) -> bytes:
     """The whole wire form of a message body held in memory (tests and small messages)."""
-    encoder = BodyEncoder(top_lines)
+    encoder = BodyEncoder(top_lines, wire)
     return encoder.feed(message) + encoder.finish()

@@ -228,7 +228,7 @@ class Session:
 
     async def _stream(self, stream: Stream) -> None:
         """RETR/TOP body: chunk by chunk, dot-stuffed, with back-pressure from the client's socket."""
-        encoder = BodyEncoder(stream.top_lines)
+        encoder = BodyEncoder(stream.top_lines, stream.wire)
         chunks = stream.chunks
         try:
             # Queued, not sent: the first chunk (read before this +OK) follows it in the same send.

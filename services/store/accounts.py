@@ -136,6 +136,7 @@ class Accounts(Part):
         fixed = [
             box.index,
             box.sizes,
+            box.wire,
             box.usage,
             box.seq,
             box.lock,

@@ -60,6 +60,9 @@ the normalised address, `{alice@example.com}`, unless the address holds a brace 
     {ns}:{addr}:usage                 hash: messages, bytes (kept in step with index and sizes by the scripts)
     {ns}:{addr}:seq                   counter giving arrival sequence numbers
     {ns}:{addr}:msg:{uid}             string: the message, CRLF line ends
+    {ns}:{addr}:wire                  set: uids whose message is stored in wire form (no line starts with "."), so
+                                      POP3 RETR sends it as stored; a uid not in it (e.g. stored before the set
+                                      existed) is dot-stuffed and line-end checked on the way out
     {ns}:{addr}:dedup:{queue_id}      string with a TTL: "this queue message was stored here" (idempotent delivery)
     {ns}:{addr}:lock                  string with a TTL: POP3 maildrop lock, value = owner token
     {ns}:{addr}:sendlimit:messages    GCRA state of the account's send limit: messages (RATE_LIMIT, with the
@@ -208,6 +211,10 @@ class MailboxKeys:
     @property
     def sizes(self) -> str:
         return f"{self.prefix}:sizes"
+
+    @property
+    def wire(self) -> str:
+        return f"{self.prefix}:wire"
 
     @property
     def usage(self) -> str:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from string import Template
 
-# KEYS: dedup, account, usage, seq, index, sizes, body
-# ARGV: uid, body, dedup ttl (seconds), header lines stored before the body ('' or absent: none)
+# KEYS: dedup, account, usage, seq, index, sizes, body, wire
+# ARGV: uid, body, dedup ttl (seconds), header lines stored before the body ('' or absent: none), '1' when header
+# and body are in wire form (shared.dotstuff.wire_form: POP3 then sends them without a pass over the bytes)
 # Returns {status, detail}: 1 stored (detail = sequence), 0 duplicate, -1 over quota, -2 no such mailbox.
 # A uid still in the mailbox is a duplicate too, whether or not its dedup key expired (invariant 4): a dead letter
 # requeued after the dedup TTL can never store a second copy or count its size twice. The header (Return-Path) is
@@ -28,6 +29,7 @@ else
 end
 redis.call('ZADD', KEYS[5], seq, ARGV[1])
 redis.call('HSET', KEYS[6], ARGV[1], size)
+if ARGV[5] == '1' then redis.call('SADD', KEYS[8], ARGV[1]) else redis.call('SREM', KEYS[8], ARGV[1]) end
 redis.call('HINCRBY', KEYS[3], 'bytes', size)
 redis.call('HINCRBY', KEYS[3], 'messages', 1)
 $mark
@@ -80,22 +82,26 @@ return 1
 """
 )
 
-# KEYS: index, sizes. Returns a flat list uid1, size1, uid2, size2, ... in arrival order: a consistent snapshot.
-# Two commands whatever the mailbox holds (one HGETALL, not an HGET per message: bench.scaling mailbox).
+# KEYS: index, sizes, wire. Returns a flat list uid1, size1, wire1, uid2, ... in arrival order (wire: 1 when the
+# body is stored in wire form, 0 otherwise or when stored before the flag existed): a consistent snapshot.
+# Three commands whatever the mailbox holds (one HGETALL, not an HGET per message: bench.scaling mailbox).
 SNAPSHOT = """
 local uids = redis.call('ZRANGE', KEYS[1], 0, -1)
 local flat = redis.call('HGETALL', KEYS[2])
 local sizes = {}
 for i = 1, #flat, 2 do sizes[flat[i]] = flat[i + 1] end
+local wire = {}
+for _, uid in ipairs(redis.call('SMEMBERS', KEYS[3])) do wire[uid] = 1 end
 local out = {}
 for i, uid in ipairs(uids) do
   out[#out + 1] = uid
   out[#out + 1] = sizes[uid] or '0'
+  out[#out + 1] = wire[uid] or 0
 end
 return out
 """
 
-# KEYS: lock, index, sizes, usage, body1..bodyN.  ARGV: token, uid1..uidN.
+# KEYS: lock, index, sizes, usage, wire, body1..bodyN.  ARGV: token, uid1..uidN.
 # Deletes only while the caller still owns the lock. Returns the number removed, or -1 when the lock is lost.
 DELETE_MESSAGES = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
@@ -105,7 +111,8 @@ for i = 2, #ARGV do
   if redis.call('ZREM', KEYS[2], uid) == 1 then
     bytes = bytes + (tonumber(redis.call('HGET', KEYS[3], uid) or '0') or 0)
     redis.call('HDEL', KEYS[3], uid)
-    redis.call('DEL', KEYS[i + 3])
+    redis.call('SREM', KEYS[5], uid)
+    redis.call('DEL', KEYS[i + 4])
     removed = removed + 1
   end
 end

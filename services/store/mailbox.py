@@ -17,6 +17,7 @@ from services.store import lua
 from services.store.coalesce import Coalescer, round_trip
 from services.store.keys import Keys
 from services.store.part import Part, as_text
+from shared.dotstuff import wire_form
 
 # A queue message redelivered within this time is recognised and stored once; longer than any queue lifetime.
 DEFAULT_DEDUP_TTL = 8 * 86400
@@ -42,6 +43,8 @@ _STORE_OUTCOMES = {
 class MessageInfo:
     uid: str
     size: int
+    # Stored in wire form (shared.dotstuff.wire_form): RETR sends it as it is, with no pass over its bytes.
+    wire: bool = False
 
 
 def _store_result(reply: Any) -> StoreOutcome | Exception:
@@ -59,6 +62,12 @@ def to_crlf(data: bytes) -> bytes:
     if crlf == data.count(b"\n") == data.count(b"\r"):
         return data  # already clean (what the ingress queues): counting copies nothing, a 25 MiB body stays one copy
     return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+
+
+def _store_args(uid: str, message: bytes, third: int, header: bytes) -> list[Any]:
+    """The store script's ARGV: the body with CRLF line ends and whether header + body are in wire form."""
+    body = to_crlf(message)
+    return [uid, body, third, header, b"1" if wire_form(header, body) else b"0"]
 
 
 class Mailboxes(Part):
@@ -83,7 +92,7 @@ class Mailboxes(Part):
         in the mailbox is a duplicate even once its dedup key expired (docs/design.md invariant 4). `header` (CRLF-ended
         lines, e.g. Return-Path) goes before the message, joined by Redis, and counts towards size and quota."""
         status, _ = await self._store(
-            keys=self._store_keys(address, queue_id), args=[queue_id, to_crlf(message), self.dedup_ttl, header]
+            keys=self._store_keys(address, queue_id), args=_store_args(queue_id, message, self.dedup_ttl, header)
         )
         return _STORE_OUTCOMES[int(status)]
 
@@ -100,7 +109,7 @@ class Mailboxes(Part):
         """
         if len(addresses) == 1 and self.coalescer is None:
             return [await self.deliver(addresses[0], queue_id, message, header)]
-        args = [queue_id, to_crlf(message), self.dedup_ttl, header]
+        args = _store_args(queue_id, message, self.dedup_ttl, header)
         all_keys = [self._store_keys(address, queue_id) for address in addresses]
         if isinstance(self.redis, RedisCluster):
             # redis-py refuses scripts in a cluster pipeline: one call per mailbox, all at once.
@@ -126,14 +135,15 @@ class Mailboxes(Part):
     def _store_keys(self, address: str, queue_id: str) -> list[str]:
         box = self.keys.mailbox(address)
         uid = queue_id
-        return [box.dedup(queue_id), box.account, box.usage, box.seq, box.index, box.sizes, box.message(uid)]
+        keys = [box.dedup(queue_id), box.account, box.usage, box.seq, box.index, box.sizes, box.message(uid)]
+        return [*keys, box.wire]
 
     async def import_message(self, address: str, uid: str, message: bytes) -> StoreOutcome:
         """Store a message brought from another server under the UIDL it had there, once for the mailbox's life:
         a uid imported before (even one POP3 deleted since) or still in the mailbox is a duplicate."""
         box = self.keys.mailbox(address)
-        keys = [box.imported, box.account, box.usage, box.seq, box.index, box.sizes, box.message(uid)]
-        status, _ = await self._import(keys=keys, args=[uid, to_crlf(message), int(time.time()), b""])
+        keys = [box.imported, box.account, box.usage, box.seq, box.index, box.sizes, box.message(uid), box.wire]
+        status, _ = await self._import(keys=keys, args=_store_args(uid, message, int(time.time()), b""))
         return _STORE_OUTCOMES[int(status)]
 
     async def stored_size(self, address: str, uid: str) -> int | None:
@@ -144,8 +154,8 @@ class Mailboxes(Part):
     async def snapshot(self, address: str) -> list[MessageInfo]:
         """The messages in arrival order with their sizes, read atomically."""
         box = self.keys.mailbox(address)
-        flat = await self._snapshot(keys=[box.index, box.sizes])
-        return [MessageInfo(as_text(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+        flat = await self._snapshot(keys=[box.index, box.sizes, box.wire])
+        return [MessageInfo(as_text(flat[i]), int(flat[i + 1]), bool(flat[i + 2])) for i in range(0, len(flat), 3)]
 
     async def read(self, address: str, uid: str) -> bytes | None:
         data = await self.redis.get(self.keys.mailbox(address).message(uid))
@@ -167,7 +177,7 @@ class Mailboxes(Part):
         box = self.keys.mailbox(address)
         if not uids:
             return 0 if await self.owns_lock(address, token) else None
-        keys = [box.lock, box.index, box.sizes, box.usage, *(box.message(uid) for uid in uids)]
+        keys = [box.lock, box.index, box.sizes, box.usage, box.wire, *(box.message(uid) for uid in uids)]
         removed = int(await self._delete(keys=keys, args=[token, *uids]))
         return None if removed < 0 else removed
 

@@ -10,7 +10,7 @@ from services.pop3 import replies
 from services.pop3.server import Pop3Server
 from services.store import Store
 from tests.helpers import wait_until
-from tests.pop3.conftest import USER, Client, StartServer, deliver, message
+from tests.pop3.conftest import PASSWORD, USER, Client, StartServer, deliver, message
 
 
 def unstuff(body: bytes) -> bytes:
@@ -49,12 +49,41 @@ async def test_whatever_is_stored_goes_out_as_crlf_and_stuffed(pop3: Pop3Server,
     box = store.keys.mailbox(USER)
     await store.redis.set(box.message(uid), raw)
     await store.redis.hset(box.sizes, uid, len(raw))
+    await store.redis.srem(box.wire, uid)  # the wire-form flag is the store's: a body written outside has none
     client = await Client.connect(pop3.ports["pop3"])
     await client.login()
     assert (await client.cmd("RETR 1")).startswith("+OK")
     body = await client.raw_multiline()
     assert body == b"Subject: raw\r\n\r\n..hidden\r\n..\r\nend\r\n"
     await client.close()
+
+
+async def test_mail_stored_before_the_wire_flag_goes_out_the_same(
+    start_pop3: StartServer, account: str, store: Store
+) -> None:
+    """RETR sends a body flagged as wire form as stored; without the flag (mail stored before the flag existed, the
+    store's old format) the same mailbox goes out byte for byte the same, through line-end checks and dot-stuffing."""
+    server = await start_pop3(pop3_chunk_size=1024)
+    big = message("big clean", "".join(f"line {i:04d} {'z' * (i % 50)}\r\n" for i in range(120)))
+    bodies = [message("clean", "a\r\nb\r\n"), message("no final newline", "last"), message("dots", ".x\r\n.."), big]
+    uids = await deliver(store, *bodies, b"Subject: lf\n\nline\n")
+    box = store.keys.mailbox(USER)
+    snapshot = await store.mailboxes.snapshot(USER)
+    assert [info.wire for info in snapshot] == [True, True, False, True, True]
+    batch = "".join(f"RETR {n}\r\n" for n in range(1, len(uids) + 1)) + "TOP 4 2\r\nQUIT\r\n"
+
+    async def transcript() -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.ports["pop3"])
+        writer.write(f"USER {USER}\r\nPASS {PASSWORD}\r\n{batch}".encode())
+        data = await asyncio.wait_for(reader.read(-1), 10)
+        writer.close()
+        return data
+
+    flagged = await transcript()
+    await store.redis.delete(box.wire)
+    assert not any(info.wire for info in await store.mailboxes.snapshot(USER))
+    assert await transcript() == flagged
+    assert b"\r\n..x\r\n...\r\n.\r\n" in flagged and b"\r\nlast\r\n.\r\n" in flagged
 
 
 async def test_big_message_streams_in_chunks(start_pop3: StartServer, account: str, store: Store) -> None:
@@ -174,6 +203,7 @@ async def test_pipelined_retrs_read_ahead_send_what_one_by_one_reads_send(
     raw = b"Subject: raw\n\n.hidden\r.\rend"  # bare line ends, as an older writer might have stored
     await store.redis.set(box.message(uids[3]), raw)
     await store.redis.hset(box.sizes, uids[3], len(raw))
+    await store.redis.srem(box.wire, uids[3])
     await store.redis.delete(box.message(uids[4]))  # listed, body gone
     commands = ["DELE 2", *(f"RETR {n}" for n in range(1, 8)), "TOP 7 3", "RETR 99", "RETR 2", "TOP 1 0", "RETR 7"]
     batch = "".join(line + "\r\n" for line in ["NOOP", *commands, "RSET", "QUIT"])

@@ -86,3 +86,19 @@ def test_crlf_only_is_the_counting_definition(data: bytes, window: int) -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(dotstuff, "_WINDOW", window)  # windows of any size: the pair across each edge is seen
         assert crlf_only(data) == counted_crlf_only(data)
+
+
+@given(body, body, cuts)
+@example(b"", b".a\r\n", [])
+@example(b"X: y\r\n", b"a", [1])
+def test_a_body_in_wire_form_goes_out_as_stored(header: bytes, data: bytes, points: list[int]) -> None:
+    """What `wire_form` accepts, `WireBody` sends unchanged (plus the dot line) exactly as the full pass would."""
+    from services.store.mailbox import to_crlf
+
+    stored = to_crlf(data)
+    if not dotstuff.wire_form(header, stored):
+        return
+    whole = header + stored
+    wire = dotstuff.WireBody()
+    chunks = split_at(whole, points)
+    assert b"".join(wire.feed(chunk) for chunk in chunks) + wire.finish() == send(chunks)

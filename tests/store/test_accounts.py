@@ -12,7 +12,7 @@ from services.store.addresses import AddressError
 
 async def mailbox_keys_left(store: Store, address: str, uids: list[str]) -> int:
     box = store.keys.mailbox(address)
-    names = [box.account, box.index, box.sizes, box.usage, box.seq, box.lock, *(box.message(u) for u in uids)]
+    names = [box.account, box.index, box.sizes, box.wire, box.usage, box.seq, box.lock, *(box.message(u) for u in uids)]
     return int(await store.redis.exists(*names))  # one hash slot: a multi-key EXISTS is fine on a cluster
 
 

@@ -15,7 +15,7 @@ ADDRESS = "busy@example.test"
 
 async def keys_left(store: Store, uids: list[str]) -> int:
     box = store.keys.mailbox(ADDRESS)
-    names = [box.account, box.index, box.sizes, box.usage, box.seq, box.lock, *(box.message(u) for u in uids)]
+    names = [box.account, box.index, box.sizes, box.wire, box.usage, box.seq, box.lock, *(box.message(u) for u in uids)]
     return int(await store.redis.exists(*names))
 
 

@@ -20,7 +20,7 @@ ADDRESSES = st.one_of(
 
 
 def all_keys(box: MailboxKeys, uid: str) -> list[str]:
-    fixed = [box.account, box.index, box.sizes, box.usage, box.seq, box.lock, box.imported]
+    fixed = [box.account, box.index, box.sizes, box.wire, box.usage, box.seq, box.lock, box.imported]
     return [*fixed, box.message(uid), box.dedup(uid)]
 
 

@@ -131,3 +131,27 @@ async def test_a_snapshot_costs_the_same_commands_for_any_mailbox_size(private_r
     inner = {name: entry["calls"] for name, entry in stats.items() if name in ("cmdstat_hget", "cmdstat_hgetall")}
     await store.close()
     assert inner == {"cmdstat_hgetall": 1}
+
+
+async def test_the_store_flags_bodies_in_wire_form_and_forgets_the_flag_on_delete(store: Store) -> None:
+    """The `wire` set holds the uids whose header + body POP3 may send as stored (CRLF only, no line at a dot)."""
+    await make_user(store)
+    cases = {
+        new_queue_id(): (b"a\nb\n", b"", True),  # LF only: stored as CRLF, then in wire form
+        new_queue_id(): (b"a\r\n.b\r\n", b"", False),
+        new_queue_id(): (b".a\r\n", b"", False),
+        new_queue_id(): (b".a\r\n", b"Return-Path: <x@example.test>\r\n", False),  # the dot starts a line after it
+        new_queue_id(): (b"a\r\n", b"Return-Path: <x@example.test>\r\n", True),
+        new_queue_id(): (b"a\r\n", b"X: y\r\n.z\r\n", False),
+        new_queue_id(): (b"a\r\n", b"X: y\n", False),
+    }
+    for queue_id, (body, header, _) in cases.items():
+        assert await store.mailboxes.deliver(ADDRESS, queue_id, body, header) == StoreOutcome.STORED
+    imported = "imported-uidl"
+    assert await store.mailboxes.import_message(ADDRESS, imported, b"x\r\n") == StoreOutcome.STORED
+    snapshot = await store.mailboxes.snapshot(ADDRESS)
+    assert [info.wire for info in snapshot] == [want for _, _, want in cases.values()] + [True]
+    token = await store.mailboxes.acquire_lock(ADDRESS, 30)
+    assert token is not None
+    assert await store.mailboxes.delete(ADDRESS, token, [info.uid for info in snapshot]) == len(snapshot)
+    assert not await store.redis.exists(store.keys.mailbox(ADDRESS).wire)

@@ -29,7 +29,7 @@ async def retr(session: SessionState, command: Retr) -> Response:
     if not isinstance(opened, tuple):
         return opened
     info, chunks = opened
-    return Stream(replies.ok_retr(info.size), chunks, on_complete=metrics.MESSAGES_RETRIEVED.inc)
+    return Stream(replies.ok_retr(info.size), chunks, on_complete=metrics.MESSAGES_RETRIEVED.inc, wire=info.wire)
 
 
 async def top(session: SessionState, command: Top) -> Response:
