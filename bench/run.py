@@ -177,7 +177,9 @@ def run_smtp(args: argparse.Namespace, servers: Brokers | None = None) -> dict[s
     user = f"sink@{DOMAIN}"
     url = servers.redis_url
     checks_env, dns_server = inbound_checks(args.checks)
-    stack = Stack(namespace, RESULTS / namespace, {**servers.env(), **checks_env, **args.env}, servers=servers.private)
+    env = {**servers.env(), **checks_env, **args.env}
+    replicas = {"delivery": args.delivery_replicas}
+    stack = Stack(namespace, RESULTS / namespace, env, servers=servers.private, replicas=replicas)
     try:
         asyncio.run(prepare_users(namespace, [user], url))
         stack.start()
@@ -208,12 +210,19 @@ def run_smtp(args: argparse.Namespace, servers: Brokers | None = None) -> dict[s
             metric_total(stack, "smtp_ingress", "postroom_smtp_messages_accepted_total", offset)
             for offset in range(workers)
         )
+        # What each delivery process did (with --delivery-replicas N they share the queue).
+        delivered_by = {
+            name: int(metric_total(stack, name, "postroom_delivery_messages_total"))
+            for name in stack.procs
+            if name.startswith("delivery")
+        }
         time.sleep(1)
         uids = asyncio.run(mailbox_uids(namespace, user, url))
         check: dict[str, Any] = {
             "accepted_250": int(accepted),
             "in_mailbox": len(uids),
             "distinct_queue_ids": len(set(uids)),
+            "delivered_by": delivered_by,
         }
         expected = args.messages + (1 if args.checks == "on" else 0)
         if not (accepted == expected == len(uids) == len(set(uids))):
@@ -231,6 +240,7 @@ def run_smtp(args: argparse.Namespace, servers: Brokers | None = None) -> dict[s
             "sessions": args.sessions,
             "size": args.size,
             "env": args.env,
+            "delivery_replicas": args.delivery_replicas,
             "checks": args.checks,
             "loadavg_before": load_before,
             "loadavg_after": load_average(),
@@ -544,6 +554,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("none", "on", "off"),
         default="none",
         help="on/off: port 25 inbound checks with a local DNS server, loopback untrusted (none: loopback trusted)",
+    )
+    smtp.add_argument(
+        "--delivery-replicas", type=int, default=1, help="delivery processes (ingress workers: POSTROOM_SMTP_WORKERS)"
     )
     pop3 = sub.add_parser("pop3", help="pipelined POP3 download")
     pop3.add_argument("--sessions", type=int, default=20)

@@ -128,6 +128,8 @@ class Stack:
     # Root pids of private servers of this run ("redis", "rabbitmq"; bench/brokers.py): their CPU is read from them
     # rather than from the shared servers found by name.
     servers: dict[str, int] = field(default_factory=dict)
+    # Processes per service (default 1): the second delivery is "delivery-2", with its own metrics port.
+    replicas: dict[str, int] = field(default_factory=dict)
 
     def port(self, variable: str) -> int:
         return int(self.env[variable].rsplit(":", 1)[1])
@@ -148,16 +150,20 @@ class Stack:
             "POSTROOM_ADMIN_TOKEN": "bench",
             **self.extra_env,
         }
-        for name in only:
-            port = free_port()
-            self.metrics_ports[name] = port
-            env = {**self.env, "POSTROOM_METRICS_LISTEN": f"127.0.0.1:{port}"}
-            log = (self.log_dir / f"{name}.log").open("ab")
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", f"services.{name}"], env=env, cwd=ROOT, stdout=log, stderr=log
-            )
+        started = []
+        for service in only:
+            for replica in range(1, self.replicas.get(service, 1) + 1):
+                name = service if replica == 1 else f"{service}-{replica}"
+                port = free_port()
+                self.metrics_ports[name] = port
+                env = {**self.env, "POSTROOM_METRICS_LISTEN": f"127.0.0.1:{port}"}
+                log = (self.log_dir / f"{name}.log").open("ab")
+                self.procs[name] = subprocess.Popen(
+                    [sys.executable, "-m", f"services.{service}"], env=env, cwd=ROOT, stdout=log, stderr=log
+                )
+                started.append(name)
         deadline = time.monotonic() + 60
-        for name in only:
+        for name in started:
             while not self._ready(name):
                 if self.procs[name].poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{name} did not become ready; see {self.log_dir / (name + '.log')}")
