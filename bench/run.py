@@ -189,6 +189,7 @@ def run_smtp(args: argparse.Namespace, servers: Brokers | None = None) -> dict[s
             with smtplib.SMTP("127.0.0.1", stack.port("POSTROOM_SMTP_LISTEN"), LOAD_HELO, timeout=30) as client:
                 client.sendmail("load@remote.test", [user], b"From: load@remote.test\r\n\r\nwarm-up\r\n")
         load_before = load_average()
+        calls_before = redis_calls(url) if "redis" in servers.private else None
         cpu_before = stack.cpu()
         started = time.monotonic()
         command = smtp_source_command(args.sessions, args.size, args.messages, user, stack.port("POSTROOM_SMTP_LISTEN"))
@@ -201,6 +202,7 @@ def run_smtp(args: argparse.Namespace, servers: Brokers | None = None) -> dict[s
             time.sleep(0.05)
         stored_at = time.monotonic()
         cpu_after = stack.cpu()
+        calls_after = redis_calls(url) if "redis" in servers.private else None
         stack.stop_profiling()
         # Nothing lost, nothing duplicated: every message smtp-source sent was answered 250 (counted by the
         # ingress), and the mailbox holds exactly that many distinct queue ids, also a moment later.
@@ -251,6 +253,7 @@ def run_smtp(args: argparse.Namespace, servers: Brokers | None = None) -> dict[s
             "latency_p99_ms": round(percentile(lat, 0.99) * 1000, 1) if lat else None,
             **cpu_report(cpu_before, cpu_after, tuple(cpu_after), args.messages),
             "cpu_sources": servers.sources(),
+            **calls_report(calls_before, calls_after, args.messages),
             "peak_rss": {name: mib(v) for name, v in stack.peak_rss().items()},
         }
     finally:
@@ -258,6 +261,22 @@ def run_smtp(args: argparse.Namespace, servers: Brokers | None = None) -> dict[s
         cleanup(namespace, servers)
         if dns_server is not None:
             dns_server.stop()
+
+
+def redis_calls(url: str) -> dict[str, int]:
+    """Commands a Redis has run so far by name (INFO commandstats: a script's own calls counted as well)."""
+    stats = redis.Redis.from_url(url).info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(entry["calls"]) for name, entry in stats.items()}
+
+
+def calls_report(before: dict[str, int] | None, after: dict[str, int] | None, messages: int) -> dict[str, Any]:
+    """Redis commands per message on a private Redis (every service's, the bench's polling for the mailbox too):
+    the total, and by command those of at least 0.05 per message; nothing for a shared one."""
+    if before is None or after is None:
+        return {}
+    per = {name: (n - before.get(name, 0)) / messages for name, n in after.items()}
+    by_command = {name: round(v, 2) for name, v in sorted(per.items(), key=lambda kv: -kv[1]) if v >= 0.05}
+    return {"redis_calls_per_msg": round(sum(per.values()), 2), "redis_calls_by_command": by_command}
 
 
 def pop3_body(size: int) -> bytes:
