@@ -18,7 +18,7 @@ from services.store.ratelimit import Rate, RateLimiter, Verdict, parse_rate
 from services.store.throttle import LoginThrottle
 from services.store.tls_policy import TlsPolicies
 from services.store.trace import DEFAULT_RETENTION, Trace
-from shared.connections import connect_redis
+from shared.connections import connect_redis, untimed
 from shared.errors import ConfigError
 from shared.settings import parse_duration
 
@@ -67,7 +67,8 @@ class Store:
         self.namespace = namespace
         self.keys = Keys(namespace)
         # Coalesced lookups, stores and trace writes share round trips among concurrent callers (the delivery).
-        coalescer = Coalescer(redis) if coalesce else None
+        self._untimed, timeout = untimed(redis) if coalesce else (redis, None)
+        coalescer = Coalescer(self._untimed, timeout) if coalesce else None
         self.accounts = Accounts(redis, self.keys, coalescer)
         self.dkim = DkimKeys(redis, self.keys)
         self.acme = AcmeData(redis, self.keys)
@@ -107,3 +108,5 @@ class Store:
         """Write the trace events still pending (`Trace.post`), then close the client."""
         await self.trace.close()
         await self.redis.aclose()
+        if self._untimed is not self.redis:
+            await self._untimed.aclose(close_connection_pool=True)

@@ -7,6 +7,8 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 # Queues an operation's commands on a pipeline and returns how many it queued.
 Commands = Callable[[Any], int]
 
@@ -29,10 +31,14 @@ class Coalescer:
 
     Only for commands whose result needs no atomicity across operations: each operation's commands are sent in
     order, but other operations' commands may run between them.
+
+    `timeout` bounds each whole round trip, for a client without a socket timeout of its own (shared.connections.
+    untimed): one timer per round trip instead of redis-py's timer per reply and task per send.
     """
 
-    def __init__(self, redis: Any) -> None:
+    def __init__(self, redis: Any, timeout: float | None = None) -> None:
         self.redis = redis
+        self.timeout = timeout
         self._pending: list[tuple[Commands, asyncio.Future[list[Any]]]] = []
         self._sender: asyncio.Task[None] | None = None
 
@@ -67,7 +73,15 @@ class Coalescer:
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 counts = [commands(pipe) for commands, _ in batch]
-                replies = await pipe.execute(raise_on_error=False)
+                if self.timeout is None:
+                    replies = await pipe.execute(raise_on_error=False)
+                else:
+                    # Cut short, redis-py drops the connection it was reading from, so no late reply is misread.
+                    try:
+                        async with asyncio.timeout(self.timeout):
+                            replies = await pipe.execute(raise_on_error=False)
+                    except TimeoutError:
+                        raise RedisTimeoutError(f"no reply within {self.timeout:g}s") from None
         except Exception as exc:
             for _, future in batch:
                 if not future.done():

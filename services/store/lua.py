@@ -82,6 +82,17 @@ return 1
 """
 )
 
+# KEYS: one message's trace list. ARGV: the most events it keeps, its TTL in seconds, then the events to append.
+# One command instead of RPUSH, LTRIM and EXPIRE (services/store/trace.py); the oldest events are kept, and the LTRIM
+# runs only once the list outgrew its bound (a looping message).
+APPEND_TRACE = """
+local length = redis.call('RPUSH', KEYS[1], unpack(ARGV, 3))
+local most = tonumber(ARGV[1])
+if length > most then redis.call('LTRIM', KEYS[1], 0, most - 1) end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+return length
+"""
+
 # KEYS: index, sizes, wire. Returns a flat list uid1, size1, wire1, uid2, ... in arrival order (wire: 1 when the
 # body is stored in wire form, 0 otherwise or when stored before the flag existed): a consistent snapshot.
 # Three commands whatever the mailbox holds (one HGETALL, not an HGET per message: bench.scaling mailbox).

@@ -8,7 +8,10 @@ import time
 from typing import Any
 
 from prometheus_client import Counter
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 
+from services.store import lua
 from services.store.coalesce import Coalescer, round_trip
 from services.store.keys import Keys
 from shared.logging import get_logger
@@ -24,6 +27,8 @@ DEFAULT_RETENTION = 7 * 86400
 MAX_PENDING = 10_000
 # How long an orderly shutdown waits for the last write.
 CLOSE_TIMEOUT = 5.0
+# Events of one key per script call, well under what Lua's unpack takes in one go.
+_CALL_EVENTS = 1000
 
 DROPPED = Counter(
     "postroom_trace_events_dropped_total",
@@ -60,6 +65,7 @@ class Trace:
         self._pending_events = 0
         self._writer: asyncio.Task[None] | None = None
         self._closed = False
+        self._append = redis.register_script(lua.APPEND_TRACE)
 
     def key(self, queue_id: str) -> str:
         return self.keys.trace(queue_id)
@@ -122,22 +128,38 @@ class Trace:
 
     async def _write(self, batch: list[tuple[str, list[str]]]) -> None:
         """One non-transactional pipeline for the whole batch: redis-py's cluster client splits it per node, so the
-        trace keys (one slot each) and the events counter (another) stay Redis Cluster safe."""
+        trace keys (one slot each) and the events counter (another) stay Redis Cluster safe. Each key takes one
+        script call (lua.APPEND_TRACE); on a cluster, whose pipelines take no scripts, RPUSH, LTRIM and EXPIRE."""
         by_key: dict[str, list[str]] = {}
         for queue_id, entries in batch:
             by_key.setdefault(self.key(queue_id), []).extend(entries)
+        cluster = isinstance(self.redis, RedisCluster)
+        calls = [
+            (key, entries[i : i + _CALL_EVENTS])
+            for key, entries in by_key.items()
+            for i in range(0, len(entries), _CALL_EVENTS)
+        ]
 
         def commands(pipe: Any) -> int:
-            for key, entries in by_key.items():
-                pipe.rpush(key, *entries)
-                pipe.ltrim(key, 0, MAX_EVENTS - 1)
-                pipe.expire(key, self.retention)
+            for key, entries in calls:
+                if cluster:
+                    pipe.rpush(key, *entries)
+                    pipe.ltrim(key, 0, MAX_EVENTS - 1)
+                    pipe.expire(key, self.retention)
+                else:
+                    # EVALSHA, not the Script object: redis-py would ask SCRIPT EXISTS first, one more round trip.
+                    pipe.evalsha(self._append.sha, 1, key, MAX_EVENTS, self.retention, *entries)
             pipe.incrby(self.keys.trace_events, sum(len(entries) for entries in by_key.values()))
-            return 3 * len(by_key) + 1
+            return (3 if cluster else 1) * len(calls) + 1
 
         # With a coalescer: along with the lookups and stores of the moment, one round trip for all of them.
-        for reply in await round_trip(self.redis, self.coalescer, commands):
-            if isinstance(reply, Exception):
+        replies = await round_trip(self.redis, self.coalescer, commands)
+        for i, reply in enumerate(replies):
+            if isinstance(reply, NoScriptError) and not cluster:
+                # A script cache emptied by a Redis restart: nothing ran; the ordinary call loads the script.
+                key, entries = calls[i]
+                await self._append(keys=[key], args=[MAX_EVENTS, self.retention, *entries])
+            elif isinstance(reply, Exception):
                 raise reply
 
     async def events(self, queue_id: str) -> list[dict[str, Any]]:

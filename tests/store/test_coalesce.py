@@ -8,9 +8,11 @@ from typing import Any
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.store import Store, StoreOutcome
 from services.store.coalesce import Coalescer
+from services.store.outage import outage
 from shared.queue_id import new_queue_id
 
 
@@ -135,3 +137,20 @@ async def test_coalesced_trace_writes_share_the_round_trips_of_stores(coalesced:
     for queue_id in queue_ids:
         assert [e["event"] for e in await coalesced.trace.events(queue_id)] == ["attempt", "stored"]
     assert coalesced.trace.dropped == 0
+
+
+async def test_a_silent_server_times_the_round_trip_out(namespace: str) -> None:
+    """The delivery's store (a socket timeout, coalesced): its round trips read without redis-py's timeout per reply,
+    under one deadline for the whole round trip; a server that never answers fails them as a store timeout."""
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    silent = Store.connect(f"redis://127.0.0.1:{port}/0", namespace, coalesce=True, socket_timeout=0.3)
+    try:
+        results = await asyncio.gather(
+            *(silent.accounts.lookup(f"u{n}@example.test") for n in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(r, RedisTimeoutError) and outage(r) == "timeout" for r in results)
+    finally:
+        await silent.close()
+        server.close()
+        await server.wait_closed()

@@ -13,6 +13,7 @@ from services.store import Store
 from services.store.cli import cli
 from services.store.trace import MAX_EVENTS, Trace
 from shared.queue_id import new_queue_id
+from tests.redis_private import PrivateRedis, private_redis  # noqa: F401  (fixture)
 from tests.store.conftest import AdminAPI
 
 
@@ -100,3 +101,27 @@ def test_retention_setting_applies_to_every_service(monkeypatch) -> None:  # typ
     monkeypatch.setenv("POSTROOM_TRACE_RETENTION", "soon")
     with pytest.raises(ConfigError, match="POSTROOM_TRACE_RETENTION"):
         retention_from_environment()
+
+
+async def test_one_large_write_keeps_the_oldest_events(store: Store) -> None:
+    """More events of one message in one write than one script call takes: still bounded, the oldest kept."""
+    queue_id = new_queue_id()
+    await store.trace.record_many(queue_id, "delivery", [("attempt", {"n": n}) for n in range(2500)])
+    events = await store.trace.events(queue_id)
+    assert [e["n"] for e in events] == list(range(MAX_EVENTS))
+    assert await store.redis.ttl(store.trace.key(queue_id)) > 0
+
+
+async def test_a_redis_without_the_trace_script_gets_it(private_redis: PrivateRedis) -> None:  # noqa: F811
+    """The coalesced EVALSHA of a Redis that lost its scripts (restart, SCRIPT FLUSH) answers NOSCRIPT: the events are
+    written all the same, once."""
+    store = Store.connect(private_redis.url, "t", coalesce=True)
+    try:
+        queue_id = new_queue_id()
+        await store.trace.record(queue_id, "accepted", "smtp")
+        private_redis.command("SCRIPT", "FLUSH")
+        await store.trace.record(queue_id, "queued", "smtp")
+        await store.trace.record(queue_id, "attempt", "delivery")
+        assert [e["event"] for e in await store.trace.events(queue_id)] == ["accepted", "queued", "attempt"]
+    finally:
+        await store.close()
