@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from services.delivery import metrics, outcome
-from services.delivery.outcome import RecipientOutcome
+from services.delivery.outcome import RecipientOutcome, Status
 from services.delivery.replytext import readable
 from services.delivery.routing import Target
 from services.store import Mailboxes, StoreOutcome
@@ -44,7 +44,7 @@ async def deliver_local(
                 raise result
             outcomes += unavailable([target], queue_id, result, reason, "mail store")
         else:
-            outcomes.append(replace(_outcome(target, result), original=target.original))
+            outcomes.append(_outcome(target, result))
     return outcomes
 
 
@@ -61,9 +61,10 @@ def unavailable(
 
 
 def _outcome(target: Target, result: StoreOutcome) -> RecipientOutcome:
+    address, original = target.address, target.original
     if result in (StoreOutcome.STORED, StoreOutcome.DUPLICATE):
-        return outcome.delivered(target.address, result.value)
+        return RecipientOutcome(address, Status.DELIVERED, "2.0.0", result.value, original=original)
     if result is StoreOutcome.OVER_QUOTA:
         # RFC 3463 X.2.2: mailbox full is transient here; the queue retries until its lifetime, then bounces.
-        return outcome.temporary(target.address, "4.2.2", "mailbox full")
-    return outcome.permanent(target.address, "5.1.1", "no such mailbox")
+        return RecipientOutcome(address, Status.TEMPORARY, "4.2.2", "mailbox full", original=original)
+    return RecipientOutcome(address, Status.PERMANENT, "5.1.1", "no such mailbox", original=original)

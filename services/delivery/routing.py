@@ -61,7 +61,9 @@ class Router:
         plan = Plan()
         seen: set[str] = set()
         # Every recipient expanded at once: with the delivery's coalescing store their lookups share round trips.
-        expanded = iter(await asyncio.gather(*(self._expand_root(r) for r in recipients if _plausible(r))))
+        # A lone recipient (most mail) is awaited as it is: gather would wrap it in a task of its own.
+        roots = [self._expand_root(r) for r in recipients if _plausible(r)]
+        expanded = iter([await roots[0]] if len(roots) == 1 else await asyncio.gather(*roots))
         for original in recipients:
             if not _plausible(original):
                 plan.failed.append(outcome.permanent(original, "5.1.3", "bad destination mailbox address syntax"))

@@ -17,7 +17,7 @@ from services.store import lua
 from services.store.coalesce import Coalescer, round_trip
 from services.store.keys import Keys
 from services.store.part import Part, as_text
-from shared.dotstuff import wire_form
+from shared.dotstuff import crlf_only, wire_form
 
 # A queue message redelivered within this time is recognised and stored once; longer than any queue lifetime.
 DEFAULT_DEDUP_TTL = 8 * 86400
@@ -58,9 +58,8 @@ def to_crlf(data: bytes) -> bytes:
     """Every line end as CRLF: what we store is exactly what POP3 counts and sends."""
     if b"\r" not in data:
         return data.replace(b"\n", b"\r\n")
-    crlf = data.count(b"\r\n")
-    if crlf == data.count(b"\n") == data.count(b"\r"):
-        return data  # already clean (what the ingress queues): counting copies nothing, a 25 MiB body stays one copy
+    if crlf_only(data):
+        return data  # already clean (what the ingress queues): checked in windows, a 25 MiB body stays one copy
     return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
 

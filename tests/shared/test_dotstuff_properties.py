@@ -102,3 +102,15 @@ def test_a_body_in_wire_form_goes_out_as_stored(header: bytes, data: bytes, poin
     wire = dotstuff.WireBody()
     chunks = split_at(whole, points)
     assert b"".join(wire.feed(chunk) for chunk in chunks) + wire.finish() == send(chunks)
+
+
+@given(body)
+def test_the_store_keeps_crlf_bodies_as_they_are_and_mends_the_others(data: bytes) -> None:
+    """`to_crlf` hands back a body already CRLF only unchanged (no copy) and turns every other line end into CRLF."""
+    from services.store.mailbox import to_crlf
+
+    mended = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    stored = to_crlf(data)
+    assert stored == mended
+    if mended == data:
+        assert stored is data
