@@ -25,9 +25,9 @@ async def round_trip(redis: Any, coalescer: Coalescer | None, commands: Commands
 
 class Coalescer:
     """One task sends every queued operation in one non-transactional pipeline, and again as soon as that pipeline
-    has answered: a lone caller waits one round trip, as with its own pipeline, and under load many callers share
-    one (no timer, no added wait). Each operation gets its own replies, errors in their place; a failure of the
-    whole pipeline (connection lost, timeout) is raised to every operation in it.
+    has answered and the callers it answered have taken their next step: a lone caller waits one round trip, as with
+    its own pipeline, and under load many callers share one (no timer). Each operation gets its own replies, errors
+    in their place; a failure of the whole pipeline (connection lost, timeout) is raised to every operation in it.
 
     Only for commands whose result needs no atomicity across operations: each operation's commands are sent in
     order, but other operations' commands may run between them.
@@ -58,6 +58,9 @@ class Coalescer:
                 batch, self._pending = [op for op in self._pending if not op[1].done()], []
                 if batch:
                     await self._send(batch)
+                    # The callers it answered take their next step before the next round trip goes: what one of them
+                    # asks at once (the delivery's store after its lookup) joins it instead of the one after.
+                    await asyncio.sleep(0)
         except BaseException as exc:
             # Cancelled (shutdown) or a bug: no caller may wait for ever.
             error = exc if isinstance(exc, Exception) else ConnectionError("round trip cancelled")

@@ -14,6 +14,7 @@ from services.store import Store, StoreOutcome
 from services.store.coalesce import Coalescer
 from services.store.outage import outage
 from shared.queue_id import new_queue_id
+from tests.helpers import wait_until
 
 
 class HeldCoalescer(Coalescer):
@@ -154,3 +155,25 @@ async def test_a_silent_server_times_the_round_trip_out(namespace: str) -> None:
         await silent.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_an_operation_asked_on_an_answer_joins_the_next_round_trip(store: Store) -> None:
+    """A caller that asks again as soon as it is answered (the delivery's store after its lookup) shares the next
+    round trip with the callers that were waiting, rather than taking one more of its own."""
+    coalescer = HeldCoalescer(store.redis)
+
+    async def lookup_then_store() -> list[Any]:
+        await coalescer.run(getter("a"))
+        return await coalescer.run(getter("b"))
+
+    first = asyncio.create_task(lookup_then_store())
+    await asyncio.wait_for(coalescer.sending.wait(), 5)
+    other = asyncio.create_task(coalescer.run(getter("c")))
+
+    async def queued() -> bool:
+        return len(coalescer._pending) == 1
+
+    await wait_until(queued)
+    coalescer.release.set()
+    assert await first == [None, 0] and await other == [None, 0]
+    assert coalescer.sent == 2  # the first lookup alone, then the other caller's read with the second one
