@@ -54,7 +54,7 @@ from bench.reference import (
 )
 from bench.run import DOMAIN as BENCH_DOMAIN
 from bench.run import smtp_source_command
-from bench.stack import Stack, free_port, peak_rss_bytes, rss_bytes, tree_pss_bytes
+from bench.stack import Stack, free_port, peak_rss_bytes, rss_bytes, tree_cpu_seconds, tree_pss_bytes
 from services.store import Store, passwords
 from shared.envelope import Envelope
 from shared.queue_id import new_queue_id
@@ -398,6 +398,13 @@ def backlog(count: int, users: int) -> dict[str, Any]:
 
             probe: list[float] = []
             commands_before = calls(redis)
+            assert node.proc is not None and redis.proc is not None
+            servers = {
+                "rabbitmq": node.proc.pid,
+                "redis": redis.proc.pid,
+                "smtp_ingress": stack.procs["smtp_ingress"].pid,
+            }
+            cpu_before = {name: tree_cpu_seconds(pid) for name, pid in servers.items()}
             delivery = Stack(namespace, RESULTS / namespace, env)
             drain_started = time.monotonic()
             delivery.start(only=("delivery",))
@@ -412,6 +419,10 @@ def backlog(count: int, users: int) -> dict[str, Any]:
                 probe.append(_submit_seconds(port, addresses[0]))
                 time.sleep(2)  # a look every 2 s: reading 100 mailboxes costs Redis and this process work too
             drain_s = time.monotonic() - drain_started
+            # The drain's CPU: the delivery's (from its start), the broker's, Redis's (which also answers the looks
+            # at the mailboxes above) and the ingress's for the submits.
+            drain_cpu = {name: tree_cpu_seconds(pid) - cpu_before[name] for name, pid in servers.items()}
+            drain_cpu["delivery"] = tree_cpu_seconds(delivery.procs["delivery"].pid)
             delivery.stop()
             stack.stop()
             result = {
@@ -419,6 +430,10 @@ def backlog(count: int, users: int) -> dict[str, Any]:
                 **broker,
                 "drain_seconds": round(drain_s, 1),
                 "drain_messages_per_s": round(count / drain_s),
+                "drain_cpu_ms_per_msg": round(sum(drain_cpu.values()) * 1000 / (count + len(probe)), 3),
+                "drain_cpu_ms_per_msg_by_server": {
+                    name: round(seconds * 1000 / (count + len(probe)), 3) for name, seconds in drain_cpu.items()
+                },
                 "ingress_submit_p50_ms_during_drain": round(statistics.median(probe) * 1000, 1),
                 "ingress_submit_max_ms_during_drain": round(max(probe) * 1000, 1),
                 "redis_used_mib_after": round(used_memory(redis) / 2**20),
