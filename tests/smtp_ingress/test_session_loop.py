@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import socket
 import struct
 import weakref
@@ -34,6 +35,25 @@ def test_quit_with_an_argument_keeps_the_session(ingress: RunningIngress) -> Non
         assert raw.command("NOOP") == str(replies.OK)
         assert raw.command("QUIT") == str(replies.BYE)
         assert raw.rest() == b""
+
+
+def test_command_lines_are_logged_only_when_aiosmtpd_logs_them(
+    ingress: RunningIngress, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiosmtpd's loop logs each command line through `sanitized_log`, which the session makes skip its AUTH mask
+    while the logger is off: off, no line; on, the line, credentials masked as aiosmtpd masks them."""
+    with caplog.at_level(logging.WARNING, logger="mail.log"), RawSMTP(ingress.port("smtp")) as raw:
+        raw.reply()
+        assert raw.command("NOOP quiet") == str(replies.OK)
+    assert not [record for record in caplog.records if "quiet" in record.getMessage()]
+    with caplog.at_level(logging.INFO, logger="mail.log"), RawSMTP(ingress.port("smtp")) as raw:
+        raw.reply()
+        assert raw.command("NOOP loud") == str(replies.OK)
+        raw.command("AUTH PLAIN AHVzZXIAc2VjcmV0")
+    lines = [record.getMessage() for record in caplog.records if record.name == "mail.log"]
+    assert any(">> b'NOOP loud'" in line for line in lines), lines
+    assert any("AUTH PLAIN ********" in line for line in lines), lines
+    assert not any("AHVzZXIAc2VjcmV0" in line for line in lines), lines
 
 
 @pytest.fixture
