@@ -18,7 +18,9 @@ on every look, up to 10,000 bodies whatever the limit.
 
 Requeueing cycles the dead queue: each message is taken with basic.get, copied to `incoming` (the chosen ones) or
 to the tail of the same queue (the others) on a channel with publisher confirms, and only then acked. Nothing is
-lost if we die half-way (at worst a message is there twice). Purging is queue.purge.
+lost if we die half-way (at worst a message is there twice). The channel closes only once the queue has applied
+every ack (see `settled`): a quorum queue hands back on close what a channel had not yet passed on. Purging is
+queue.purge.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ from shared.topology import Topology
 
 # A dead queue larger than this is cycled only this far in one call (bounded time per request).
 MAX_CYCLE = 10_000
-# How long a listing waits for the dead letters it handed back to be ready again (see QueueOps._returned).
+# How long a listing waits for the dead letters it handed back to be ready again (see QueueOps._returned), and a
+# cycle for the queue to apply its acks before it closes its channel (see settled).
 RETURN_WAIT = 5.0
 # Messages taken before their copies are published together and the confirms awaited as one.
 _BATCH = 200
@@ -140,14 +143,13 @@ async def take(queue: Any, limit: int) -> list[AbstractIncomingMessage]:
 async def cycle(channel: AbstractChannel, name: str, budget: int, route: Route, stay: str) -> int:
     """Take each ready message of queue `name` once (at most `budget`), in batches; publish the copies `route`
     makes of a batch on `channel` (a confirming one), and ack the batch only once every copy is confirmed: a crash
-    in between duplicates, never loses (docs/design.md invariant 3). How many were taken; 0 if there is no queue.
-
-    With quorum queues a few messages can stand twice even without a crash: acks sent just before the channel
-    closes are not always applied before the close hands the unacked messages back (tests/store/test_queue.py)."""
+    in between duplicates, never loses (docs/design.md invariant 3). Returns once the queue has applied the acks,
+    so closing the channel hands back none of the messages acked. How many were taken; 0 if there is no queue."""
     try:
         queue = await channel.declare_queue(name, passive=True)
     except aiormq.exceptions.ChannelNotFoundEntity:
         return 0
+    others = queue.declaration_result.consumer_count or 0
     remaining = min(queue.declaration_result.message_count or 0, budget)
     taken = 0
     while remaining > 0:
@@ -162,10 +164,43 @@ async def cycle(channel: AbstractChannel, name: str, budget: int, route: Route, 
             await asyncio.gather(*(channel.default_exchange.publish(c, key, mandatory=True) for c, key in copies))
         except aiormq.exceptions.DeliveryError as exc:
             # Returned or nacked (e.g. `incoming` missing): the originals stay unacked and go back to their queue
-            # when the channel closes. Copies already confirmed are duplicates, not losses.
+            # when the channel closes. Copies already confirmed are duplicates, not losses; the batches acked
+            # before must not come back too.
+            await settled(channel, name, others + len(batch))
             raise QueueError(f"RabbitMQ refused to take the messages ({exc!r}); they stay {stay}") from None
         await batch[-1].ack(multiple=True)
+    await settled(channel, name, others)
     return taken
+
+
+async def settled(channel: AbstractChannel, name: str, held: int) -> None:
+    """Wait, briefly, until quorum queue `name` counts at most `held` messages taken with basic.get and not settled.
+
+    RabbitMQ settles each message taken with basic.get on its own (one raft command per delivery tag, whatever
+    `multiple` says), and a channel has at most 32 commands (`quorum_commands_soft_limit`) under way to a quorum
+    queue: it keeps the settles past that until the queue has applied earlier commands. Closing the channel drops
+    what it kept, and the queue hands those messages back: acked, copied, and in the queue again. A synchronous
+    method after the acks does not help: the channel answers it without waiting for the queue. What tells is the
+    queue itself, which counts each unsettled get as a consumer until it applies its settle. Bounded: another
+    client's gets on the same queue can keep the count up, and then the channel closes as before."""
+    await _until(channel, name, lambda ok: (ok.consumer_count or 0) <= held)
+
+
+async def _until(channel: AbstractChannel, name: str, done: Callable[[Any], bool]) -> None:
+    """Poll queue `name`'s passive declaration until `done` holds for it, at most RETURN_WAIT seconds; a queue or
+    channel gone has nothing left to wait for."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + RETURN_WAIT
+    pause = 0.001  # the queue usually gets there within milliseconds: look again soon, then less often
+    while not channel.is_closed:
+        try:
+            queue = await channel.declare_queue(name, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return
+        if done(queue.declaration_result) or loop.time() >= deadline:
+            return
+        await asyncio.sleep(pause)
+        pause = min(2 * pause, 0.02)
 
 
 class QueueOps:
@@ -264,12 +299,7 @@ class QueueOps:
         """Wait, briefly, until the dead queue is as deep as before we took from it: a quorum queue applies returns
         after answering, and a status or listing right after ours should find the messages there. Bounded: other
         clients may take from the queue meanwhile, so the depth may never come back."""
-        deadline = asyncio.get_running_loop().time() + RETURN_WAIT
-        while asyncio.get_running_loop().time() < deadline:
-            queue = await channel.declare_queue(self.topology.dead, passive=True)
-            if (queue.declaration_result.message_count or 0) >= ready:
-                return
-            await asyncio.sleep(0.02)
+        await _until(channel, self.topology.dead, lambda ok: (ok.message_count or 0) >= ready)
 
     async def requeue(self, queue_ids: Iterable[str] | None) -> int:
         """Move dead letters (all of them when `queue_ids` is None) back to `incoming`; how many moved."""
