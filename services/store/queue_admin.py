@@ -74,12 +74,27 @@ class QueueAdmin:
         if not chosen:
             return report
         wanted = {e.queue_id: e for e in chosen}
-        moved = set(await flush(self.ops, wanted.__contains__, self._due))
+
+        unwritten: list[Exception] = []
+
+        async def moving(queue_ids: list[str]) -> None:
+            # Traced as each batch's copies reach `incoming`, ahead of the delivery's events for them. A failed
+            # write is raised once the flush is done: raised here it would leave the batch's originals unacked.
+            for queue_id in queue_ids:
+                if unwritten:
+                    return
+                try:
+                    await self._trace(queue_id, "flushed")
+                except Exception as exc:
+                    unwritten.append(exc)
+
+        moved = set(await flush(self.ops, wanted.__contains__, self._due, moving))
+        if unwritten:
+            raise unwritten[0]
         now = time.time()
         for queue_id, entry in wanted.items():
             if queue_id in moved:
                 report.flushed.append(queue_id)
-                await self._trace(queue_id, "flushed")
             elif entry.overdue(now) and await self._still_overdue(queue_id, now):
                 # Long past its next attempt and in no delay queue: its copy is gone (a purged or lost queue).
                 await self.store.queue.forget(queue_id)

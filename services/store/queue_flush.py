@@ -26,26 +26,31 @@ from services.store.queue_ops import MAX_CYCLE, QueueOps, copy, cycle
 
 # What was left of a message's wait, by queue id (None: not known, the message waits its queue's whole delay).
 DueTimes = Callable[[list[str]], Awaitable[dict[str, float]]]
+# Told of the queue ids of each batch moved, once their copies are in `incoming`.
+Moved = Callable[[list[str]], Awaitable[None]]
 
 
-async def flush(ops: QueueOps, chosen: Callable[[str], bool], due: DueTimes) -> list[str]:
-    """Move the messages of every delay queue whose queue id is `chosen` to `incoming`; their queue ids."""
+async def flush(ops: QueueOps, chosen: Callable[[str], bool], due: DueTimes, moving: Moved | None = None) -> list[str]:
+    """Move the messages of every delay queue whose queue id is `chosen` to `incoming`; their queue ids. `moving`
+    hears of the queue ids of each batch as soon as the broker confirmed their copies, before their originals are
+    acked: a trace written there comes ahead of the delivery's events for the copies, as a rule."""
     moved: list[str] = []
     budget = MAX_CYCLE
     for seconds in ops.delays:
         if budget <= 0:
             break
-        taken = await _cycle(ops, ops.topology.delay_queue(seconds), chosen, due, budget)
+        taken = await _cycle(ops, ops.topology.delay_queue(seconds), chosen, due, budget, moving)
         budget -= taken[1]
         moved += taken[0]
     return moved
 
 
 async def _cycle(
-    ops: QueueOps, name: str, chosen: Callable[[str], bool], due: DueTimes, budget: int
+    ops: QueueOps, name: str, chosen: Callable[[str], bool], due: DueTimes, budget: int, moving: Moved | None
 ) -> tuple[list[str], int]:
     """One pass over delay queue `name`: (queue ids moved to incoming, messages taken)."""
     moved: list[str] = []
+    told = 0  # how many of `moved` `moving` has heard of
 
     async def route(batch: list[AbstractIncomingMessage]) -> list[tuple[aio_pika.Message, str]]:
         ids = [str(m.message_id or "") for m in batch]
@@ -60,8 +65,14 @@ async def _cycle(
             for m, i, pick in zip(batch, ids, picks, strict=True)
         ]
 
+    async def confirmed(batch: list[AbstractIncomingMessage]) -> None:
+        nonlocal told
+        if moving is not None and len(moved) > told:
+            await moving(moved[told:])
+        told = len(moved)
+
     async with ops.channel(confirms=True) as channel:
-        taken = await cycle(channel, name, budget, route, "queued")
+        taken = await cycle(channel, name, budget, route, "queued", confirmed)
     return moved, taken
 
 

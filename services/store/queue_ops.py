@@ -112,6 +112,8 @@ def _dead_letter(message: AbstractIncomingMessage) -> DeadLetter:
 _KEPT = ("content_type", "content_encoding", "message_id", "timestamp", "type", "app_id")
 # What a cycle publishes for a batch it took: a copy and its routing key per message, in the batch's order.
 Route = Callable[[list[AbstractIncomingMessage]], Awaitable[list[tuple[aio_pika.Message, str]]]]
+# Told of a batch once the broker confirmed its copies, before the originals are acked.
+Confirmed = Callable[[list[AbstractIncomingMessage]], Awaitable[None]]
 
 
 def copy(message: AbstractIncomingMessage, *, clean: bool = False, expiration: float | None = None) -> aio_pika.Message:
@@ -140,11 +142,14 @@ async def take(queue: Any, limit: int) -> list[AbstractIncomingMessage]:
     return batch
 
 
-async def cycle(channel: AbstractChannel, name: str, budget: int, route: Route, stay: str) -> int:
+async def cycle(
+    channel: AbstractChannel, name: str, budget: int, route: Route, stay: str, confirmed: Confirmed | None = None
+) -> int:
     """Take each ready message of queue `name` once (at most `budget`), in batches; publish the copies `route`
     makes of a batch on `channel` (a confirming one), and ack the batch only once every copy is confirmed: a crash
-    in between duplicates, never loses (docs/design.md invariant 3). Returns once the queue has applied the acks,
-    so closing the channel hands back none of the messages acked. How many were taken; 0 if there is no queue."""
+    in between duplicates, never loses (docs/design.md invariant 3). `confirmed` hears of each batch as soon as its
+    copies are, before the acks and the wait for them. Returns once the queue has applied the acks, so closing the
+    channel hands back none of the messages acked. How many were taken; 0 if there is no queue."""
     try:
         queue = await channel.declare_queue(name, passive=True)
     except aiormq.exceptions.ChannelNotFoundEntity:
@@ -168,8 +173,11 @@ async def cycle(channel: AbstractChannel, name: str, budget: int, route: Route, 
             # before must not come back too.
             await settled(channel, name, others + len(batch))
             raise QueueError(f"RabbitMQ refused to take the messages ({exc!r}); they stay {stay}") from None
+        if confirmed is not None:
+            await confirmed(batch)
         await batch[-1].ack(multiple=True)
-    await settled(channel, name, others)
+    if taken:
+        await settled(channel, name, others)
     return taken
 
 
