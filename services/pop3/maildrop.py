@@ -21,6 +21,29 @@ class MessageGone(Exception):
     """The snapshot lists a message whose body is no longer stored (e.g. the account was removed)."""
 
 
+class WholeBody:
+    """A message read whole in its first chunk: iterates once like `_rest`, but the session can take `body` directly
+    (no async generator to create, step twice and close per RETR, which is most messages)."""
+
+    __slots__ = ("_taken", "body")
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self._taken = False
+
+    def __aiter__(self) -> WholeBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._taken:
+            raise StopAsyncIteration
+        self._taken = True
+        return self.body
+
+    async def aclose(self) -> None:
+        self._taken = True
+
+
 class Maildrop:
     """RFC 1939 §8 exclusive access plus the session's view: a snapshot that later deliveries do not change."""
 
@@ -120,6 +143,8 @@ class Maildrop:
             first = await mailboxes.read_range(self.address, info.uid, 0, chunk_size - 1)
         if not first:
             raise MessageGone(info.uid)
+        if len(first) < chunk_size and len(first) >= info.size:
+            return WholeBody(first)  # what `_rest` would yield, and it would raise nothing after it
         return self._rest(info, first, chunk_size)
 
     async def _rest(self, info: MessageInfo, first: bytes, chunk_size: int) -> AsyncIterator[bytes]:

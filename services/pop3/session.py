@@ -10,6 +10,7 @@ from services.pop3 import metrics, replies
 from services.pop3.command import Command, ParseError, Retr, Top, parse, verb_of
 from services.pop3.connection import Connection, ConnectionClosed, LineTooLong
 from services.pop3.dispatch import gate
+from services.pop3.maildrop import WholeBody
 from services.pop3.response import Action, BodyEncoder, Challenge, MultiLine, Reply, Response, Stream
 from services.pop3.state import ServerContext, SessionState
 from services.store.outage import outage
@@ -230,6 +231,14 @@ class Session:
         """RETR/TOP body: chunk by chunk, dot-stuffed, with back-pressure from the client's socket."""
         encoder = BodyEncoder(stream.top_lines, stream.wire)
         chunks = stream.chunks
+        if isinstance(chunks, WholeBody):
+            # Read whole before this +OK (most messages): no store read is left that could fail after it.
+            self.conn.write(stream.head.encode())
+            self.conn.write(encoder.feed(chunks.body))
+            await self._send(encoder.finish(), flush=False)
+            if stream.on_complete is not None:
+                stream.on_complete()
+            return
         try:
             # Queued, not sent: the first chunk (read before this +OK) follows it in the same send.
             self.conn.write(stream.head.encode())

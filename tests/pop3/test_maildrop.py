@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.pop3.maildrop import Maildrop, MessageGone
+from services.pop3.maildrop import Maildrop, MessageGone, WholeBody
 from services.store import MessageInfo, Store
 from tests.pop3.conftest import USER, deliver, message
 
@@ -37,6 +37,31 @@ async def test_chunked_read_and_vanishing_body(account: str, store: Store) -> No
     finally:
         await maildrop.close()
     assert not await store.redis.exists(store.keys.mailbox(USER).lock)
+
+
+async def test_a_message_within_one_chunk_is_read_whole(account: str, store: Store) -> None:
+    small, big = message("small", "s" * 500 + "\r\n"), message("big", "b" * 3000 + "\r\n")
+    await deliver(store, small, big)
+    maildrop = await Maildrop.open(store, USER, lock_ttl=10)
+    assert maildrop is not None
+    try:
+        for n, body, whole in ((1, small, True), (2, big, False)):
+            info = maildrop.get(n)
+            assert info is not None
+            stream = await maildrop.open_message(info, 1024)
+            assert isinstance(stream, WholeBody) is whole
+            assert b"".join([chunk async for chunk in stream]) == body
+        # A body shorter than the snapshot says is not whole: the chunked read reports it after what it sent.
+        info = maildrop.get(1)
+        assert info is not None
+        short = MessageInfo(info.uid, info.size + 1, info.wire)
+        stream = await maildrop.open_message(short, 1024)
+        assert not isinstance(stream, WholeBody)
+        with pytest.raises(MessageGone):
+            async for _ in stream:
+                pass
+    finally:
+        await maildrop.close()
 
 
 async def test_read_ahead_is_bounded_and_taken_once(
