@@ -43,8 +43,11 @@ def _rcfile(directory: Path, port: int, *, keep: bool, implicit_tls: bool, cert:
 async def _fetchmail(rc: Path, home: Path) -> tuple[int, str]:
     assert FETCHMAIL is not None
     env = {**os.environ, "HOME": str(home), "FETCHMAILHOME": str(home), "LC_ALL": "C"}
+    # As root fetchmail locks /var/run/fetchmail.pid whatever FETCHMAILHOME says: a fetchmail of another test
+    # worker or checkout then makes this one refuse to start ("another foreground fetchmail is running").
     proc = await asyncio.create_subprocess_exec(
         FETCHMAIL, "-v", "--nodetach", "--nosyslog", "-f", str(rc), "--idfile", str(home / "fetchids"),
+        "--pidfile", str(home / "fetchmail.pid"),
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     output, _ = await asyncio.wait_for(proc.communicate(), 60)
