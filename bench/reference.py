@@ -482,7 +482,8 @@ def dovecot_config(
     root: Path, users: list[str], password: str, pop3: int | None = None, lmtp: int | bool = False
 ) -> Path:
     """dovecot.conf of a private instance, virtual users only: passdb and userdb from one passwd-file (no PAM, no
-    system users), maildirs under mail_root() with Dovecot's index files in them (its default). `pop3`: a POP3
+    system users), maildirs under mail_root() with Dovecot's index files in them (its default) and
+    maildir_very_dirty_syncs (only Dovecot changes cur/). `pop3`: a POP3
     listener on that loopback port. `lmtp`: LMTP on <root>/run/lmtp for the postfix user (True), or on that
     loopback port too (a port number)."""
     owner = pwd.getpwnam(MAIL_USER)
@@ -514,6 +515,10 @@ def dovecot_config(
 {inet}}}
 """
     config = root / "dovecot.conf"
+    # Dovecot alone changes cur/ (the bench fills the maildirs before Dovecot starts; LMTP delivers through Dovecot),
+    # the case maildir_very_dirty_syncs is for, as production set-ups with big folders run it (mailcow's default
+    # since 2023-05). Without it, a session that did not scan cur/ knows only the flagless base names the uidlist
+    # file keeps: its first open of a message misses and rescans all of cur/ (0.14-0.36 s at 100,000 messages).
     config.write_text(
         f"""base_dir = {root / "run"}
 state_dir = {root / "state"}
@@ -528,6 +533,7 @@ default_internal_user = dovecot
 default_login_user = dovenull
 first_valid_uid = {owner.pw_uid}
 mail_location = maildir:{mail}/%d/%n
+maildir_very_dirty_syncs = yes
 postmaster_address = postmaster@{DOMAIN}
 passdb {{
   driver = passwd-file
