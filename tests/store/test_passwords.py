@@ -191,3 +191,64 @@ def test_the_unknown_user_hash_is_a_well_formed_string_of_the_configured_cost() 
     assert passwords._matches(f"{head}${salt}${passwords._b64(raw)}", "pw")
     assert not passwords._matches(dummy, "pw")
     assert passwords._dummy_hash() == dummy  # made once per configuration
+
+
+def counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Counts the argon2 checks the pool runs."""
+    calls: list[str] = []
+    matches = passwords._matches
+
+    def spy(stored: str, password: str) -> bool:
+        calls.append(password)
+        return matches(stored, password)
+
+    monkeypatch.setattr(passwords, "_matches", spy)
+    return calls
+
+
+def cache_lookups(result: str) -> float:
+    return float(passwords.AUTH_CACHE_LOOKUPS.labels(result)._value.get())
+
+
+async def test_a_verified_login_is_served_from_the_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    passwords.configure(Argon2Settings(argon2_memory_kib=1024, argon2_time_cost=1))
+    calls = counted(monkeypatch)
+    stored = passwords.hash_password("pw")
+    hits = cache_lookups("hit")
+    assert await passwords.verify_password(stored, "pw") == (True, False)
+    assert await passwords.verify_password(stored, "pw") == (True, False)
+    assert calls == ["pw"] and cache_lookups("hit") == hits + 1
+    assert await passwords.verify_password(stored, "px") == (False, False)  # a wrong password: full argon2 check
+    assert calls == ["pw", "px"]
+    assert await passwords.verify_password(passwords.hash_password("pw"), "pw") == (True, False)  # new hash misses
+    assert calls == ["pw", "px", "pw"]
+
+
+async def test_a_cached_login_is_still_rehashed(monkeypatch: pytest.MonkeyPatch) -> None:
+    passwords.configure(Argon2Settings(argon2_memory_kib=1024, argon2_time_cost=1))
+    calls = counted(monkeypatch)
+    stored = PasswordHasher(memory_cost=2048, time_cost=1, parallelism=1).hash("pw")
+    assert await passwords.verify_password(stored, "pw") == (True, True)
+    assert await passwords.verify_password(stored, "pw") == (True, True)
+    assert len(calls) == 1
+
+
+def test_cache_entries_expire_and_the_oldest_is_evicted() -> None:
+    now = [0.0]
+    cache = passwords.AuthCache(ttl=60, size=2, clock=lambda: now[0])
+    cache.store("h1", "pw")
+    assert cache.hit("h1", "pw") and not cache.hit("h1", "px") and not cache.hit("h2", "pw")
+    now[0] = 60.0
+    assert not cache.hit("h1", "pw")
+    for key in ("a", "b", "c"):
+        cache.store(key, "pw")
+    assert len(cache) == 2 and not cache.hit("a", "pw") and cache.hit("c", "pw")
+    off = passwords.AuthCache(ttl=0, size=2)
+    off.store("h1", "pw")
+    assert not off.hit("h1", "pw") and len(off) == 0
+
+
+def test_auth_cache_settings() -> None:
+    assert (Argon2Settings().auth_cache_ttl, Argon2Settings().auth_cache_size) == (3600.0, 100_000)
+    assert Argon2Settings.model_validate({"auth_cache_ttl": "10m"}).auth_cache_ttl == 600.0
+    assert Argon2Settings.model_validate({"auth_cache_ttl": "0"}).auth_cache_ttl == 0.0
