@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 from services.delivery import metrics, outcome
-from services.delivery.outcome import RecipientOutcome, Status
+from services.delivery.outcome import RecipientOutcome
 from services.delivery.replytext import readable
 from services.delivery.routing import Target
 from services.store import Mailboxes, StoreOutcome
@@ -57,14 +56,14 @@ def unavailable(
     text = f"{what} unavailable: {reason} ({type(exc).__name__}{': ' + error if error else ''})"
     metrics.store_errors(reason).inc(len(targets))
     log.warning("store outage; deferred", queue_id=queue_id, what=what, reason=reason, error=error, n=len(targets))
-    return [replace(outcome.temporary(t.address, "4.3.0", text), original=t.original) for t in targets]
+    return [outcome.temporary(t.address, "4.3.0", text, original=t.original) for t in targets]
 
 
 def _outcome(target: Target, result: StoreOutcome) -> RecipientOutcome:
     address, original = target.address, target.original
     if result in (StoreOutcome.STORED, StoreOutcome.DUPLICATE):
-        return RecipientOutcome(address, Status.DELIVERED, "2.0.0", result.value, original=original)
+        return outcome.delivered(address, result.value, original=original)
     if result is StoreOutcome.OVER_QUOTA:
         # RFC 3463 X.2.2: mailbox full is transient here; the queue retries until its lifetime, then bounces.
-        return RecipientOutcome(address, Status.TEMPORARY, "4.2.2", "mailbox full", original=original)
-    return RecipientOutcome(address, Status.PERMANENT, "5.1.1", "no such mailbox", original=original)
+        return outcome.temporary(address, "4.2.2", "mailbox full", original=original)
+    return outcome.permanent(address, "5.1.1", "no such mailbox", original=original)

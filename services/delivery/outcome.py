@@ -57,17 +57,31 @@ class RecipientOutcome:
             return ""
 
 
-def delivered(recipient: str, diagnostic: str, transport: str = "local", remote_mta: str = "") -> RecipientOutcome:
-    return RecipientOutcome(recipient, Status.DELIVERED, "2.0.0", diagnostic, transport, remote_mta)
+def delivered(
+    recipient: str, diagnostic: str, transport: str = "local", remote_mta: str = "", *, original: str = ""
+) -> RecipientOutcome:
+    return RecipientOutcome(recipient, Status.DELIVERED, "2.0.0", diagnostic, transport, remote_mta, original)
 
 
 def temporary(
-    recipient: str, enhanced: str, diagnostic: str, transport: str = "local", remote_mta: str = ""
+    recipient: str,
+    enhanced: str,
+    diagnostic: str,
+    transport: str = "local",
+    remote_mta: str = "",
+    *,
+    original: str = "",
 ) -> RecipientOutcome:
-    return RecipientOutcome(recipient, Status.TEMPORARY, enhanced, diagnostic, transport, remote_mta)
+    return RecipientOutcome(recipient, Status.TEMPORARY, enhanced, diagnostic, transport, remote_mta, original)
 
 
 def permanent(
-    recipient: str, enhanced: str, diagnostic: str, transport: str = "local", remote_mta: str = ""
+    recipient: str,
+    enhanced: str,
+    diagnostic: str,
+    transport: str = "local",
+    remote_mta: str = "",
+    *,
+    original: str = "",
 ) -> RecipientOutcome:
-    return RecipientOutcome(recipient, Status.PERMANENT, enhanced, diagnostic, transport, remote_mta)
+    return RecipientOutcome(recipient, Status.PERMANENT, enhanced, diagnostic, transport, remote_mta, original)
