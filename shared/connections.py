@@ -171,13 +171,15 @@ def connect_redis(url: str, cluster: bool = False, max_connections: int = 200, *
     return Redis(connection_pool=pool)
 
 
-def untimed(redis: Any) -> tuple[Any, float | None]:
-    """A client to `redis`'s server, with pool settings of its own, that reads without redis-py's socket timeout, and
-    that timeout; `redis` itself and None when it has none (or is a cluster client, which handles its own).
+def untimed(redis: Any, max_connections: int = 1) -> tuple[Any, float | None]:
+    """A client to `redis`'s server, with a pool of its own of at most `max_connections`, that reads without redis-py's
+    socket timeout, and that timeout; `redis` itself and None when it has none (or is a cluster client, which handles
+    its own).
 
     redis-py applies its socket timeout to every reply it reads (a timer started and cancelled per reply) and to every
     send (a task per send). Whoever sends many commands per round trip (services/store/coalesce.py) saves those by
-    applying the timeout once, to the whole round trip, on such a client.
+    applying the timeout once, to the whole round trip, on such a client. A coalescer has one round trip in flight at
+    a time, so one connection serves it: the service's connections to Redis stay those of its main pool plus one.
     """
     pool = getattr(redis, "connection_pool", None)
     if isinstance(redis, RedisCluster) or pool is None:
@@ -191,5 +193,5 @@ def untimed(redis: Any) -> tuple[Any, float | None]:
     options["socket_connect_timeout"] = options.get("socket_connect_timeout") or timeout
     if isinstance(pool, BlockingConnectionPool):
         options["timeout"] = pool.timeout
-    sibling = type(pool)(connection_class=pool.connection_class, max_connections=pool.max_connections, **options)
+    sibling = type(pool)(connection_class=pool.connection_class, max_connections=max_connections, **options)
     return Redis(connection_pool=sibling), float(timeout)

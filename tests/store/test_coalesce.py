@@ -14,7 +14,7 @@ from services.store import Store, StoreOutcome
 from services.store.coalesce import Coalescer
 from services.store.outage import outage
 from shared.queue_id import new_queue_id
-from tests.helpers import wait_until
+from tests.helpers import REDIS_URL, wait_until
 
 
 class HeldCoalescer(Coalescer):
@@ -138,6 +138,19 @@ async def test_coalesced_trace_writes_share_the_round_trips_of_stores(coalesced:
     for queue_id in queue_ids:
         assert [e["event"] for e in await coalesced.trace.events(queue_id)] == ["attempt", "stored"]
     assert coalesced.trace.dropped == 0
+
+
+async def test_a_coalescing_store_adds_one_connection_to_redis(namespace: str) -> None:
+    """Its untimed client carries one round trip at a time, on a pool of one connection beside the main pool."""
+    coalesced = Store.connect(REDIS_URL, namespace, coalesce=True, socket_timeout=5)
+    try:
+        facts = await asyncio.gather(*(coalesced.accounts.lookup(f"u{n}@example.test") for n in range(200)))
+        assert [f.local_domain for f in facts] == [False] * 200
+        untimed_pool = coalesced._untimed.connection_pool
+        assert untimed_pool is not coalesced.redis.connection_pool
+        assert untimed_pool.max_connections == 1  # and 200 callers at once were served through it
+    finally:
+        await coalesced.close()
 
 
 async def test_a_silent_server_times_the_round_trip_out(namespace: str) -> None:
