@@ -8,6 +8,7 @@ import socket
 import struct
 import threading
 from collections.abc import Callable, Iterator
+from email.utils import formatdate
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -31,9 +32,10 @@ GTUBE_REWRITE_SUBJECT = "Z" + GTUBE[1:]
 
 
 def message(body: str, subject: str = "lunch", extra: str = "") -> bytes:
+    # Dated now: rspamd scores an old Date (DATE_IN_PAST), which would tip a clean message into greylist.
     return (
         f"From: someone@remote.test\r\nTo: bob@local.test\r\nSubject: {subject}\r\n{extra}"
-        "Message-ID: <m1@remote.test>\r\nDate: Wed, 02 Dec 2026 12:00:00 +0000\r\n\r\n"
+        f"Message-ID: <m1@remote.test>\r\nDate: {formatdate(usegmt=True)}\r\n\r\n"
         f"{body}\r\n"
     ).encode()
 
@@ -110,7 +112,7 @@ def _large(text: str) -> bytes:
     attachment = "\r\n".join(["QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0MjQyNDI0MjQyNDI0MjQyNDI0MjQyNDI0MjQy"] * 20_000)
     return (
         "From: someone@remote.test\r\nTo: bob@local.test\r\nSubject: report\r\nMIME-Version: 1.0\r\n"
-        "Message-ID: <m2@remote.test>\r\nDate: Wed, 02 Dec 2026 12:00:00 +0000\r\n"
+        f"Message-ID: <m2@remote.test>\r\nDate: {formatdate(usegmt=True)}\r\n"
         'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n'
         f"--b1\r\nContent-Type: text/plain\r\n\r\n{text}\r\n"
         "--b1\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
