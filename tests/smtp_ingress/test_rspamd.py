@@ -115,7 +115,9 @@ def _large(text: str) -> bytes:
         f"Message-ID: <m2@remote.test>\r\nDate: {formatdate(usegmt=True)}\r\n"
         'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n'
         f"--b1\r\nContent-Type: text/plain\r\n\r\n{text}\r\n"
-        "--b1\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        "--b1\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n"
+        # Without a disposition rspamd adds CTYPE_MISSING_DISPOSITION (4.0), a hair from its greylist threshold.
+        'Content-Disposition: attachment; filename="report.bin"\r\n\r\n'
         f"{attachment}\r\n--b1--\r\n"
     ).encode()
 
