@@ -19,7 +19,7 @@ from services.store.coalesce import Coalescer, round_trip
 from services.store.idn import normalize_domain
 from services.store.keys import Keys, normalize_address
 from services.store.part import Part, as_text
-from services.store.passwords import hash_password, hash_password_off_loop, verify_password
+from services.store.passwords import hash_password, hash_password_off_loop, remember, verify_password
 from services.store.ratelimit import Rate
 
 # Bounds the fan-out of one alias (and the size of its hash field).
@@ -211,7 +211,9 @@ class Accounts(Part):
             # Compare-and-set: a password changed (or an account removed) meanwhile stays as it is. Hashed on the
             # argon2 pool like the check, not on the loop that serves every other session of this process.
             rehashed = await hash_password_off_loop(password)
-            await self._update(keys=[box.account], args=["password", rehashed, as_text(stored)])
+            if int(await self._update(keys=[box.account], args=["password", rehashed, as_text(stored)])) == 1:
+                # The next login finds the new hash: without this it would pay a full check once more.
+                remember(rehashed, password)
         return valid
 
     # -- aliases ---------------------------------------------------------------------------------------------

@@ -202,6 +202,11 @@ def _verify(stored: str | None, password: str) -> tuple[bool, bool]:
     return ok, ok and _hasher.check_needs_rehash(stored)
 
 
+def remember(stored: str, password: str) -> None:
+    """Cache `password` as verified for `stored`: a hash just made from it (a rehash at login) needs no check."""
+    _auth_cache.store(stored, password)
+
+
 async def verify_password(stored: str | None, password: str) -> tuple[bool, bool]:
     """(valid, needs_rehash); `stored` None means unknown user and is always invalid, after the same work.
 

@@ -233,6 +233,23 @@ async def test_a_cached_login_is_still_rehashed(monkeypatch: pytest.MonkeyPatch)
     assert len(calls) == 1
 
 
+async def test_a_login_after_its_rehash_is_served_from_the_cache(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    passwords.configure(Argon2Settings(argon2_memory_kib=1024, argon2_time_cost=1))
+    await store.accounts.add_domain("example.test")
+    await store.accounts.add_user("old@example.test", "pw")
+    account = store.keys.mailbox("old@example.test").account
+    weak = PasswordHasher(memory_cost=2048, time_cost=1, parallelism=1).hash("pw")
+    await store.redis.hset(account, "password", weak)
+    calls = counted(monkeypatch)
+    misses, hits = cache_lookups("miss"), cache_lookups("hit")
+    assert await store.accounts.authenticate("old@example.test", "pw")  # checked, then rehashed
+    assert (await store.redis.hget(account, "password")).decode() != weak
+    assert await store.accounts.authenticate("old@example.test", "pw")  # the new hash, already remembered
+    assert not await store.accounts.authenticate("old@example.test", "px")
+    assert calls == ["pw", "px"]
+    assert (cache_lookups("miss"), cache_lookups("hit")) == (misses + 2, hits + 1)
+
+
 def test_cache_entries_expire_and_the_oldest_is_evicted() -> None:
     now = [0.0]
     cache = passwords.AuthCache(ttl=60, size=2, clock=lambda: now[0])
