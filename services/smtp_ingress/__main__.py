@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import sys
 
 from services.smtp_ingress import metrics
 from services.smtp_ingress.app import IngressApp
 from services.smtp_ingress.config import IngressSettings
-from services.smtp_ingress.workers import supervise, worker_index
 from services.store import passwords
 from shared.errors import ConfigError
 from shared.logging import configure_logging, fatal
 from shared.service import Service, run
 from shared.settings import load_settings
+from shared.workers import for_worker, supervise, worker_index
 
 
 def service(index: int) -> Service[IngressSettings]:
@@ -31,12 +30,7 @@ def service(index: int) -> Service[IngressSettings]:
 
 
 def worker_settings(index: int) -> IngressSettings:
-    """Worker i's own /metrics on the metrics port + i: counters are per process, each worker its own target."""
-    settings = load_settings(IngressSettings)
-    listen = settings.metrics_listen
-    if index and listen is not None and listen.port:
-        settings = settings.model_copy(update={"metrics_listen": dataclasses.replace(listen, port=listen.port + index)})
-    return settings
+    return for_worker(load_settings(IngressSettings), index)
 
 
 def entry() -> None:
@@ -49,7 +43,7 @@ def entry() -> None:
             sys.exit(2)
         if settings.smtp_workers > 1:
             configure_logging(settings.log_level, settings.log_format, service="smtp")
-            sys.exit(supervise(settings.smtp_workers))
+            sys.exit(supervise("services.smtp_ingress", settings.smtp_workers))
     run(service(index or 0), lambda: worker_settings(index or 0))
 
 

@@ -14,11 +14,11 @@ from services.smtp_ingress.handler import IngressHandler
 from services.smtp_ingress.inbound import InboundChecks
 from services.smtp_ingress.publisher import IngressPublisher
 from services.smtp_ingress.server import IngressServer
-from services.smtp_ingress.workers import siblings_ready
 from services.store import Store
 from shared.health import ReadinessCheck, run_checks
 from shared.logging import get_logger
 from shared.spool import check_spool_dir
+from shared.workers import siblings_ready
 
 log = get_logger(__name__)
 

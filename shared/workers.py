@@ -1,18 +1,21 @@
-"""POSTROOM_SMTP_WORKERS > 1: a small supervisor that runs N ingress processes sharing the ports (SO_REUSEPORT)."""
+"""N processes of one service sharing its ports (SO_REUSEPORT): the supervisor, worker settings, sibling readiness."""
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import subprocess
 import sys
 import time
 from types import FrameType
+from typing import TypeVar
 
 import aiohttp
 
 from shared.health import ReadinessCheck
 from shared.logging import get_logger
 from shared.netaddr import HostPort
+from shared.settings import CommonSettings
 
 log = get_logger(__name__)
 
@@ -20,24 +23,24 @@ WORKER_FLAG = "--worker"
 # How long worker 0's /readyz waits for each sibling's answer; a probe's own timeout is usually 1 s or more.
 SIBLING_TIMEOUT = 0.5
 
+SettingsT = TypeVar("SettingsT", bound=CommonSettings)
+
 
 def worker_index(argv: list[str]) -> int | None:
-    """`python -m services.smtp_ingress --worker N` runs worker N; without the flag the process is the parent."""
+    """`python -m services.<name> --worker N` runs worker N; without the flag the process is the parent."""
     if WORKER_FLAG in argv:
         return int(argv[argv.index(WORKER_FLAG) + 1])
     return None
 
 
-def supervise(count: int) -> int:
-    """Start `count` workers, forward SIGTERM/SIGINT to them, and exit when they have all exited.
+def supervise(module: str, count: int) -> int:
+    """Start `count` workers (`python -m <module> --worker i`), forward SIGTERM/SIGINT to them, and exit when they
+    have all exited.
 
     A worker that dies on its own takes the others down too (exit status 1): the orchestrator restarts the
-    whole ingress rather than leaving it running with fewer workers than configured.
+    whole service rather than leaving it running with fewer workers than configured.
     """
-    workers = [
-        subprocess.Popen([sys.executable, "-m", "services.smtp_ingress", WORKER_FLAG, str(index)])
-        for index in range(count)
-    ]
+    workers = [subprocess.Popen([sys.executable, "-m", module, WORKER_FLAG, str(index)]) for index in range(count)]
     stopping = False
 
     def forward(signum: int, _frame: FrameType | None) -> None:
@@ -64,6 +67,15 @@ def supervise(count: int) -> int:
         if worker.returncode not in (0, -signal.SIGTERM, -signal.SIGINT):
             status = status or (worker.returncode if worker.returncode > 0 else 1)
     return status
+
+
+def for_worker(settings: SettingsT, index: int) -> SettingsT:
+    """Worker i's settings: its own /metrics on the metrics port + i (counters are per process, each worker its own
+    scrape target); worker 0's are the settings as they are."""
+    listen = settings.metrics_listen
+    if index and listen is not None and listen.port:
+        return settings.model_copy(update={"metrics_listen": dataclasses.replace(listen, port=listen.port + index)})
+    return settings
 
 
 def siblings_ready(listen: HostPort, count: int) -> ReadinessCheck:
