@@ -325,6 +325,11 @@ def run_pop3(args: argparse.Namespace, servers: Brokers | None = None) -> dict[s
         loaded = download(port, users, args.messages, args.batch, len(body), args.clients)
         cpu_after = stack.cpu()
         stack.stop_profiling()
+        # With POSTROOM_POP3_WORKERS=N, how the kernel spread the sessions (worker i: metrics port + i).
+        by_worker = [
+            int(metric_total(stack, "pop3", "postroom_pop3_connections_total", offset))
+            for offset in range(stack.workers("pop3"))
+        ]
         total = args.messages * args.sessions
         if loaded.octets != total * len(body):
             raise RuntimeError(f"downloaded {loaded.octets} octets, expected {total * len(body)}")
@@ -343,6 +348,7 @@ def run_pop3(args: argparse.Namespace, servers: Brokers | None = None) -> dict[s
             "cpu_sources": servers.sources(("redis",)),
             **loaded.report(total),
             "peak_rss": mib(stack.peak_rss()["pop3"]),
+            "sessions_by_worker": by_worker,
         }
     finally:
         stack.stop()

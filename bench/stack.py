@@ -169,10 +169,15 @@ class Stack:
                     raise RuntimeError(f"{name} did not become ready; see {self.log_dir / (name + '.log')}")
                 time.sleep(0.1)
 
+    def workers(self, name: str) -> int:
+        """How many processes share the service's ports (1 but for the ingress and pop3 with workers)."""
+        variable = {"smtp_ingress": "POSTROOM_SMTP_WORKERS", "pop3": "POSTROOM_POP3_WORKERS"}.get(name)
+        return int(self.env.get(variable, "1")) if variable else 1
+
     def _ready(self, name: str) -> bool:
-        # Every ingress worker (POSTROOM_SMTP_WORKERS, /readyz on the metrics port + i) must be ready, or the
-        # first connections the kernel hands a worker still connecting to the broker are answered 451.
-        workers = int(self.env.get("POSTROOM_SMTP_WORKERS", "1")) if name == "smtp_ingress" else 1
+        # Every worker (POSTROOM_SMTP_WORKERS, POSTROOM_POP3_WORKERS; /readyz on the metrics port + i) must be
+        # ready, or the first connections the kernel hands a worker still starting are refused or answered 451.
+        workers = self.workers(name)
         try:
             for offset in range(workers):
                 url = f"http://127.0.0.1:{self.metrics_ports[name] + offset}/readyz"

@@ -12,15 +12,18 @@ from services.store import Store
 from shared.connections import connect_redis
 from shared.health import ReadinessCheck
 from shared.logging import get_logger
+from shared.workers import siblings_ready
 
 log = get_logger(__name__)
 
 
 class Pop3App:
-    """The running POP3 service: start, readiness, graceful stop."""
+    """The running POP3 service: start, readiness, graceful stop. `worker` is this process's index among
+    POSTROOM_POP3_WORKERS (0 when there is one)."""
 
-    def __init__(self, settings: Pop3Settings) -> None:
+    def __init__(self, settings: Pop3Settings, worker: int = 0) -> None:
         self.settings = settings
+        self.worker = worker
         self.store = Store(_redis(settings), settings.namespace)
         throttle = self.store.login_throttle(settings.pop3_auth_failure_delay, settings.pop3_auth_failure_delay_max)
         listeners = [
@@ -35,7 +38,12 @@ class Pop3App:
         self._certificates_task: asyncio.Task[None] | None = None
 
     def checks(self) -> dict[str, ReadinessCheck]:
-        return {"redis": self.store.ping, "listeners": self._serving}
+        checks: dict[str, ReadinessCheck] = {"redis": self.store.ping, "listeners": self._serving}
+        listen = self.settings.metrics_listen
+        if self.worker == 0 and self.settings.pop3_workers > 1 and listen is not None and listen.port:
+            # The base port's /readyz speaks for every worker (the orchestrator probes that one).
+            checks["workers"] = siblings_ready(listen, self.settings.pop3_workers)
+        return checks
 
     async def start(self, stop: asyncio.Event | None = None) -> bool:
         await self.certificates.refresh("start")  # the store's ACME pair, when there is one, from the first session

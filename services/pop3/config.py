@@ -44,6 +44,10 @@ class Pop3Settings(CommonSettings, Argon2Settings, ProxySettings, Pop3ListenSett
     # cap and the logs use (the loopback rule: POSTROOM_PROXY_TRUST_CLIENT_NETWORKS). pop3s: header, then TLS.
     pop3_proxy_protocol: bool = False
     pop3_proxy_protocol_timeout: Duration = 10.0
+    # N > 1: N processes share the listening ports with SO_REUSEPORT (the kernel spreads connections), so one pod
+    # serves POP3 on N cores; worker i serves /metrics on the metrics port + i, and /readyz on the base port is
+    # worker 0's and speaks for all. The connection caps above are per worker. See docs/scaling.md.
+    pop3_workers: int = Field(default=1, ge=1, le=64)
 
     @model_validator(mode="after")
     def _proxy_networks(self) -> Self:

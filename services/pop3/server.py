@@ -70,6 +70,8 @@ class Pop3Server:
     async def _listen(self, listener: Listener) -> Listening:
         settings = self.ctx.settings
         tls = self.ctx.tls_context if listener.implicit_tls else None
+        # Several worker processes listen on the same port; the kernel balances accepts across them.
+        reuse_port = settings.pop3_workers > 1
         if settings.pop3_proxy_protocol:
             # The balancer's header comes first, then (pop3s) the TLS handshake: shared/proxy.py reads it.
             proxy = ProxyListener(
@@ -81,6 +83,7 @@ class Pop3Server:
                 header_timeout=settings.pop3_proxy_protocol_timeout,
                 tls=tls,
                 handshake_timeout=settings.pop3_tls_handshake_timeout,
+                reuse_port=reuse_port,
                 on_drop=lambda reason: metrics.PROXY_DROPPED.labels(reason).inc(),
             )
             await proxy.start()
@@ -92,6 +95,7 @@ class Pop3Server:
             ssl=tls,
             ssl_handshake_timeout=settings.pop3_tls_handshake_timeout if tls is not None else None,
             reuse_address=True,
+            reuse_port=reuse_port,
         )
 
     def _accept(self, listener: Listener, conn: Connection) -> None:

@@ -7,13 +7,14 @@ from collections.abc import Callable
 import pytest
 
 from services.delivery.__main__ import SERVICE as DELIVERY
-from services.pop3.__main__ import SERVICE as POP3
+from services.pop3.__main__ import service as pop3_service
 from services.smtp_ingress.__main__ import service as ingress_service
 from services.store.__main__ import SERVICE as STORE
 from shared.service import Service
 from shared.settings import CommonSettings, load_settings
 from tests.helpers import ServiceProcess, http_status
 
+POP3 = pop3_service(0)
 SERVICES: list[Service[CommonSettings]] = [ingress_service(0), POP3, DELIVERY, STORE]  # type: ignore[list-item]
 
 
