@@ -7,15 +7,18 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from types import FrameType
 from typing import TypeVar
 
 import aiohttp
 
+from shared.errors import ConfigError
 from shared.health import ReadinessCheck
-from shared.logging import get_logger
+from shared.logging import configure_logging, fatal, get_logger
 from shared.netaddr import HostPort
-from shared.settings import CommonSettings
+from shared.service import Service, run
+from shared.settings import CommonSettings, load_settings
 
 log = get_logger(__name__)
 
@@ -67,6 +70,23 @@ def supervise(module: str, count: int) -> int:
         if worker.returncode not in (0, -signal.SIGTERM, -signal.SIGINT):
             status = status or (worker.returncode if worker.returncode > 0 else 1)
     return status
+
+
+def run_workers(module: str, service: Callable[[int], Service[SettingsT]], count: Callable[[SettingsT], int]) -> None:
+    """`python -m <module>`: the parent supervises `count(settings)` workers when that is more than one; a worker, or
+    a parent with one, runs `service(index)` itself."""
+    index = worker_index(sys.argv)
+    first = service(index or 0)
+    if index is None:
+        try:
+            settings = load_settings(first.settings)
+        except ConfigError as exc:
+            fatal(f"configuration error: {exc}")
+            sys.exit(2)
+        if count(settings) > 1:
+            configure_logging(settings.log_level, settings.log_format, service=first.name)
+            sys.exit(supervise(module, count(settings)))
+    run(first, lambda: for_worker(load_settings(first.settings), index or 0))
 
 
 def for_worker(settings: SettingsT, index: int) -> SettingsT:

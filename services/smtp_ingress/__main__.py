@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import gc
-import sys
 
 from services.smtp_ingress import metrics
 from services.smtp_ingress.app import IngressApp
 from services.smtp_ingress.config import IngressSettings
 from services.store import passwords
-from shared.errors import ConfigError
-from shared.logging import configure_logging, fatal
-from shared.service import Service, run
-from shared.settings import load_settings
-from shared.workers import for_worker, supervise, worker_index
+from shared.service import Service
+from shared.workers import run_workers
 
 
 def service(index: int) -> Service[IngressSettings]:
@@ -29,22 +25,8 @@ def service(index: int) -> Service[IngressSettings]:
     )
 
 
-def worker_settings(index: int) -> IngressSettings:
-    return for_worker(load_settings(IngressSettings), index)
-
-
 def entry() -> None:
-    index = worker_index(sys.argv)
-    if index is None:
-        try:
-            settings = load_settings(IngressSettings)
-        except ConfigError as exc:
-            fatal(f"configuration error: {exc}")
-            sys.exit(2)
-        if settings.smtp_workers > 1:
-            configure_logging(settings.log_level, settings.log_format, service="smtp")
-            sys.exit(supervise("services.smtp_ingress", settings.smtp_workers))
-    run(service(index or 0), lambda: worker_settings(index or 0))
+    run_workers("services.smtp_ingress", service, lambda settings: settings.smtp_workers)
 
 
 if __name__ == "__main__":
