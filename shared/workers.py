@@ -83,9 +83,10 @@ def run_workers(module: str, service: Callable[[int], Service[SettingsT]], count
         except ConfigError as exc:
             fatal(f"configuration error: {exc}")
             sys.exit(2)
-        if count(settings) > 1:
+        workers = count(settings)
+        if workers > 1:
             configure_logging(settings.log_level, settings.log_format, service=first.name)
-            sys.exit(supervise(module, count(settings)))
+            sys.exit(supervise(module, workers))
     run(first, lambda: for_worker(load_settings(first.settings), index or 0))
 
 
@@ -96,6 +97,15 @@ def for_worker(settings: SettingsT, index: int) -> SettingsT:
     if index and listen is not None and listen.port:
         return settings.model_copy(update={"metrics_listen": dataclasses.replace(listen, port=listen.port + index)})
     return settings
+
+
+def worker_checks(settings: CommonSettings, worker: int, count: int) -> dict[str, ReadinessCheck]:
+    """Worker 0's extra readiness check when there are siblings: the base port's /readyz, the one the orchestrator
+    probes, speaks for every worker. Nothing for a sibling, a single process, or no metrics port."""
+    listen = settings.metrics_listen
+    if worker == 0 and count > 1 and listen is not None and listen.port:
+        return {"workers": siblings_ready(listen, count)}
+    return {}
 
 
 def siblings_ready(listen: HostPort, count: int) -> ReadinessCheck:

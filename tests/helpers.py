@@ -91,6 +91,19 @@ def http_status(url: str) -> int:
         return 0
 
 
+def metric_sum(metrics_url: str, prefix: str) -> float:
+    """The sum of the samples on `metrics_url`/metrics whose line starts with `prefix` (a family's name and `{`, or
+    a name with its labels), 0 when there is none."""
+    with urllib.request.urlopen(f"{metrics_url}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def child_pids(pid: int) -> list[int]:
+    """The pids of a process's children (a workers supervisor's workers), read from /proc."""
+    return [int(c) for task in Path(f"/proc/{pid}/task").glob("*/children") for c in task.read_text().split()]
+
+
 def __getattr__(name: str) -> Any:
     """`ServiceProcess` lives in tests/harness.py; importing it from here still works (tests written before)."""
     if name == "ServiceProcess":

@@ -12,7 +12,7 @@ from services.store import Store
 from shared.connections import connect_redis
 from shared.health import ReadinessCheck
 from shared.logging import get_logger
-from shared.workers import siblings_ready
+from shared.workers import worker_checks
 
 log = get_logger(__name__)
 
@@ -39,11 +39,7 @@ class Pop3App:
 
     def checks(self) -> dict[str, ReadinessCheck]:
         checks: dict[str, ReadinessCheck] = {"redis": self.store.ping, "listeners": self._serving}
-        listen = self.settings.metrics_listen
-        if self.worker == 0 and self.settings.pop3_workers > 1 and listen is not None and listen.port:
-            # The base port's /readyz speaks for every worker (the orchestrator probes that one).
-            checks["workers"] = siblings_ready(listen, self.settings.pop3_workers)
-        return checks
+        return checks | worker_checks(self.settings, self.worker, self.settings.pop3_workers)
 
     async def start(self, stop: asyncio.Event | None = None) -> bool:
         await self.certificates.refresh("start")  # the store's ACME pair, when there is one, from the first session

@@ -18,7 +18,7 @@ from services.store import Store
 from shared.health import ReadinessCheck, run_checks
 from shared.logging import get_logger
 from shared.spool import check_spool_dir
-from shared.workers import siblings_ready
+from shared.workers import worker_checks
 
 log = get_logger(__name__)
 
@@ -68,11 +68,7 @@ class IngressApp:
             "redis": self.store.ping,
             "listeners": self._listeners_ready,
         }
-        listen = self.settings.metrics_listen
-        if self.worker == 0 and self.settings.smtp_workers > 1 and listen is not None and listen.port:
-            # The base port's /readyz speaks for every worker (the orchestrator probes that one).
-            checks["workers"] = siblings_ready(listen, self.settings.smtp_workers)
-        return checks
+        return checks | worker_checks(self.settings, self.worker, self.settings.smtp_workers)
 
     async def start(self, stop: asyncio.Event | None = None) -> bool:
         self.publisher.start()

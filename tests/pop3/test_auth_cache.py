@@ -7,12 +7,12 @@ import base64
 import poplib
 import smtplib
 import socket
-import urllib.request
 
 import pytest
 
 from services.store import Store
 from tests.harness import Harness, ServiceProcess
+from tests.helpers import metric_sum
 from tests.pop3.conftest import PASSWORD, USER
 
 FAST = {"POSTROOM_POP3_AUTH_FAILURE_DELAY": "0", "POSTROOM_POP3_LOCK_TTL": "5s"}
@@ -20,13 +20,8 @@ FAST = {"POSTROOM_POP3_AUTH_FAILURE_DELAY": "0", "POSTROOM_POP3_LOCK_TTL": "5s"}
 
 def lookups(service: ServiceProcess) -> tuple[float, float]:
     """(misses, hits) of the service's verified-login cache, read off its /metrics."""
-    with urllib.request.urlopen(f"{service.metrics_url}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    counts = {}
-    for result in ("miss", "hit"):
-        prefix = f'postroom_auth_cache_lookups_total{{result="{result}"}} '
-        counts[result] = float(next(line for line in text.splitlines() if line.startswith(prefix)).split()[1])
-    return counts["miss"], counts["hit"]
+    miss, hit = (f'postroom_auth_cache_lookups_total{{result="{result}"}} ' for result in ("miss", "hit"))
+    return metric_sum(service.metrics_url, miss), metric_sum(service.metrics_url, hit)
 
 
 def user_pass(service: ServiceProcess, password: str = PASSWORD) -> bool:

@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import urllib.request
 from pathlib import Path
 
 from services.store import Store
 from tests.harness import Harness, ServiceProcess
-from tests.helpers import free_port_run, http_status, wait_until_sync
+from tests.helpers import child_pids, free_port_run, http_status, metric_sum, wait_until_sync
 from tests.pop3.conftest import PASSWORD, USER, deliver, message
 
 SESSIONS = 40  # enough that the kernel's SO_REUSEPORT hash hands both workers some: (1/2)^39 that it does not
@@ -20,28 +19,21 @@ FAST = {"POSTROOM_POP3_AUTH_FAILURE_DELAY": "0", "POSTROOM_POP3_LOCK_TTL": "5s"}
 
 def connections(port: int) -> int:
     """postroom_pop3_connections_total of the worker whose /metrics is on `port`, all listeners together."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    prefix = "postroom_pop3_connections_total{"
-    return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)))
-
-
-def children(pid: int) -> list[int]:
-    return [int(c) for task in Path(f"/proc/{pid}/task").glob("*/children") for c in task.read_text().split()]
+    return int(metric_sum(f"http://127.0.0.1:{port}", "postroom_pop3_connections_total{"))
 
 
 def two_workers(harness: Harness) -> ServiceProcess:
     """pop3 with two workers, both ready (worker 0's /readyz waits for worker 1's)."""
     metrics = f"127.0.0.1:{free_port_run(2)}"
     service = harness.process("pop3", POSTROOM_POP3_WORKERS="2", POSTROOM_METRICS_LISTEN=metrics, **FAST)
-    assert service.proc is not None and len(children(service.proc.pid)) == 2
+    assert service.proc is not None and len(child_pids(service.proc.pid)) == 2
     return service
 
 
 def stops_cleanly(service: ServiceProcess) -> bool:
     """SIGTERM to the supervisor: it exits 0 once it has reaped every worker."""
     assert service.proc is not None
-    workers = children(service.proc.pid)
+    workers = child_pids(service.proc.pid)
     service.proc.send_signal(signal.SIGTERM)
     return service.proc.wait(30) == 0 and not any(Path(f"/proc/{pid}").exists() for pid in workers)
 
@@ -81,7 +73,7 @@ async def test_two_workers_share_the_port_and_one_mailbox(harness: Harness, acco
 def test_the_base_port_is_ready_only_when_every_worker_is(harness: Harness) -> None:
     service = two_workers(harness)
     assert service.proc is not None
-    second = max(children(service.proc.pid))  # started after worker 0
+    second = max(child_pids(service.proc.pid))  # started after worker 0
     os.kill(second, signal.SIGSTOP)  # a stalled worker: its /readyz does not answer
     try:
         assert http_status(f"{service.metrics_url}/readyz") == 503
@@ -93,7 +85,7 @@ def test_the_base_port_is_ready_only_when_every_worker_is(harness: Harness) -> N
 def test_a_dead_worker_stops_the_others_and_the_supervisor_fails(harness: Harness) -> None:
     service = two_workers(harness)
     assert service.proc is not None
-    workers = children(service.proc.pid)
+    workers = child_pids(service.proc.pid)
     os.kill(workers[0], signal.SIGKILL)
     # The orchestrator restarts the whole pod rather than leave it serving with fewer workers than configured.
     assert service.proc.wait(30) == 1

@@ -13,20 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.harness import ServiceProcess
-from tests.helpers import free_port_run, http_status, wait_until_sync
+from tests.helpers import child_pids, free_port_run, http_status, metric_sum, wait_until_sync
 from tests.smtp_ingress.conftest import BOB, SIMPLE_MESSAGE, read_queue, send
 
 MESSAGES = 12
 
 
 def accepted_total(port: int) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("postroom_smtp_messages_accepted_total{")
-    )
+    return metric_sum(f"http://127.0.0.1:{port}", "postroom_smtp_messages_accepted_total{")
 
 
 def readiness(port: int) -> tuple[int, dict[str, bool]]:
@@ -42,16 +36,12 @@ def metrics_ports() -> str:
     return f"127.0.0.1:{free_port_run(2)}"
 
 
-def children(pid: int) -> list[int]:
-    return [int(c) for task in Path(f"/proc/{pid}/task").glob("*/children") for c in task.read_text().split()]
-
-
 def test_two_workers_share_the_port_and_stop_together(
     start_service: Callable[..., ServiceProcess], base_env: dict[str, str], accounts: None, namespace: str
 ) -> None:
     service = start_service("smtp_ingress", POSTROOM_SMTP_WORKERS="2", POSTROOM_METRICS_LISTEN=metrics_ports())
     assert service.proc is not None
-    workers = children(service.proc.pid)
+    workers = child_pids(service.proc.pid)
     assert len(workers) == 2
     # start_service waited for worker 0's /readyz; worker 1 answers 451 until its own broker link is up.
     wait_until_sync(
@@ -79,7 +69,7 @@ def test_the_base_port_is_ready_only_when_every_worker_is(
 ) -> None:
     service = start_service("smtp_ingress", POSTROOM_SMTP_WORKERS="2", POSTROOM_METRICS_LISTEN=metrics_ports())
     assert service.proc is not None
-    first, second = sorted(children(service.proc.pid))
+    first, second = sorted(child_pids(service.proc.pid))
     wait_until_sync(lambda: readiness(service.metrics_port)[0] == 200, what="both workers ready")
     assert readiness(service.metrics_port)[1]["workers"] is True
     # Worker 1 stops answering (a stalled process): the port the orchestrator probes says not ready.
