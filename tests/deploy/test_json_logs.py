@@ -149,7 +149,7 @@ def test_warnings_task_and_thread_errors_and_uncaught_exceptions_are_json() -> N
 
         async def main():
             asyncio.get_running_loop().create_task(fail())
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0)  # one turn of the loop: the task, scheduled first, runs and fails in it
 
         asyncio.run(main())  # the task's exception is never retrieved: asyncio logs it when the task is collected
         gc.collect()
