@@ -13,6 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	@bash scripts/native-argon2.sh $(BIN)
 	@touch $@
 
 venv: $(VENV)/.installed

@@ -1,16 +1,17 @@
-"""CPU cost of one password check at Postroom's argon2id cost: argon2-cffi's against the store's (libsodium).
+"""CPU cost of one password check at Postroom's argon2id cost, by each library the store can check with.
 
-Prints the best of several rounds of CPU time per check (process_time: this thread, the checks run inline). The
-libsodium check is `services.store.passwords._matches`, what a POP3, SMTP AUTH or store API login runs on the
-argon2 pool.
-Then the libsodium check's split into user time, kernel time and minor page faults (getrusage over the same
-checks): libsodium maps its argon2 memory afresh for every check, so the kernel's share depends on the host's
-transparent huge pages setting, which is printed beside it.
+Prints the best of several rounds of CPU time per check (process_time: this thread, the checks run inline) for
+libsodium and argon2-cffi, the two checks `POSTROOM_ARGON2_CHECKER` chooses between (services/store/argon2_checkers.py),
+and how the installed argon2-cffi-bindings was built: PyPI's SSE2 wheel, or built on this host (`make venv`,
+scripts/native-argon2.sh). Then each library's split into user time, kernel time and minor page faults (getrusage
+over the same checks): libsodium maps its argon2 memory afresh for every check, so the kernel's share depends on
+the host's transparent huge pages setting, which is printed beside it.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import resource
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +47,18 @@ def kernel_share(check: Callable[[], object], checks: int) -> tuple[float, float
     )
 
 
+def bindings_build() -> str:
+    """Whether a PyPI wheel or a build on this host: a local build carries a plain linux tag, PyPI's a manylinux one."""
+    try:
+        wheel = importlib.metadata.distribution("argon2-cffi-bindings").read_text("WHEEL") or ""
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown build"
+    tags = [line.split(":", 1)[1].strip() for line in wheel.splitlines() if line.startswith("Tag:")]
+    if any("manylinux" in tag or "musllinux" in tag for tag in tags):
+        return "PyPI wheel"
+    return "built here" if tags else "unknown build"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checks", type=int, default=10, help="checks per round")
@@ -53,20 +66,25 @@ def main() -> None:
     settings = Argon2Settings()
     passwords.configure(settings)
     stored = passwords.hash_password("bench-password")
-    hasher = passwords._hasher
     print(
         f"argon2id m={settings.argon2_memory_kib} KiB, t={settings.argon2_time_cost}, p={settings.argon2_parallelism}"
     )
-    cffi = best_per_call_us(lambda: hasher.verify(stored, "bench-password"), args.checks, ROUNDS) / 1000
-    sodium = best_per_call_us(lambda: passwords._matches(stored, "bench-password"), args.checks, ROUNDS) / 1000
-    assert passwords._matches(stored, "bench-password") and not passwords._matches(stored, "wrong")
-    print(f"argon2-cffi: {cffi:.1f} ms CPU per check")
-    print(f"libsodium (the store's check): {sodium:.1f} ms CPU per check")
-    user, system, faults = kernel_share(lambda: passwords._matches(stored, "bench-password"), args.checks * ROUNDS)
-    print(
-        f"libsodium split: user {user:.1f} ms, system {system:.1f} ms, {faults:.0f} minor faults per check"
-        f" (transparent huge pages: {transparent_huge_pages()})"
-    )
+    password = "bench-password"
+    encoded = stored.encode()
+    checks = {
+        "libsodium": lambda: passwords._sodium_matches(encoded, password),
+        f"argon2-cffi ({bindings_build()})": lambda: passwords._cffi_matches(stored, password),
+    }
+    assert passwords._sodium_matches(encoded, password) and not passwords._sodium_matches(encoded, "wrong")
+    assert passwords._cffi_matches(stored, password) and not passwords._cffi_matches(stored, "wrong")
+    for name, check in checks.items():
+        cpu = best_per_call_us(check, args.checks, ROUNDS) / 1000
+        user, system, faults = kernel_share(check, args.checks * ROUNDS)
+        print(
+            f"{name}: {cpu:.1f} ms CPU per check; user {user:.1f} ms, system {system:.1f} ms,"
+            f" {faults:.0f} minor faults per check"
+        )
+    print(f"transparent huge pages: {transparent_huge_pages()}")
 
 
 if __name__ == "__main__":
