@@ -99,6 +99,7 @@ def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
     in each hash; service processes keep their configured ones. The module's state is restored after the test."""
     monkeypatch.setattr(passwords, "_hasher", passwords._hasher)
     monkeypatch.setattr(passwords, "_DUMMY_HASH", passwords._DUMMY_HASH)
+    monkeypatch.setattr(passwords, "_checker", passwords._checker)
     passwords.configure(Argon2Settings(argon2_memory_kib=1024, argon2_time_cost=1, argon2_parallelism=1))
 
 

@@ -1,9 +1,8 @@
 """Password hashing with argon2id; verification runs off the event loop and takes as long for unknown users.
 
-New hashes come from argon2-cffi (any parallelism); checks go through libsodium (PyNaCl), as Dovecot's do, whose
-argon2 takes about half argon2-cffi's CPU per check (bench/password_cost.py: 12-15 against 25-31 ms at the
-default cost on a 2-core Xeon), for every argon2id and argon2i PHC string; anything else (argon2d, or a string
-longer than libsodium takes) is still checked by argon2-cffi.
+New hashes come from argon2-cffi (any parallelism). An argon2id or argon2i check goes to libsodium (PyNaCl), as
+Dovecot's do, or to argon2-cffi, whichever costs the host less (services/store/argon2_checkers.py); anything
+else (argon2d, or a string longer than libsodium takes) is checked by argon2-cffi.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ from prometheus_client import Counter
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.store.argon2_checkers import Checker, CheckerChoice
 from shared.series import create_series
 from shared.settings import ENV_PREFIX, delay_value
 
@@ -55,6 +55,10 @@ class Argon2Settings(BaseSettings):
     # Verified logins kept in process memory (`AuthCache`); a TTL of 0 turns the cache off.
     auth_cache_ttl: float = DEFAULT_AUTH_CACHE_TTL
     auth_cache_size: int = Field(default=DEFAULT_AUTH_CACHE_SIZE, ge=1)
+    # Which library checks argon2id and argon2i hashes; `auto` measures both on the first checks.
+    argon2_checker: Checker = Checker.AUTO
+    # Checks that run at once (each holds memory_kib); 0 is one per core, at most 4.
+    argon2_threads: int = Field(default=0, ge=0, le=64)
 
     @field_validator("auth_cache_ttl", mode="before")
     @classmethod
@@ -136,22 +140,36 @@ _hasher = _make_hasher(DEFAULT_MEMORY_KIB, DEFAULT_TIME_COST, DEFAULT_PARALLELIS
 _DUMMY_HASH: str | None = None
 # Replaced by `configure`, with the service's TTL and size.
 _auth_cache = AuthCache(DEFAULT_AUTH_CACHE_TTL, DEFAULT_AUTH_CACHE_SIZE)
+# Replaced by `configure`, with the service's POSTROOM_ARGON2_CHECKER.
+_checker = CheckerChoice(Checker.AUTO)
 
 # What libsodium's crypto_pwhash_str_verify takes: argon2id and argon2i strings of at most 127 bytes.
 _SODIUM_PREFIXES = ("$argon2id$", "$argon2i$")
 _SODIUM_MAX_HASH = 127
 
-# Each argon2id check takes memory_kib for its duration; at most one per core runs at once, so a burst of logins
+
+def _pool_size(threads: int) -> int:
+    """POSTROOM_ARGON2_THREADS, where 0 means one per core, at most 4."""
+    return threads or max(1, min(4, os.cpu_count() or 1))
+
+
+# Each argon2id check takes memory_kib for its duration; at most one per thread runs at once, so a burst of logins
 # costs time (queued) rather than memory (bench: 20 parallel POP3 logins peaked at 460 MiB with the default pool).
-_argon2_pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="argon2")
+_argon2_threads = _pool_size(0)
+_argon2_pool = ThreadPoolExecutor(max_workers=_argon2_threads, thread_name_prefix="argon2")
 
 
 def configure(settings: Argon2Settings) -> None:
     """Hash new passwords (and rehash old ones at login) with these parameters; made once, at a service's start."""
-    global _hasher, _DUMMY_HASH, _auth_cache
+    global _hasher, _DUMMY_HASH, _auth_cache, _checker, _argon2_pool, _argon2_threads
     _hasher = _make_hasher(settings.argon2_memory_kib, settings.argon2_time_cost, settings.argon2_parallelism)
     _DUMMY_HASH = None
     _auth_cache = AuthCache(settings.auth_cache_ttl, settings.auth_cache_size)
+    _checker = CheckerChoice(settings.argon2_checker)
+    if _pool_size(settings.argon2_threads) != _argon2_threads:
+        _argon2_pool.shutdown(wait=False)
+        _argon2_threads = _pool_size(settings.argon2_threads)
+        _argon2_pool = ThreadPoolExecutor(max_workers=_argon2_threads, thread_name_prefix="argon2")
 
 
 def hash_password(password: str) -> str:
@@ -178,18 +196,41 @@ def _dummy_hash() -> str:
     return _DUMMY_HASH
 
 
-def _matches(stored: str, password: str) -> bool:
-    """True when `password` is the one `stored` was made from; a malformed `stored` is a mismatch."""
-    encoded = stored.encode("utf-8", "replace")
-    if stored.startswith(_SODIUM_PREFIXES) and len(encoded) <= _SODIUM_MAX_HASH:
-        try:
-            return nacl.pwhash.argon2id.verify(encoded, password.encode("utf-8"))
-        except nacl.exceptions.InvalidkeyError:
-            return False
+def _work(stored: str) -> int:
+    """Memory KiB x passes of a PHC string ("$argon2id$v=19$m=19456,t=2,p=1$..."), 0 when it names none."""
+    try:
+        params = dict(field.split("=", 1) for field in stored.split("$")[3].split(","))
+        return int(params["m"]) * int(params["t"])
+    except (IndexError, KeyError, ValueError):
+        return 0
+
+
+def _sodium_matches(encoded: bytes, password: str) -> bool:
+    try:
+        return nacl.pwhash.argon2id.verify(encoded, password.encode("utf-8"))
+    except nacl.exceptions.InvalidkeyError:
+        return False
+
+
+def _cffi_matches(stored: str, password: str) -> bool:
     try:
         return _hasher.verify(stored, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
+
+
+def _matches(stored: str, password: str) -> bool:
+    """True when `password` is the one `stored` was made from; a malformed `stored` is a mismatch."""
+    encoded = stored.encode("utf-8", "replace")
+    if stored.startswith(_SODIUM_PREFIXES) and len(encoded) <= _SODIUM_MAX_HASH:
+        return _checker.run(
+            _work(stored),
+            {
+                Checker.LIBSODIUM: lambda: _sodium_matches(encoded, password),
+                Checker.ARGON2_CFFI: lambda: _cffi_matches(stored, password),
+            },
+        )
+    return _cffi_matches(stored, password)
 
 
 def _verify(stored: str | None, password: str) -> tuple[bool, bool]:

@@ -15,6 +15,7 @@ from argon2.low_level import Type, hash_secret_raw
 from services.pop3.config import Pop3Settings
 from services.smtp_ingress.config import IngressSettings
 from services.store import Store, passwords
+from services.store.argon2_checkers import LIBRARIES, PASSWORD_CHECKS, SAMPLES_PER_LIBRARY, Checker
 from services.store.config import StoreSettings
 from services.store.passwords import Argon2Settings
 from shared.errors import ConfigError
@@ -57,6 +58,9 @@ def test_every_service_that_checks_passwords_reads_the_variables(
         ("POSTROOM_ARGON2_TIME_COST", "0"),
         ("POSTROOM_ARGON2_PARALLELISM", "0"),
         ("POSTROOM_ARGON2_PARALLELISM", "65"),
+        ("POSTROOM_ARGON2_CHECKER", "openssl"),
+        ("POSTROOM_ARGON2_THREADS", "-1"),
+        ("POSTROOM_ARGON2_THREADS", "65"),
     ],
 )
 def test_a_bad_value_names_the_variable(variable: str, value: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -116,11 +120,27 @@ HASHERS = {
 }
 
 
+def checks_run(checker: Checker) -> float:
+    return float(PASSWORD_CHECKS.labels(checker)._value.get())
+
+
+@pytest.mark.parametrize("checker", LIBRARIES)
 @pytest.mark.parametrize("made_by", HASHERS)
-async def test_a_hash_made_by_argon2_cffi_is_checked_by_libsodium(
-    made_by: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_hash_made_by_argon2_cffi_is_checked_by_either_library(made_by: str, checker: Checker) -> None:
+    passwords.configure(Argon2Settings(argon2_memory_kib=1024, argon2_time_cost=1, argon2_checker=checker))
     stored = HASHERS[made_by].hash("pässword")
+    before = {library: checks_run(library) for library in LIBRARIES}
+    assert (await passwords.verify_password(stored, "pässword"))[0]
+    assert not (await passwords.verify_password(stored, "password"))[0]
+    assert not (await passwords.verify_password(stored, ""))[0]
+    assert {library: checks_run(library) - before[library] for library in LIBRARIES} == {
+        library: 3 if library is checker else 0 for library in LIBRARIES
+    }
+
+
+async def test_libsodium_checks_the_very_string_stored(monkeypatch: pytest.MonkeyPatch) -> None:
+    passwords.configure(Argon2Settings(argon2_memory_kib=1024, argon2_time_cost=1, argon2_checker=Checker.LIBSODIUM))
+    stored = HASHERS["two lanes"].hash("pw")
     used: list[bytes] = []
     sodium = nacl.pwhash.argon2id.verify
 
@@ -129,10 +149,25 @@ async def test_a_hash_made_by_argon2_cffi_is_checked_by_libsodium(
         return sodium(encoded, password)
 
     monkeypatch.setattr(nacl.pwhash.argon2id, "verify", spy)
-    assert (await passwords.verify_password(stored, "pässword"))[0]
-    assert not (await passwords.verify_password(stored, "password"))[0]
-    assert not (await passwords.verify_password(stored, ""))[0]
-    assert used == [stored.encode()] * 3
+    assert (await passwords.verify_password(stored, "pw"))[0]
+    assert used == [stored.encode()]
+
+
+async def test_auto_keeps_the_library_it_measured_cheaper_and_every_answer_is_right() -> None:
+    """Real checks through the real pool: the first ones alternate, then one library takes every check."""
+    passwords.configure(Argon2Settings(argon2_memory_kib=1024, argon2_time_cost=1))
+    stored = passwords.hash_password("pw")
+    before = {library: checks_run(library) for library in LIBRARIES}
+    for _ in range(2 * SAMPLES_PER_LIBRARY):
+        assert await passwords.verify_password(stored, "px") == (False, False)
+    chosen = passwords._checker.chosen
+    assert chosen in LIBRARIES
+    assert {library: checks_run(library) - before[library] for library in LIBRARIES} == dict.fromkeys(
+        LIBRARIES, SAMPLES_PER_LIBRARY
+    )
+    assert await passwords.verify_password(None, "pw") == (False, False)
+    assert await passwords.verify_password(stored, "pw") == (True, False)
+    assert checks_run(chosen) - before[chosen] == SAMPLES_PER_LIBRARY + 2
 
 
 async def test_argon2d_and_overlong_hashes_are_still_checked_by_argon2_cffi() -> None:

@@ -1,0 +1,39 @@
+"""Which argon2 library checks POP3 logins, end to end: a real pop3 process, poplib, its /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from services.store.argon2_checkers import LIBRARIES, SAMPLES_PER_LIBRARY, Checker
+from tests.harness import Harness, ServiceProcess
+from tests.helpers import metric_sum
+from tests.pop3.test_auth_cache import FAST, user_pass
+
+# Every login is a full argon2 check: the verified-login cache would answer the repeats.
+NO_CACHE = {**FAST, "POSTROOM_AUTH_CACHE_TTL": "0"}
+
+
+def checks(service: ServiceProcess) -> dict[Checker, float]:
+    return {
+        library: metric_sum(service.metrics_url, f'postroom_password_checks_total{{checker="{library}"}} ')
+        for library in LIBRARIES
+    }
+
+
+async def test_auto_measures_both_libraries_then_keeps_one(harness: Harness, account: str) -> None:
+    service = harness.process("pop3", **NO_CACHE)
+    assert checks(service) == dict.fromkeys(LIBRARIES, 0)
+    for _ in range(2 * SAMPLES_PER_LIBRARY + 2):
+        assert await asyncio.to_thread(user_pass, service)
+    assert sorted(checks(service).values()) == [SAMPLES_PER_LIBRARY, SAMPLES_PER_LIBRARY + 2]
+
+
+@pytest.mark.parametrize("fixed", LIBRARIES)
+async def test_a_fixed_checker_takes_every_login(harness: Harness, account: str, fixed: Checker) -> None:
+    service = harness.process("pop3", POSTROOM_ARGON2_CHECKER=fixed, **NO_CACHE)
+    for _ in range(3):
+        assert await asyncio.to_thread(user_pass, service)
+    assert not await asyncio.to_thread(user_pass, service, "not the password")
+    assert checks(service) == {library: 4 if library is fixed else 0 for library in LIBRARIES}
