@@ -18,6 +18,8 @@ from redis.driver_info import DriverInfo
 from redis.exceptions import ConnectionError as RedisConnectionError
 from yarl import URL
 
+from shared.redis_packing import with_hiredis_packing
+
 Connection = TypeVar("Connection", aio_pika.Connection, aio_pika.RobustConnection)
 
 
@@ -168,6 +170,8 @@ def connect_redis(url: str, cluster: bool = False, max_connections: int = 200, *
             **options,
         },
     )
+    # from_url picks the class from the URL's scheme; each of redis-py's three gets its hiredis-packing variant.
+    pool.connection_class = with_hiredis_packing(pool.connection_class)
     return Redis(connection_pool=pool)
 
 
