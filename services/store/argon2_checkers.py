@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 
 from prometheus_client import Counter
@@ -37,9 +37,10 @@ PASSWORD_CHECKS = Counter(
 )
 create_series(PASSWORD_CHECKS, tuple(str(library) for library in LIBRARIES))
 
-# Checks of each library before `auto` decides. Per library the cheapest one counts, which skips the first check
-# on each argon2 pool thread (argon2-cffi's first one on a thread faults its memory in, as libsodium's all do).
-SAMPLES_PER_LIBRARY = 4
+# Checks of each library before `auto` decides; per library its cheapest one counts. argon2-cffi's first check on
+# each argon2 pool thread faults its memory in, so it needs warm samples beside those; libsodium's checks all fault
+# alike, so two of them (the costlier ones while measuring, where the host build wins) say as much.
+SAMPLES: dict[Checker, int] = {Checker.LIBSODIUM: 2, Checker.ARGON2_CFFI: 4}
 
 
 class CheckerChoice:
@@ -52,10 +53,10 @@ class CheckerChoice:
     def __init__(
         self,
         mode: Checker,
-        samples: int = SAMPLES_PER_LIBRARY,
+        samples: Mapping[Checker, int] = SAMPLES,
         clock: Callable[[], float] = time.thread_time,
     ) -> None:
-        self.mode, self._samples, self._clock = mode, samples, clock
+        self.mode, self._samples, self._clock = mode, dict(samples), clock
         self.chosen: Checker | None = None if mode is Checker.AUTO else mode
         self._best: dict[Checker, float] = {}
         self._taken: dict[Checker, int] = dict.fromkeys(LIBRARIES, 0)
@@ -63,13 +64,13 @@ class CheckerChoice:
         self._lock = threading.Lock()
 
     def run(self, work: int, checks: dict[Checker, Callable[[], bool]]) -> bool:
-        """Run one check through the chosen library, or, while measuring, the one with fewer samples so far."""
+        """Run one check through the chosen library, or, while measuring, the one furthest from its samples."""
         chosen = self.chosen
         if chosen is not None:
             PASSWORD_CHECKS.labels(chosen).inc()
             return checks[chosen]()
         with self._lock:
-            library = min(LIBRARIES, key=lambda name: self._taken[name])
+            library = min(LIBRARIES, key=lambda name: self._taken[name] / self._samples[name])
             self._taken[library] += 1
         PASSWORD_CHECKS.labels(library).inc()
         began = self._clock()
@@ -81,7 +82,7 @@ class CheckerChoice:
         with self._lock:
             best = self._best.get(library)
             self._best[library] = cost if best is None else min(best, cost)
-            if self.chosen is not None or any(self._taken[name] < self._samples for name in LIBRARIES):
+            if self.chosen is not None or any(self._taken[name] < self._samples[name] for name in LIBRARIES):
                 return
             if len(self._best) < len(LIBRARIES):
                 return  # a sample still running on another thread

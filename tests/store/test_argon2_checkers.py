@@ -6,7 +6,9 @@ from collections.abc import Callable
 
 import pytest
 
-from services.store.argon2_checkers import LIBRARIES, SAMPLES_PER_LIBRARY, Checker, CheckerChoice
+from services.store.argon2_checkers import LIBRARIES, SAMPLES, Checker, CheckerChoice
+
+MEASURED = sum(SAMPLES.values())
 
 
 class FakeCpu:
@@ -35,10 +37,11 @@ def test_auto_alternates_then_keeps_the_cheaper(cheaper: Checker) -> None:
     clock, ran = FakeCpu(), list[Checker]()
     cost = {library: 1.0 if library is cheaper else 1.4 for library in LIBRARIES}
     choice = CheckerChoice(Checker.AUTO, clock=clock)
-    for _ in range(2 * SAMPLES_PER_LIBRARY):
+    for _ in range(MEASURED):
         assert choice.chosen is None
         assert choice.run(1000, clock.checks(1000, cost, ran))
-    assert sorted(ran) == sorted(list(LIBRARIES) * SAMPLES_PER_LIBRARY)
+    assert {library: ran.count(library) for library in LIBRARIES} == SAMPLES
+    assert ran[:3] == [Checker.LIBSODIUM, Checker.ARGON2_CFFI, Checker.ARGON2_CFFI]  # interleaved, by share taken
     assert choice.chosen is cheaper
     ran.clear()
     for _ in range(5):
@@ -49,8 +52,8 @@ def test_auto_alternates_then_keeps_the_cheaper(cheaper: Checker) -> None:
 def test_samples_compare_per_unit_of_work_and_by_their_best() -> None:
     """A first check that faults its memory in, and a sample of an old hash at 64 MiB, do not mislead it."""
     clock, ran = FakeCpu(), list[Checker]()
-    choice = CheckerChoice(Checker.AUTO, samples=2, clock=clock)
     cffi, sodium = Checker.ARGON2_CFFI, Checker.LIBSODIUM
+    choice = CheckerChoice(Checker.AUTO, samples={sodium: 2, cffi: 2}, clock=clock)
     # libsodium first (ties go to the first library), then argon2-cffi, each twice.
     choice.run(65536, clock.checks(65536, {sodium: 1.0, cffi: 1.0}, ran))  # big hash, same cost per KiB
     choice.run(1024, clock.checks(1024, {sodium: 1.0, cffi: 3.0}, ran))  # argon2-cffi's first: cold
@@ -64,6 +67,6 @@ def test_samples_compare_per_unit_of_work_and_by_their_best() -> None:
 def test_a_fixed_choice_runs_only_that_library(fixed: Checker) -> None:
     clock, ran = FakeCpu(), list[Checker]()
     choice = CheckerChoice(fixed, clock=clock)
-    for _ in range(2 * SAMPLES_PER_LIBRARY + 1):
+    for _ in range(MEASURED + 1):
         choice.run(1024, clock.checks(1024, dict.fromkeys(LIBRARIES, 1.0), ran))
-    assert ran == [fixed] * (2 * SAMPLES_PER_LIBRARY + 1) and choice.chosen is fixed
+    assert ran == [fixed] * (MEASURED + 1) and choice.chosen is fixed
