@@ -56,7 +56,8 @@ class CheckerChoice:
         samples: Mapping[Checker, int] = SAMPLES,
         clock: Callable[[], float] = time.thread_time,
     ) -> None:
-        self.mode, self._samples, self._clock = mode, dict(samples), clock
+        self.mode, self._clock = mode, clock
+        self._samples = {name: max(1, samples.get(name, 1)) for name in LIBRARIES}
         self.chosen: Checker | None = None if mode is Checker.AUTO else mode
         self._best: dict[Checker, float] = {}
         self._taken: dict[Checker, int] = dict.fromkeys(LIBRARIES, 0)
@@ -66,16 +67,18 @@ class CheckerChoice:
     def run(self, work: int, checks: dict[Checker, Callable[[], bool]]) -> bool:
         """Run one check through the chosen library, or, while measuring, the one furthest from its samples."""
         chosen = self.chosen
-        if chosen is not None:
-            PASSWORD_CHECKS.labels(chosen).inc()
-            return checks[chosen]()
+        if chosen is not None or work <= 0:
+            # A string that names no cost (malformed) is no sample: it fails fast in either library.
+            library = chosen or LIBRARIES[0]
+            PASSWORD_CHECKS.labels(library).inc()
+            return checks[library]()
         with self._lock:
             library = min(LIBRARIES, key=lambda name: self._taken[name] / self._samples[name])
             self._taken[library] += 1
         PASSWORD_CHECKS.labels(library).inc()
         began = self._clock()
         result = checks[library]()
-        self._record(library, (self._clock() - began) / max(1, work))
+        self._record(library, (self._clock() - began) / work)
         return result
 
     def _record(self, library: Checker, cost: float) -> None:

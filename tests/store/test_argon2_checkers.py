@@ -70,3 +70,16 @@ def test_a_fixed_choice_runs_only_that_library(fixed: Checker) -> None:
     for _ in range(MEASURED + 1):
         choice.run(1024, clock.checks(1024, dict.fromkeys(LIBRARIES, 1.0), ran))
     assert ran == [fixed] * (MEASURED + 1) and choice.chosen is fixed
+
+
+def test_a_check_of_no_stated_cost_is_no_sample() -> None:
+    """A malformed stored string names no memory or passes: it fails fast, and must not look like a cheap library."""
+    clock, ran = FakeCpu(), list[Checker]()
+    choice = CheckerChoice(Checker.AUTO, clock=clock)
+    for _ in range(3):
+        choice.run(0, clock.checks(0, dict.fromkeys(LIBRARIES, 1.0), ran))
+    assert ran == [LIBRARIES[0]] * 3
+    ran.clear()
+    for _ in range(MEASURED):
+        choice.run(1024, clock.checks(1024, dict.fromkeys(LIBRARIES, 1.0), ran))
+    assert {library: ran.count(library) for library in LIBRARIES} == SAMPLES and choice.chosen is not None
