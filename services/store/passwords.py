@@ -197,10 +197,12 @@ def _dummy_hash() -> str:
 
 
 def _work(stored: str) -> int:
-    """Memory KiB x passes of a PHC string ("$argon2id$v=19$m=19456,t=2,p=1$..."), 0 when it names none."""
+    """Memory KiB x passes of a one-lane PHC string ("$argon2id$v=19$m=19456,t=2,p=1$..."), the unit the checker
+    divides a check's CPU by; 0 when it names no cost or more lanes: argon2-cffi computes the lanes of p > 1 on
+    threads of its own, whose CPU the checking thread's clock does not see, so such a check is no fair sample."""
     try:
         params = dict(field.split("=", 1) for field in stored.split("$")[3].split(","))
-        return int(params["m"]) * int(params["t"])
+        return int(params["m"]) * int(params["t"]) if params["p"] == "1" else 0
     except (IndexError, KeyError, ValueError):
         return 0
 

@@ -153,6 +153,22 @@ async def test_libsodium_checks_the_very_string_stored(monkeypatch: pytest.Monke
     assert used == [stored.encode()]
 
 
+@pytest.mark.parametrize(
+    ("stored", "work"),
+    [
+        ("$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$aGFzaA", 38912),
+        ("$argon2i$v=19$m=1024,t=3,p=1$c29tZXNhbHQ$aGFzaA", 3072),
+        ("$argon2id$v=19$m=1024,t=1,p=2$c29tZXNhbHQ$aGFzaA", 0),  # lanes on argon2-cffi's own threads
+        ("$argon2id$v=19$t=1,p=1$c29tZXNhbHQ$aGFzaA", 0),
+        ("$argon2id$v=19$m=x,t=1,p=1$c29tZXNhbHQ$aGFzaA", 0),
+        ("$argon2id$v=19$garbage$c29tZXNhbHQ$aGFzaA", 0),
+        ("garbage", 0),
+    ],
+)
+def test_only_a_one_lane_hash_of_stated_cost_is_a_sample(stored: str, work: int) -> None:
+    assert passwords._work(stored) == work
+
+
 async def test_auto_keeps_the_library_it_measured_cheaper_and_every_answer_is_right() -> None:
     """Real checks through the real pool: the first ones alternate, then one library takes every check."""
     passwords.configure(Argon2Settings(argon2_memory_kib=1024, argon2_time_cost=1))
