@@ -34,31 +34,29 @@ def hiredis_packable(args: tuple[Any, ...]) -> bool:
     return True
 
 
+def _pack_command(self: AbstractConnection, *args: Any) -> list[bytes]:
+    """hiredis's packing where it matches redis-py's, else redis-py's own (`AbstractConnection.pack_command`)."""
+    if hiredis_packable(args):
+        return [hiredis.pack_command(args)]
+    return AbstractConnection.pack_command(self, *args)
+
+
 class HiredisConnection(Connection):
     """A TCP connection (redis://) that packs commands with hiredis."""
 
-    def pack_command(self, *args: Any) -> list[bytes]:
-        if hiredis_packable(args):
-            return [hiredis.pack_command(args)]
-        return super().pack_command(*args)
+    pack_command = _pack_command
 
 
 class HiredisSSLConnection(SSLConnection):
     """A TLS connection (rediss://) that packs commands with hiredis."""
 
-    def pack_command(self, *args: Any) -> list[bytes]:
-        if hiredis_packable(args):
-            return [hiredis.pack_command(args)]
-        return super().pack_command(*args)
+    pack_command = _pack_command
 
 
 class HiredisUnixConnection(UnixDomainSocketConnection):
     """A Unix socket connection (unix://) that packs commands with hiredis."""
 
-    def pack_command(self, *args: Any) -> list[bytes]:
-        if hiredis_packable(args):
-            return [hiredis.pack_command(args)]
-        return super().pack_command(*args)
+    pack_command = _pack_command
 
 
 _HIREDIS_VARIANT: dict[type[AbstractConnection], type[AbstractConnection]] = {

@@ -56,7 +56,7 @@ class CheckerChoice:
         samples: Mapping[Checker, int] = SAMPLES,
         clock: Callable[[], float] = time.thread_time,
     ) -> None:
-        self.mode, self._clock = mode, clock
+        self._clock = clock
         self._samples = {name: max(1, samples.get(name, 1)) for name in LIBRARIES}
         self.chosen: Checker | None = None if mode is Checker.AUTO else mode
         self._best: dict[Checker, float] = {}
