@@ -263,20 +263,33 @@ def run_smtp(args: argparse.Namespace, servers: Brokers | None = None) -> dict[s
             dns_server.stop()
 
 
+READS = "(socket reads)"
+
+
 def redis_calls(url: str) -> dict[str, int]:
-    """Commands a Redis has run so far by name (INFO commandstats: a script's own calls counted as well)."""
-    stats = redis.Redis.from_url(url).info("commandstats")
-    return {name.removeprefix("cmdstat_"): int(entry["calls"]) for name, entry in stats.items()}
+    """Commands a Redis has run so far by name (INFO commandstats: a script's own calls counted as well), and under
+    READS the reads it has done from its clients' sockets: about one per round trip, however many commands it held."""
+    client = redis.Redis.from_url(url)
+    stats = client.info("commandstats")
+    calls = {name.removeprefix("cmdstat_"): int(entry["calls"]) for name, entry in stats.items()}
+    calls[READS] = int(client.info("stats")["total_reads_processed"])
+    return calls
 
 
 def calls_report(before: dict[str, int] | None, after: dict[str, int] | None, messages: int) -> dict[str, Any]:
     """Redis commands per message on a private Redis (every service's, the bench's polling for the mailbox too):
-    the total, and by command those of at least 0.05 per message; nothing for a shared one."""
+    the total, by command those of at least 0.05 per message, and the socket reads (round trips) per message;
+    nothing for a shared one."""
     if before is None or after is None:
         return {}
     per = {name: (n - before.get(name, 0)) / messages for name, n in after.items()}
+    reads = per.pop(READS, 0.0)
     by_command = {name: round(v, 2) for name, v in sorted(per.items(), key=lambda kv: -kv[1]) if v >= 0.05}
-    return {"redis_calls_per_msg": round(sum(per.values()), 2), "redis_calls_by_command": by_command}
+    return {
+        "redis_calls_per_msg": round(sum(per.values()), 2),
+        "redis_reads_per_msg": round(reads, 2),
+        "redis_calls_by_command": by_command,
+    }
 
 
 def pop3_body(size: int) -> bytes:
