@@ -3,7 +3,8 @@
 Each round runs, with the issue's loads: Postroom end to end (`bench.run smtp`), Postfix with virtual(8), Postfix →
 Dovecot LMTP (`bench.reference postfix [--delivery lmtp]`), then for each POP3 mailbox size Postroom's POP3
 (`bench.run pop3`) and Dovecot's (`bench.reference dovecot`, its second pass: index built). Even rounds run each
-pair in the other order, so a machine that drifts in speed favours neither side. Postroom runs against a private
+pair in the other order, so a machine that drifts in speed favours neither side, and a short unmeasured run of every
+system comes before round 1 (`warm_up`). Postroom runs against a private
 redis-server and RabbitMQ node started once for all rounds, so their CPU is Postroom's own. Run as root (Postfix,
 Dovecot and the RabbitMQ node switch users).
 
@@ -125,32 +126,56 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def warm_up(args: argparse.Namespace, servers: Brokers) -> None:
+    """One short run of every system before round 1, none of it measured. Round 1 starts with Postroom, and the
+    first run after a quiet spell is the slowest in every component: on 2026-12-04 round 1 had the lowest end-to-end
+    ratio in all four runs without a warm-up, and in one of them every Postroom component, Redis and RabbitMQ
+    included, spent 25-35% more CPU per message than in rounds 2 and 3."""
+    short = argparse.Namespace(**{**vars(args), "messages": min(args.messages, 1000), "pop3_messages": [20]})
+    for scenario, systems in pairs_of(short, servers):
+        for system, runner in systems:
+            started = time.monotonic()
+            try:
+                runner()
+                outcome = "done"
+            except Exception as error:  # the measured rounds report what fails; a warm-up only says so
+                outcome = f"failed: {type(error).__name__}: {error}"
+            print(f"warm-up {scenario} {system}: {outcome} in {time.monotonic() - started:.1f} s", flush=True)
+
+
+def pairs_of(args: argparse.Namespace, servers: Brokers) -> list[tuple[str, list[tuple[str, Runner]]]]:
+    """Each scenario with its systems, Postroom first."""
+    e2e = f"e2e {args.sessions}x1KiB {args.messages}"
+    pairs: list[tuple[str, list[tuple[str, Runner]]]] = [
+        (
+            e2e,
+            [
+                ("postroom-e2e", lambda: postroom_e2e(args, servers)),
+                ("postfix-virtual", lambda: postfix(args, "virtual")),
+                ("postfix-lmtp", lambda: postfix(args, "lmtp")),
+            ],
+        )
+    ]
+    for per_user in args.pop3_messages:
+        pairs.append(
+            (
+                f"pop3 {args.users}x{per_user}x{args.pop3_size // 1024}KiB",
+                [
+                    ("postroom-pop3", partial(postroom_pop3, args, servers, per_user)),
+                    ("dovecot", partial(dovecot, args, per_user)),
+                ],
+            )
+        )
+    return pairs
+
+
 def rounds(args: argparse.Namespace, servers: Brokers) -> tuple[list[Row], list[dict[str, Any]]]:
     rows: list[Row] = []
     results: list[dict[str, Any]] = []
-    e2e = f"e2e {args.sessions}x1KiB {args.messages}"
+    if args.warm_up:
+        warm_up(args, servers)
     for number in range(1, args.rounds + 1):
-        pairs: list[tuple[str, list[tuple[str, Runner]]]] = [
-            (
-                e2e,
-                [
-                    ("postroom-e2e", lambda: postroom_e2e(args, servers)),
-                    ("postfix-virtual", lambda: postfix(args, "virtual")),
-                    ("postfix-lmtp", lambda: postfix(args, "lmtp")),
-                ],
-            )
-        ]
-        for per_user in args.pop3_messages:
-            pairs.append(
-                (
-                    f"pop3 {args.users}x{per_user}x{args.pop3_size // 1024}KiB",
-                    [
-                        ("postroom-pop3", partial(postroom_pop3, args, servers, per_user)),
-                        ("dovecot", partial(dovecot, args, per_user)),
-                    ],
-                )
-            )
-        for scenario, systems in pairs:
+        for scenario, systems in pairs_of(args, servers):
             # Even rounds: the references first, Postroom last.
             ordered = systems if number % 2 else systems[::-1]
             measured = [measure(number, scenario, system, runner, results) for system, runner in ordered]
@@ -172,6 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--pop3-size", type=int, default=10240)
     parser.add_argument("--clients", type=int, default=4, help="POP3 load generator processes")
+    parser.add_argument(
+        "--no-warm-up",
+        dest="warm_up",
+        action="store_false",
+        help="start measuring at once, without a short unmeasured run of each system first",
+    )
     args = parser.parse_args(argv)
     reference.require_root()
     run.raise_file_limit()
