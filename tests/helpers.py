@@ -31,24 +31,41 @@ def client_tls() -> ssl.SSLContext:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A port free now, below the kernel's ephemeral range (`free_port_run`)."""
+    return free_port_run(1, host)
+
+
+# Ports handed out come from below the ephemeral range, which outgoing connections take theirs from: one the kernel
+# chose for a bind to port 0 could go to any process's connect() (the suite opens thousands, to Redis and RabbitMQ)
+# before the service binds it. Each xdist worker takes ports in turn from a slice of its own, so neither two workers
+# nor two calls of one test (a service's five listeners) pick the same port before the services bind them;
+# processes outside xdist (the benches) share the last slice.
+LOWEST_PORT = 20000
+PORT_SLICES = 8
+_port_cursor = random.randrange(1 << 16)
+
+
+def _port_slice() -> tuple[int, int]:
+    """(first, size) of this process's slice of the ports below the ephemeral range."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as ranges:
+        ephemeral_low = int(ranges.read().split()[0])
+    size = (ephemeral_low - LOWEST_PORT) // PORT_SLICES
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) % (PORT_SLICES - 1) if worker[2:].isdigit() else PORT_SLICES - 1
+    return LOWEST_PORT + index * size, size
 
 
 def free_port_run(count: int, host: str = "127.0.0.1") -> int:
-    """The first of `count` consecutive free ports, below the kernel's ephemeral range.
-
-    For a service that listens on port + i (the ingress's workers' metrics): a port the kernel hands out to
-    outgoing connections could be taken by any process's connect() between this check and the service's bind.
-    """
-    with open("/proc/sys/net/ipv4/ip_local_port_range") as ranges:
-        ephemeral_low = int(ranges.read().split()[0])
-    for _ in range(500):
-        first = random.randint(20000, ephemeral_low - count - 1)
+    """The first of `count` consecutive ports free now, below the kernel's ephemeral range (the ingress's workers
+    listen on a metrics port + i), taken in turn from this process's slice, skipping any that are in use."""
+    global _port_cursor
+    first_of_slice, size = _port_slice()
+    for _ in range(size):
+        first = first_of_slice + _port_cursor % (size - count)
+        _port_cursor += count
         if all(_port_free(host, first + i) for i in range(count)):
             return first
-    raise RuntimeError(f"no {count} consecutive free ports below {ephemeral_low}")
+    raise RuntimeError(f"no {count} consecutive free ports in {first_of_slice}-{first_of_slice + size - 1}")
 
 
 def _port_free(host: str, port: int) -> bool:
