@@ -343,6 +343,13 @@ def run_pop3(args: argparse.Namespace, servers: Brokers | None = None) -> dict[s
             int(metric_total(stack, "pop3", "postroom_pop3_connections_total", offset))
             for offset in range(stack.workers("pop3"))
         ]
+        # Which argon2 library checked the logins (POSTROOM_ARGON2_CHECKER=auto measures the first few and picks).
+        checks = {
+            line.split('checker="', 1)[1].split('"', 1)[0]: int(float(line.rsplit(" ", 1)[1]))
+            for offset in range(stack.workers("pop3"))
+            for line in metric_lines(stack, "pop3", offset)
+            if line.startswith("postroom_password_checks_total{")
+        }
         total = args.messages * args.sessions
         if loaded.octets != total * len(body):
             raise RuntimeError(f"downloaded {loaded.octets} octets, expected {total * len(body)}")
@@ -362,6 +369,7 @@ def run_pop3(args: argparse.Namespace, servers: Brokers | None = None) -> dict[s
             **loaded.report(total),
             "peak_rss": mib(stack.peak_rss()["pop3"]),
             "sessions_by_worker": by_worker,
+            "password_checks": checks,
         }
     finally:
         stack.stop()

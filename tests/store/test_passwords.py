@@ -15,7 +15,7 @@ from argon2.low_level import Type, hash_secret_raw
 from services.pop3.config import Pop3Settings
 from services.smtp_ingress.config import IngressSettings
 from services.store import Store, passwords
-from services.store.argon2_checkers import LIBRARIES, PASSWORD_CHECKS, SAMPLES, Checker
+from services.store.argon2_checkers import LIBRARIES, PASSWORD_CHECKS, SAMPLES, WARM_UP, Checker
 from services.store.config import StoreSettings
 from services.store.passwords import Argon2Settings
 from shared.errors import ConfigError
@@ -170,18 +170,23 @@ def test_only_a_one_lane_hash_of_stated_cost_is_a_sample(stored: str, work: int)
 
 
 async def test_auto_keeps_the_library_it_measured_cheaper_and_every_answer_is_right() -> None:
-    """Real checks through the real pool: the first ones alternate, then one library takes every check."""
+    """Real checks through the real pool: the first ones alternate, then one library takes every check. How many
+    measure depends on how many of the pool's threads ran them (each warms argon2-cffi up), so it is bounded."""
     passwords.configure(Argon2Settings(argon2_memory_kib=1024, argon2_time_cost=1))
     stored = passwords.hash_password("pw")
     before = {library: checks_run(library) for library in LIBRARIES}
-    for _ in range(sum(SAMPLES.values())):
+    measuring = 0
+    while passwords._checker.chosen is None:
+        assert measuring < 20, "auto never chose"
         assert await passwords.verify_password(stored, "px") == (False, False)
+        measuring += 1
     chosen = passwords._checker.chosen
-    assert chosen in LIBRARIES
-    assert {library: checks_run(library) - before[library] for library in LIBRARIES} == SAMPLES
+    ran = {library: checks_run(library) - before[library] for library in LIBRARIES}
+    assert sum(ran.values()) == measuring
+    assert all(ran[library] >= SAMPLES[library] + WARM_UP[library] for library in LIBRARIES)
     assert await passwords.verify_password(None, "pw") == (False, False)
     assert await passwords.verify_password(stored, "pw") == (True, False)
-    assert checks_run(chosen) - before[chosen] == SAMPLES[chosen] + 2
+    assert checks_run(chosen) - before[chosen] == ran[chosen] + 2
 
 
 async def test_argon2d_and_overlong_hashes_are_still_checked_by_argon2_cffi() -> None:
