@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import random
 import socket
@@ -45,8 +46,9 @@ PORT_SLICES = 8
 _port_cursor = random.randrange(1 << 16)
 
 
+@functools.cache
 def _port_slice() -> tuple[int, int]:
-    """(first, size) of this process's slice of the ports below the ephemeral range."""
+    """(first, size) of this process's slice of the ports below the ephemeral range (read once: neither changes)."""
     with open("/proc/sys/net/ipv4/ip_local_port_range") as ranges:
         ephemeral_low = int(ranges.read().split()[0])
     size = (ephemeral_low - LOWEST_PORT) // PORT_SLICES
