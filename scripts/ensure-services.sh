@@ -62,13 +62,17 @@ ensure_rabbitmq() {
 }
 
 ensure_python_venv() {
-    if python3 -c 'import venv, ensurepip' 2>/dev/null; then return; fi
-    log "installing python3-venv"
-    apt_install python3-venv python3-dev gcc
+    # The venv needs venv and ensurepip; scripts/native-argon2.sh needs the headers and a C compiler.
+    local python=${1:-python3} version
+    if "$python" -c 'import venv, ensurepip, sysconfig, os, sys; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' 2>/dev/null \
+        && command -v gcc >/dev/null; then return; fi
+    version=$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+    log "installing python$version-venv python$version-dev gcc"
+    apt_install "python$version-venv" "python$version-dev" gcc
 }
 
 case "${1:-all}" in
-    python) ensure_python_venv ;;
+    python) ensure_python_venv "${2:-python3}" ;;
     tools) shift; missing=(); for spec in "$@"; do cmd=${spec%%=*}; pkg=${spec#*=}; command -v "$cmd" >/dev/null || missing+=("$pkg"); done
            if ((${#missing[@]})); then log "installing ${missing[*]}"; apt_install "${missing[@]}"; fi ;;
     *) ensure_redis; ensure_rabbitmq ;;
