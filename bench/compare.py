@@ -4,7 +4,8 @@ Each round runs, with the issue's loads: Postroom end to end (`bench.run smtp`),
 Dovecot LMTP (`bench.reference postfix [--delivery lmtp]`), then for each POP3 mailbox size Postroom's POP3
 (`bench.run pop3`) and Dovecot's (`bench.reference dovecot`, its second pass: index built). Even rounds run each
 pair in the other order, so a machine that drifts in speed favours neither side, and a short unmeasured run of every
-system comes before round 1 (`warm_up`). Postroom runs against a private
+system comes before round 1 (`warm_up`). Before every run `bench.hostspeed` times two fixed pieces of Python work,
+so a run on a host that had slowed shows as such. Postroom runs against a private
 redis-server and RabbitMQ node started once for all rounds, so their CPU is Postroom's own. Run as root (Postfix,
 Dovecot and the RabbitMQ node switch users).
 
@@ -23,7 +24,7 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
 
-from bench import reference, run
+from bench import hostspeed, reference, run
 from bench.brokers import Brokers, brokers
 from bench.run import RESULTS, load_average
 
@@ -37,6 +38,9 @@ class Row:
     cpu_ms_per_msg: float | None = None
     client_cpu_ms_per_msg: float | None = None
     loadavg: str = ""
+    # bench.hostspeed's probe just before the run: CPU ms of its large-heap and its small work
+    host_heap_ms: float | None = None
+    host_small_ms: float | None = None
     error: str | None = None
 
 
@@ -80,6 +84,8 @@ def figures(system: str, result: dict[str, Any]) -> tuple[float, float, float | 
 
 def measure(number: int, scenario: str, system: str, runner: Runner, results: list[dict[str, Any]]) -> Row:
     row = Row(number, scenario, system, loadavg=load_average())
+    speed = hostspeed.probe_apart()
+    row.host_heap_ms, row.host_small_ms = speed["heap_ms"], speed["small_ms"]
     try:
         result = runner()
         row.msg_per_s, row.cpu_ms_per_msg, row.client_cpu_ms_per_msg = figures(system, result)
@@ -99,8 +105,8 @@ def table(rows: list[Row]) -> str:
     """One line per run, with Postroom/reference ratios (msg/s and CPU ms/msg) on each reference's line."""
     lines = [
         "| round | scenario | system | msg/s | server CPU ms/msg | load clients CPU ms/msg | Postroom/this msg/s "
-        "| Postroom/this CPU |",
-        "|---|---|---|---|---|---|---|---|",
+        "| Postroom/this CPU | host probe ms, heap / small |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         ours = next(
@@ -121,6 +127,7 @@ def table(rows: list[Row]) -> str:
             f"{row.client_cpu_ms_per_msg:.3f}" if row.client_cpu_ms_per_msg is not None else "-",
             ratio(ours.msg_per_s, row.msg_per_s) if compared and ours else "",
             ratio(ours.cpu_ms_per_msg, row.cpu_ms_per_msg) if compared and ours else "",
+            f"{row.host_heap_ms} / {row.host_small_ms}" if row.host_heap_ms is not None else "-",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
