@@ -138,7 +138,8 @@ def warm_up(args: argparse.Namespace, servers: Brokers) -> None:
     first run after a quiet spell is the slowest in every component: on 2026-12-04 round 1 had the lowest end-to-end
     ratio in all four runs without a warm-up, and in one of them every Postroom component, Redis and RabbitMQ
     included, spent 25-35% more CPU per message than in rounds 2 and 3."""
-    short = argparse.Namespace(**{**vars(args), "messages": min(args.messages, 1000), "pop3_messages": [20]})
+    pop3 = [20] if args.pop3_messages else []
+    short = argparse.Namespace(**{**vars(args), "messages": min(args.messages, 1000), "pop3_messages": pop3})
     for scenario, systems in pairs_of(short, servers):
         for system, runner in systems:
             started = time.monotonic()
@@ -198,9 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=20, help="POP3: sessions, one mailbox each")
     parser.add_argument(
         "--pop3-messages",
-        type=lambda text: [int(n) for n in text.split(",")],
+        type=lambda text: [int(n) for n in text.split(",") if n.strip()],
         default=[100, 250],
-        help="POP3: messages per mailbox, one scenario each (comma-separated; default 100,250)",
+        help="POP3: messages per mailbox, one scenario each (comma-separated; default 100,250; empty: no POP3)",
     )
     parser.add_argument("--pop3-size", type=int, default=10240)
     parser.add_argument("--clients", type=int, default=4, help="POP3 load generator processes")
