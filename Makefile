@@ -5,10 +5,12 @@ PY := $(VENV)/bin/python
 # The interpreter of the venv (scripts/pick-python.sh says why the distribution's comes first); POSTROOM_PYTHON
 # names another. A venv made from a different one is made again.
 PYTHON := $(shell bash scripts/pick-python.sh)
+ifneq ($(PYTHON),)
 ifneq ($(wildcard $(VENV)/bin/python),)
 ifneq ($(shell $(VENV)/bin/python -c 'import os, sys; print(os.path.realpath(sys.executable))' 2>/dev/null),$(PYTHON))
 $(info venv: $(VENV) was made from another interpreter; making it again from $(PYTHON))
 $(shell rm -rf $(VENV))
+endif
 endif
 endif
 BIN := $(VENV)/bin

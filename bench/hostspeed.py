@@ -3,8 +3,8 @@
 Hosts of this machine class change speed within minutes, and not evenly: on 2026-12-04 a probe like `heap` took
 15% more CPU than a quarter of an hour before while `small` took the same, and Postroom's end-to-end CPU per
 message rose by a fifth in that window while Postfix's did not. Work over a large heap feels whatever slows memory
-(another tenant's cache traffic) and a small loop does not, so the two side by side tell a slow memory system from
-a slow core. bench.compare probes before every run; `python -m bench.hostspeed` prints one probe.
+(another tenant's cache traffic) and a small loop does not, so the two side by side may tell a slow memory system
+from a slow core. bench.compare probes before every run; `python -m bench.hostspeed` prints one probe.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.deploy.queries import ROOT
 
 PICK = ROOT / "scripts" / "pick-python.sh"
@@ -36,10 +38,11 @@ def test_it_names_an_absolute_python_of_311_or_newer() -> None:
 
 
 def test_the_distributions_python_comes_first_when_there_is_one() -> None:
-    done = pick(POSTROOM_PYTHON="")
     distribution = Path("/usr/bin/python3.11")
-    if distribution.exists():
-        assert done.stdout.strip() == os.path.realpath(distribution)
+    if not distribution.exists():
+        pytest.skip("no /usr/bin/python3.11 on this machine")
+    done = pick(POSTROOM_PYTHON="")
+    assert done.stdout.strip() == os.path.realpath(distribution)
 
 
 def test_postroom_python_names_the_interpreter() -> None:
