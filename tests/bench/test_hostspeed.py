@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import pytest
+
 from bench import compare, hostspeed
 
 
-def test_the_probe_gives_the_cpu_of_both_pieces_of_work() -> None:
-    speed = hostspeed.probe()
-    assert set(speed) == {"heap_ms", "small_ms"}
-    assert speed["heap_ms"] > 0 and speed["small_ms"] > 0
-
-
-def test_the_probe_apart_gives_both_figures_from_a_new_interpreter() -> None:
-    speed = hostspeed.probe_apart()
+@pytest.mark.parametrize("probe", [hostspeed.probe, hostspeed.probe_apart], ids=["here", "in-a-new-interpreter"])
+def test_the_probe_gives_the_cpu_of_both_pieces_of_work(probe: Callable[[], dict[str, float]]) -> None:
+    speed = probe()
     assert set(speed) == {"heap_ms", "small_ms"}
     assert speed["heap_ms"] > 0 and speed["small_ms"] > 0
 
