@@ -10,20 +10,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import redis
 
-from tests.helpers import free_port
-
-
-def _wait(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
+from tests.helpers import free_port, wait_until_sync
 
 
 def _end(proc: subprocess.Popen[bytes] | None, sig: signal.Signals, timeout: float) -> None:
@@ -62,7 +53,7 @@ class PrivateRedis:
         log = (self.dir / "redis.log").open("ab")
         self.proc = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
         self.starts += 1
-        _wait(self.ping, timeout, "the private redis-server")
+        wait_until_sync(self.ping, timeout, "the private redis-server")
         return self
 
     def ping(self) -> bool:
